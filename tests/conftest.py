@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny synthetic models (built once, cached), the LoCoMo file (skip when absent), a network blocker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def locomo_path() -> Path:
+    """The real LoCoMo file, or skip: it is never committed to this repository."""
+    from memlora.distill.locomo import default_locomo_path
+
+    path = default_locomo_path()
+    if path is None or not Path(path).is_file():
+        pytest.skip("LoCoMo not found (set MEMLORA_LOCOMO or place it at ../shared/data/locomo/locomo10.json)")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """Factory: ``tiny_model("qwen2")`` -> path of the cached tiny random model of that architecture."""
+    from memlora.models import ensure_model
+
+    cache: dict[tuple, Path] = {}
+
+    def get(arch: str = "qwen2", seed: int = 0) -> Path:
+        key = (arch, seed)
+        if key not in cache:
+            cache[key] = ensure_model(arch=arch, size="tiny", seed=seed)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any attempt to open a socket (except AF_UNIX) fails the test: the runtime must work offline."""
+    real_socket = socket.socket
+
+    class GuardedSocket(real_socket):
+        def __init__(self, family=socket.AF_INET, *args, **kwargs):
+            if family in (socket.AF_INET, socket.AF_INET6):
+                raise AssertionError("network access attempted (socket creation blocked by the test)")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", GuardedSocket)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
+
+
+def pytest_configure(config):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
