@@ -1,0 +1,586 @@
+"""Train one expert adapter (paper 3.2, D.3): peft LoRA on the student, loss on the completion tokens only.
+
+Each example's prompt is rendered with the student's own chat template plus the generation prompt (exactly what the
+engines feed the model at run time); the target follows, closed by the tokenizer's EOS token. Prompt tokens are masked
+with -100, so only the completion is learned. Training runs epochs of AdamW with early stopping on the validation
+teacher-forcing loss; the best epoch's LoRA weights are kept. Written to ``out_dir`` (atomically, via a temporary dir):
+
+- a standard peft adapter dir (``adapter_config.json`` + ``adapter_model.safetensors``),
+- ``training_card.json`` (data hashes, hyper-parameters, per-epoch losses, best epoch, tokens/s, versions),
+- ``loss_curve.png``.
+
+One process on CPU, or several GPUs with ``accelerate launch -m memlora.distill.cli train ...``: device placement,
+gradient sync and loss reduction go through ``accelerate.Accelerator``; only the main process writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from memlora import STAGES
+from memlora.distill.dataset import examples_hash, load_examples, validate_example, write_json_atomic
+from memlora.errors import DataError, MemloraError
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "EpochLog",
+    "train_expert",
+    "load_examples",
+    "default_target_modules",
+    "encode_example",
+    "tokenizer_fingerprint",
+    "teacher_forcing_loss",
+]
+
+ATTENTION_QV = ("q_proj", "v_proj")
+"""D.3: LoRA on the query and value projections is enough for extraction and update."""
+
+
+def default_target_modules(stage: str) -> list[str] | str:
+    """The paper's choice (D.3): q_proj,v_proj for extraction/update; all linear layers for generation and vqa."""
+    return list(ATTENTION_QV) if stage in ("extraction", "update") else "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one expert's LoRA training (defaults follow the paper where it is legible)."""
+
+    stage: str = "extraction"
+    """Memory operation this expert serves: extraction, update, generation or vqa."""
+    target_modules: list[str] | str | None = None
+    """Modules that get LoRA (list of names or "all-linear"); None = the stage's default (D.3)."""
+    rank: int = 16
+    """LoRA rank r."""
+    alpha: int = 32
+    """LoRA alpha (scaling = alpha / r)."""
+    dropout: float = 0.1
+    """LoRA dropout."""
+    lr: float = 2e-4
+    """AdamW learning rate."""
+    batch_size: int = 8
+    """Examples per optimiser step (per process; times gradient_accumulation)."""
+    gradient_accumulation: int = 1
+    """Micro-batches accumulated before each optimiser step."""
+    max_epochs: int = 10
+    """Upper bound on epochs (early stopping usually ends sooner)."""
+    patience: int = 2
+    """Stop after this many epochs without a validation-loss improvement."""
+    min_delta: float = 0.0
+    """A validation loss must improve by more than this to count as better."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps (constant afterwards)."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping norm (None: no clipping)."""
+    seed: int = 0
+    """Seed for LoRA init, dropout and data order (runs are repeatable)."""
+    precision: str = "auto"
+    """auto (bf16 on GPUs that support it, else fp32), bf16 or fp32."""
+    max_length: int | None = None
+    """Longest allowed prompt+target in tokens; None = the model's context (max_position_embeddings)."""
+    drop_too_long: bool = False
+    """Drop examples longer than max_length instead of failing."""
+    eval_batch_size: int | None = None
+    """Batch size for validation loss (None: 2 x batch_size)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory on big students."""
+    threads: int | None = None
+    """torch CPU threads (None: leave torch's default)."""
+    cpu: bool = False
+    """Force CPU even when a GPU is present."""
+    plot: bool = True
+    """Write loss_curve.png."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def resolved_target_modules(self) -> list[str] | str:
+        return self.target_modules if self.target_modules else default_target_modules(self.stage)
+
+    def validate(self) -> "TrainConfig":
+        if self.stage not in STAGES:
+            raise MemloraError(f"unknown stage {self.stage!r}: expected one of {', '.join(STAGES)}")
+        for name in ("rank", "alpha", "batch_size", "gradient_accumulation", "max_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise MemloraError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 0 or not (0.0 <= self.dropout < 1.0) or self.lr <= 0:
+            raise MemloraError("TrainConfig: need patience >= 0, 0 <= dropout < 1 and lr > 0")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise MemloraError(f"TrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear",):
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        return self
+
+
+@dataclass
+class EpochLog:
+    """Losses of one epoch (epoch 0 = before training)."""
+
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    seconds: float = 0.0
+    train_tokens: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What ``train_expert`` produced."""
+
+    out_dir: Path
+    best_epoch: int
+    best_val_loss: float | None
+    initial_val_loss: float | None
+    epochs: list[EpochLog] = field(default_factory=list)
+    tokens_per_s: float = 0.0
+    stopped_early: bool = False
+    card: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# tokenisation
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's vocabulary + special tokens (same tokenizer <=> same fingerprint)."""
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps(
+        {"vocab": sorted(vocab.items(), key=lambda kv: kv[1]), "eos": tokenizer.eos_token, "pad": tokenizer.pad_token},
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def load_tokenizer(base_dir: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    base_dir = Path(base_dir)
+    if not (base_dir / "config.json").is_file():
+        raise MemloraError(f"base model not found: {base_dir} has no config.json (pass a local model directory)")
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    if not getattr(tok, "chat_template", None):
+        raise MemloraError(f"the tokenizer in {base_dir} has no chat template: experts are trained on chat prompts")
+    if tok.eos_token_id is None:
+        raise MemloraError(f"the tokenizer in {base_dir} has no EOS token: the student could never stop")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_example(tokenizer, example: dict) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one example: prompt tokens labelled -100, then target tokens + EOS."""
+    prompt_ids = tokenizer(render_prompt(tokenizer, example["messages"]), add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(example["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
+
+
+def _context_length(model_config) -> int | None:
+    cfg = getattr(model_config, "text_config", None) or model_config
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def encode_examples(tokenizer, examples: Sequence[dict], max_length: int | None, drop_too_long: bool, what: str):
+    encoded, dropped = [], 0
+    for ex in examples:
+        ids, labels = encode_example(tokenizer, ex)
+        if max_length is not None and len(ids) > max_length:
+            if drop_too_long:
+                dropped += 1
+                continue
+            raise DataError(
+                f"{what} example {ex.get('id')!r} is {len(ids)} tokens (prompt + target + EOS), longer than the "
+                f"model's context of {max_length}: shorten it, raise --max-length, or pass --drop-too-long"
+            )
+        encoded.append((ids, labels))
+    return encoded, dropped
+
+
+def check_examples(examples: Sequence[dict], stage: str, tokenizer_sha: str, what: str) -> None:
+    """Shape, stage and tokenizer checks: mismatches are the user's to fix, so they raise ``DataError``."""
+    for i, ex in enumerate(examples):
+        validate_example(ex, f"{what} example {i}")
+        if ex["stage"] != stage:
+            raise DataError(f"{what} example {ex['id']!r} is for stage {ex['stage']!r}, not {stage!r}")
+        if ex.get("images"):
+            raise DataError(
+                f"{what} example {ex['id']!r} carries images: image-conditioned VQA training needs a vision-language "
+                "processor, which this text trainer does not feed (train VQA on text prompts or use the VLM trainer)"
+            )
+        recorded = (ex.get("meta") or {}).get("tokenizer_sha256")
+        if recorded and recorded != tokenizer_sha:
+            raise DataError(
+                f"{what} example {ex['id']!r} was prepared for a different tokenizer ({recorded[:12]}...) than the "
+                f"base model's ({tokenizer_sha[:12]}...): re-run `memlora-train clean --student` for this base model"
+            )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# training
+
+
+class _Encoded:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def _collate(pad_id: int):
+    import torch
+
+    def collate(rows):
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (ids, lab) in enumerate(rows):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            labels[r, : len(lab)] = torch.tensor(lab)
+            mask[r, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    return collate
+
+
+def _load_base(base_dir: Path, gradient_checkpointing: bool):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(base_dir))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    except ValueError:
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype=torch.float32)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    return model, config
+
+
+def _mixed_precision(config: TrainConfig) -> str:
+    import torch
+
+    if config.precision == "fp32":
+        return "no"
+    gpu_bf16 = (not config.cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if config.precision == "bf16":
+        return "bf16"
+    return "bf16" if gpu_bf16 else "no"
+
+
+def _masked_loss_sums(model, loader, accelerator) -> tuple[float, int]:
+    """Teacher-forcing loss summed over completion tokens, and their count (reduced over processes)."""
+    import torch
+
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    with torch.no_grad():
+        for batch in loader:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            shift_logits = logits[:, :-1].float()
+            shift_labels = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total[0] += loss.double()
+            total[1] += (shift_labels != -100).sum()
+    total = accelerator.reduce(total, reduction="sum")
+    model.train()
+    return float(total[0]), int(total[1])
+
+
+def teacher_forcing_loss(model, tokenizer, examples: Sequence[dict], batch_size: int = 8) -> float:
+    """Mean completion-token cross-entropy of ``model`` on ``examples`` (single process helper for tests/search)."""
+    import torch
+
+    rows = [encode_example(tokenizer, ex) for ex in examples]
+    collate = _collate(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+            labels = batch["labels"][:, 1:]
+            total += float(
+                torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+                )
+            )
+            count += int((labels != -100).sum())
+    return total / max(count, 1)
+
+
+def _plot(epochs: list[EpochLog], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    tr = [(e.epoch, e.train_loss) for e in epochs if e.train_loss is not None]
+    va = [(e.epoch, e.val_loss) for e in epochs if e.val_loss is not None]
+    if tr:
+        ax.plot(*zip(*tr), marker="o", label="train (completion tokens)")
+    if va:
+        ax.plot(*zip(*va), marker="s", label="val teacher-forcing")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary dir into place; an existing ``final`` is replaced only once the new one is complete."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def suggested_max_new_tokens(target_lengths: Sequence[int]) -> int:
+    """Generation budget for the stage: 1.25 x the longest training target, between 16 and 1024 tokens."""
+    return int(min(1024, max(16, math.ceil(1.25 * max(target_lengths or [16])))))
+
+
+def train_expert(
+    base_dir: str | os.PathLike,
+    train_examples: Sequence[dict],
+    val_examples: Sequence[dict],
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+) -> TrainResult:
+    """Train one LoRA expert on ``train_examples`` with early stopping on ``val_examples``; write it to ``out_dir``."""
+    import peft
+    import torch
+    import transformers
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    import memlora
+
+    config = (config or TrainConfig()).validate()
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not train_examples:
+        raise DataError(f"no training examples for stage {config.stage!r}: nothing to learn (check the data dir)")
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    tokenizer = load_tokenizer(base_dir)
+    tok_sha = tokenizer_fingerprint(tokenizer)
+    check_examples(train_examples, config.stage, tok_sha, "training")
+    check_examples(val_examples, config.stage, tok_sha, "validation")
+
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config),
+        cpu=config.cpu,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(config.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    model, model_config = _load_base(base_dir, config.gradient_checkpointing)
+    max_length = config.max_length or _context_length(model_config)
+    train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training")
+    val_rows, dropped_val = encode_examples(tokenizer, val_examples, max_length, config.drop_too_long, "validation")
+    if not train_rows:
+        raise DataError(f"every training example is longer than {max_length} tokens: nothing left to train on")
+
+    target_modules = config.resolved_target_modules()
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise MemloraError(f"LoRA target modules {target_modules!r} do not fit {base_dir}: {exc}") from None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    )
+    collate = _collate(tokenizer.pad_token_id)
+    gen = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(_Encoded(train_rows), batch_size=config.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+    val_loader = DataLoader(_Encoded(val_rows), batch_size=config.eval_batch_size or 2 * config.batch_size, collate_fn=collate)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+
+    def val_loss() -> float | None:
+        if not val_rows:
+            return None
+        s, n = _masked_loss_sums(model, val_loader, accelerator)
+        return s / max(n, 1)
+
+    initial = val_loss()
+    epochs = [EpochLog(epoch=0, train_loss=None, val_loss=initial)]
+    best_loss, best_epoch, bad_epochs = initial, 0, 0
+    best_state = {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(accelerator.unwrap_model(model)).items()}
+    train_seconds, train_tokens = 0.0, 0
+    stopped_early = False
+    model.train()
+    for epoch in range(1, config.max_epochs + 1):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        t0, ep_tokens = time.perf_counter(), 0
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        bar = tqdm(
+            train_loader,
+            desc=f"{config.stage} epoch {epoch}/{config.max_epochs}",
+            disable=not (config.progress and accelerator.is_local_main_process),
+            leave=False,
+        )
+        for batch in bar:
+            with accelerator.accumulate(model):
+                out = model(**batch)
+                accelerator.backward(out.loss)
+                if config.max_grad_norm and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            n_target = int((batch["labels"][:, 1:] != -100).sum())
+            loss_sum[0] += float(out.loss.detach()) * n_target
+            loss_sum[1] += n_target
+            ep_tokens += int(batch["attention_mask"].sum())
+            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}")
+        ep_seconds = time.perf_counter() - t0
+        loss_sum = accelerator.reduce(loss_sum, reduction="sum")
+        ep_tokens = int(accelerator.reduce(torch.tensor(ep_tokens, device=accelerator.device), reduction="sum"))
+        train_seconds += ep_seconds
+        train_tokens += ep_tokens
+        vl = val_loss()
+        epochs.append(EpochLog(epoch, float(loss_sum[0] / max(loss_sum[1], 1)), vl, round(ep_seconds, 3), ep_tokens))
+        if accelerator.is_main_process and config.progress:
+            tqdm.write(f"[{config.stage}] epoch {epoch}: train {epochs[-1].train_loss:.4f}" + (f"  val {vl:.4f}" if vl is not None else ""))
+        improved = vl is None or best_loss is None or vl < best_loss - config.min_delta
+        if improved:
+            best_loss, best_epoch, bad_epochs = vl, epoch, 0
+            best_state = {
+                k: v.detach().to("cpu").clone()
+                for k, v in get_peft_model_state_dict(accelerator.unwrap_model(model)).items()
+            }
+        else:
+            bad_epochs += 1
+            if bad_epochs > config.patience:
+                stopped_early = True
+                break
+
+    unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:
+        set_peft_model_state_dict(unwrapped, best_state)
+    tokens_per_s = train_tokens / train_seconds if train_seconds > 0 else 0.0
+    target_lengths = [sum(1 for x in lab if x != -100) for _, lab in train_rows]
+    card = {
+        "format": 1,
+        "stage": config.stage,
+        "created_by": f"memlora {memlora.__version__}",
+        "base_model": {
+            "dir": str(base_dir.resolve()),
+            "model_type": getattr(model_config, "model_type", None),
+            "context_length": max_length,
+        },
+        "tokenizer_sha256": tok_sha,
+        "data": {
+            "train_sha256": examples_hash(train_examples),
+            "val_sha256": examples_hash(val_examples),
+            "n_train": len(train_rows),
+            "n_val": len(val_rows),
+            "dropped_too_long": {"train": dropped_train, "val": dropped_val},
+            "sources": _count_sources(train_examples),
+            "train_tokens_per_epoch": sum(len(ids) for ids, _ in train_rows),
+            "max_target_tokens": max(target_lengths),
+        },
+        "hyperparameters": {**_jsonable(asdict(config)), "target_modules": target_modules},
+        "precision": accelerator.mixed_precision if accelerator.mixed_precision != "no" else "fp32",
+        "device": str(accelerator.device),
+        "num_processes": accelerator.num_processes,
+        "epochs": [asdict(e) for e in epochs],
+        "initial_val_loss": initial,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "stopped_early": stopped_early,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_s": round(tokens_per_s, 2),
+        "suggested_max_new_tokens": suggested_max_new_tokens(target_lengths),
+        "trainable_parameters": int(sum(p.numel() for p in trainable)),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+    }
+    if accelerator.is_main_process:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(str(tmp))
+        write_json_atomic(tmp / "training_card.json", card)
+        if config.plot:
+            _plot(epochs, tmp / "loss_curve.png", f"{config.stage} expert (best epoch {best_epoch})")
+        _replace_dir(tmp, out_dir)
+    accelerator.wait_for_everyone()
+    return TrainResult(
+        out_dir=out_dir,
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        initial_val_loss=initial,
+        epochs=epochs,
+        tokens_per_s=tokens_per_s,
+        stopped_early=stopped_early,
+        card=card,
+    )
+
+
+def _count_sources(examples: Sequence[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ex in examples:
+        src = str(ex.get("source", "unknown"))
+        counts[src] = counts.get(src, 0) + 1
+    return counts
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj

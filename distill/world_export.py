@@ -1,0 +1,180 @@
+"""Export the synthetic memory world in the project's two data formats.
+
+- Distillation JSONL (``DATA/<split>/<stage>.jsonl``, ``source: "world"``): the exact prompts the runtime builds
+  (``memlora.runtime.prompts``) with the world's ground truth as the target — extraction (a message pair -> the store
+  owner's canonical facts), update (old memories under small integer ids + facts -> ADD/UPDATE/DELETE/NONE ops) and
+  generation (question + memories with timestamps -> one exact short answer).
+- LoCoMo-shaped JSON (``<dir>/<split>.json``, read by ``memlora.distill.locomo.load_locomo``): sessions with dates,
+  turns with dia_ids, QA with evidence and categories, observations (the canonical facts, cited by dia_id), so
+  ``memlora eval`` reads the world like LoCoMo.
+
+    world = generate_world(WorldConfig(seed=0))
+    export_world_jsonl(world, "data/world")          # data/world/{train,val,test}/{extraction,update,generation}.jsonl
+    export_world_locomo(world, "data/world-locomo")  # data/world-locomo/{train,val,test}.json
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import click
+
+from memlora.distill.world import SPLITS, World, WorldConfig, WorldConversation, generate_world
+from memlora.errors import DataError
+
+WORLD_STAGES = ("extraction", "update", "generation")
+SOURCE = "world"
+
+
+def _chat(messages: list[dict]) -> list[dict]:
+    """Messages as the loop passes them to the extraction prompt (dia_id is metadata, not prompt text)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def extraction_examples(conv: WorldConversation) -> list[dict]:
+    """One example per ingestion step: the message pair as the owner's store sees it -> the owner's canonical facts."""
+    from memlora.runtime import prompts
+
+    out = []
+    for pair in conv.pairs:
+        dia_ids = [m["dia_id"] for m in pair.messages]
+        out.append(
+            {
+                "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:extraction",
+                "stage": "extraction",
+                "messages": prompts.extraction_messages(_chat(pair.messages)),
+                "target": prompts.to_json({"facts": pair.facts}),
+                "source": SOURCE,
+                "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
+                         "facts": list(pair.facts)},
+            }
+        )
+    return out
+
+
+def update_examples(conv: WorldConversation) -> list[dict]:
+    """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations."""
+    from memlora.runtime import prompts
+
+    out = []
+    for pair in conv.pairs:
+        if pair.update is None:
+            continue
+        dia_ids = [m["dia_id"] for m in pair.messages]
+        ops = [op.as_json() for op in pair.update.ops]
+        out.append(
+            {
+                "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:update",
+                "stage": "update",
+                "messages": prompts.update_messages(pair.update.old_memories, pair.update.facts),
+                "target": prompts.to_json({"memory": ops}),
+                "source": SOURCE,
+                "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
+                         "old_memories": pair.update.old_memories, "facts": pair.update.facts, "ops": ops},
+            }
+        )
+    return out
+
+
+def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.5, final_only: bool = False) -> list[dict]:
+    """Questions about the state after every session (``final_only``: the last one) -> the exact answer.
+
+    The memories shown are the asking speaker's gold memories with their timestamps, sometimes joined by the other
+    speaker's (as a two-store search shows them), shuffled: the loop's retrieval order is not something to learn.
+    """
+    from memlora.runtime import prompts
+
+    rng = random.Random(f"{conv.sample_id}:generation")
+    out = []
+    checkpoints = conv.checkpoints[-1:] if final_only else conv.checkpoints
+    for ck in checkpoints:
+        for k, qa in enumerate(ck.qa):
+            memories = list(ck.memories[qa.speaker])
+            other = conv.speaker_b if qa.speaker == conv.speaker_a else conv.speaker_a
+            if rng.random() < other_speaker_rate:
+                memories += ck.memories[other]
+            rng.shuffle(memories)
+            out.append(
+                {
+                    "id": f"{conv.sample_id}:S{ck.session}:q{k}:generation",
+                    "stage": "generation",
+                    "messages": prompts.generation_messages(qa.question, memories),
+                    "target": qa.answer,
+                    "source": SOURCE,
+                    "meta": {"conversation": conv.sample_id, "speaker": qa.speaker, "session": ck.session, "slot": qa.slot,
+                             "category": qa.category, "evidence": qa.evidence},
+                }
+            )
+    return out
+
+
+STAGE_BUILDERS = {"extraction": extraction_examples, "update": update_examples, "generation": generation_examples}
+
+
+def world_examples(conversations: list[WorldConversation], stage: str) -> list[dict]:
+    """Every example of ``stage`` for the given conversations, in conversation order."""
+    if stage not in STAGE_BUILDERS:
+        raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
+    return [ex for conv in conversations for ex in STAGE_BUILDERS[stage](conv)]
+
+
+def export_world_jsonl(world: World, data_dir: str | Path) -> dict[str, dict[str, int]]:
+    """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
+    from memlora.distill.dataset import stage_path, write_jsonl_atomic
+
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        convs = world.split(split)
+        counts[split] = {}
+        for stage in WORLD_STAGES:
+            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), world_examples(convs, stage))
+    return counts
+
+
+# ------------------------------------------------------------------------------------------------------------- LoCoMo
+def to_locomo_sample(conv: WorldConversation) -> dict:
+    """One conversation as a LoCoMo sample (``sample_id``, ``conversation``, ``qa``, ``observation``, summaries)."""
+    conversation: dict = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
+    observation: dict = {}
+    for session in conv.sessions:
+        key = f"session_{session.index}"
+        conversation[f"{key}_date_time"] = session.date_time
+        conversation[key] = [{"speaker": t.speaker, "dia_id": t.dia_id, "text": t.text} for t in session.turns]
+        per_speaker: dict[str, list] = {conv.speaker_a: [], conv.speaker_b: []}
+        for t in session.turns:
+            per_speaker[t.speaker].extend([f.text, t.dia_id] for f in t.facts)
+        observation[f"{key}_observation"] = per_speaker
+    qa = [{"question": q.question, "answer": q.answer, "evidence": list(q.evidence), "category": q.category} for q in conv.qa]
+    return {"sample_id": conv.sample_id, "conversation": conversation, "qa": qa, "observation": observation,
+            "session_summary": {}, "event_summary": {}}
+
+
+def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``<out_dir>/<split>.json`` (a LoCoMo-format list of samples per split); returns the paths."""
+    from memlora.distill.dataset import write_json_atomic
+
+    paths = {}
+    for split in SPLITS:
+        path = Path(out_dir) / f"{split}.json"
+        write_json_atomic(path, [to_locomo_sample(c) for c in world.split(split)])
+        paths[split] = path
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------------------- CLI
+@click.command("world")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Data dir: writes <out>/<split>/<stage>.jsonl and <out>/locomo/<split>.json.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the world.")
+@click.option("--conversations", "n_conversations", default=WorldConfig.n_conversations, show_default=True, type=int,
+              help="Conversations (split train/val/test by conversation).")
+@click.option("--sessions", "n_sessions", default=WorldConfig.n_sessions, show_default=True, type=int, help="Sessions per conversation.")
+def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int) -> None:
+    """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
+    world = generate_world(WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions))
+    counts = export_world_jsonl(world, out_dir)
+    paths = export_world_locomo(world, out_dir / "locomo")
+    for split in SPLITS:
+        stages = ", ".join(f"{stage} {n}" for stage, n in counts[split].items())
+        click.echo(f"{split}: {len(world.split(split))} conversations; {stages}; LoCoMo-shaped: {paths[split]}")

@@ -1,0 +1,200 @@
+"""A tiny base model pretrained FROM SCRATCH on the synthetic world's raw conversation text (language modelling only).
+
+No pretrained weights can be downloaded here, so the demo's default "small language model" is grown locally: the
+world's training conversations (never the val/test ones), rendered as chat turns, are the whole pretraining corpus;
+no prompt, fact or answer of any memory operation is in it. Prompted with the memory operations, this base fails them
+(the paper's "SLM without experts"); the experts (``world_experts.py``) are what makes it work.
+
+    pretrain_world_model("models/tiny-world", seed=0)    # a dir built by memlora.models.build_model, rewritten in place
+    memlora make-model --size tiny-world --pretrain world
+
+The tokenizer is retrained (``memlora.models.build_tokenizer``, same recipe) on the world text plus the project's
+tokenizer corpus, so world words are single tokens and sequences stay short; the model is re-initialised at the same
+shape with that vocabulary and trained with AdamW. Deterministic for a given seed and thread count; files are replaced
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from memlora.distill.world import WorldConfig, WorldConversation, generate_world
+from memlora.errors import MemloraError
+
+PRETRAIN_RECIPE_VERSION = 1
+
+
+@dataclass
+class PretrainConfig:
+    """How the world base model is pretrained (defaults: a few minutes on 2 CPU cores for ``tiny-world``)."""
+
+    world: WorldConfig | None = None
+    """The world whose training conversations are the corpus (None: ``WorldConfig()``, the default world)."""
+    vocab_size: int = 2048
+    """Vocabulary of the retrained byte-level BPE tokenizer."""
+    steps: int = 400
+    """Optimiser steps."""
+    batch_size: int = 16
+    """Sequences per step."""
+    seq_len: int = 192
+    """Tokens per sequence (the corpus is one token stream cut into windows)."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup_steps: int = 30
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    threads: int | None = 2
+    """torch CPU threads (None: torch's default)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _chat_render(tokenizer, conv: WorldConversation) -> str:
+    """One conversation as chat text: each session a chat of ``Speaker: text`` turns with alternating roles."""
+    parts = []
+    for session in conv.sessions:
+        messages = [{"role": "system", "content": f"Session {session.index}, {session.date_time}"}]
+        for i, turn in enumerate(session.turns):
+            messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": f"{turn.speaker}: {turn.text}"})
+        parts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
+    return "".join(parts)
+
+
+def _tokenizer_corpus(conversations: list[WorldConversation]) -> str:
+    """World text (paragraph per session) + the project's tokenizer corpus (prompts, JSON, dates) for the BPE trainer."""
+    from memlora.models import CORPUS_NAME
+    from memlora.paths import data_file
+    from memlora.runtime import prompts
+
+    paragraphs = []
+    for conv in conversations:
+        for session in conv.sessions:
+            paragraphs.append("\n".join(f"{t.speaker}: {t.text}" for t in session.turns))
+    fixed = [prompts.MEMLORA_EXTRACTION_PROMPT, prompts.MEMLORA_UPDATE_PROMPT, prompts.MEMLORA_GENERATION_PROMPT]
+    return "\n\n".join(paragraphs + fixed + [data_file(CORPUS_NAME).read_text(encoding="utf-8")])
+
+
+def _read_build_info(model_dir: Path) -> dict:
+    info_path = model_dir / "memlora_model.json"
+    if not info_path.is_file():
+        raise MemloraError(
+            f"{model_dir} was not built by memlora.models (no memlora_model.json): world pretraining starts from "
+            "`memlora make-model --size tiny-world` output"
+        )
+    return json.loads(info_path.read_text())
+
+
+def _replace_files(src: Path, dst: Path) -> None:
+    """Move every file of ``src`` into ``dst`` (os.replace, atomic per file) and drop files ``src`` does not have."""
+    keep = {p.name for p in src.iterdir()}
+    for p in src.iterdir():
+        os.replace(p, dst / p.name)
+    for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors", "chat_template.jinja", "special_tokens_map.json"):
+        if name not in keep and (dst / name).exists():
+            (dst / name).unlink()
+
+
+def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: PretrainConfig | None = None) -> Path:
+    """Pretrain the model in ``model_dir`` (built by ``memlora.models.build_model``) from scratch on the world's text.
+
+    Rewrites the tokenizer, weights and ``memlora_model.json`` in place (each file atomically); returns ``model_dir``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    from tqdm.auto import tqdm
+
+    from memlora.models import IM_END, PAD_TOKEN, SPECIAL_TOKENS, build_tokenizer, make_config
+
+    config = config or PretrainConfig()
+    model_dir = Path(model_dir)
+    info = _read_build_info(model_dir)
+    arch, size = info.get("arch"), info.get("size")
+    world_config = config.world or WorldConfig()
+    started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+
+    world = generate_world(world_config)
+    train = world.split("train")
+    with tempfile.TemporaryDirectory(prefix="memlora-world-", dir=model_dir.parent) as tmp_root:
+        tmp = Path(tmp_root)
+        corpus = tmp / "corpus.txt"
+        corpus.write_text(_tokenizer_corpus(train), encoding="utf-8")
+        out = tmp / "out"
+        tokenizer = build_tokenizer(out, corpus=corpus, vocab_size=config.vocab_size)
+        special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        model_config = make_config(arch, size, vocab_size=len(tokenizer), special_ids=special_ids)
+
+        stream: list[int] = []
+        for conv in train:
+            stream.extend(tokenizer(_chat_render(tokenizer, conv), add_special_tokens=False)["input_ids"])
+        n_windows = len(stream) // config.seq_len
+        if n_windows < 1:
+            raise MemloraError("the world is too small to pretrain on: raise n_conversations")
+        data = torch.tensor(stream[: n_windows * config.seq_len], dtype=torch.long).view(n_windows, config.seq_len)
+
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+        model.train()
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+        )
+
+        def lr_at(step: int) -> float:
+            if step < config.warmup_steps:
+                return config.lr * (step + 1) / config.warmup_steps
+            progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+            return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+        order = torch.randperm(n_windows, generator=gen)
+        cursor, losses = 0, []
+        bar = tqdm(range(config.steps), desc="pretraining the world base", disable=not config.progress, leave=False)
+        for step in bar:
+            if cursor + config.batch_size > n_windows:
+                order, cursor = torch.randperm(n_windows, generator=gen), 0
+            batch = data[order[cursor : cursor + config.batch_size]]
+            cursor += config.batch_size
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+
+        model.eval()
+        model.generation_config = GenerationConfig(
+            bos_token_id=special_ids[PAD_TOKEN], pad_token_id=special_ids[PAD_TOKEN],
+            eos_token_id=[special_ids[IM_END], special_ids[PAD_TOKEN]], do_sample=False,
+        )
+        model.save_pretrained(out, safe_serialization=True)
+        info.update(
+            random_weights=False,
+            parameters=sum(p.numel() for p in model.parameters()),
+            pretraining={
+                "kind": "world",
+                "recipe_version": PRETRAIN_RECIPE_VERSION,
+                "world": asdict(world_config),
+                "corpus": "the world's train-split conversations as chat turns (no task data)",
+                "corpus_tokens": len(stream),
+                "config": {k: v for k, v in asdict(config).items() if k not in ("world", "progress")},
+                "first_loss": round(losses[0], 4),
+                "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+        )
+        (out / "memlora_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        _replace_files(out, model_dir)
+    return model_dir

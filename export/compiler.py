@@ -1,0 +1,200 @@
+"""``export_bundle``: trained experts in ``out/`` + a base model dir -> a verified ONNX Runtime GenAI multi-LoRA bundle.
+
+Passes, in order (each in its own module):
+
+1. read the base model's LoRA-able layers (``base_model``) and every expert in ``out/`` (``adapters``: refuses DoRA, non-LoRA,
+   foreign shapes, unknown modules — before anything is written);
+2. externalized experts: build the base once with the union adapter (``union`` + ``genai_builder``), rewrite it into the
+   multi-LoRA graph (``multilora``), write one ``.onnx_adapter`` per expert (``onnx_adapter``);
+   no externalized expert: the plain base graph;
+3. merged experts: ``merge_and_unload`` then a builder run each (``merge``) -> ``merged/<stage>/``;
+4. the embedder (``embedder_export``);
+5. ``bundle.json`` with checksums (``manifest``), checked by ``memlora.runtime.bundle.load_bundle``.
+
+Everything is written into a temporary directory beside the output and renamed into place at the end: a failed export leaves
+no partial bundle (and an existing bundle is only replaced with ``overwrite``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memlora.errors import AdapterError, MemloraError
+from memlora.export.adapters import Expert, read_experts
+from memlora.export.base_model import read_base_model
+from memlora.export.embedder_export import EmbedderExportConfig, export_embedder
+from memlora.export.genai_builder import BuilderConfig, run_builder
+from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
+from memlora.export.merge import merge_expert
+from memlora.export.multilora import rewrite_multilora
+from memlora.export.onnx_adapter import write_onnx_adapter
+from memlora.export.steps import StepReporter
+from memlora.export.union import UnionSpec, write_union_adapter
+from memlora.runtime.bundle import load_bundle
+
+MODEL_FILES = ("model.onnx", "model.onnx.data")
+
+
+@dataclass
+class ExportConfig:
+    """What ``memlora-export`` builds."""
+
+    base: Path
+    """Local Hugging Face base model directory (the student the experts were trained on)."""
+    output: Path
+    """Bundle directory to create."""
+    adapters: Path | None = None
+    """``out/`` of memlora-train: one peft LoRA dir per stage (None = base model only)."""
+    mode: str = "externalize"
+    """externalize: experts are runtime adapters on one multi-LoRA graph; merge: every expert merged into its own model."""
+    merge: tuple[str, ...] = ()
+    """Stages to merge while the rest stay externalized (ignored when mode=merge, which merges all)."""
+    builder: BuilderConfig = field(default_factory=BuilderConfig)
+    """onnxruntime-genai builder settings (precision fp32|int4, ...)."""
+    embedder: EmbedderExportConfig | None = None
+    """Embedder export settings; None = no embedder in the bundle."""
+    overwrite: bool = False
+    """Replace an existing bundle at ``output``."""
+    quiet: bool = False
+    """No progress output."""
+
+    def __post_init__(self) -> None:
+        self.base, self.output = Path(self.base), Path(self.output)
+        self.adapters = Path(self.adapters) if self.adapters is not None else None
+        if self.mode not in ("externalize", "merge"):
+            raise MemloraError(f"mode must be externalize or merge, not {self.mode!r}")
+        self.merge = tuple(self.merge)
+
+
+def _split_experts(experts: list[Expert], config: ExportConfig) -> tuple[list[Expert], list[Expert]]:
+    names = {e.stage for e in experts}
+    unknown = sorted(set(config.merge) - names)
+    if unknown:
+        raise AdapterError(f"--merge names stages with no expert in {config.adapters}: {', '.join(unknown)} (have: {sorted(names)})")
+    merged_names = names if config.mode == "merge" else set(config.merge)
+    return [e for e in experts if e.stage not in merged_names], [e for e in experts if e.stage in merged_names]
+
+
+def _builder_config_for(base_config: BuilderConfig, has_sliding_window: bool) -> BuilderConfig:
+    # A windowed KV cache needs max_length >= the sliding window at run time; the full cache works for any length and gives
+    # the same logits (checked against transformers beyond the window on Gemma2).
+    if base_config.windowed_kv_cache is None and has_sliding_window:
+        return dataclasses.replace(base_config, windowed_kv_cache=False)
+    return base_config
+
+
+def _copy_model_dir(build_dir: Path, dest: Path, *, skip_model: bool) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in build_dir.iterdir():
+        if item.is_file() and not (skip_model and item.name in MODEL_FILES):
+            shutil.copy2(item, dest / item.name)
+
+
+def export_bundle(config: ExportConfig) -> Path:
+    """Build the bundle described by ``config``; returns its path. Raises ``MemloraError`` subclasses, writing nothing."""
+    import json
+
+    output = config.output
+    if output.exists() and not config.overwrite:
+        raise MemloraError(f"{output} already exists; choose another -o or pass --force to replace it")
+    base = read_base_model(config.base)
+    experts = read_experts(config.adapters, base) if config.adapters is not None else []
+    externalized, merged = _split_experts(experts, config)
+    union = UnionSpec.of(externalized)
+    hf_config = json.loads((config.base / "config.json").read_text())
+    builder_config = _builder_config_for(config.builder, bool((hf_config.get("text_config") or hf_config).get("sliding_window")))
+
+    total = 4 + len(merged) + (1 if externalized else 0) + (1 if config.embedder else 0)
+    steps = StepReporter(total, quiet=config.quiet)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
+    try:
+        with steps.step(f"read {len(experts)} expert(s) and the base model ({base.architecture})"):
+            pass  # done above, before anything was written; listed so the user sees it
+        with steps.step(f"build the {builder_config.precision} base graph" + (f" with the LoRA union {union.ranks}" if union else "")):
+            if union:
+                union_dir = write_union_adapter(base, union, work / "union_adapter")
+                run_builder(config.base, work / "base", builder_config, base=base, adapter_dir=union_dir, lora_modules=union.modules)
+                slots = rewrite_multilora(work / "base" / "model.onnx", staging / "model")
+                _copy_model_dir(work / "base", staging / "model", skip_model=True)
+            else:
+                slots = {}
+                run_builder(config.base, work / "base", builder_config, base=base)
+                _copy_model_dir(work / "base", staging / "model", skip_model=False)
+        expert_entries: dict[str, dict] = {}
+        if externalized:
+            with steps.step(f"write {len(externalized)} adapter(s): {', '.join(e.stage for e in externalized)}"):
+                for expert in externalized:
+                    rel = f"adapters/{expert.stage}.onnx_adapter"
+                    write_onnx_adapter(expert, slots, staging / rel)
+                    expert_entries[expert.stage] = {"mode": "externalized", "file": rel, **expert.manifest_entry()}
+        for expert in merged:
+            with steps.step(f"merge expert {expert.stage!r} into its own model"):
+                merged_hf = merge_expert(config.base, expert.path, work / f"merged_hf_{expert.stage}")
+                run_builder(merged_hf, work / f"merged_{expert.stage}", builder_config, base=base)
+                _copy_model_dir(work / f"merged_{expert.stage}", staging / "merged" / expert.stage, skip_model=False)
+                shutil.rmtree(merged_hf, ignore_errors=True)
+                expert_entries[expert.stage] = {"mode": "merged", "model_dir": f"merged/{expert.stage}", **expert.manifest_entry()}
+        embedder_entry = None
+        if config.embedder is not None:
+            with steps.step("export the embedder" + (" (int8)" if config.embedder.int8 else "")):
+                emb = export_embedder(config.embedder, staging / "embedder")
+                embedder_entry = {
+                    "file": f"embedder/{emb.file}",
+                    "tokenizer_dir": "embedder",
+                    "dim": emb.dim,
+                    "int8": emb.int8,
+                    "pooling": emb.pooling,
+                    "normalized": True,
+                    "inputs": ["input_ids", "attention_mask", "token_type_ids"],
+                    "output": "sentence_embedding",
+                    "with_tokenizer_file": f"embedder/{emb.with_tokenizer_file}" if emb.with_tokenizer_file else None,
+                    "source": emb.source,
+                }
+        with steps.step("write bundle.json (sizes + sha256) and check it"):
+            manifest = {
+                "created_by": created_by(),
+                "base": {
+                    "architecture": base.architecture,
+                    "model_type": base.model_type,
+                    "num_layers": base.num_layers,
+                    "precision": builder_config.precision,
+                    "dir": "model",
+                    "lora_union": union.ranks,
+                    "source": str(config.base.resolve()),
+                },
+                "experts": {stage: expert_entries[stage] for stage in [e.stage for e in experts]},
+                "embedder": embedder_entry,
+                "files": list_files(staging),
+                "toolchain": toolchain_versions(),
+            }
+            write_manifest(staging, manifest)
+            load_bundle(staging, verify=False)
+        with steps.step(f"move the bundle into place at {output}"):
+            _commit(staging, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def _commit(staging: Path, output: Path) -> None:
+    """Rename ``staging`` to ``output``; an existing ``output`` is moved aside first and deleted only after the rename."""
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        os.replace(output, old)
+    try:
+        os.replace(staging, output)
+    except OSError:
+        if old is not None:
+            os.replace(old, output)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""Run the onnxruntime-genai 0.18 model builder in-process on a local Hugging Face directory.
+
+Builder quirks handled here: it needs the undeclared ``onnx_ir`` package (checked up front with a clear message), its ``--help``
+crashes (we call ``parse_extra_options`` + ``create_model`` directly), ONNX Runtime telemetry is turned off before it runs, its
+chatty output goes to ``<out_dir>.build.log`` beside the output (shown when it fails), and with int4 every LoRA MatMul is excluded from quantization so the
+adapter weights stay float inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memlora.errors import MemloraError
+from memlora.export.base_model import ATTENTION_MODULES, BaseModelInfo
+
+
+class BuildError(MemloraError):
+    """The onnxruntime-genai builder failed; the message ends with the tail of its log."""
+
+
+@dataclass
+class BuilderConfig:
+    """How the onnxruntime-genai builder exports the base decoder."""
+
+    precision: str = "fp32"
+    """Weight precision: fp32 or int4 (int4 = RTN MatMulNBits, the builder's CPU default)."""
+    execution_provider: str = "cpu"
+    """Target execution provider (Android and the bench run on CPU)."""
+    block_size: int | None = None
+    """int4 block size (builder default 32)."""
+    accuracy_level: int | None = None
+    """int4 MatMul accuracy level (builder default 4 on CPU)."""
+    windowed_kv_cache: bool | None = None
+    """Gemma2 windowed KV cache; None = builder default (then max_length must be >= the sliding window)."""
+    extra_options: dict[str, str] = field(default_factory=dict)
+    """Any further builder ``extra_options`` (KEY=VALUE), passed through unchanged."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "int4"):
+            raise MemloraError(f"precision must be fp32 or int4, not {self.precision!r}")
+
+
+def disable_telemetry() -> None:
+    """Turn off ONNX Runtime and ONNX Runtime GenAI telemetry events (an on-device privacy product must)."""
+    import onnxruntime
+
+    if hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()
+    try:
+        import onnxruntime_genai as og
+    except ImportError:  # pragma: no cover - a declared dependency
+        return
+    if hasattr(og, "disable_telemetry_events"):
+        og.disable_telemetry_events()
+
+
+def lora_node_names(base: BaseModelInfo, modules: list[str]) -> list[str]:
+    """Builder node names of the LoRA MatMuls for ``modules`` on every layer (kept out of int4 quantization)."""
+    names = []
+    for linear in sorted(base.linears.values(), key=lambda lin: (lin.layer, lin.module)):
+        if linear.module not in modules:
+            continue
+        block = "attn" if linear.module in ATTENTION_MODULES else "mlp"
+        for ab in ("A", "B"):
+            names.append(f"/model/layers.{linear.layer}/{block}/{linear.module}/lora_{ab}/MatMul")
+    return names
+
+
+def _import_builder():
+    try:
+        importlib.import_module("onnx_ir")
+    except ImportError:
+        raise MemloraError(
+            "the onnxruntime-genai builder needs the 'onnx_ir' package (an undeclared dependency): pip install onnx_ir"
+        ) from None
+    return importlib.import_module("onnxruntime_genai.models.builder")
+
+
+def run_builder(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    config: BuilderConfig,
+    *,
+    base: BaseModelInfo,
+    adapter_dir: str | Path | None = None,
+    lora_modules: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Export ``model_dir`` (optionally with one peft adapter baked in) into ``out_dir``; returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir else out_dir.parent / (out_dir.name + ".cache")
+    options: dict[str, str] = {"hf_token": "false"}
+    if config.block_size is not None:
+        options["block_size"] = str(config.block_size)
+    if config.accuracy_level is not None:
+        options["accuracy_level"] = str(config.accuracy_level)
+    if config.windowed_kv_cache is not None:
+        options["windowed_kv_cache"] = "true" if config.windowed_kv_cache else "false"
+    if adapter_dir is not None:
+        options["adapter_path"] = str(Path(adapter_dir).resolve())
+        if config.precision == "int4" and lora_modules:
+            options["nodes_to_exclude"] = ",".join(lora_node_names(base, lora_modules))
+    options.update(config.extra_options)
+
+    log_path = out_dir.parent / (out_dir.name + ".build.log")
+    disable_telemetry()
+    builder = _import_builder()
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            kv = builder.parse_extra_options(
+                None,
+                str(Path(model_dir).resolve()),
+                str(out_dir.resolve()),
+                config.precision,
+                config.execution_provider,
+                str(cache_dir.resolve()),
+                [f"{k}={v}" for k, v in options.items()],
+            )
+            builder.create_model(
+                None,
+                str(Path(model_dir).resolve()),
+                str(out_dir.resolve()),
+                config.precision,
+                config.execution_provider,
+                str(cache_dir.resolve()),
+                **kv,
+            )
+    except Exception as exc:  # the builder raises bare Exceptions, ValueErrors, asserts...
+        log_path.write_text(log.getvalue())
+        tail = "\n".join(log.getvalue().splitlines()[-15:])
+        raise BuildError(f"onnxruntime-genai builder failed on {model_dir}: {exc!r}\n{tail}") from exc
+    finally:
+        import shutil
+
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    log_path.write_text(log.getvalue())
+    if not (out_dir / "genai_config.json").is_file() or not (out_dir / "model.onnx").is_file():
+        raise BuildError(f"onnxruntime-genai builder wrote no model into {out_dir}")
+    return out_dir
+
+
+def read_genai_config(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / "genai_config.json").read_text())

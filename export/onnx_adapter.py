@@ -1,0 +1,69 @@
+"""Write one expert as an ONNX Runtime ``.onnx_adapter`` file for the multi-LoRA graph.
+
+Parameters are named after the graph's LoRA inputs: A transposed to [in, r], B transposed to [r, out] and pre-multiplied by the
+expert's scaling (alpha/r, or alpha/sqrt(r) for rsLoRA), exactly what the builder bakes for a single adapter. Projections the
+expert does not touch are omitted and keep the graph's empty default (they add zero).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from memlora.errors import AdapterError
+from memlora.export.adapters import Expert
+from memlora.export.multilora import LoraSlot, lora_input_name
+
+ADAPTER_VERSION = 1
+
+
+def adapter_parameters(expert: Expert, slots: dict[tuple[int, str], LoraSlot]) -> dict[str, np.ndarray]:
+    """Graph-input name -> float32 array for every module the expert adapts; refuses modules outside the union."""
+    params: dict[str, np.ndarray] = {}
+    outside = []
+    for mod in expert.modules.values():
+        slot = slots.get((mod.layer, mod.module))
+        if slot is None:
+            outside.append(f"layer {mod.layer} {mod.module}")
+            continue
+        a = np.ascontiguousarray(mod.lora_A.T, dtype=np.float32)  # [in, r]
+        b = np.ascontiguousarray((mod.lora_B * np.float32(mod.scaling)).T, dtype=np.float32)  # [r, out]
+        if a.shape[0] != slot.in_features or b.shape[1] != slot.out_features:
+            raise AdapterError(
+                f"expert {expert.stage!r}: {mod.path} is [in={a.shape[0]}, out={b.shape[1]}] but the bundle's graph has "
+                f"[in={slot.in_features}, out={slot.out_features}] there: an adapter trained on another base model"
+            )
+        params[lora_input_name(mod.layer, mod.module, "A")] = a
+        params[lora_input_name(mod.layer, mod.module, "B")] = b
+    if outside:
+        shown = ", ".join(outside[:6]) + (" ..." if len(outside) > 6 else "")
+        raise AdapterError(
+            f"expert {expert.stage!r} adapts modules outside the bundle's LoRA union ({shown}); "
+            f"rebuild the bundle with memlora-export including this expert"
+        )
+    return params
+
+
+def write_onnx_adapter(expert: Expert, slots: dict[tuple[int, str], LoraSlot], path: str | Path, *, model_version: int = 1) -> Path:
+    """Write ``expert`` as an ``.onnx_adapter`` for the graph whose LoRA slots are ``slots``."""
+    import onnxruntime as ort
+
+    params = adapter_parameters(expert, slots)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = ort.AdapterFormat()
+    fmt.set_adapter_version(ADAPTER_VERSION)
+    fmt.set_model_version(model_version)
+    fmt.set_parameters({name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in params.items()})
+    fmt.export_adapter(os.fspath(path))
+    return path
+
+
+def read_onnx_adapter(path: str | Path) -> dict[str, np.ndarray]:
+    """The parameters of an ``.onnx_adapter`` file as numpy arrays."""
+    import onnxruntime as ort
+
+    fmt = ort.AdapterFormat.read_adapter(os.fspath(path))
+    return {name: value.numpy() for name, value in fmt.get_parameters().items()}

@@ -1,0 +1,141 @@
+"""The judge client against a scripted OpenAI-compatible server on 127.0.0.1 started by the test."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from memlora.bench.judge import JUDGE_PROMPT, JudgeClient, JudgeConfig, JudgeError, parse_label
+
+
+class ScriptedJudge:
+    """Replies from a script: each entry is (HTTP status, message content); records every request body."""
+
+    def __init__(self):
+        self.script: list[tuple[int, str]] = []
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                outer.headers.append(dict(self.headers))
+                status, content = outer.script.pop(0) if outer.script else (200, '{"label": "WRONG"}')
+                if status == 200:
+                    payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+                else:
+                    payload = json.dumps({"error": content})
+                data = payload.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def server():
+    s = ScriptedJudge()
+    yield s
+    s.close()
+
+
+def client(url, **kw):
+    return JudgeClient(JudgeConfig(url=url, model="judge-x", backoff_s=0.0, **kw), sleep=lambda s: None)
+
+
+@pytest.mark.parametrize(
+    "script, label, parsed, attempts",
+    [
+        ([(200, '{"label": "CORRECT"}')], "CORRECT", True, 1),
+        ([(200, 'Same topic as the gold answer.\n```json\n{"label": "WRONG"}\n```')], "WRONG", True, 1),
+        ([(200, "<think>gold is May 7</think>{'label': 'CORRECT'}")], "CORRECT", True, 1),
+        ([(200, "The dates agree, so: CORRECT")], "CORRECT", True, 1),
+        ([(200, "I am not sure."), (200, '{"label": "CORRECT"}')], "CORRECT", True, 2),  # malformed, then fine
+        ([(200, "CORRECT or WRONG?"), (200, '{"label": "maybe"}'), (200, "")], "WRONG", False, 3),  # never readable
+        ([(500, "overloaded"), (429, "slow down"), (200, '{"label": "CORRECT"}')], "CORRECT", True, 3),
+    ],
+)
+def test_judge_replies(server, script, label, parsed, attempts):
+    server.script = list(script)
+    verdict = client(server.url, max_attempts=3).judge("When did Mel paint?", "7 May 2023", "On May 7th")
+    assert (verdict.label, verdict.parsed, verdict.attempts) == (label, parsed, attempts)
+    assert verdict.score == int(label == "CORRECT")
+    assert len(server.requests) == attempts
+
+
+def test_judge_request_is_mem0s(server, monkeypatch):
+    monkeypatch.setenv("MEMLORA_JUDGE_API_KEY", "sk-test")
+    server.script = [(200, '{"label": "CORRECT"}')]
+    client(server.url + "/chat/completions").judge("Q?", "gold", "generated")
+    body = server.requests[0]
+    assert body["model"] == "judge-x" and body["temperature"] == 0.0
+    assert body["response_format"] == {"type": "json_object"}
+    (message,) = body["messages"]
+    assert message["role"] == "user"
+    assert message["content"] == JUDGE_PROMPT.format(question="Q?", gold_answer="gold", generated_answer="generated")
+    assert "Question: Q?\nGold answer: gold\nGenerated answer: generated" in message["content"]
+    assert server.headers[0]["Authorization"] == "Bearer sk-test"
+
+
+def test_judge_refusal_raises(server):
+    server.script = [(401, "bad key")]
+    with pytest.raises(JudgeError, match="HTTP 401"):
+        client(server.url).judge("Q", "a", "b")
+    assert len(server.requests) == 1  # not retried
+
+
+def test_judge_unreachable_raises():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(JudgeError, match="failed 2 times"):
+        client(f"http://127.0.0.1:{port}/v1", max_attempts=2, timeout_s=2).judge("Q", "a", "b")
+
+
+@pytest.mark.parametrize(
+    "text, label",
+    [
+        ('{"label": "CORRECT"}', "CORRECT"),
+        ('{"label": "wrong"}', "WRONG"),
+        ('reasoning... {"reason": "x", "label": "CORRECT"}', "CORRECT"),
+        ("CORRECT", "CORRECT"),
+        ("CORRECT or WRONG", None),
+        ("", None),
+        (None, None),
+        ('{"label": "unknown"}', None),
+    ],
+)
+def test_parse_label(text, label):
+    assert parse_label(text) == label
+
+
+def test_prompt_matches_the_paper_appendix():
+    # The paper's appendix D.4 reproduces Mem0's prompt (reflowed); the words must be the same.
+    words = " ".join(JUDGE_PROMPT.split())
+    for sentence in [
+        "Your task is to label an answer to a question as ’CORRECT’ or ’WRONG’.",
+        "The gold answer will usually be a concise and short answer that includes the referenced topic, for example:",
+        'Even if the format differs (e.g., "May 7th" vs "7 May"), consider it CORRECT if it\'s the same date.',
+        'Just return the label CORRECT or WRONG in a json format with the key as "label".',
+    ]:
+        assert sentence in words

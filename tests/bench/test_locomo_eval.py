@@ -1,0 +1,111 @@
+"""``memlora eval --memories oracle`` on one real LoCoMo test conversation (skips when the file is absent)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from memlora.bench.eval_cli import eval_command
+from memlora.bench.locomo_eval import RESULTS_FILE, EvalConfig, EvalParts, run_locomo_eval
+from memlora.bench.metrics import AnswerScorer, ScorerConfig
+
+CONV = "conv-49"
+pytestmark = pytest.mark.locomo
+
+
+@pytest.fixture(scope="module")
+def conversation(locomo_path):
+    from memlora.distill.locomo import load_locomo
+
+    convs = load_locomo(locomo_path)
+    (conv,) = [c for c in convs if c.sample_id == CONV]
+    return convs, conv
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from memlora.bench.embedding_cache import CachedEmbedder
+    from memlora.runtime.embedder import SentenceTransformerEmbedder
+
+    return CachedEmbedder(SentenceTransformerEmbedder(threads=2))
+
+
+def test_cli_oracle_retrieval_only_report(locomo_path, conversation, tmp_path):
+    _, conv = conversation
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        eval_command,
+        ["--locomo", str(locomo_path), "--split", "test", "--conversation", CONV, "--memories", "oracle",
+         "--retrieval-only", "--retrieval", "both", "--out", str(out), "--json", str(tmp_path / "r.json"), "--quiet"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report == json.loads((out / "report.json").read_text())
+    assert (out / "report.png").stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "| k | hit@k vector | hit@k hybrid | cover@k vector | cover@k hybrid |" in md
+
+    scored = [q for q in conv.qa if q.category in (1, 2, 3, 4)]
+    expected = Counter(str(q.category) for q in scored)
+    with_evidence = Counter(str(q.category) for q in scored if q.evidence)
+    assert report["setup"]["conversations"] == [CONV]
+    for variant in ("vector", "hybrid"):
+        v = report["variants"][variant]
+        assert v["overall"]["n"] == len(scored)
+        assert {c: a["n"] for c, a in v["by_category"].items()} == dict(expected)
+        assert {c: a["n_with_evidence"] for c, a in v["by_category"].items()} == dict(with_evidence)
+        hits = [v["overall"][f"hit@{k}"] for k in (5, 10, 20, 30)]
+        covers = [v["overall"][f"cover@{k}"] for k in (5, 10, 20, 30)]
+        assert hits == sorted(hits) and covers == sorted(covers)  # recall grows with k
+        assert all(c <= h for c, h in zip(covers, hits))  # covering all evidence is harder than hitting one id
+        assert 0.3 < hits[-1] <= 1.0  # 60 of ~240 observations retrieved: far above chance for evidence
+    lines = (out / RESULTS_FILE).read_text().splitlines()
+    assert len(lines) == 2 * len(scored)
+
+
+def test_resume_skips_done_questions_and_redoes_a_cut_line(conversation, embedder, tmp_path):
+    convs, conv = conversation
+    config = EvalConfig(out_dir=str(tmp_path), conversations=(CONV,), retrieval_only=True, limit=6)
+    parts = EvalParts(embedder=embedder)
+    first = run_locomo_eval(convs, config, parts, progress=False)
+    results = tmp_path / RESULTS_FILE
+    lines = results.read_text().splitlines()
+    assert len(lines) == 6
+    # a run killed mid-write leaves a cut line: the rerun redoes exactly that question
+    results.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2])
+    second = run_locomo_eval(convs, config, parts, progress=False)
+    rows = [json.loads(line) for line in results.read_text().splitlines()[:5] + results.read_text().splitlines()[6:]]
+    assert [r["key"] for r in rows] == [json.loads(line)["key"] for line in lines]
+    assert second["variants"] == first["variants"]
+
+
+def test_generation_with_tiny_model(conversation, embedder, tiny_model, tmp_path):
+    from memlora.runtime.torch_engine import TorchEngine
+
+    convs, conv = conversation
+    engine = TorchEngine(tiny_model("qwen2"), threads=2)
+    config = EvalConfig(out_dir=str(tmp_path), conversations=(CONV,), limit=3, top_k=5, max_new_tokens=8)
+    parts = EvalParts(embedder=embedder, engine=engine, scorer=AnswerScorer(ScorerConfig(), embedder=embedder))
+    report = run_locomo_eval(convs, config, parts, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert isinstance(row["prediction"], str) and row["answer_tokens"] <= 8
+        assert len(row["retrieved"]) == 2 and all(len(ids) <= 5 for ids in row["retrieved"].values())
+        m = row["metrics"]
+        assert 0.0 <= m["f1"] <= 1.0 and 0.0 <= m["rouge1_f"] <= 1.0 and m["bertscore_f1"] is None
+    overall = report["variants"]["vector"]["overall"]
+    assert overall["n"] == 3 and overall["j"] is None
+    assert "bertscore_f1" in report["unavailable"] and "j" in report["unavailable"]
+    assert report["l_label"].startswith("L[") and "bertscore_f1" not in report["l_label"]
+    assert overall["f1"] == pytest.approx(sum(r["metrics"]["f1"] for r in rows) / 3)
+
+
+def test_cli_refuses_answers_without_a_model(locomo_path, tmp_path):
+    result = CliRunner().invoke(eval_command, ["--locomo", str(locomo_path), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code != 0
+    assert "--retrieval-only" in str(result.exception)
