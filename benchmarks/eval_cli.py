@@ -82,10 +82,18 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--world", "world_preset", is_flag=False, flag_value="default", default=None,
+              help="Run the synthetic-world benchmark instead (optionally =PRESET): per-operation scores vs exact ground truth, "
+                   "base alone and the Table 4 ablation (memlora.bench.world_eval); --out, --json, --threads, --bundle apply.")
 def eval_command(locomo_path, split, conversations, model, adapters, bundle, memories, retrieval, retrieval_only, top_k, limit,
                  judge_url, judge_model, judge_no_json_mode, bertscore_model, prompt_set, max_new_tokens, threads, out_dir,
-                 restart, json_path, quiet):
+                 restart, json_path, quiet, world_preset=None):
     """Evaluate on LoCoMo with Mem0's protocol: L, J, F1, BLEU-1 and evidence recall, per category."""
+    if world_preset:  # the synthetic world (owned by memlora.bench.world_eval)
+        from memlora.bench.world_eval import world_eval_from_cli
+
+        world_eval_from_cli(world_preset, out_dir, json_path, threads, bundle, quiet)
+        return
     from memlora.bench.embedding_cache import CachedEmbedder
     from memlora.bench.eval_report import markdown
     from memlora.bench.judge import JudgeClient

@@ -173,6 +173,7 @@ def chart(report: dict, path: Path) -> Path:
             ax.bar(x + (i - (len(names) - 1) / 2) * width, [0 if v is None else v * scale for v in vals], width, label=name)
         ax.set_xticks(x, [f"{g}\n{report['category_names'].get(g, '')}" if g != "overall" else g for g in groups], fontsize=7)
         ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, scale)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"LoCoMo {report['setup']['split']} — {report['setup']['memories']} memories — {report['setup']['model']}", fontsize=9)

@@ -95,16 +95,26 @@ def result_key(qid: str, variant: str) -> str:
 
 
 def read_results(path: Path) -> dict[str, dict]:
-    """Results already written (a line cut short by a killed run is ignored and redone)."""
+    """Results already written. A line cut short by a killed run is dropped from the file (and so redone)."""
     done: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "key" in row:
-                done[row["key"]] = row
+    if not path.is_file():
+        return done
+    good, bad = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict) and "key" in row:
+            done[row["key"]] = row
+            good.append(line)
+        else:
+            bad += 1
+    if bad or (good and not path.read_bytes().endswith(b"\n")):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in good), encoding="utf-8")
+        tmp.replace(path)
     return done
 
 

@@ -101,6 +101,13 @@ def _refuse_unsupported(config: dict, where: Path) -> None:
     for bad, message in checks:
         if bad:
             raise AdapterError(f"{where}: {message}")
+    targets = config.get("target_modules")
+    if isinstance(targets, (list, tuple)):
+        unknown = sorted(str(t) for t in targets if str(t).rsplit(".", 1)[-1] not in LORA_MODULES)
+        if unknown:
+            raise AdapterError(
+                f"{where}: target module(s) {', '.join(unknown)} not supported (supported: {', '.join(LORA_MODULES)})"
+            )
 
 
 def _pattern_value(patterns: dict, module_path: str, default):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def export_fp32(source: Path, out_file: Path, opset: int = 17) -> tuple[int, str
     out_file.parent.mkdir(parents=True, exist_ok=True)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "token_type_ids": {0: "batch", 1: "sequence"}, OUTPUT_NAME: {0: "batch"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript tracer warnings about mask shapes: the axes are declared dynamic
         dim = int(wrapper(ids, mask, types).shape[-1])
         torch.onnx.export(
             wrapper,

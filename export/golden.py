@@ -749,6 +749,127 @@ def write_manifest_cases(out_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The loop: Memory.add / answer with a scripted engine and a table embedder (real prompts, parsing, store)
+# --------------------------------------------------------------------------------------------------------------------
+
+LOOP_DIM = 8
+
+
+class ScriptedEngine:
+    """An engine that returns the next scripted output and records every call (the loop's view of an engine)."""
+
+    def __init__(self, adapters=("extraction", "update", "generation")):
+        self.adapters = list(adapters)
+        self.outputs: list[str] = []
+        self.calls: list[dict] = []
+
+    def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options):
+        from memlora.runtime.engine import Generation
+
+        self.calls.append({"messages": messages, "adapter": adapter, "max_new_tokens": max_new_tokens})
+        if not self.outputs:
+            raise MemloraError("scripted engine: no output left for this call")
+        return Generation(text=self.outputs.pop(0), prompt_tokens=0, completion_tokens=0)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+class TableEmbedder:
+    """Deterministic vectors from the MD5 of each text; every text it saw is kept for the fixture."""
+
+    dim = LOOP_DIM
+
+    def __init__(self):
+        self.table: dict[str, list[float]] = {}
+
+    def encode(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        rows = []
+        for text in texts:
+            digest = hashlib.md5(text.encode("utf-8")).digest()
+            v = np.array([(b - 127.5) / 127.5 for b in digest[: self.dim]], dtype=np.float32)
+            v = v / np.linalg.norm(v)
+            self.table[text] = v.tolist()
+            rows.append(v)
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
+LOOP_SCRIPT: list[dict] = [
+    {"op": "add", "user_id": "caroline", "timestamp": "1:56 pm on 8 May, 2023",
+     "messages": [{"role": "user", "content": "Caroline: I went to a LGBTQ support group yesterday.", "dia_id": "D1:3"},
+                  {"role": "assistant", "content": "Melanie: That's great!", "dia_id": "D1:4"}],
+     "outputs": ['{"facts": ["Went to a LGBTQ support group on 7 May 2023", "Is supportive of LGBTQ community"]}',
+                 '{"memory": [{"id": "0", "text": "Went to a LGBTQ support group on 7 May 2023", "event": "ADD"}, '
+                 '{"id": "1", "text": "Is supportive of LGBTQ community", "event": "ADD"}]}']},
+    {"op": "add", "user_id": "caroline", "timestamp": "2:10 pm on 9 May, 2023", "metadata": {"session": 2},
+     "messages": [{"role": "user", "content": "Caroline: I'm going to paint a sunset this weekend.", "dia_id": "D2:1"}],
+     "outputs": ['<think>new plan</think>```json\n{"facts": ["Plans to paint a sunset this weekend", 7, ""]}\n```',
+                 '{"memory": [{"id": "0", "text": "Went to a LGBTQ support group", "event": "NONE"}, '
+                 '{"id": "1", "text": "Is an LGBTQ ally", "event": "UPDATE", "old_memory": "Is supportive"}, '
+                 '{"id": "9", "text": "x", "event": "DELETE"}, {"text": "Plans to paint a sunset this weekend", '
+                 '"event": "ADD"}, {"id": "1", "event": "DELETE"}, {"event": "MERGE", "text": "y"}']},
+    {"op": "add", "user_id": "caroline", "messages": [{"role": "user", "content": "Caroline: hi!"}],
+     "outputs": ['{"facts": []}']},
+    {"op": "add", "user_id": "caroline", "messages": [{"role": "user", "content": "Caroline: blah"}],
+     "outputs": ["I am not sure what to extract."]},
+    {"op": "add", "user_id": "melanie", "messages": [{"role": "user", "content": "Melanie: I ran a charity race."}],
+     "outputs": ['{"facts": ["Ran a charity race"]}', "analysisWe need to think about the update"]},
+    {"op": "add", "user_id": "caroline",
+     "messages": [{"role": "user", "content": "Caroline: I no longer go to the support group.", "dia_id": "D3:1"}],
+     "outputs": ['{"facts": ["No longer goes to the support group"]}',
+                 '{"memory": [{"id": "0", "event": "DELETE"}, {"id": "1", "text": "Stopped going to the support group", '
+                 '"event": "ADD"}]}']},
+    {"op": "answer", "user_id": "caroline", "question": "When did Caroline go to the LGBTQ support group?",
+     "outputs": ["  7 May 2023\n"]},
+    {"op": "answer", "user_id": "nobody", "question": "What is my name?", "k": 2, "outputs": ["I don't know."]},
+    {"op": "search", "user_id": "caroline", "query": "painting plans", "k": 2},
+]
+"""One scripted session of the loop; ``MemoryLoopGoldenTest`` replays it with the same outputs and vectors."""
+
+
+def _hits(hits) -> list[dict]:
+    return [{"id": h.record.id, "text": h.record.text, "score": h.score} for h in hits]
+
+
+def loop_cases() -> list[dict]:
+    from memlora.runtime.memory import Memory, MemoryConfig
+    from memlora.runtime.store import MemoryStore
+
+    engine, embedder = ScriptedEngine(), TableEmbedder()
+    store = MemoryStore(None, dim=LOOP_DIM, id_factory=_counter("m%d"), clock=_counter("2024-02-01T10:00:%02d+00:00"))
+    config = MemoryConfig(top_s=2, answer_k=3, max_new_tokens={"extraction": 100, "update": 200})
+    memory = Memory(engine, embedder, store, config)
+    cases = []
+    try:
+        for i, step in enumerate(LOOP_SCRIPT):
+            engine.outputs = list(step.get("outputs", []))
+            engine.calls = []
+            case = {"id": f"loop-{i}-{step['op']}", "step": step}
+            if step["op"] == "add":
+                r = memory.add(step["messages"], step["user_id"], timestamp=step.get("timestamp"),
+                               metadata=step.get("metadata"))
+                case["result"] = {"facts": r.facts, "events": jsonable(r.events), "rejected": _rejections(r.rejected),
+                                  "retrieved": [h.record.id for h in r.retrieved]}
+            elif step["op"] == "answer":
+                r = memory.answer(step["question"], step["user_id"], k=step.get("k"))
+                case["result"] = {"text": r.text, "memories": _hits(r.memories)}
+            else:
+                case["result"] = _hits(memory.search(step["query"], step["user_id"], k=step.get("k")))
+            case["calls"] = jsonable(engine.calls)
+            case["state"] = {"records": {u: jsonable(store.get_all(u)) for u in ("caroline", "melanie")},
+                             "rejections": jsonable(store.rejections()), "batch_seq": store.batch_seq}
+            cases.append(case)
+    finally:
+        memory.close()
+    return [{"id": "config", "top_s": 2, "answer_k": 3, "max_new_tokens": {"extraction": 100, "update": 200},
+             "dim": LOOP_DIM, "stage_adapters": memory.stage_adapters, "vectors": embedder.table}] + cases
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -758,6 +879,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], list[dict]]]] = {
     "update": ("update.json", update_cases),
     "store": ("store.json", store_cases),
     "retrieval": ("retrieval.json", retrieval_cases),
+    "loop": ("loop.json", loop_cases),
 }
 """Fixture files that need nothing but the runtime modules (store, retrieval and manifest are added below)."""
 

@@ -10,6 +10,7 @@ quantization's). The embedder is compared with the sentence-transformers model i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class CaseResult:
     agreement: float
     tokens: list[int]
     ok: bool
+    adapter_effect: float | None = None
+    """max |expert logits - base logits| at the first step (ONNX Runtime): 0 would mean the expert changes nothing."""
 
 
 @dataclass
@@ -90,6 +93,7 @@ class VerifyReport:
     embedder: EmbedderResult | None = None
     tokenizer_match: bool = True
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -218,6 +222,7 @@ def verify_models(bundle: Bundle, base_dir: Path, adapters_dir: Path | None, con
             merged_models[stage] = og.Model(str(expert.model_dir))
             runs.append((stage, expert.mode, merged_models[stage], None))
 
+    base_first: dict[int, np.ndarray] = {}
     for stage, mode, model, adapter_name in runs:
         for index, ids in enumerate(prompt_ids):
             ort_logits, tokens = ort_greedy(model, ids, config.steps, adapters if adapter_name else None, adapter_name)
@@ -225,7 +230,14 @@ def verify_models(bundle: Bundle, base_dir: Path, adapters_dir: Path | None, con
             diff = float(np.abs(ref - ort_logits).max())
             agreement = float((ref.argmax(-1) == np.asarray(tokens)).mean())
             ok = (max_diff is None or diff <= max_diff) and (min_agree is None or agreement >= min_agree)
-            report.cases.append(CaseResult(stage, mode, index, len(tokens), diff, agreement, tokens, ok))
+            effect = None
+            if stage == "base":
+                base_first[index] = ort_logits[0]
+            else:
+                effect = float(np.abs(ort_logits[0] - base_first[index]).max())
+                if effect == 0.0:
+                    report.warnings.append(f"{stage} prompt {index}: the expert's logits equal the base model's (untrained adapter?)")
+            report.cases.append(CaseResult(stage, mode, index, len(tokens), diff, agreement, tokens, ok, effect))
             if not ok:
                 report.failures.append(
                     f"{stage} prompt {index}: max abs logit diff {diff:.3g}, greedy agreement {agreement:.2f} "
@@ -267,13 +279,27 @@ def _encode_with_tokenizer_graph(path: Path, texts: list[str]) -> np.ndarray:
     return np.concatenate([session.run(["sentence_embedding"], {name: np.array([t])})[0] for t in texts])
 
 
+@contextlib.contextmanager
+def _single_torch_thread():
+    """One torch thread while ONNX Runtime's spinning pool is alive: the two pools fighting made verification 4x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def verify_bundle(bundle_dir: str | Path, base_dir: str | Path, adapters_dir: str | Path | None, config: VerifyConfig | None = None) -> VerifyReport:
     """Verify checksums, then compare every model/expert with transformers + peft and the embedder with its source."""
     config = config or VerifyConfig()
     disable_telemetry()
     bundle = load_bundle(bundle_dir, verify=True)
     report = VerifyReport(bundle=str(bundle_dir), precision=bundle.precision)
-    verify_models(bundle, Path(base_dir), Path(adapters_dir) if adapters_dir else None, config, report)
+    with _single_torch_thread():
+        verify_models(bundle, Path(base_dir), Path(adapters_dir) if adapters_dir else None, config, report)
     if bundle.embedder is not None:
         verify_embedder(bundle, config, report)
     return report

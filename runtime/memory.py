@@ -115,6 +115,30 @@ class Memory:
         """``Memory.from_pretrained("models/qwen", adapters="out/", store_dir="mem/")``: PyTorch engine + experts."""
         return cls.from_config(MemoryConfig(model_dir=str(model_dir), adapters=adapters, **config))
 
+    @classmethod
+    def from_bundle(
+        cls, bundle_dir: str, store_dir: str | None = None, *, verify: bool = True, prefix_cache: bool = False,
+        embedder: Embedder | None = None, **config: Any,
+    ) -> "Memory":
+        """``Memory.from_bundle("bundle/", store_dir="mem/")``: ONNX Runtime GenAI engine + the bundle's ONNX embedder.
+
+        Per-stage token budgets and the prompt set come from the bundle's manifest unless given in ``config``; a bundle
+        without an embedder uses ``config["embedder_path"]`` (default all-MiniLM-L6-v2). Added by the ort-engine owner."""
+        from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
+
+        engine = OrtGenAIEngine(bundle_dir, threads=config.get("threads"), verify=verify, prefix_cache=prefix_cache)
+        experts = engine.bundle.experts.values()
+        if "max_new_tokens" not in config:
+            budgets = dict(DEFAULT_MAX_NEW_TOKENS)
+            budgets.update({e.stage: int(e.max_new_tokens) for e in experts if e.max_new_tokens})
+            config["max_new_tokens"] = budgets
+        prompt_sets = {e.prompt_set for e in experts}
+        if "prompt_set" not in config and len(prompt_sets) == 1:
+            config["prompt_set"] = prompt_sets.pop()
+        if embedder is None:
+            embedder = bundle_embedder(engine.bundle, threads=config.get("threads"))
+        return cls.from_config(MemoryConfig(store_dir=store_dir, **config), engine=engine, embedder=embedder)
+
     def _resolve_stage_adapters(self) -> dict[str, str | None]:
         chosen = dict(self.config.stage_adapters or {})
         for stage, adapter in chosen.items():

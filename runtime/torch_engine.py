@@ -88,7 +88,7 @@ class TorchEngine:
     ):
         """``min_new_tokens``: ignore EOS until that many tokens were generated (speed benchmarks on random weights)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
@@ -104,9 +104,7 @@ class TorchEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
         if not getattr(self.tokenizer, "chat_template", None):
             raise MemloraError(f"the tokenizer in {self.model_dir} has no chat template (tokenizer_config.json 'chat_template')")
-        base = AutoModelForCausalLM.from_pretrained(
-            str(self.model_dir), dtype=getattr(torch, DTYPES[dtype]), local_files_only=True
-        ).to(self.device).eval()
+        base = self._load_base_model(getattr(torch, DTYPES[dtype])).to(self.device).eval()
         self.eos_ids = self._eos_ids(base)
         self.max_positions = getattr(base.config, "max_position_embeddings", None) or getattr(
             getattr(base.config, "text_config", None), "max_position_embeddings", None
@@ -116,6 +114,12 @@ class TorchEngine:
         self.active_adapter: str | None = None
 
     # -- loading -------------------------------------------------------------------------------------------------
+    def _load_base_model(self, torch_dtype):
+        """The base model (a causal LM here; the VLM engine loads an image-text-to-text model)."""
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch_dtype, local_files_only=True)
+
     def _eos_ids(self, model) -> set[int]:
         ids: set[int] = set()
         for value in (self.tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):

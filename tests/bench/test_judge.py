@@ -2,59 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from memlora.bench.judge import JUDGE_PROMPT, JudgeClient, JudgeConfig, JudgeError, parse_label
-
-
-class ScriptedJudge:
-    """Replies from a script: each entry is (HTTP status, message content); records every request body."""
-
-    def __init__(self):
-        self.script: list[tuple[int, str]] = []
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                outer.headers.append(dict(self.headers))
-                status, content = outer.script.pop(0) if outer.script else (200, '{"label": "WRONG"}')
-                if status == 200:
-                    payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
-                else:
-                    payload = json.dumps({"error": content})
-                data = payload.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture()
-def server():
-    s = ScriptedJudge()
-    yield s
-    s.close()
 
 
 def client(url, **kw):
@@ -73,33 +23,33 @@ def client(url, **kw):
         ([(500, "overloaded"), (429, "slow down"), (200, '{"label": "CORRECT"}')], "CORRECT", True, 3),
     ],
 )
-def test_judge_replies(server, script, label, parsed, attempts):
-    server.script = list(script)
-    verdict = client(server.url, max_attempts=3).judge("When did Mel paint?", "7 May 2023", "On May 7th")
+def test_judge_replies(judge_server, script, label, parsed, attempts):
+    judge_server.script = list(script)
+    verdict = client(judge_server.url, max_attempts=3).judge("When did Mel paint?", "7 May 2023", "On May 7th")
     assert (verdict.label, verdict.parsed, verdict.attempts) == (label, parsed, attempts)
     assert verdict.score == int(label == "CORRECT")
-    assert len(server.requests) == attempts
+    assert len(judge_server.requests) == attempts
 
 
-def test_judge_request_is_mem0s(server, monkeypatch):
+def test_judge_request_is_mem0s(judge_server, monkeypatch):
     monkeypatch.setenv("MEMLORA_JUDGE_API_KEY", "sk-test")
-    server.script = [(200, '{"label": "CORRECT"}')]
-    client(server.url + "/chat/completions").judge("Q?", "gold", "generated")
-    body = server.requests[0]
+    judge_server.script = [(200, '{"label": "CORRECT"}')]
+    client(judge_server.url + "/chat/completions").judge("Q?", "gold", "generated")
+    body = judge_server.requests[0]
     assert body["model"] == "judge-x" and body["temperature"] == 0.0
     assert body["response_format"] == {"type": "json_object"}
     (message,) = body["messages"]
     assert message["role"] == "user"
     assert message["content"] == JUDGE_PROMPT.format(question="Q?", gold_answer="gold", generated_answer="generated")
     assert "Question: Q?\nGold answer: gold\nGenerated answer: generated" in message["content"]
-    assert server.headers[0]["Authorization"] == "Bearer sk-test"
+    assert judge_server.headers[0]["Authorization"] == "Bearer sk-test"
 
 
-def test_judge_refusal_raises(server):
-    server.script = [(401, "bad key")]
+def test_judge_refusal_raises(judge_server):
+    judge_server.script = [(401, "bad key")]
     with pytest.raises(JudgeError, match="HTTP 401"):
-        client(server.url).judge("Q", "a", "b")
-    assert len(server.requests) == 1  # not retried
+        client(judge_server.url).judge("Q", "a", "b")
+    assert len(judge_server.requests) == 1  # not retried
 
 
 def test_judge_unreachable_raises():

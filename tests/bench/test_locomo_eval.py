@@ -78,18 +78,24 @@ def test_resume_skips_done_questions_and_redoes_a_cut_line(conversation, embedde
     # a run killed mid-write leaves a cut line: the rerun redoes exactly that question
     results.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2])
     second = run_locomo_eval(convs, config, parts, progress=False)
-    rows = [json.loads(line) for line in results.read_text().splitlines()[:5] + results.read_text().splitlines()[6:]]
-    assert [r["key"] for r in rows] == [json.loads(line)["key"] for line in lines]
+    redone = results.read_text().splitlines()
+    assert redone[:5] == lines[:5] and len(redone) == 6
+    assert json.loads(redone[5])["key"] == json.loads(lines[5])["key"]
     assert second["variants"] == first["variants"]
 
 
-def test_generation_with_tiny_model(conversation, embedder, tiny_model, tmp_path):
+def test_generation_with_tiny_model_and_judge(conversation, embedder, tiny_model, judge_server, tmp_path):
+    from memlora.bench.judge import JudgeClient, JudgeConfig
     from memlora.runtime.torch_engine import TorchEngine
 
     convs, conv = conversation
     engine = TorchEngine(tiny_model("qwen2"), threads=2)
-    config = EvalConfig(out_dir=str(tmp_path), conversations=(CONV,), limit=3, top_k=5, max_new_tokens=8)
-    parts = EvalParts(embedder=embedder, engine=engine, scorer=AnswerScorer(ScorerConfig(), embedder=embedder))
+    judge_config = JudgeConfig(url=judge_server.url, model="judge-x", backoff_s=0.0, max_attempts=2)
+    # scripted verdicts: CORRECT, (malformed then) WRONG, malformed twice -> WRONG and flagged unparsed
+    judge_server.script = [(200, '{"label": "CORRECT"}'), (200, "hmm"), (200, '{"label": "WRONG"}'), (200, "?"), (200, "")]
+    config = EvalConfig(out_dir=str(tmp_path), conversations=(CONV,), limit=3, top_k=5, max_new_tokens=8, judge=judge_config)
+    parts = EvalParts(embedder=embedder, engine=engine, scorer=AnswerScorer(ScorerConfig(), embedder=embedder),
+                      judge=JudgeClient(judge_config))
     report = run_locomo_eval(convs, config, parts, progress=False)
     rows = [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()]
     assert len(rows) == 3
@@ -98,9 +104,12 @@ def test_generation_with_tiny_model(conversation, embedder, tiny_model, tmp_path
         assert len(row["retrieved"]) == 2 and all(len(ids) <= 5 for ids in row["retrieved"].values())
         m = row["metrics"]
         assert 0.0 <= m["f1"] <= 1.0 and 0.0 <= m["rouge1_f"] <= 1.0 and m["bertscore_f1"] is None
+    assert [r["judge"]["label"] for r in rows] == ["CORRECT", "WRONG", "WRONG"]
+    assert [r["judge"]["parsed"] for r in rows] == [True, True, False]
+    assert rows[0]["question"] in judge_server.requests[0]["messages"][0]["content"]
     overall = report["variants"]["vector"]["overall"]
-    assert overall["n"] == 3 and overall["j"] is None
-    assert "bertscore_f1" in report["unavailable"] and "j" in report["unavailable"]
+    assert overall["n"] == 3 and overall["j"] == pytest.approx(1 / 3) and overall["judge_unparsed"] == 1
+    assert "bertscore_f1" in report["unavailable"] and "j" not in report["unavailable"]
     assert report["l_label"].startswith("L[") and "bertscore_f1" not in report["l_label"]
     assert overall["f1"] == pytest.approx(sum(r["metrics"]["f1"] for r in rows) / 3)
 

@@ -19,7 +19,7 @@ public final class BundleJson {
   public Map<String, ExpertJson> experts;
   public EmbedderJson embedder;
   public Map<String, FileRecord> files;
-  public Map<String, String> toolchain;
+  public Map<String, Object> toolchain;
 
   /** {@code base}. */
   public static final class Base {

@@ -90,7 +90,7 @@ public final class BundleManifest {
   public final Embedder embedder;
   /** Files in the bundle directory that the manifest does not list (never loaded). */
   public final List<String> unlisted;
-  /** The verified manifest as typed Gson models (created_by, toolchain, raw entries). */
+  /** The verified manifest as typed Gson models (created_by, toolchain, ...); null if a loose field does not fit. */
   public final BundleJson json;
 
   private BundleManifest(File root, long formatVersion, String architecture, String modelType, String precision,
@@ -479,9 +479,15 @@ public final class BundleManifest {
         union.put(String.valueOf(u.getKey()), looseInt(u.getValue(), where + " lora_union"));
       }
     }
-    BundleJson typed = new Gson().fromJson(PyJson.dumpsDefault(manifest), BundleJson.class);
-    return new BundleManifest(root, pyIntValue(manifest.get("format_version") instanceof Double
-            ? Long.valueOf((long) (double) (Double) manifest.get("format_version")) : manifest.get("format_version")),
+    BundleJson typed;
+    try {
+      typed = new Gson().fromJson(PyJson.dumpsDefault(manifest), BundleJson.class);
+    } catch (RuntimeException e) {
+      typed = null; // verified, but an optional field has a type the typed view does not model
+    }
+    Object version = manifest.get("format_version");
+    long formatVersion = version instanceof Double ? (long) (double) (Double) version : pyIntValue(version);
+    return new BundleManifest(root, formatVersion,
         base.containsKey("architecture") ? PyRepr.str(base.get("architecture")) : "",
         base.containsKey("model_type") ? PyRepr.str(base.get("model_type")) : "",
         precision, baseDir, union, experts, embedder, unlisted, typed);
@@ -505,7 +511,7 @@ public final class BundleManifest {
     }
   }
 
-  private static boolean isSymlink(File f) {
+  static boolean isSymlink(File f) {
     try {
       File parent = f.getParentFile().getCanonicalFile();
       return !f.getCanonicalFile().equals(new File(parent, f.getName()));

@@ -35,7 +35,8 @@ public class PromptsGoldenTest {
 
   @Test
   public void renderingsMatchPython() {
-    Golden.Report report = new Golden.Report("prompts");
+    Golden.Report report = new Golden.Report(
+        "prompts (if runtime/prompts.py changed, run android-bridge/tools/gen_prompt_templates.py)");
     for (Map<String, Object> c : Golden.cases("prompts.json")) {
       String id = (String) c.get("id");
       if (c.containsKey("error")) {

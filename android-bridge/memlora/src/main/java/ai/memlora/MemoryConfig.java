@@ -1,0 +1,38 @@
+package ai.memlora;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/** How the loop runs; every field has a default (Python's {@code MemoryConfig}). */
+public final class MemoryConfig {
+  /** Stages of the loop, in order ({@code memlora.STAGES}). */
+  public static final String[] STAGES = {"extraction", "update", "generation", "vqa"};
+
+  /** Prompt set: "memlora" (compact, for the experts) or "mem0" (Mem0's long prompts). */
+  public String promptSet = "memlora";
+  /** Stage -> adapter name (null value = base model); stages left out use the adapter named like the stage if any. */
+  public Map<String, String> stageAdapters = new LinkedHashMap<String, String>();
+  /** Memories retrieved per extracted fact for the update stage (Mem0's default 5). */
+  public int topS = 5;
+  /** Memories retrieved for answer generation and the default k of search (Mem0's LoCoMo protocol: 30). */
+  public int answerK = 30;
+  /** Generation budget per stage (left-out stages take the defaults below). */
+  public Map<String, Integer> maxNewTokens = defaultMaxNewTokens();
+  /** Intra-op threads for the embedder (0: ONNX Runtime's default). */
+  public int threads;
+
+  public static Map<String, Integer> defaultMaxNewTokens() {
+    Map<String, Integer> m = new LinkedHashMap<String, Integer>();
+    m.put("extraction", 128);
+    m.put("update", 256);
+    m.put("generation", 64);
+    m.put("vqa", 64);
+    return m;
+  }
+
+  /** The budget of {@code stage}. */
+  public int budget(String stage) {
+    Integer v = maxNewTokens.get(stage);
+    return v != null ? v : defaultMaxNewTokens().get(stage);
+  }
+}

@@ -1,0 +1,182 @@
+package ai.memlora;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.Test;
+
+/**
+ * The loop (Memory.add / answer / search) replays Python's scripted session: same engine calls (prompts,
+ * adapters, budgets), same facts, events, tagged rejections, retrieved memories, answers and store state.
+ * The engine returns the outputs Python's engine returned; the embedder returns Python's vectors.
+ */
+public class MemoryLoopGoldenTest {
+  /** Returns scripted outputs and records each call. */
+  static final class ScriptedEngine implements Engine {
+    final List<String> outputs = new ArrayList<String>();
+    final List<Object> calls = new ArrayList<Object>();
+
+    @Override
+    public List<String> adapters() {
+      return Arrays.asList("extraction", "update", "generation");
+    }
+
+    @Override
+    public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens) {
+      Map<String, Object> call = new LinkedHashMap<String, Object>();
+      call.put("messages", Golden.jsonable(messages));
+      call.put("adapter", adapter);
+      call.put("max_new_tokens", (long) maxNewTokens);
+      calls.add(call);
+      if (outputs.isEmpty()) {
+        throw new MemloraException("scripted engine: no output left for this call");
+      }
+      return Generation.ofText(outputs.remove(0));
+    }
+
+    @Override
+    public int countTokens(String text) {
+      return text.split("\\s+").length;
+    }
+
+    @Override
+    public void close() {}
+  }
+
+  /** Python's vectors by text; an unknown text means the Java flow embedded something Python did not. */
+  static final class TableEmbedder implements Embedder {
+    final Map<String, Object> table;
+    final int dim;
+
+    TableEmbedder(Map<String, Object> table, int dim) {
+      this.table = table;
+      this.dim = dim;
+    }
+
+    @Override
+    public int dim() {
+      return dim;
+    }
+
+    @Override
+    public float[][] encode(List<String> texts) {
+      float[][] out = new float[texts.size()][];
+      for (int i = 0; i < texts.size(); i++) {
+        if (!table.containsKey(texts.get(i))) {
+          throw new AssertionError("Java embedded a text Python never embedded: " + PyRepr.repr(texts.get(i)));
+        }
+        out[i] = StoreGoldenTest.floats(table.get(texts.get(i)));
+      }
+      return out;
+    }
+
+    @Override
+    public void close() {}
+  }
+
+  static List<Object> hits(List<MemoryStore.SearchHit> hits) {
+    List<Object> out = new ArrayList<Object>();
+    for (MemoryStore.SearchHit h : hits) {
+      Map<String, Object> m = new LinkedHashMap<String, Object>();
+      m.put("id", h.record.id);
+      m.put("text", h.record.text);
+      m.put("score", (double) h.score);
+      out.add(m);
+    }
+    return out;
+  }
+
+  @SuppressWarnings("unchecked")
+  @Test
+  public void scriptedSessionMatchesPython() {
+    List<Map<String, Object>> cases = Golden.cases("loop.json");
+    Map<String, Object> cfg = cases.get(0);
+    int dim = ((Number) cfg.get("dim")).intValue();
+    ScriptedEngine engine = new ScriptedEngine();
+    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), dim, StoreGoldenTest.counter("m%d"),
+        StoreGoldenTest.clock("2024-02-01T10:00:%02d+00:00"));
+    MemoryConfig config = new MemoryConfig();
+    config.topS = ((Number) cfg.get("top_s")).intValue();
+    config.answerK = ((Number) cfg.get("answer_k")).intValue();
+    for (Map.Entry<String, Object> e : Golden.map(cfg.get("max_new_tokens")).entrySet()) {
+      config.maxNewTokens.put(e.getKey(), ((Number) e.getValue()).intValue());
+    }
+    Memory memory = new Memory(engine, new TableEmbedder(Golden.map(cfg.get("vectors")), dim), store, config);
+    Golden.Report report = new Golden.Report("loop");
+    report.check("stage_adapters", cfg.get("stage_adapters"), Golden.jsonable(memory.stageAdapters()));
+    try {
+      for (Map<String, Object> c : cases.subList(1, cases.size())) {
+        String id = (String) c.get("id");
+        Map<String, Object> step = Golden.map(c.get("step"));
+        engine.outputs.clear();
+        engine.calls.clear();
+        if (step.containsKey("outputs")) {
+          for (Object o : Golden.list(step.get("outputs"))) {
+            engine.outputs.add((String) o);
+          }
+        }
+        String op = (String) step.get("op");
+        Map<String, Object> expected = "search".equals(op) ? null : Golden.map(c.get("result"));
+        try {
+          if (op.equals("add")) {
+            Memory.AddResult r = memory.add((List<Map<String, ?>>) (List<?>) step.get("messages"),
+                (String) step.get("user_id"), (String) step.get("timestamp"), Golden.map(step.get("metadata")),
+                null, null);
+            Map<String, Object> got = new LinkedHashMap<String, Object>();
+            got.put("facts", new ArrayList<Object>(r.facts));
+            got.put("events", StoreGoldenTest.events(r.events));
+            got.put("rejected", Golden.rejections(r.rejected));
+            List<Object> retrieved = new ArrayList<Object>();
+            for (MemoryStore.SearchHit h : r.retrieved) {
+              retrieved.add(h.record.id);
+            }
+            got.put("retrieved", retrieved);
+            report.check(id + " result", expected, got);
+          } else if (op.equals("answer")) {
+            Object k = step.get("k");
+            Memory.AnswerResult r = memory.answer((String) step.get("question"), (String) step.get("user_id"),
+                k == null ? 0 : ((Number) k).intValue());
+            report.check(id + " text", expected.get("text"), r.text);
+            StoreGoldenTest.checkHits(report, id + " memories", expected.get("memories"), hits(r.memories));
+          } else {
+            Object k = step.get("k");
+            StoreGoldenTest.checkHits(report, id, c.get("result"),
+                hits(memory.search((String) step.get("query"), (String) step.get("user_id"),
+                    k == null ? 0 : ((Number) k).intValue())));
+          }
+        } catch (RuntimeException e) {
+          report.fail(id, "Java threw " + e);
+          continue;
+        }
+        report.check(id + " calls", c.get("calls"), new ArrayList<Object>(engine.calls));
+        Map<String, Object> state = Golden.map(c.get("state"));
+        Map<String, Object> records = new LinkedHashMap<String, Object>();
+        for (String user : Golden.map(state.get("records")).keySet()) {
+          List<Object> rows = new ArrayList<Object>();
+          for (MemoryRecord r : store.getAll(user, null, null, null)) {
+            rows.add(StoreGoldenTest.record(r));
+          }
+          records.put(user, rows);
+        }
+        report.check(id + " records", state.get("records"), records);
+        report.check(id + " batch_seq", state.get("batch_seq"), store.batchSequence());
+        List<Object> rejections = new ArrayList<Object>();
+        for (MemoryStore.RejectionEntry r : store.rejections(null)) {
+          Map<String, Object> m = StoreGoldenTest.typed("RejectionEntry");
+          m.put("batch", r.batch);
+          m.put("user_id", r.userId);
+          m.put("item", Golden.jsonable(r.item));
+          m.put("reason", r.reason);
+          m.put("created_at", r.createdAt);
+          rejections.add(m);
+        }
+        report.check(id + " rejections", state.get("rejections"), rejections);
+      }
+    } finally {
+      memory.close();
+    }
+    report.assertAllPassed();
+  }
+}

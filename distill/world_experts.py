@@ -1,0 +1,227 @@
+"""The world's base model and its three experts, built once and cached: the demo's default and the world benchmark's system.
+
+    art = ensure_world_experts()              # preset "default": minutes on 2 CPU cores the first time, then instant
+    art.base_dir, art.adapters_dir            # a checkpoint dir + an out/-style dir (extraction/ update/ generation/)
+    art.world                                 # the WorldConfig the experts were taught on (its test split is held out)
+
+The teacher is the world's exact ground truth (as the paper does for its generation expert): the experts are trained
+with ``memlora.distill.train.train_expert`` on the world's distillation examples (``world_export``), on the base model
+pretrained from scratch on the world's raw conversations (``world_model``). Every build step writes into a temporary
+directory renamed into place, so a killed build leaves nothing half-done and the next call starts over cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from memlora.distill.world import WorldConfig, generate_world
+from memlora.distill.world_export import WORLD_STAGES, world_examples
+from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, pretrain_world_model
+from memlora.errors import MemloraError
+
+EXPERTS_RECIPE_VERSION = 1
+
+
+@dataclass
+class ExpertRecipe:
+    """How one world expert is trained (passed to ``memlora.distill.train.TrainConfig``)."""
+
+    n_train: int = 1200
+    """Training examples sampled (seeded) from the world's train split."""
+    n_val: int = 48
+    """Validation examples (val split) for early stopping."""
+    epochs: int = 1
+    """Epochs over the sampled examples."""
+    lr: float = 2e-3
+    """AdamW learning rate (LoRA on a tiny model wants a high one)."""
+    batch_size: int = 16
+    """Examples per step."""
+    rank: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA alpha."""
+    target_modules: str = "all-linear"
+    """LoRA target modules ("all-linear" or comma-separated names)."""
+    max_new_tokens: int = 64
+    """Generation budget recorded in experts.json for this stage."""
+
+
+@dataclass
+class WorldPreset:
+    """Everything that defines a cached world system: the world, the base model, the pretraining and the experts."""
+
+    name: str
+    """Preset name (part of the cache key)."""
+    world: WorldConfig
+    """The world (its train split teaches, its val split stops early, its test split is held out)."""
+    arch: str = "qwen2"
+    """Base architecture (``memlora.models``)."""
+    size: str = "tiny-world"
+    """Base size (``memlora.models.SIZES``)."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Pretraining of the base on the world's raw text."""
+    experts: dict[str, ExpertRecipe] = field(default_factory=dict)
+    """Stage -> training recipe."""
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(
+            {"preset": asdict(self), "pretrain_recipe": PRETRAIN_RECIPE_VERSION, "experts_recipe": EXPERTS_RECIPE_VERSION},
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _presets() -> dict[str, WorldPreset]:
+    default_world = WorldConfig()
+    small_world = WorldConfig(n_conversations=60, n_sessions=3, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
+    return {
+        "default": WorldPreset(
+            name="default",
+            world=default_world,
+            pretrain=PretrainConfig(world=default_world, steps=150, seq_len=128),
+            experts={
+                "extraction": ExpertRecipe(n_train=1200, max_new_tokens=48),
+                "update": ExpertRecipe(n_train=800, max_new_tokens=128),
+                "generation": ExpertRecipe(n_train=1200, max_new_tokens=12),
+            },
+        ),
+        "small": WorldPreset(
+            name="small",
+            world=small_world,
+            size="tiny",
+            pretrain=PretrainConfig(world=small_world, steps=40, seq_len=128, vocab_size=1024),
+            experts={
+                "extraction": ExpertRecipe(n_train=256, n_val=16, max_new_tokens=48),
+                "update": ExpertRecipe(n_train=192, n_val=16, max_new_tokens=128),
+                "generation": ExpertRecipe(n_train=256, n_val=16, max_new_tokens=12),
+            },
+        ),
+    }
+
+
+PRESETS = tuple(_presets())
+
+
+def get_preset(name: str) -> WorldPreset:
+    presets = _presets()
+    if name not in presets:
+        raise MemloraError(f"unknown world preset {name!r}: choose one of {', '.join(presets)}")
+    return presets[name]
+
+
+@dataclass
+class WorldArtifacts:
+    """A built world system on disk."""
+
+    root: Path
+    """The cache entry."""
+    base_dir: Path
+    """The pretrained base checkpoint."""
+    adapters_dir: Path
+    """out/-style dir: <stage>/ peft adapters + experts.json."""
+    preset: WorldPreset
+    build: dict
+    """build.json: seconds per step, losses, versions."""
+
+    @property
+    def world(self) -> WorldConfig:
+        return self.preset.world
+
+
+Progress = Callable[[str], None]
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def build_world_base(preset: WorldPreset, out_dir: Path, seed: int = 0) -> dict:
+    """Build the random base (``memlora.models.build_model``) and pretrain it on the world; returns timing info."""
+    from memlora.models import build_model
+
+    t0 = time.perf_counter()
+    build_model(preset.arch, preset.size, out_dir, seed=seed)
+    pretrain_world_model(out_dir, seed=seed, config=preset.pretrain)
+    info = json.loads((out_dir / "memlora_model.json").read_text())
+    return {"seconds": round(time.perf_counter() - t0, 1), "parameters": info["parameters"], **info["pretraining"]}
+
+
+def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None,
+                        stages: tuple[str, ...] = WORLD_STAGES) -> dict:
+    """Train the experts of ``stages`` on the world's ground truth into ``out_dir/<stage>/`` + ``experts.json``."""
+    from memlora.distill.train import TrainConfig, train_expert
+
+    world = generate_world(preset.world)
+    train_convs, val_convs = world.split("train"), world.split("val")
+    info, experts = {}, {}
+    for stage in stages:
+        recipe = preset.experts[stage]
+        rng = random.Random(f"world-experts:{seed}:{stage}")
+        train = world_examples(train_convs, stage)
+        val = world_examples(val_convs, stage)
+        rng.shuffle(train)
+        rng.shuffle(val)
+        _say(progress, f"training the {stage} expert ({min(recipe.n_train, len(train))} examples)")
+        config = TrainConfig(
+            stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
+            batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
+            progress=False, plot=True,
+        )
+        t0 = time.perf_counter()
+        result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
+        info[stage] = {"seconds": round(time.perf_counter() - t0, 1), "initial_val_loss": result.initial_val_loss,
+                       "best_val_loss": result.best_val_loss, "n_train": min(recipe.n_train, len(train))}
+        experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": recipe.max_new_tokens}
+    (out_dir / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}, indent=2, sort_keys=True) + "\n")
+    return info
+
+
+def world_cache_root(preset: WorldPreset, seed: int) -> Path:
+    from memlora.paths import cache_dir
+
+    return cache_dir("world") / f"{preset.name}-seed{seed}-{preset.fingerprint()}"
+
+
+def ensure_world_experts(preset: str | WorldPreset = "default", seed: int = 0, progress: Progress | None = None,
+                         threads: int | None = 2) -> WorldArtifacts:
+    """The cached base + experts of ``preset`` (built on first use: the base, then extraction, update, generation)."""
+    import torch
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    final = world_cache_root(preset, seed)
+    if not (final / "build.json").is_file():
+        if threads:
+            torch.set_num_threads(int(threads))
+        parent = final.parent
+        tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=parent))
+        try:
+            t0 = time.perf_counter()
+            _say(progress, f"pretraining the world base model ({preset.size}, {preset.pretrain.steps} steps) from scratch")
+            base_info = build_world_base(preset, tmp / "base", seed=seed)
+            experts_info = build_world_experts(preset, tmp / "base", tmp / "out", seed=seed, progress=progress)
+            build = {"preset": preset.name, "seed": seed, "fingerprint": preset.fingerprint(), "base": base_info,
+                     "experts": experts_info, "seconds": round(time.perf_counter() - t0, 1),
+                     "torch_threads": torch.get_num_threads()}
+            (tmp / "build.json").write_text(json.dumps(build, indent=2, sort_keys=True) + "\n")
+            if final.exists():  # a stale, incomplete entry (no build.json): replace it
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / "build.json").is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    build = json.loads((final / "build.json").read_text())
+    return WorldArtifacts(root=final, base_dir=final / "base", adapters_dir=final / "out", preset=preset, build=build)

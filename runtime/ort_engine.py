@@ -1,0 +1,257 @@
+"""``OrtGenAIEngine``: the on-device engine — ONNX Runtime GenAI on a verified memlora bundle, greedy decoding.
+
+One base model (the multi-LoRA graph) with ONE ``og.Adapters`` container holding every externalized expert, loaded at start.
+Every call gets a NEW ``og.Generator`` whose adapter is activated BEFORE the prompt is appended (``set_active_adapter`` is
+additive, so a generator never serves two experts). Merged experts are served by the model the manifest names, loaded on
+first use. The prompt is rendered and tokenized by ``chat_template.py`` and ``tokenizers`` from the bundle, so the token ids
+are the ones ``TorchEngine`` feeds its model (checked by the parity test).
+
+    engine = OrtGenAIEngine("bundle/", threads=2)
+    gen = engine.generate([{"role": "user", "content": "Hi"}], adapter="extraction", max_new_tokens=64)
+
+Speed option ``prefix_cache=True``: keep one generator per expert, ``rewind_to`` the longest token prefix the new prompt shares
+with the previous one and append only the rest (the expert's fixed system prompt is not processed again). The tokens fed are
+the same, and the parity test checks that the outputs are identical; ``memlora-bench`` measures what it saves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from memlora.errors import AdapterError, BundleError, ImageError, MemloraError
+from memlora.runtime.bundle import Bundle, load_bundle
+from memlora.runtime.chat_template import ChatTemplate
+from memlora.runtime.engine import Generation, Message, Timings
+
+DEVICES = ("cpu", "cuda")
+PREFIX_CACHE_MAX_LENGTH = 4096
+"""KV length of a prefix-cache generator (its buffer is allocated at this size); longer calls use a fresh generator."""
+
+
+def disable_ort_telemetry() -> None:
+    """Turn off ONNX Runtime GenAI's and ONNX Runtime's telemetry events: the runtime must not report anything."""
+    import onnxruntime
+    import onnxruntime_genai as og
+
+    og.disable_telemetry_events()
+    if hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()
+
+
+def bundle_embedder(bundle: Bundle, threads: int | None = None):
+    """The bundle's exported embedder (``OnnxEmbedder``), or None when the bundle ships none."""
+    from memlora.runtime.embedder import OnnxEmbedder
+
+    if bundle.embedder is None:
+        return None
+    embedder = OnnxEmbedder(bundle.embedder.file, bundle.embedder.tokenizer_dir, threads=threads)
+    if embedder.dim != bundle.embedder.dim:
+        raise BundleError(f"{bundle.root}: the embedder gives {embedder.dim}-dim vectors, the manifest says {bundle.embedder.dim}")
+    return embedder
+
+
+def _session_overlay(threads: int | None) -> dict:
+    options: dict[str, Any] = {}
+    if threads:
+        options = {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}
+    return {"model": {"decoder": {"session_options": options}}} if options else {}
+
+
+class OrtGenAIEngine:
+    """Greedy generation with ONNX Runtime GenAI on a memlora bundle; one expert adapter (or merged model) per call."""
+
+    supports_images = False
+    """Bundles of text decoders; images need a vision-language bundle."""
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike | Bundle,
+        threads: int | None = None,
+        verify: bool = True,
+        min_new_tokens: int = 0,
+        device: str = "cpu",
+        prefix_cache: bool = False,
+    ):
+        """``verify``: check every file's sha256; ``min_new_tokens``: ignore EOS until that many tokens (random-weight
+        benchmarks); ``device``: cpu or cuda (needs the CUDA build of onnxruntime-genai); ``prefix_cache``: see the module doc."""
+        import onnxruntime_genai as og
+        from tokenizers import Tokenizer
+
+        self._og = og
+        disable_ort_telemetry()
+        if device not in DEVICES:
+            raise MemloraError(f"unknown device {device!r}; choose one of {DEVICES}")
+        if device == "cuda" and not og.is_cuda_available():
+            raise MemloraError("--device cuda needs the CUDA build of onnxruntime-genai (pip install onnxruntime-genai-cuda) and a GPU")
+        self.device = device
+        self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
+        self.threads = threads
+        self.min_new_tokens = int(min_new_tokens)
+        self.prefix_cache = bool(prefix_cache)
+
+        start = time.perf_counter()
+        self._models: dict[Path, Any] = {}
+        self.base_model = self._model(self.bundle.base_dir)
+        self.adapter_container = og.Adapters(self.base_model)
+        for stage, expert in self.bundle.experts.items():
+            if expert.mode == "externalized":
+                try:
+                    self.adapter_container.load(str(expert.adapter_file), stage)
+                except Exception as exc:
+                    raise BundleError(f"expert {stage!r}: cannot load {expert.adapter_file}: {exc}") from exc
+        self.adapters: tuple[str, ...] = tuple(self.bundle.experts)
+
+        model_dir = self.bundle.base_dir
+        self.chat_template = ChatTemplate.from_model_dir(model_dir)
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        genai_config = json.loads((model_dir / "genai_config.json").read_text())
+        self.context_length = int(genai_config["model"].get("context_length") or 0) or None
+        eos = genai_config["model"].get("eos_token_id")
+        self.eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+        self.load_s = time.perf_counter() - start
+        self._cached: dict[str | None, tuple[Any, list[int]]] = {}
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    def _model(self, model_dir: Path):
+        """The og.Model of ``model_dir`` (the base or a merged expert), loaded once with the engine's session options."""
+        if model_dir not in self._models:
+            og = self._og
+            try:
+                config = og.Config(str(model_dir))
+                overlay = _session_overlay(self.threads)
+                if overlay:
+                    config.overlay(json.dumps(overlay))
+                if self.device == "cuda":
+                    config.clear_providers()
+                    config.append_provider("cuda")
+                self._models[model_dir] = og.Model(config)
+            except Exception as exc:
+                raise BundleError(f"cannot load the ONNX Runtime GenAI model in {model_dir}: {exc}") from exc
+        return self._models[model_dir]
+
+    # -- Engine protocol ---------------------------------------------------------------------------------------------
+    def render(self, messages: list[Message]) -> list[int]:
+        """Token ids of ``messages`` rendered with the chat template plus the assistant generation prompt."""
+        return self.tokenizer.encode(self.chat_template.render(messages), add_special_tokens=False).ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` without special tokens (what transformers' ``decode(skip_special_tokens=True)`` gives)."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def generate(
+        self,
+        messages: list[Message],
+        adapter: str | None = None,
+        images: Sequence[Any] | None = None,
+        max_new_tokens: int = 128,
+        **options: Any,
+    ) -> Generation:
+        """Greedy decode. Options: ``min_new_tokens`` (alias ``force_new_tokens``) overrides the engine's."""
+        if images:
+            raise ImageError(f"the bundle {self.bundle.root} holds a text-only model ({self.bundle.architecture}): "
+                             "it cannot take images")
+        if adapter is not None and adapter not in self.bundle.experts:
+            raise AdapterError(f"unknown adapter {adapter!r}: the bundle {self.bundle.root} has "
+                               f"{list(self.bundle.experts) or 'no experts'} (None runs the base model)")
+        min_new = int(options.get("min_new_tokens", options.get("force_new_tokens", self.min_new_tokens)))
+        start = time.perf_counter()
+        prompt_ids = self.render(messages)
+        if self.context_length and len(prompt_ids) >= self.context_length:
+            raise MemloraError(f"prompt of {len(prompt_ids)} tokens does not fit the model's context of {self.context_length}")
+        if self.context_length:
+            max_new_tokens = min(max_new_tokens, self.context_length - len(prompt_ids))
+        max_new_tokens = max(int(max_new_tokens), 1)
+
+        expert = self.bundle.experts.get(adapter) if adapter else None
+        model = self._model(self.bundle.model_dir_for(adapter))
+        runtime_adapter = adapter if expert is not None and expert.mode == "externalized" else None
+        total_length = len(prompt_ids) + max_new_tokens
+        if self.prefix_cache and total_length <= self._cache_length():
+            generator, fed, switch_s = self._cached_generator(adapter, model, runtime_adapter, prompt_ids)
+            mask_eos = min_new  # a shared generator cannot carry a per-call min_length: mask EOS logits instead
+        else:
+            switch_start = time.perf_counter()
+            generator = self._new_generator(model, runtime_adapter, total_length, len(prompt_ids) + min_new)
+            switch_s = time.perf_counter() - switch_start
+            fed, mask_eos = 0, 0
+
+        generated, prefill_s, decode_s = self._decode(generator, prompt_ids[fed:], max_new_tokens, mask_eos)
+        text_ids = generated[:-1] if generated and generated[-1] in self.eos_ids else generated
+        timings = Timings(prefill_s=prefill_s, decode_s=decode_s, switch_s=switch_s, total_s=time.perf_counter() - start)
+        return Generation(text=self.decode(text_ids), prompt_tokens=len(prompt_ids), completion_tokens=len(generated),
+                          timings=timings, token_ids=generated)
+
+    # -- generators --------------------------------------------------------------------------------------------------
+    def _new_generator(self, model, runtime_adapter: str | None, max_length: int, min_length: int = 0):
+        """A fresh generator with the expert active before any token is appended."""
+        og = self._og
+        params = og.GeneratorParams(model)
+        search = {"do_sample": False, "max_length": int(max_length)}
+        if min_length:
+            search["min_length"] = int(min_length)  # counts the prompt too: EOS is refused until min_new tokens exist
+        params.set_search_options(**search)
+        generator = og.Generator(model, params)
+        if runtime_adapter is not None:
+            generator.set_active_adapter(self.adapter_container, runtime_adapter)
+        return generator
+
+    def _cache_length(self) -> int:
+        return min(PREFIX_CACHE_MAX_LENGTH, self.context_length or PREFIX_CACHE_MAX_LENGTH)
+
+    def _cached_generator(self, adapter: str | None, model, runtime_adapter: str | None, prompt_ids: list[int]):
+        """The expert's kept generator, rewound to the prefix it shares with ``prompt_ids`` -> (generator, fed, switch_s)."""
+        entry = self._cached.get(adapter)
+        start = time.perf_counter()
+        if entry is None:
+            generator = self._new_generator(model, runtime_adapter, self._cache_length())
+            shared = 0
+        else:
+            generator, previous = entry
+            shared = 0
+            for a, b in zip(previous, prompt_ids[:-1]):  # keep at least one token to append (it yields the logits)
+                if a != b:
+                    break
+                shared += 1
+            generator.rewind_to(shared)
+        self._cached[adapter] = (generator, list(prompt_ids))
+        return generator, shared, time.perf_counter() - start
+
+    def _decode(self, generator, new_prompt_ids: list[int], max_new_tokens: int, mask_eos: int):
+        """Append the prompt, then greedy tokens until EOS or ``max_new_tokens``; returns (tokens, prefill_s, decode_s)."""
+        import numpy as np
+
+        generated: list[int] = []
+        prefill_s = decode_s = 0.0
+        step_start = time.perf_counter()
+        generator.append_tokens(np.asarray(new_prompt_ids, dtype=np.int32))
+        eos = sorted(self.eos_ids)
+        while len(generated) < max_new_tokens:
+            if len(generated) < mask_eos and eos:
+                logits = np.array(generator.get_logits())
+                logits[..., eos] = -np.inf
+                generator.set_logits(logits)
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            generated.append(token)
+            now = time.perf_counter()
+            if len(generated) == 1:
+                prefill_s = now - step_start
+            else:
+                decode_s += now - step_start
+            if token in self.eos_ids or generator.is_done():
+                break
+            step_start = time.perf_counter()
+        return generated, prefill_s, decode_s
+
+    def close(self) -> None:
+        """Release generators, adapters and models (the process keeps running)."""
+        self._cached.clear()
+        self.adapter_container = None
+        self._models.clear()

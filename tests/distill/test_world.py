@@ -1,0 +1,221 @@
+"""The synthetic memory world: determinism, ground-truth consistency, splits and both export formats."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+import pytest
+
+from memlora.distill.world import (
+    CANONICAL,
+    SPLITS,
+    WorldConfig,
+    conversation_text,
+    format_date,
+    generate_conversation,
+    generate_world,
+)
+from memlora.errors import DataError
+
+SMALL = WorldConfig(seed=3, n_conversations=24, n_sessions=4)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(SMALL)
+
+
+def _fingerprint(world) -> str:
+    from memlora.distill.world_export import to_locomo_sample, world_examples
+
+    blob = [to_locomo_sample(c) for c in world.conversations]
+    blob += [world_examples(world.conversations, s) for s in ("extraction", "update", "generation")]
+    return json.dumps(blob, sort_keys=True)
+
+
+def test_same_seed_same_world_other_seed_other_world(world):
+    assert _fingerprint(generate_world(SMALL)) == _fingerprint(world)
+    other = generate_world(WorldConfig(seed=4, n_conversations=24, n_sessions=4))
+    assert _fingerprint(other) != _fingerprint(world)
+    # any conversation can be regenerated alone, identically
+    again = generate_conversation(SMALL, 7)
+    assert conversation_text(again) == conversation_text(world.conversations[7])
+
+
+def test_splits_are_by_conversation_and_cover_the_world(world):
+    ids = {s: {c.sample_id for c in world.split(s)} for s in SPLITS}
+    assert all(ids[s] for s in SPLITS)
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert sum(len(v) for v in ids.values()) == SMALL.n_conversations
+    with pytest.raises(DataError):
+        world.split("dev")
+
+
+def _apply(shown: list[dict], ops: list) -> tuple[list[str], list[str]]:
+    """Apply gold ops to the shown memories; return (texts kept/updated in id order, added texts)."""
+    by_id = {m["id"]: m["text"] for m in shown}
+    added = []
+    for op in ops:
+        if op.event == "ADD":
+            assert op.id not in by_id, f"ADD reuses an existing id: {op}"
+            added.append(op.text)
+        elif op.event == "UPDATE":
+            assert op.id in by_id, f"UPDATE of a memory that was not shown: {op}"
+            assert op.old_memory == by_id[op.id]
+            by_id[op.id] = op.text
+        elif op.event == "DELETE":
+            assert op.id in by_id and by_id[op.id] == op.text, f"DELETE of a memory that does not exist: {op}"
+            del by_id[op.id]
+        elif op.event == "NONE":
+            assert by_id.get(op.id) == op.text, f"NONE must point at the identical memory: {op}"
+        else:
+            raise AssertionError(op.event)
+    return list(by_id.values()), added
+
+
+def test_update_ground_truth_replays_to_the_recorded_memory(world):
+    """Every UPDATE/DELETE refers to a memory that exists (and was shown); replaying the gold ops gives the next state."""
+    events = set()
+    for conv in world.conversations:
+        state = {s: [] for s in conv.speakers}
+        for pair in conv.pairs:
+            before = list(state[pair.owner])
+            if pair.update is None:
+                assert pair.facts == [] and pair.memory_after == before
+                continue
+            shown = pair.update.old_memories
+            assert [m["id"] for m in shown] == [str(i) for i in range(len(shown))]
+            assert all(m["text"] in before for m in shown), "only existing memories are shown"
+            assert pair.update.facts == pair.facts
+            kept, added = _apply(shown, pair.update.ops)
+            hidden = [t for t in before if t not in {m["text"] for m in shown}]
+            assert sorted(kept + hidden + added) == sorted(pair.memory_after)
+            state[pair.owner] = pair.memory_after
+            events.update(op.event for op in pair.update.ops)
+        for speaker in conv.speakers:
+            assert [t for _, t in conv.final_memories[speaker]] == state[speaker]
+    assert events == {"ADD", "UPDATE", "DELETE", "NONE"}
+
+
+def test_extracted_facts_are_the_owners_only(world):
+    for conv in world.conversations:
+        for pair in conv.pairs:
+            for fact in pair.facts:
+                assert fact.startswith(pair.owner), (pair.owner, fact)
+            user_turns = [m for m in pair.messages if m["role"] == "user"]
+            assert all(m["content"].startswith(f"{pair.owner}: ") for m in user_turns)
+            if any(not m["content"].startswith(f"{pair.owner}: ") for m in pair.messages):
+                assert any(m["role"] == "assistant" for m in pair.messages)
+
+
+ANSWER_RULES = [
+    (re.compile(r"^Where does (\w+) live\?$"), lambda n, a, mems: f"{n} lives in {a}" in mems),
+    (re.compile(r"^What is (\w+)'s job\?$"), lambda n, a, mems: any(m.startswith(f"{n} works as ") and m.endswith(f" {a}") for m in mems)),
+    (re.compile(r"^What is (\w+)'s favourite food\?$"), lambda n, a, mems: f"{n}'s favourite food is {a}" in mems),
+    (re.compile(r"^Who is (\w+)'s partner\?$"), lambda n, a, mems: f"{n}'s partner is {a}" in mems),
+    (re.compile(r"^What is the name of (\w+)'s (\w+)\?$"), lambda n, a, mems, s: f"{n} has a {s} named {a}" in mems),
+    (re.compile(r"^Does (\w+) play (\w+)\?$"), lambda n, a, mems, h: (f"{n} plays {h}" in mems) == (a == "Yes")),
+    (re.compile(r"^When is (\w+) visiting (\w+)\?$"), lambda n, a, mems, c: f"{n} plans to visit {c} on {a}" in mems),
+]
+
+
+def test_every_answer_follows_from_the_last_state(world):
+    checked = 0
+    for conv in world.conversations:
+        turns = {t.dia_id: t for s in conv.sessions for t in s.turns}
+        for qa in conv.qa:
+            mems = [text for _, text in conv.final_memories[qa.speaker]]
+            for ev in qa.evidence:
+                assert ev in turns, f"evidence {ev} is not a turn of {conv.sample_id}"
+            move = re.match(r"^When did (\w+) move to (\w+)\?$", qa.question)
+            if move:
+                stamps = [ts for ts, text in conv.final_memories[qa.speaker] if text == f"{move[1]} lives in {move[2]}"]
+                assert len(stamps) == 1
+                assert format_date(datetime.strptime(stamps[0], "%I:%M %p on %d %B, %Y").date()) == qa.answer
+                checked += 1
+                continue
+            for pattern, rule in ANSWER_RULES:
+                m = pattern.match(qa.question)
+                if m:
+                    assert m[1] == qa.speaker
+                    assert rule(m[1], qa.answer, mems, *m.groups()[1:]), (conv.sample_id, qa, mems)
+                    checked += 1
+                    break
+            else:
+                raise AssertionError(f"question with no rule: {qa.question}")
+    assert checked == sum(len(c.qa) for c in world.conversations) > 100
+
+
+def test_facts_use_the_canonical_forms_and_surface_forms_vary(world):
+    shapes = [re.compile("^" + re.escape(t).replace(r"\{n\}", r"\w+").replace(r"\{v\}", r"\w+").replace(r"\{a\}", "an?")
+                         .replace(r"\{s\}", r"\w+").replace(r"\{c\}", r"\w+").replace(r"\{d\}", r"\d+ \w+ \d{4}") + "$")
+              for t in list(CANONICAL.values())]
+    retractions = re.compile(r"^\w+ (no longer plays \w+|cancelled the trip to \w+|broke up with \w+)$")
+    surface_by_fact: dict[str, set[str]] = {}
+    for conv in world.conversations:
+        for session in conv.sessions:
+            for turn in session.turns:
+                for fact in turn.facts:
+                    assert any(s.match(fact.text) for s in shapes) or retractions.match(fact.text), fact.text
+                    kind = fact.slot.split(":")[0]
+                    surface_by_fact.setdefault(f"{kind}:{fact.event}", set()).add(turn.text)
+    assert all(len(v) >= 3 for v in surface_by_fact.values()), {k: len(v) for k, v in surface_by_fact.items()}
+
+
+def test_locomo_shaped_export_reads_like_locomo(world, tmp_path):
+    from memlora.distill.locomo import ingestion_batches, load_locomo
+    from memlora.distill.world_export import export_world_locomo
+
+    paths = export_world_locomo(world, tmp_path)
+    convs = load_locomo(paths["test"])
+    originals = world.split("test")
+    assert [c.sample_id for c in convs] == [c.sample_id for c in originals]
+    for loaded, original in zip(convs, originals):
+        batches = list(ingestion_batches(loaded))
+        assert [(b.user_id, b.timestamp, b.messages) for b in batches] == [
+            (p.owner, p.timestamp, p.messages) for p in original.pairs]
+        assert [(q.question, q.answer, q.evidence, q.category) for q in loaded.qa] == [
+            (q.question, q.answer, q.evidence, q.category) for q in original.qa]
+        stated = sorted((f.text, t.dia_id) for s in original.sessions for t in s.turns for f in t.facts)
+        assert sorted((o.text, o.dia_ids[0]) for o in loaded.observations) == stated
+
+
+def test_distillation_jsonl_export_matches_the_runtime_prompts(world, tmp_path):
+    from memlora.distill.dataset import load_examples, stage_path
+    from memlora.distill.world_export import export_world_jsonl
+    from memlora.runtime import prompts
+    from memlora.runtime.parsing import parse_facts, parse_memory_update
+
+    counts = export_world_jsonl(world, tmp_path)
+    for split in SPLITS:
+        for stage, n in counts[split].items():
+            examples = load_examples(stage_path(tmp_path, split, stage))
+            assert len(examples) == n > 0
+            assert len({e["id"] for e in examples}) == n, "ids are unique"
+            assert all(e["source"] == "world" and e["stage"] == stage for e in examples)
+    conv = world.split("train")[0]
+    extraction = load_examples(stage_path(tmp_path, "train", "extraction"))[: len(conv.pairs)]
+    for example, pair in zip(extraction, conv.pairs):
+        expected = prompts.extraction_messages([{"role": m["role"], "content": m["content"]} for m in pair.messages])
+        assert example["messages"] == expected
+        assert parse_facts(example["target"]).value == pair.facts
+    update = load_examples(stage_path(tmp_path, "train", "update"))[0]
+    parsed = parse_memory_update(update["target"])
+    assert parsed.ok and [op.event for op in parsed.value] == [op["event"] for op in update["meta"]["ops"]]
+    assert update["messages"] == prompts.update_messages(update["meta"]["old_memories"], update["meta"]["facts"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(n_conversations=2), dict(n_sessions=1), dict(val_fraction=0.6, test_fraction=0.5), dict(test_fraction=-0.1)],
+)
+def test_bad_world_config_is_a_clear_error(kwargs):
+    with pytest.raises(DataError):
+        WorldConfig(**kwargs)
+
+
+def test_conversation_index_out_of_range_is_a_clear_error():
+    with pytest.raises(DataError, match="outside"):
+        generate_conversation(SMALL, SMALL.n_conversations)

@@ -1,0 +1,92 @@
+"""Export fixtures: real peft experts on the tiny models and bundles built once per session (the builds dominate the time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# The three experts of the issue: different target modules AND ranks.
+EXPERTS = {
+    "extraction": (["q_proj", "v_proj"], 8),
+    "update": (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 16),
+    "generation": (["gate_proj", "up_proj", "down_proj"], 4),
+}
+
+
+def make_lora(base_dir: Path, out_dir: Path, modules, rank: int, seed: int = 0, **lora_kwargs) -> Path:
+    """A real peft LoRA adapter dir with random, non-zero A and B (so the expert visibly changes the logits)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    kwargs = dict(r=rank, lora_alpha=2 * rank, target_modules=list(modules), lora_dropout=0.0)
+    kwargs.update(lora_kwargs)
+    peft_model = get_peft_model(model, LoraConfig(**kwargs))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.1)
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def lora_factory():
+    """``lora_factory(base_dir, out_dir, modules, rank, seed=0, **LoraConfig kwargs)`` -> a real peft adapter dir."""
+    return make_lora
+
+
+@pytest.fixture(scope="session")
+def experts_dir(tiny_model, tmp_path_factory):
+    """Factory: ``experts_dir("qwen2")`` -> an ``out/`` with the three experts and an experts.json, built once per arch."""
+    cache: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in cache:
+            out = tmp_path_factory.mktemp(f"out_{arch}")
+            for i, (stage, (modules, rank)) in enumerate(EXPERTS.items()):
+                make_lora(tiny_model(arch), out / stage, modules, rank, seed=i + 1)
+            (out / "experts.json").write_text(json.dumps({
+                "format": 1,
+                "experts": {stage: {"path": stage, "prompt_set": "memlora", "max_new_tokens": 48} for stage in EXPERTS},
+            }))
+            cache[arch] = out
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bundles(tiny_model, experts_dir, tmp_path_factory):
+    """Factory of session-cached bundles, keyed by name:
+
+    - ``qwen2``: fp32, all three experts externalized, fp32 embedder with the tokenizer-in-graph model;
+    - ``llama``: fp32, ``update`` merged, the other two externalized (union q,v,gate,up,down);
+    - ``qwen2-int4``: int4, all three externalized.
+    (gemma2 is built through the CLI in test_cli.py.)
+    """
+    from memlora.export.compiler import ExportConfig, export_bundle
+    from memlora.export.embedder_export import EmbedderExportConfig
+    from memlora.export.genai_builder import BuilderConfig
+
+    specs = {
+        "qwen2": dict(arch="qwen2", embedder=EmbedderExportConfig(with_tokenizer=True)),
+        "llama": dict(arch="llama", merge=("update",)),
+        "qwen2-int4": dict(arch="qwen2", builder=BuilderConfig(precision="int4")),
+    }
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            spec = dict(specs[name])
+            arch = spec.pop("arch")
+            out = tmp_path_factory.mktemp("bundles") / name
+            export_bundle(ExportConfig(base=tiny_model(arch), adapters=experts_dir(arch), output=out, quiet=True, **spec))
+            cache[name] = out
+        return cache[name]
+
+    return get
