@@ -36,7 +36,7 @@ def build_engine(model: Path | None, adapters: Path | None, bundle: Path | None,
             from memlora.runtime.ort_engine import OrtGenAIEngine
         except ImportError as exc:
             raise MemloraError(f"--bundle needs memlora.runtime.ort_engine (onnxruntime-genai): {exc}") from exc
-        return OrtGenAIEngine(bundle)
+        return OrtGenAIEngine(bundle, threads=threads)
     return None
 
 
@@ -68,6 +68,7 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
 @click.option("--retrieval-only", is_flag=True, help="Evidence hit@k/cover@k only: no model, no answers.")
 @click.option("--top-k", type=int, default=30, show_default=True, help="Memories per speaker shown to the answer model.")
 @click.option("--limit", type=int, default=None, help="Only the first N scored questions of each conversation.")
+@click.option("--max-sessions", type=int, default=None, help="--memories loop: ingest only the first N sessions (smoke runs).")
 @click.option("--judge", "judge_url", default=None, help="OpenAI-compatible judge endpoint (e.g. http://host:8000/v1) for J.")
 @click.option("--judge-model", default=None, help="Judge model name as the server knows it (e.g. openai/gpt-oss-120b).")
 @click.option("--judge-no-json-mode", is_flag=True, help="Do not send response_format=json_object to the judge.")
@@ -86,6 +87,7 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
               help="Run the synthetic-world benchmark instead (optionally =PRESET): per-operation scores vs exact ground truth, "
                    "base alone and the Table 4 ablation (memlora.bench.world_eval); --out, --json, --threads, --bundle apply.")
 def eval_command(locomo_path, split, conversations, model, adapters, bundle, memories, retrieval, retrieval_only, top_k, limit,
+                 max_sessions,
                  judge_url, judge_model, judge_no_json_mode, bertscore_model, prompt_set, max_new_tokens, threads, out_dir,
                  restart, json_path, quiet, world_preset=None):
     """Evaluate on LoCoMo with Mem0's protocol: L, J, F1, BLEU-1 and evidence recall, per category."""
@@ -108,7 +110,7 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
     judge_config = JudgeConfig(url=judge_url, model=judge_model, json_mode=not judge_no_json_mode) if judge_url else None
     config = EvalConfig(
         out_dir=str(out_dir), split=split, conversations=tuple(conversations), memories=memories,
-        retrieval=RETRIEVAL_CHOICES[retrieval], top_k=top_k, retrieval_only=retrieval_only, limit=limit,
+        retrieval=RETRIEVAL_CHOICES[retrieval], top_k=top_k, retrieval_only=retrieval_only, limit=limit, max_sessions=max_sessions,
         prompt_set=prompt_set, max_new_tokens=max_new_tokens,
         scorer=ScorerConfig(bertscore_model=str(bertscore_model) if bertscore_model else None), judge=judge_config,
         model_label=" + ".join(str(p.name) for p in (model, adapters, bundle) if p) or "none",
@@ -122,7 +124,8 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
         reset_out_dir(out_dir)
 
     embedder = CachedEmbedder(SentenceTransformerEmbedder(threads=threads))
-    engine = build_engine(model, adapters, bundle, threads)
+    needs_engine = not retrieval_only or memories == "loop"
+    engine = build_engine(model, adapters, bundle, threads) if needs_engine else None
     memory_factory = None
     if memories == "loop":
         from memlora.runtime.memory import Memory, MemoryConfig

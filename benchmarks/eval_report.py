@@ -50,7 +50,7 @@ def build_report(rows: list[dict], config, parts, engine_label: str) -> dict:
     if config.retrieval_only:
         unavailable = {"answers": "retrieval-only run: no answers generated, no answer metrics"}
     l_parts = list(parts.scorer.l_parts) if parts.scorer is not None else []
-    if parts.judge is None:
+    if parts.judge is None and not config.retrieval_only:
         unavailable["j"] = "no judge given (--judge URL --judge-model NAME)"
     variants = {}
     for name in config.retrieval:

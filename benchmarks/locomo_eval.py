@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from memlora.bench.judge import JudgeClient, JudgeConfig
 from memlora.bench.locomo_memories import ScoredQuestion, items_by_owner, observation_items, scored_questions, session_timestamp
@@ -56,6 +56,8 @@ class EvalConfig:
     """Report evidence recall only: no generation model, no answer metrics."""
     limit: int | None = None
     """Evaluate only the first N scored questions of each conversation (smoke runs)."""
+    max_sessions: int | None = None
+    """``loop`` only: ingest just the first N sessions of each conversation (smoke runs; later questions lose their evidence)."""
     prompt_set: str = "memlora"
     """Prompt set for extraction/update/generation (``memlora.runtime.prompts``)."""
     max_new_tokens: int = 64
@@ -78,6 +80,8 @@ class EvalConfig:
             raise MemloraError("top_k must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise MemloraError("limit must be >= 1")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise MemloraError("max_sessions must be >= 1")
 
     def fingerprint(self) -> dict:
         """Settings that change results: a rerun into the same out dir must match them."""
@@ -143,7 +147,7 @@ def prepare_out_dir(config: EvalConfig, engine_label: str) -> Path:
 # --- memories per speaker ---------------------------------------------------------------------------------------------
 
 
-def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True) -> list[MemoryItem]:
+def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True, max_sessions: int | None = None) -> list[MemoryItem]:
     """Replay ``conv`` into a ``Memory`` (both speakers' stores, Mem0's protocol) and return every stored memory.
 
     Resumable: ``<store_root>/<sample_id>/progress.json`` counts the ``add`` calls done; a rerun continues after them.
@@ -155,6 +159,9 @@ def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True)
     progress_file = folder / "progress.json"
     state = json.loads(progress_file.read_text()) if progress_file.is_file() else {"batches_done": 0, "complete": False}
     batches = list(ingestion_batches(conv))
+    if max_sessions:
+        keep = {s.index for s in conv.sessions[:max_sessions]}
+        batches = [b for b in batches if b.session in keep]
     memory = memory_factory(folder / "store")
     try:
         if not state.get("complete"):
@@ -293,7 +300,7 @@ def run_locomo_eval(conversations, config: EvalConfig, parts: EvalParts, progres
         if config.memories == "oracle":
             items = observation_items(conv)
         else:
-            items = loop_memories(conv, parts.memory_factory, out / "stores", progress=progress)
+            items = loop_memories(conv, parts.memory_factory, out / "stores", progress=progress, max_sessions=config.max_sessions)
         per_owner = items_by_owner(items, owners)
         texts = [it.text for o in owners for it in per_owner[o]]
         vectors = parts.embedder.encode(texts) if texts else None

@@ -113,15 +113,15 @@ def exact_match(prediction, reference) -> float:
 
 
 def nltk_data_dirs() -> list[Path]:
-    """Where memlora looks for NLTK data: ``$NLTK_DATA`` entries, memlora's cache (``$MEMLORA_CACHE/nltk_data``), nltk's defaults."""
+    """Where memlora looks for NLTK data: ``$NLTK_DATA`` entries, ``$MEMLORA_CACHE/nltk_data``, memlora's default cache
+    (``~/.cache/memlora/nltk_data``, where ``.ci/install-wordnet.sh`` installs by default), then nltk's own defaults."""
     dirs: list[Path] = [Path(p) for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    import platformdirs
+
     root = os.environ.get("MEMLORA_CACHE")
     if root:
         dirs.append(Path(root) / "nltk_data")
-    else:
-        import platformdirs
-
-        dirs.append(Path(platformdirs.user_cache_dir("memlora")) / "nltk_data")
+    dirs.append(Path(platformdirs.user_cache_dir("memlora")) / "nltk_data")  # the install script's default target
     dirs += [Path("~/nltk_data").expanduser(), Path("/usr/share/nltk_data"), Path("/usr/local/share/nltk_data")]
     return dirs
 

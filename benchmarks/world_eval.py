@@ -430,7 +430,7 @@ def write_report(report: dict, out: Path) -> None:
     plot(report, out / "report.png")
 
 
-__all__ = ["WorldEvalConfig", "run_world_eval", "run_conversation", "summarize_runs", "ExtractionScore", "UpdateScore",
+__all__ = ["WorldEvalConfig", "run_world_eval", "world_command", "world_eval_from_cli", "run_conversation", "summarize_runs", "ExtractionScore", "UpdateScore",
            "AnswerScore", "normalize_answer", "effective_ops", "ABLATION"]
 
 
@@ -449,3 +449,40 @@ def world_eval_from_cli(preset: str, out_dir, json_path, threads: int, bundle=No
         Path(json_path).write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")
     return report
+
+
+def _world_command():
+    import click
+
+    @click.command("world")
+    @click.option("--preset", default="default", show_default=True, help="World preset (default | small).")
+    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world base model and experts.")
+    @click.option("--conversations", type=int, default=WorldEvalConfig.conversations, show_default=True,
+                  help="Held-out test conversations ingested end to end per system.")
+    @click.option("--examples", type=int, default=WorldEvalConfig.examples, show_default=True,
+                  help="Held-out examples per stage for the isolated scores.")
+    @click.option("--no-ablation", is_flag=True, help="Only base alone and all experts (skip the stage-by-stage rows).")
+    @click.option("--bundle", "bundles", multiple=True, metavar="LABEL=DIR",
+                  help="Also evaluate an exported bundle on ONNX Runtime GenAI (repeatable), e.g. int4=bundles/world-int4.")
+    @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
+    @click.option("--out", "out_dir", default="runs/world-eval", show_default=True, help="Report folder.")
+    @click.option("--quiet", is_flag=True, help="No progress bars.")
+    def world(preset, seed, conversations, examples, no_ablation, bundles, threads, out_dir, quiet):
+        """World benchmark: per-operation scores vs exact ground truth; base alone, Table 4 ablation, bundles."""
+        parsed = {}
+        for item in bundles:
+            label, sep, path = item.partition("=")
+            if not sep or not label or not path:
+                raise MemloraError(f"--bundle {item!r}: expected LABEL=DIR, e.g. int4=bundles/world-int4")
+            parsed[label] = path
+        config = WorldEvalConfig(out_dir=out_dir, preset=preset, seed=seed, conversations=conversations, examples=examples,
+                                 ablation=not no_ablation, bundles=parsed, threads=threads, progress=not quiet)
+        report = run_world_eval(config)
+        click.echo(markdown(report))
+        click.echo(f"report: {Path(out_dir) / 'report.md'}, {Path(out_dir) / 'report.json'}, {Path(out_dir) / 'report.png'}")
+
+    return world
+
+
+world_command = _world_command()
+"""``memlora-bench world`` (register in ``memlora.bench.cli``)."""

@@ -64,6 +64,10 @@ def load_examples(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             examples.append(validate_example(obj, f"{path}:{lineno}"))
+    root = path.parent.parent  # DATA/<split>/<stage>.jsonl: relative image paths are relative to DATA (vqa stage)
+    for ex in examples:
+        if isinstance(ex.get("images"), list):
+            ex["images"] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(root / p) for p in ex["images"]]
     return examples
 
 

@@ -169,7 +169,7 @@ def observation_examples(conversations: Sequence[Conversation], config: Observat
                       "target": target, "source": SOURCE, "meta": dict(meta)}
                 (empties if stage == "extraction" and not engine.facts else out[stage]).append(ex)
         stores = [(memories[s][1], s) for s in (conv.speaker_a, conv.speaker_b)]
-        for q_index, qa in enumerate(conv.qa):
+        for q_index, qa in enumerate(conv.qa if "generation" in cfg.stages else ()):
             if qa.category not in cfg.categories or not qa.answer.strip():
                 continue
             msgs = prompts.generation_messages(qa.question, answer_context(stores, qa.question, cfg.answer_k), cfg.prompt_set)

@@ -195,9 +195,18 @@ def _context_length(model_config) -> int | None:
     return getattr(cfg, "max_position_embeddings", None)
 
 
-def encode_examples(tokenizer, examples: Sequence[dict], max_length: int | None, drop_too_long: bool, what: str):
+def encode_examples(tokenizer, examples: Sequence[dict], max_length: int | None, drop_too_long: bool, what: str,
+                    vision=None):
     encoded, dropped = [], 0
     for ex in examples:
+        if vision is not None and ex.get("images"):  # (ids, labels, pixel tensors) from the VLM's processor
+            row = vision.encode(tokenizer, ex)
+            ids = row[0]
+            if max_length is not None and len(ids) > max_length and drop_too_long:
+                dropped += 1
+                continue
+            encoded.append(row)
+            continue
         ids, labels = encode_example(tokenizer, ex)
         if max_length is not None and len(ids) > max_length:
             if drop_too_long:
@@ -211,13 +220,13 @@ def encode_examples(tokenizer, examples: Sequence[dict], max_length: int | None,
     return encoded, dropped
 
 
-def check_examples(examples: Sequence[dict], stage: str, tokenizer_sha: str, what: str) -> None:
+def check_examples(examples: Sequence[dict], stage: str, tokenizer_sha: str, what: str, allow_images: bool = False) -> None:
     """Shape, stage and tokenizer checks: mismatches are the user's to fix, so they raise ``DataError``."""
     for i, ex in enumerate(examples):
         validate_example(ex, f"{what} example {i}")
         if ex["stage"] != stage:
             raise DataError(f"{what} example {ex['id']!r} is for stage {ex['stage']!r}, not {stage!r}")
-        if ex.get("images"):
+        if ex.get("images") and not allow_images:
             raise DataError(
                 f"{what} example {ex['id']!r} carries images: image-conditioned VQA training needs a vision-language "
                 "processor, which this text trainer does not feed (train VQA on text prompts or use the VLM trainer)"
@@ -249,15 +258,20 @@ def _collate(pad_id: int):
     import torch
 
     def collate(rows):
-        width = max(len(ids) for ids, _ in rows)
+        width = max(len(row[0]) for row in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (ids, lab) in enumerate(rows):
+        for r, (ids, lab, *_) in enumerate(rows):
             input_ids[r, : len(ids)] = torch.tensor(ids)
             labels[r, : len(lab)] = torch.tensor(lab)
             mask[r, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        if any(len(row) > 2 for row in rows):  # image examples: memlora.distill.vqa_train.collate_vision adds pixels
+            from memlora.distill.vqa_train import collate_vision
+
+            batch.update(collate_vision(rows, width))
+        return batch
 
     return collate
 
@@ -299,7 +313,7 @@ def _masked_loss_sums(model, loader, accelerator) -> tuple[float, int]:
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     with torch.no_grad():
         for batch in loader:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
             shift_logits = logits[:, :-1].float()
             shift_labels = batch["labels"][:, 1:]
             loss = torch.nn.functional.cross_entropy(
@@ -403,8 +417,13 @@ def train_expert(
 
     tokenizer = load_tokenizer(base_dir)
     tok_sha = tokenizer_fingerprint(tokenizer)
-    check_examples(train_examples, config.stage, tok_sha, "training")
-    check_examples(val_examples, config.stage, tok_sha, "validation")
+    vision = None
+    if any(ex.get("images") for ex in list(train_examples) + list(val_examples)):
+        from memlora.distill.vqa_train import VisionExampleEncoder
+
+        vision = VisionExampleEncoder(base_dir)  # refuses a text-only base with a clear ImageError
+    check_examples(train_examples, config.stage, tok_sha, "training", allow_images=vision is not None)
+    check_examples(val_examples, config.stage, tok_sha, "validation", allow_images=vision is not None)
 
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config),
@@ -417,12 +436,14 @@ def train_expert(
 
     model, model_config = _load_base(base_dir, config.gradient_checkpointing)
     max_length = config.max_length or _context_length(model_config)
-    train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training")
-    val_rows, dropped_val = encode_examples(tokenizer, val_examples, max_length, config.drop_too_long, "validation")
+    train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training", vision)
+    val_rows, dropped_val = encode_examples(tokenizer, val_examples, max_length, config.drop_too_long, "validation", vision)
     if not train_rows:
         raise DataError(f"every training example is longer than {max_length} tokens: nothing left to train on")
 
     target_modules = config.resolved_target_modules()
+    if vision is not None:  # LoRA on the language model only (what the exported text decoder can carry)
+        target_modules = vision.language_model_targets(model, target_modules)
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
@@ -512,7 +533,7 @@ def train_expert(
     if best_state is not None:
         set_peft_model_state_dict(unwrapped, best_state)
     tokens_per_s = train_tokens / train_seconds if train_seconds > 0 else 0.0
-    target_lengths = [sum(1 for x in lab if x != -100) for _, lab in train_rows]
+    target_lengths = [sum(1 for x in row[1] if x != -100) for row in train_rows]
     card = {
         "format": 1,
         "stage": config.stage,
@@ -530,7 +551,7 @@ def train_expert(
             "n_val": len(val_rows),
             "dropped_too_long": {"train": dropped_train, "val": dropped_val},
             "sources": _count_sources(train_examples),
-            "train_tokens_per_epoch": sum(len(ids) for ids, _ in train_rows),
+            "train_tokens_per_epoch": sum(len(row[0]) for row in train_rows),
             "max_target_tokens": max(target_lengths),
         },
         "hyperparameters": {**_jsonable(asdict(config)), "target_modules": target_modules},

@@ -77,7 +77,7 @@ def update_examples(conv: WorldConversation) -> list[dict]:
     return out
 
 
-def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.5, final_only: bool = False) -> list[dict]:
+def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.2, final_only: bool = False) -> list[dict]:
     """Questions about the state after every session (``final_only``: the last one) -> the exact answer.
 
     The memories shown are the asking speaker's gold memories with their timestamps, sometimes joined by the other

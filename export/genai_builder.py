@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,9 @@ def run_builder(
     disable_telemetry()
     builder = _import_builder()
     log = io.StringIO()
+    quant_logger = logging.getLogger("onnxruntime.quantization")  # logs every node at INFO straight to the terminal
+    quant_level = quant_logger.level
+    quant_logger.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             kv = builder.parse_extra_options(
@@ -139,6 +143,7 @@ def run_builder(
     finally:
         import shutil
 
+        quant_logger.setLevel(quant_level)
         shutil.rmtree(cache_dir, ignore_errors=True)
     log_path.write_text(log.getvalue())
     if not (out_dir / "genai_config.json").is_file() or not (out_dir / "model.onnx").is_file():

@@ -24,9 +24,10 @@ from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.runtime import prompts
 from memlora.runtime.embedder import Embedder
 from memlora.runtime.engine import Engine, Generation
+from memlora.runtime.images import ImageLimits, ImageStore, check_image, describe
 from memlora.runtime.parsing import Rejection, parse_facts, parse_memory_update, parse_vqa
 from memlora.runtime.store import HistoryEntry, MemoryEvent, MemoryRecord, MemoryStore, SearchHit
-from memlora.runtime.update import IdMap, resolve
+from memlora.runtime.update import IdMap, ResolvedOp, resolve
 
 DEFAULT_MAX_NEW_TOKENS = {"extraction": 128, "update": 256, "generation": 64, "vqa": 64}
 
@@ -55,6 +56,14 @@ class MemoryConfig:
     """Expert adapters for that TorchEngine: a training output dir (out/<stage>/) or {name: adapter dir}."""
     threads: int | None = None
     """CPU threads for the engine and embedder that ``from_config`` builds (None = library default)."""
+    image_mode: str = "keep"
+    """Image turns: "keep" stores the image (content-addressed file, refs on the turn's memories; the VQA expert answers
+    from it) or "caption" (Mem0's baseline: the image becomes its caption text, the image itself is not kept)."""
+    on_bad_image: str = "reject"
+    """A bad image (unreadable, truncated, too large): "reject" records it as a rejection and keeps the rest of the turn;
+    "raise" raises ``ImageError`` before anything of the turn is processed."""
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    """Byte and pixel limits an image must meet to be kept."""
 
 
 @dataclass
@@ -71,6 +80,8 @@ class AddResult:
     """The raw engine output of each stage that ran ("extraction", "update")."""
     retrieved: list[SearchHit] = field(default_factory=list)
     """The memories shown to the update expert, in prompt-id order."""
+    image_refs: list[str] = field(default_factory=list)
+    """Images of the turn that were kept (store-relative content-addressed paths), attached to its memories."""
 
 
 @dataclass
@@ -83,6 +94,10 @@ class AnswerResult:
     """The memories the answer was generated from, best first."""
     generation: Generation
     """The raw engine output."""
+    reason: str = ""
+    """VQA answers: the expert's short reasoning."""
+    image_ref: str | None = None
+    """VQA answers about a stored image: the ref of the image that was looked at."""
 
 
 class Memory:
@@ -92,6 +107,10 @@ class Memory:
         self.engine, self.embedder, self.store = engine, embedder, store
         self.config = config or MemoryConfig()
         prompts.get_prompt_set(self.config.prompt_set)  # fail now on an unknown prompt set
+        if self.config.image_mode not in IMAGE_MODES or self.config.on_bad_image not in ("reject", "raise"):
+            raise MemloraError(f"image_mode must be one of {IMAGE_MODES} and on_bad_image reject or raise; got "
+                               f"{self.config.image_mode!r}, {self.config.on_bad_image!r}")
+        self.images = ImageStore(store.path, self.config.image_limits)
         self.stage_adapters = self._resolve_stage_adapters()
 
     # -- construction ------------------------------------------------------------------------------------------------
@@ -102,8 +121,10 @@ class Memory:
             if config.model_dir is None:
                 raise MemloraError("MemoryConfig.model_dir is required when no engine is given")
             from memlora.runtime.torch_engine import TorchEngine
+            from memlora.runtime.torch_vlm_engine import TorchVLMEngine, is_vlm_dir
 
-            engine = TorchEngine(config.model_dir, config.adapters, threads=config.threads)
+            engine_class = TorchVLMEngine if is_vlm_dir(config.model_dir) else TorchEngine
+            engine = engine_class(config.model_dir, config.adapters, threads=config.threads)
         if embedder is None:
             from memlora.runtime.embedder import SentenceTransformerEmbedder
 
@@ -185,18 +206,27 @@ class Memory:
         *,
         agent_id: str | None = None,
         run_id: str | None = None,
+        images: Sequence[Any] | None = None,
     ) -> AddResult:
-        """Remember what matters in ``messages`` ({"role", "content", optional "dia_id"}; a string = one user turn)."""
+        """Remember what matters in ``messages`` ({"role", "content", optional "dia_id"}; a string = one user turn).
+
+        Images (``images=`` or a message's ``"image"``/``"images"`` key; path, bytes or PIL image) are kept as files and
+        referenced by the turn's memories (``image_mode="keep"``), or replaced by the message's ``"caption"`` text
+        (``image_mode="caption"``). A bad image is a rejection; the text of the turn is still remembered."""
         if not isinstance(user_id, str) or not user_id:
             raise MemloraError(f"user_id must be a non-empty string, got {user_id!r}")
         messages = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+        messages, image_refs, image_rejected = self._take_images(messages, images)
         facts, rejected, extraction = self.extract_facts(messages)
+        rejected = image_rejected + rejected
         generations = {"extraction": extraction}
         resolved, retrieved = [], []
         if facts:
             retrieved = self.retrieve_for_update(facts, user_id, agent_id=agent_id, run_id=run_id)
             resolved, update_rejected, generations["update"] = self.decide_updates(facts, retrieved)
             rejected += update_rejected
+        if image_refs and not any(op.event in ("ADD", "UPDATE") for op in resolved):
+            resolved.append(ResolvedOp("ADD", None, image_note(messages)))  # the image is never left without a memory
         if not resolved and not rejected:
             return AddResult(facts, [], [], generations, retrieved)
         # Embed before the transaction, so the store writes everything or nothing.
@@ -205,25 +235,67 @@ class Memory:
         sources = [str(m["dia_id"]) for m in messages if m.get("dia_id") is not None]
         batch = self.store.apply_update(
             user_id, resolved, vectors, agent_id=agent_id, run_id=run_id, timestamp=timestamp, source_ids=sources,
-            metadata=metadata, rejected=rejected, actor="memory.add",
+            image_refs=image_refs or None, metadata=metadata, rejected=rejected, actor="memory.add",
         )
         rejected += _tagged("store", batch.rejected)
-        return AddResult(facts, list(batch), rejected, generations, retrieved)
+        return AddResult(facts, list(batch), rejected, generations, retrieved, image_refs)
+
+    def _take_images(self, messages: list, images: Sequence[Any] | None) -> tuple[list[dict], list[str], list[Rejection]]:
+        """Validate the turn's images -> (messages, kept refs, rejections). Keep mode writes the good images (content-
+        addressed, idempotent); caption mode turns each image into its message's caption text instead."""
+        extra = list(images or [])
+        found: list[tuple[int | None, Any]] = [(None, image) for image in extra]
+        for i, message in enumerate(messages):
+            carried = message.get("images") or ([message["image"]] if message.get("image") is not None else [])
+            found += [(i, image) for image in carried]
+        if not found:
+            return messages, [], []
+        messages = [dict(m) for m in messages]
+        if self.config.image_mode == "caption":
+            rejected = []
+            for i, image in found:
+                at = i if i is not None else max((j for j, m in enumerate(messages) if m.get("role") == "user"), default=None)
+                caption = (messages[at].get("caption") or messages[at].get("blip_caption")) if at is not None else None
+                if caption:
+                    messages[at]["content"] = f"{messages[at]['content']} [image: {caption}]"
+                else:
+                    rejected.append(Rejection(describe(image), "image: caption mode, but the message has no caption; image dropped"))
+            return messages, [], rejected
+        checked, rejected = [], []
+        for _, image in found:
+            try:
+                checked.append(check_image(image, self.config.image_limits))
+            except ImageError as exc:
+                if self.config.on_bad_image == "raise":
+                    raise
+                rejected.append(Rejection(describe(image), f"image: {exc}"))
+        refs = list(dict.fromkeys(self.images.put_checked(c) for c in checked))
+        return messages, refs, rejected
 
     def search(self, query: str, user_id: str, k: int | None = None, **scope: Any) -> list[SearchHit]:
         """The ``k`` (default ``answer_k``) memories of ``user_id`` closest to ``query``, best first."""
         (vector,) = self.embedder.encode([query])
         return self.store.search(user_id, vector, k or self.config.answer_k, **scope)
 
-    def answer(self, question: str, user_id: str, k: int | None = None, image: Any = None) -> AnswerResult:
-        """Answer ``question`` from the user's memories (generation expert); with ``image``, the VQA expert answers."""
+    def answer(
+        self, question: str, user_id: str, k: int | None = None, image: Any = None, *, use_stored_image: bool = False,
+    ) -> AnswerResult:
+        """Answer ``question`` from the user's memories (generation expert). With ``image``, or with ``use_stored_image``
+        (the image of the best-ranked retrieved memory that carries one), the VQA expert answers about the image."""
         memories = self.search(question, user_id, k)
+        image_ref = None
+        if image is None and use_stored_image:
+            image_ref = next((ref for hit in memories for ref in hit.record.image_refs if self.images.has(ref)), None)
+            if image_ref is None:
+                raise ImageError(f"no retrieved memory of {user_id!r} carries a stored image for: {question!r}")
+            image = self.images.open(image_ref)
         if image is not None:
             if not getattr(self.engine, "supports_images", False):
                 raise ImageError(f"{type(self.engine).__name__} has no vision: answering about an image needs a VLM engine")
             generation = self._run("vqa", prompts.vqa_messages(question, self.config.prompt_set), images=[image])
             parsed = parse_vqa(generation.text)
-            return AnswerResult(parsed.value.answer if parsed.value else generation.text.strip(), memories, generation)
+            answer = parsed.value.answer if parsed.value else generation.text.strip()
+            return AnswerResult(answer, memories, generation, parsed.value.reason if parsed.value else "", image_ref)
         shown = [(hit.record.timestamp, hit.record.text) for hit in memories]
         generation = self._run("generation", prompts.generation_messages(question, shown, self.config.prompt_set))
         return AnswerResult(generation.text.strip(), memories, generation)
@@ -254,12 +326,22 @@ class Memory:
 
     def close(self) -> None:
         self.store.close()
+        self.images.close()
 
     def __enter__(self) -> "Memory":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+IMAGE_MODES = ("keep", "caption")
+
+
+def image_note(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Text of the memory that carries a turn's image when the extraction expert found no fact in the turn."""
+    said = " ".join(str(m.get("content", "")).strip() for m in messages if str(m.get("content", "")).strip())
+    return f"Shared an image: {said}" if said else "Shared an image"
 
 
 def _tagged(stage: str, rejections: Sequence[Rejection]) -> list[Rejection]:

@@ -133,6 +133,12 @@ class OrtGenAIEngine:
                 raise BundleError(f"cannot load the ONNX Runtime GenAI model in {model_dir}: {exc}") from exc
         return self._models[model_dir]
 
+    def load_all(self) -> None:
+        """Load every merged expert's model now (they load lazily on first use otherwise)."""
+        for expert in self.bundle.experts.values():
+            if expert.mode == "merged":
+                self._model(expert.model_dir)
+
     # -- Engine protocol ---------------------------------------------------------------------------------------------
     def render(self, messages: list[Message]) -> list[int]:
         """Token ids of ``messages`` rendered with the chat template plus the assistant generation prompt."""
@@ -168,6 +174,7 @@ class OrtGenAIEngine:
         if self.context_length:
             max_new_tokens = min(max_new_tokens, self.context_length - len(prompt_ids))
         max_new_tokens = max(int(max_new_tokens), 1)
+        min_new = max(min(min_new, max_new_tokens), 0)
 
         expert = self.bundle.experts.get(adapter) if adapter else None
         model = self._model(self.bundle.model_dir_for(adapter))

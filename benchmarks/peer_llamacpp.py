@@ -1,0 +1,248 @@
+"""The peer: llama.cpp (through the optional ``llama-cpp-python``) on the same model and the same experts.
+
+- The HF checkpoint is converted with llama.cpp's own ``convert_hf_to_gguf.py`` to f16 GGUF, then quantized to Q4_0 with
+  ``llama_model_quantize``; each peft expert is converted with ``convert_lora_to_gguf.py`` to an f32 GGUF LoRA (f32 adapters
+  are faster than f16 on CPU here). The converters ship in llama-cpp-python's sdist, not in its wheel: they are taken from
+  ``MEMLORA_LLAMA_CPP_SRC`` or the memlora cache (``peer/llama.cpp-src-<version>``, filled from the sdist by
+  ``pip download``). A locally trained tokenizer has no known pre-tokenizer hash, so the converter is told it is Qwen2's.
+- ``LlamaCppEngine`` implements the Engine protocol: the same chat template rendering as the other engines, greedy argmax,
+  the expert activated with llama.cpp's adapter API and the KV cache CLEARED on every call (llama.cpp does not invalidate it
+  when the adapter changes; a fresh generator per call is also what the ONNX engine does).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from memlora.errors import AdapterError, ImageError, MemloraError
+from memlora.paths import cache_dir
+from memlora.runtime.engine import Generation, Message, Timings
+
+PRE_TOKENIZER = {"qwen2": "qwen2", "llama": "llama-bpe", "gemma2": "default"}
+"""What the converter is told about a locally trained byte-level BPE tokenizer, by architecture."""
+
+
+def version() -> str | None:
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def unavailable_reason() -> str | None:
+    """None when llama-cpp-python imports; else why the peer cannot run."""
+    try:
+        import llama_cpp  # noqa: F401
+    except Exception as exc:  # ImportError, or a build whose shared library does not load
+        return (f"llama-cpp-python is not installed or does not load ({type(exc).__name__}: {exc}); "
+                "install the optional extra: pip install 'memlora[peer]' (builds llama.cpp from source, several minutes)")
+    return None
+
+
+def converter_dir() -> Path:
+    """Folder with convert_hf_to_gguf.py, convert_lora_to_gguf.py, conversion/ and gguf-py/ of the installed version."""
+    env = os.environ.get("MEMLORA_LLAMA_CPP_SRC")
+    if env:
+        path = Path(env)
+    else:
+        path = cache_dir("peer") / f"llama.cpp-src-{version()}"
+        if not (path / "convert_hf_to_gguf.py").is_file():
+            _fetch_converters(path)
+    if not (path / "convert_hf_to_gguf.py").is_file() or not (path / "convert_lora_to_gguf.py").is_file():
+        raise MemloraError(f"llama.cpp converters not found in {path} (set MEMLORA_LLAMA_CPP_SRC to a llama.cpp checkout)")
+    return path
+
+
+def _fetch_converters(dest: Path) -> None:
+    """Download the llama-cpp-python sdist of the installed version with pip and keep its converter scripts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp,
+               f"llama-cpp-python=={version()}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if done.returncode or not sdists:
+            raise MemloraError(f"could not fetch the llama-cpp-python sdist for its GGUF converters: {done.stderr.strip()[-300:]}")
+        keep = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+        with tarfile.open(sdists[0]) as tar:
+            members = []
+            for m in tar.getmembers():
+                rel = m.name.split("vendor/llama.cpp/", 1)[1] if "vendor/llama.cpp/" in m.name else None
+                if rel and any(rel == k or rel.startswith(k) for k in keep) and (m.isfile() or m.isdir()):
+                    m.name = rel
+                    members.append(m)
+            staging = Path(tempfile.mkdtemp(dir=dest.parent))
+            tar.extractall(staging, members=members, filter="data")
+        os.replace(staging, dest)
+
+
+def _run_converter(script: str, args: list[str], pre_tokenizer: str, log: Path) -> None:
+    """Run a llama.cpp converter in a subprocess, telling it the pre-tokenizer of a locally trained tokenizer."""
+    src = converter_dir()
+    code = (
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(src)!r}); sys.path.insert(1, {str(src / 'gguf-py')!r})\n"
+        "import conversion.base as base\n"
+        f"base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre_tokenizer!r}\n"
+        f"sys.argv = [{script!r}] + {args!r}\n"
+        f"runpy.run_path({str(src / script)!r}, run_name='__main__')\n"
+    )
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_LOCAL_GGUF": ""})
+    if done.returncode:
+        raise MemloraError(f"{script} failed (exit {done.returncode}); log: {log}: {log.read_text()[-500:]}")
+
+
+@dataclass
+class GGUFFiles:
+    """The peer's model and expert files."""
+
+    model: Path
+    """Q4_0 GGUF of the base model."""
+    adapters: dict[str, Path] = field(default_factory=dict)
+    """Stage -> f32 GGUF LoRA."""
+
+
+def ensure_gguf(base_dir: Path, adapters_dir: Path, quant: str = "q4_0") -> GGUFFiles:
+    """Convert (once, cached beside the experts) the base to GGUF ``quant`` and every expert to an f32 GGUF LoRA."""
+    import json
+
+    import llama_cpp
+
+    base_dir, adapters_dir = Path(base_dir), Path(adapters_dir)
+    out = adapters_dir.parent / f"gguf-{version()}"
+    out.mkdir(parents=True, exist_ok=True)
+    model_type = json.loads((base_dir / "config.json").read_text()).get("model_type", "qwen2")
+    pre = PRE_TOKENIZER.get(model_type, "default")
+    model = out / f"model-{quant}.gguf"
+    if not model.is_file():
+        f16 = out / "model-f16.gguf"
+        if not f16.is_file():
+            _run_converter("convert_hf_to_gguf.py", [str(base_dir), "--outfile", str(f16) + ".tmp", "--outtype", "f16"], pre,
+                           out / "convert_model.log")
+            os.replace(str(f16) + ".tmp", f16)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
+        params.nthread = min(2, os.cpu_count() or 1)
+        tmp = str(model) + ".tmp"
+        if llama_cpp.llama_model_quantize(str(f16).encode(), tmp.encode(), params) != 0:
+            raise MemloraError(f"llama.cpp could not quantize {f16} to {quant}")
+        os.replace(tmp, model)
+        f16.unlink()
+    files = GGUFFiles(model)
+    for stage_dir in sorted(p for p in adapters_dir.iterdir() if (p / "adapter_config.json").is_file()):
+        target = out / f"lora-{stage_dir.name}-f32.gguf"
+        if not target.is_file():
+            _run_converter("convert_lora_to_gguf.py", [str(stage_dir), "--base", str(base_dir), "--outfile", str(target) + ".tmp",
+                                                       "--outtype", "f32"], pre, out / f"convert_{stage_dir.name}.log")
+            os.replace(str(target) + ".tmp", target)
+        files.adapters[stage_dir.name] = target
+    return files
+
+
+class LlamaCppEngine:
+    """Greedy generation with llama.cpp; one GGUF LoRA per expert, the KV cache cleared on every call."""
+
+    supports_images = False
+
+    def __init__(self, files: GGUFFiles, model_dir: Path, threads: int | None = None, min_new_tokens: int = 0,
+                 n_ctx: int = 4096):
+        import llama_cpp
+        from tokenizers import Tokenizer
+
+        from memlora.runtime.chat_template import ChatTemplate
+
+        self._lib = llama_cpp
+        threads = threads or min(2, os.cpu_count() or 1)
+        self.llm = llama_cpp.Llama(model_path=str(files.model), n_ctx=n_ctx, n_batch=512, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=False, verbose=False)
+        self.min_new_tokens = int(min_new_tokens)
+        self.chat_template = ChatTemplate.from_model_dir(model_dir)
+        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))  # same ids as the other engines
+        self.eos_ids = {int(self.llm.token_eos())}
+        generation_config = Path(model_dir) / "generation_config.json"
+        if generation_config.is_file():
+            import json
+
+            eos = json.loads(generation_config.read_text()).get("eos_token_id")
+            self.eos_ids |= {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+        self._adapters = {}
+        for stage, path in files.adapters.items():
+            adapter = llama_cpp.llama_adapter_lora_init(self.llm.model, str(path).encode())
+            if not adapter:
+                raise AdapterError(f"llama.cpp could not load the LoRA {path}")
+            self._adapters[stage] = adapter
+        self.adapters = tuple(self._adapters)
+        self.active: str | None = None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _activate(self, adapter: str | None) -> None:
+        lib, ctx = self._lib, self.llm.ctx
+        if hasattr(lib, "llama_set_adapters_lora"):  # newer API: the full set at once
+            if adapter is None:
+                lib.llama_set_adapters_lora(ctx, None, None, 0)
+            else:
+                import ctypes
+
+                arr = (lib.llama_adapter_lora_p_ctypes * 1)(self._adapters[adapter])
+                scales = (ctypes.c_float * 1)(1.0)
+                lib.llama_set_adapters_lora(ctx, arr, scales, 1)
+        else:
+            lib.llama_clear_adapter_lora(ctx)
+            if adapter is not None:
+                lib.llama_set_adapter_lora(ctx, self._adapters[adapter], 1.0)
+        self.active = adapter
+
+    def generate(self, messages: list[Message], adapter: str | None = None, images: Sequence[Any] | None = None,
+                 max_new_tokens: int = 128, **options: Any) -> Generation:
+        import numpy as np
+
+        if images:
+            raise ImageError("the llama.cpp peer is text-only")
+        if adapter is not None and adapter not in self._adapters:
+            raise AdapterError(f"unknown adapter {adapter!r}; the peer has {list(self._adapters)}")
+        min_new = min(int(options.get("min_new_tokens", self.min_new_tokens)), max_new_tokens)
+        start = time.perf_counter()
+        ids = self.tokenizer.encode(self.chat_template.render(messages), add_special_tokens=False).ids
+        switch_start = time.perf_counter()
+        if adapter != self.active:
+            self._activate(adapter)
+        self.llm.reset()  # n_tokens = 0: the next eval removes every cached position (KV cleared)
+        switch_s = time.perf_counter() - switch_start
+        generated: list[int] = []
+        prefill_s = decode_s = 0.0
+        eos = sorted(self.eos_ids)
+        step = time.perf_counter()
+        self.llm.eval(ids)
+        while len(generated) < max_new_tokens:
+            logits = np.array(self.llm.scores[self.llm.n_tokens - 1], copy=True)
+            if len(generated) < min_new:
+                logits[eos] = -np.inf
+            token = int(np.argmax(logits))
+            generated.append(token)
+            now = time.perf_counter()
+            if len(generated) == 1:
+                prefill_s = now - step
+            else:
+                decode_s += now - step
+            if token in self.eos_ids or len(generated) >= max_new_tokens:
+                break
+            step = time.perf_counter()
+            self.llm.eval([token])
+        text_ids = generated[:-1] if generated and generated[-1] in self.eos_ids else generated
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        return Generation(text=text, prompt_tokens=len(ids), completion_tokens=len(generated),
+                          timings=Timings(prefill_s, decode_s, switch_s, time.perf_counter() - start), token_ids=generated)
+
+    def close(self) -> None:
+        self.llm.close() if hasattr(self.llm, "close") else None

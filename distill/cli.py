@@ -1,0 +1,227 @@
+"""``memlora-train``: teacher data, no-teacher data, cleaning, expert training and selection (a thin Click layer).
+
+    memlora-train teacher --teacher http://host:8000/v1 --model openai/gpt-oss-120b --locomo locomo10.json --split train -o DATA/
+    memlora-train observations --locomo locomo10.json --split all -o DATA/
+    memlora-train clean --data DATA/ --split train --student MODEL_DIR
+    memlora-train train --base MODEL_DIR --stage extraction --data DATA/ -o out/extraction
+    memlora-train search --base MODEL_DIR --data DATA/ --locomo locomo10.json -o out/
+    accelerate launch --num_processes 4 -m memlora.distill.cli train --base ... (several GPUs)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from memlora import STAGES
+from memlora.cli import run_cli
+
+SPLIT_CHOICE = click.Choice(["train", "val", "test"])
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _conversations(locomo: Path | None, conversations: Path | None, split: str):
+    from memlora.distill.conversations import load_conversations
+    from memlora.distill.locomo import default_locomo_path, split_conversations
+    from memlora.errors import DataError
+
+    if conversations is not None:
+        return load_conversations(conversations)  # the user's own file: all of it is this split
+    path = locomo or default_locomo_path()
+    if path is None:
+        raise DataError("no conversations: pass --locomo FILE (or --conversations FILE in the documented JSONL format)")
+    convs = split_conversations(load_conversations(path), split)
+    if not convs:
+        raise DataError(f"{path} has no conversations of split {split!r}")
+    return convs
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Make the expert adapters: teacher data, the paper's cleaning, LoRA training and Algorithm B1 selection."""
+
+
+@cli.command("teacher")
+@click.option("--teacher", "teacher_spec", required=True, help="OpenAI-compatible base URL (http://host:8000/v1) or a local model dir.")
+@click.option("--model", default=None, help="Model name the server serves (required with a URL).")
+@click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None, help="LoCoMo JSON (default: found automatically).")
+@click.option("--conversations", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Your own conversations (JSONL, see memlora.distill.conversations) instead of LoCoMo.")
+@click.option("--split", type=SPLIT_CHOICE, default="train", show_default=True, help="Split to run (and to write under).")
+@click.option("-o", "--out", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="DATA dir.")
+@click.option("--concurrency", default=4, show_default=True, help="Requests in flight (one speaker store each).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
+@click.option("--max-retries", default=5, show_default=True, help="Retries on 429/5xx/timeouts (exponential backoff).")
+@click.option("--max-tokens", default=1024, show_default=True, help="Completion budget per call (reasoning teachers need room).")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable holding the API key.")
+@click.option("--prompt-set", default="memlora", show_default=True, help="Prompt set the records use.")
+@click.option("--top-s", default=5, show_default=True, help="Memories retrieved per fact for the update prompt.")
+@click.option("--answer-k", default=30, show_default=True, help="Memories per speaker in a question's context.")
+@click.option("--teacher-answers/--no-teacher-answers", default=False, show_default=True, help="Also record the teacher's answers.")
+@click.option("--max-batches", type=int, default=None, help="Only the first N batches per speaker store (smoke runs).")
+def teacher_command(teacher_spec, model, locomo, conversations, split, data_dir, concurrency, timeout, max_retries, max_tokens,
+                    api_key_env, prompt_set, top_s, answer_k, teacher_answers, max_batches):
+    """Run the memory loop with a teacher and record every operation (resumable: rerun to continue)."""
+    from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
+    from memlora.distill.teacher_run import TeacherRunConfig, run_teacher
+
+    convs = _conversations(locomo, conversations, split)
+    teacher = make_teacher(teacher_spec, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
+                           concurrency=concurrency, max_tokens=max_tokens)
+    if isinstance(teacher, OpenAIChatTeacher):
+        teacher.check()  # an unreachable teacher fails here, before anything is written
+    stats = run_teacher(teacher, convs, data_dir, TeacherRunConfig(
+        split=split, prompt_set=prompt_set, top_s=top_s, answer_k=answer_k, teacher_answers=teacher_answers,
+        concurrency=concurrency, max_batches=max_batches))
+    click.echo(f"{split}: {stats.calls} teacher calls ({stats.replayed} replayed from disk), "
+               f"{stats.prompt_tokens} prompt + {stats.completion_tokens} completion tokens; records on disk: {stats.records}")
+
+
+@cli.command("observations")
+@click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None, help="LoCoMo JSON (default: found automatically).")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="all", show_default=True)
+@click.option("-o", "--out", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="DATA dir.")
+@click.option("--empty-ratio", type=float, default=0.5, show_default=True, help="Empty-facts examples kept per non-empty one.")
+@click.option("--max-batches", type=int, default=None, help="Only the first N batches per speaker store.")
+@click.option("--answer-k", default=30, show_default=True, help="Memories per speaker in a question's context.")
+def observations_command(locomo, split, data_dir, empty_ratio, max_batches, answer_k):
+    """No-teacher data: LoCoMo's observations as extraction/update targets (+ gold answers for generation)."""
+    from memlora.distill.observations import ObservationConfig, build_observation_data
+    from memlora.runtime.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    for sp in (("train", "val", "test") if split == "all" else (split,)):
+        convs = _conversations(locomo, None, sp)
+        report = build_observation_data(convs, data_dir, ObservationConfig(
+            split=sp, empty_ratio=empty_ratio, max_batches=max_batches, answer_k=answer_k), embedder)
+        click.echo(f"{sp}: {report.examples} ({report.observations_used} observations used)")
+
+
+@cli.command("clean")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="all", show_default=True)
+@click.option("--stages", default=",".join(STAGES), show_default=True, help="Comma-separated stages to clean.")
+@click.option("--student", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Student model dir: drop examples longer than its context, stamp its tokenizer.")
+def clean_command(data_dir, split, stages, student):
+    """Clean raw teacher records into training examples (paper 3.2 / A.2)."""
+    from memlora.distill.cleaning import clean_split
+    from memlora.distill.dataset import SPLITS
+
+    wanted = [s.strip() for s in stages.split(",") if s.strip()]
+    for sp in (SPLITS if split == "all" else (split,)):
+        if split == "all" and not (data_dir / sp).is_dir():
+            continue
+        report = clean_split(data_dir, sp, wanted, student=student)
+        click.echo(report.summary())
+
+
+@cli.command("train")
+@click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir.")
+@click.option("--stage", type=click.Choice(STAGES), required=True)
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="out/<stage> dir.")
+@click.option("--lr", default=2e-4, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimiser step.")
+@click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping).")
+@click.option("--patience", default=2, show_default=True)
+@click.option("--rank", default=16, show_default=True)
+@click.option("--alpha", default=32, show_default=True)
+@click.option("--dropout", default=0.1, show_default=True)
+@click.option("--target-modules", default=None, help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear else).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--max-length", type=int, default=None, help="Longest example in tokens (default: the model's context).")
+@click.option("--drop-too-long", is_flag=True, help="Drop longer examples instead of failing.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present.")
+def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, max_epochs, patience, rank, alpha, dropout,
+                  target_modules, seed, precision, max_length, drop_too_long, threads, cpu):
+    """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
+    from memlora.distill.dataset import stage_path
+    from memlora.distill.search import write_experts_manifest
+    from memlora.distill.train import TrainConfig, load_examples, train_expert
+
+    train_ex = load_examples(stage_path(data_dir, "train", stage))
+    val_path = stage_path(data_dir, "val", stage)
+    val_ex = load_examples(val_path) if val_path.exists() else []
+    config = TrainConfig(stage=stage, lr=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_epochs=max_epochs,
+                         patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
+                         precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu)
+    result = train_expert(base, train_ex, val_ex, out_dir, config)
+    if out_dir.name == stage:  # out/<stage>: keep out/experts.json in step for memlora-export
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            write_experts_manifest(out_dir.parent, {stage: {"path": stage, "prompt_set": "memlora",
+                                                            "max_new_tokens": result.card["suggested_max_new_tokens"]}})
+    click.echo(f"{stage}: best epoch {result.best_epoch}, val loss {result.initial_val_loss} -> {result.best_val_loss}, "
+               f"{result.tokens_per_s:.0f} tokens/s; written to {out_dir}")
+
+
+@cli.command("search")
+@click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Validation conversations (LoCoMo val split).")
+@click.option("--conversations", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Your own validation conversations (JSONL) instead of LoCoMo's val split.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--stages", default="extraction,update,generation", show_default=True)
+@click.option("--lrs", default="1e-4,2e-4,5e-4", show_default=True, callback=lambda c, p, v: _floats(v))
+@click.option("--batch-sizes", default="4,8", show_default=True, callback=lambda c, p, v: _ints(v))
+@click.option("--top-k", default=2, show_default=True, help="Candidates kept per stage.")
+@click.option("--epochs", "max_epochs", default=10, show_default=True)
+@click.option("--patience", default=2, show_default=True)
+@click.option("--judge-url", default=None, help="OpenAI-compatible judge: selection by J instead of the L proxy.")
+@click.option("--judge-model", default=None)
+@click.option("--max-questions", type=int, default=None, help="Scored questions per validation conversation.")
+@click.option("--max-batches", type=int, default=None, help="Batches per speaker store during pipeline scoring.")
+@click.option("--threads", type=int, default=None)
+def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, batch_sizes, top_k, max_epochs, patience,
+                   judge_url, judge_model, max_questions, max_batches, threads):
+    """Algorithm B1: grid over lr x batch size, pipeline-scored on val; writes out/ for memlora-export."""
+    from memlora.distill.dataset import stage_path
+    from memlora.distill.search import SearchConfig, judge_metric, l_proxy, search_experts
+    from memlora.distill.train import TrainConfig, load_examples
+
+    wanted = tuple(s.strip() for s in stages.split(",") if s.strip())
+    examples = {}
+    for stage in wanted:
+        tr, va = stage_path(data_dir, "train", stage), stage_path(data_dir, "val", stage)
+        if tr.exists():
+            examples[stage] = (load_examples(tr), load_examples(va) if va.exists() else [])
+    if judge_url:
+        if not judge_model:
+            raise click.BadParameter("--judge-model is required with --judge-url")
+        metric, name = judge_metric(judge_url, judge_model), f"judge:{judge_model}"
+    else:
+        metric, name = l_proxy, "l_proxy"
+    config = SearchConfig(stages=wanted, lrs=lrs, batch_sizes=batch_sizes, top_k=top_k, max_questions=max_questions,
+                          max_batches=max_batches, threads=threads,
+                          train=TrainConfig(max_epochs=max_epochs, patience=patience, threads=threads))
+    report = search_experts(base, examples, _conversations(locomo, conversations, "val"), out_dir, config, metric,
+                            metric_name=name)
+    click.echo(f"chosen: {report.chosen} ({name} {report.best_score:.4f} vs base {report.base_score:.4f}); written to {out_dir}")
+
+
+def main(args=None) -> None:
+    run_cli(cli, args)
+
+
+if __name__ == "__main__":
+    main()
