@@ -115,3 +115,44 @@ def run_learning_experiment(base_dir, data_dir, out_dir, seed: int = 0, train_co
         "val_loss": [result.initial_val_loss, result.best_val_loss], "majority": majority_baseline(train, test),
         **{name: r.summary() for name, r in reports.items()},
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------- CLI
+import click  # noqa: E402
+
+
+@click.command("vqa")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Local VLM dir.")
+@click.option("--adapters", default=None, type=click.Path(exists=True, file_okay=False), help="out/ of memlora-train (uses out/vqa).")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False), help="DATA dir with <split>/vqa.jsonl.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--route", default="both", show_default=True, type=click.Choice(["image", "caption", "both"]),
+              help="image: the image is kept (MemLoRA-V); caption: caption text only (Mem0 baseline).")
+@click.option("--limit", default=None, type=int, help="Evaluate only the first N examples.")
+@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="Write the report (with every output) here.")
+def vqa_command(model_dir, adapters, data_dir, split, route, limit, threads, json_out):
+    """V (exact match), valid-JSON rate and s/answer of the VQA expert, image-kept vs caption-only side by side."""
+    import json
+    from pathlib import Path
+
+    from memlora.distill.dataset import load_examples, stage_path
+    from memlora.distill.vqa_data import majority_baseline
+    from memlora.runtime.torch_vlm_engine import TorchVLMEngine
+
+    examples = load_examples(stage_path(data_dir, split, "vqa"))[:limit]
+    engine = TorchVLMEngine(model_dir, adapters=adapters, threads=threads)
+    adapter = "vqa" if "vqa" in engine.adapters else None
+    routes = ROUTES if route == "both" else (route,)
+    reports = [evaluate_vqa(engine, examples, adapter=adapter, route=r, progress=True) for r in routes]
+    train_file = stage_path(data_dir, "train", "vqa")
+    majority = majority_baseline(load_examples(train_file), examples) if train_file.is_file() else None
+    click.echo(f"{'route':8} {'n':>4} {'V':>6} {'valid JSON':>10} {'s/answer':>9}  V by type")
+    for r in reports:
+        by_type = ", ".join(f"{t} {v:.3f}" for t, v in r.v_by_type.items())
+        click.echo(f"{r.route:8} {r.n:>4} {r.v:6.3f} {r.valid_json:10.3f} {r.s_per_answer:9.3f}  {by_type}")
+    if majority:
+        click.echo("majority baseline: " + ", ".join(f"{t} {v:.3f}" for t, v in majority.items()))
+    if json_out:
+        Path(json_out).write_text(json.dumps({"adapter": adapter, "majority": majority,
+                                              "reports": [{**r.summary(), "outputs": r.outputs} for r in reports]}, indent=1))

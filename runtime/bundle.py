@@ -137,6 +137,16 @@ def _require(mapping: object, key: str, kind, where: str):
     return value
 
 
+def _optional(mapping: dict, key: str, kind, where: str):
+    """``mapping[key]`` if present and not null, checked against ``kind``; None when absent (bool is never an int here)."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise BundleError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
 def read_manifest(root: str | Path) -> dict:
     root = Path(root)
     path = root / MANIFEST
@@ -210,6 +220,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     experts: dict[str, ExpertEntry] = {}
     for stage, entry in _require(manifest, "experts", dict, where).items():
         ewhere = f"{where} expert {stage!r}"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{ewhere}: must be a JSON object, got {type(entry).__name__}")
         mode = _require(entry, "mode", str, ewhere)
         if mode not in EXPERT_MODES:
             raise BundleError(f"{ewhere}: mode {mode!r} is not one of {EXPERT_MODES}")
@@ -219,23 +231,24 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             model_dir = base_dir
         else:
             model_dir = _listed_dir(root, _require(entry, "model_dir", str, ewhere), files, f"expert {stage!r} model_dir")
-        generation = entry.get("generation") or {}
+        generation = _optional(entry, "generation", dict, ewhere) or {}
+        max_new_tokens = _optional(generation, "max_new_tokens", int, f"{ewhere} generation")
         experts[stage] = ExpertEntry(
             stage=stage,
             mode=mode,
             adapter_file=adapter_file,
             model_dir=model_dir,
-            target_modules=list(entry.get("target_modules") or []),
-            rank=int(entry.get("rank") or 0),
-            alpha=float(entry.get("alpha") or 0.0),
-            prompt_set=str(entry.get("prompt_set") or "memlora"),
-            max_new_tokens=generation.get("max_new_tokens"),
+            target_modules=[str(m) for m in (_optional(entry, "target_modules", list, ewhere) or [])],
+            rank=int(_optional(entry, "rank", int, ewhere) or 0),
+            alpha=float(_optional(entry, "alpha", (int, float), ewhere) or 0.0),
+            prompt_set=str(_optional(entry, "prompt_set", str, ewhere) or "memlora"),
+            max_new_tokens=max_new_tokens,
             raw=entry,
         )
 
     embedder = None
     if manifest.get("embedder"):
-        emb = manifest["embedder"]
+        emb = _require(manifest, "embedder", dict, where)
         ewhere = f"{where} embedder"
         with_tok = emb.get("with_tokenizer_file")
         embedder = EmbedderEntry(
@@ -257,7 +270,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         model_type=str(base.get("model_type", "")),
         precision=precision,
         base_dir=base_dir,
-        lora_union={str(k): int(v) for k, v in (base.get("lora_union") or {}).items()},
+        lora_union={str(k): int(v) for k, v in (_optional(base, "lora_union", dict, f"{where} base") or {}).items()},
         experts=experts,
         embedder=embedder,
         files=files,

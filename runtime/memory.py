@@ -156,9 +156,13 @@ class Memory:
         prompt_sets = {e.prompt_set for e in experts}
         if "prompt_set" not in config and len(prompt_sets) == 1:
             config["prompt_set"] = prompt_sets.pop()
+        memory_config = MemoryConfig(store_dir=store_dir, **config)
+        for stage, adapter in (memory_config.stage_adapters or {}).items():  # before the store is opened
+            if adapter is not None and adapter not in engine.adapters:
+                raise AdapterError(f"stage {stage!r} asks for expert {adapter!r}; the bundle {bundle_dir} has {list(engine.adapters)}")
         if embedder is None:
             embedder = bundle_embedder(engine.bundle, threads=config.get("threads"))
-        return cls.from_config(MemoryConfig(store_dir=store_dir, **config), engine=engine, embedder=embedder)
+        return cls.from_config(memory_config, engine=engine, embedder=embedder)
 
     def _resolve_stage_adapters(self) -> dict[str, str | None]:
         chosen = dict(self.config.stage_adapters or {})

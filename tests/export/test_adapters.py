@@ -87,12 +87,13 @@ def llama_copy(bundles, tmp_path):
 
 
 def test_add_adapter_inside_union_with_a_new_rank(llama_copy, tiny_model, experts_dir, lora_factory, tmp_path):
-    """A q_proj-only r32 expert (a rank unseen at build time) is added without rebuilding and matches peft."""
+    """A q_proj-only r32 rsLoRA expert (a rank unseen at build time; scaling alpha/sqrt(r)) is added without rebuilding and
+    matches peft."""
     from memlora.export.add_adapter import add_adapter
     from memlora.export.verify import VerifyConfig, verify_bundle
     from memlora.runtime.bundle import load_bundle
 
-    out = _out_plus(tmp_path, experts_dir("llama"), lambda base, p, mk: mk(base, p, ["q_proj"], 32, seed=7),
+    out = _out_plus(tmp_path, experts_dir("llama"), lambda base, p, mk: mk(base, p, ["q_proj"], 32, seed=7, use_rslora=True),
                     tiny_model("llama"), lora_factory)
     before = load_bundle(llama_copy)
     written = add_adapter(llama_copy, out / "vqa", "vqa", max_new_tokens=20)

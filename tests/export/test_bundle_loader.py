@@ -57,6 +57,10 @@ BAD_MANIFESTS = [
     ("unlisted adapter file", lambda m: m["files"].pop("adapters/extraction.onnx_adapter"), r"not in the checksummed file list"),
     ("size changed", lambda m: m["files"]["model/genai_config.json"].__setitem__("size", 1), r"genai_config.json.*manifest says 1"),
     ("missing files field", lambda m: m.pop("files"), r"missing required field 'files'"),
+    ("generation not an object", lambda m: m["experts"]["extraction"].__setitem__("generation", "x"), r"'generation' has the wrong type"),
+    ("embedder not an object", lambda m: m.__setitem__("embedder", "embedder.onnx"), r"'embedder' has the wrong type"),
+    ("rank not an integer", lambda m: m["experts"]["extraction"].__setitem__("rank", "eight"), r"'rank' has the wrong type"),
+    ("expert not an object", lambda m: m["experts"].__setitem__("extraction", ["x"]), r"must be a JSON object"),
 ]
 
 
@@ -92,3 +96,14 @@ def test_damaged_bundle_is_refused(bundle_copy, damage, message):
 def test_unlisted_files_are_ignored_and_reported(bundle_copy):
     (bundle_copy / "notes.txt").write_text("left by a user")
     assert load_bundle(bundle_copy).unlisted == ["notes.txt"]
+
+
+def test_android_assets_copy_verifies(bundles, tmp_path):
+    from memlora.export.android_assets import write_android_assets
+
+    (tmp_path / "assets" / "memlora").mkdir(parents=True)
+    (tmp_path / "assets" / "memlora" / "stale.txt").write_text("from an older copy")
+    target = write_android_assets(bundles("llama"), tmp_path / "assets")
+    copied = load_bundle(target)
+    assert copied.files == load_bundle(bundles("llama")).files
+    assert not (target / "stale.txt").exists() and copied.unlisted == []

@@ -258,7 +258,7 @@ def test_chat_remembers_across_runs(bundle, tmp_path):
     (memory_id, text), = [line.split("  ", 1) for line in first.stdout.splitlines() if "Has a dog named Rex" in line]
     assert text == "Has a dog named Rex"
 
-    second = runner.invoke(chat, args, input=f"/memories\n/forget nope\n/forget {memory_id}\n/memories\n")
+    second = runner.invoke(chat, args, input=f"/memories\n/forget nope\n/forget {memory_id}\nWhat is my dog called?\n/memories\n")
     assert second.exit_code == 0, second.output
     assert f"{memory_id}  Has a dog named Rex" in second.stdout  # remembered from the first run
     assert "no memory 'nope'" in second.stdout and f"forgot {memory_id}" in second.stdout

@@ -1,0 +1,98 @@
+"""``memlora-bench --quick --json F`` on the tiny model: the report's schema and its internal consistency."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+STAGES = ("extraction", "update", "generation")
+RATIOS = ("compact_vs_mem0_prompts", "multilora_vs_merged_vs_plain", "ort_vs_torch", "decode_vs_roofline", "peer_llamacpp",
+          "switch_share_of_stage")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    from memlora.bench.cli import main
+
+    out = tmp_path_factory.mktemp("bench")
+    main(["--device", "cpu", "--quick", "--json", str(out / "copy.json"), "--out", str(out / "results"), "--quiet"])
+    data = json.loads((out / "copy.json").read_text())
+    assert json.loads((out / "results" / "bench.json").read_text()) == data
+    data["_out"] = out / "results"
+    return data
+
+
+def test_outputs_and_schema(report):
+    assert report["schema"] == "memlora-bench/1"
+    assert report["config"]["random_weights"] and report["config"]["forced_tokens"] == {"extraction": 30, "update": 55, "generation": 33}
+    out = report["_out"]
+    assert (out / "bench.png").stat().st_size > 1000 and (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "bench.md").read_text()
+    assert "| run | size GB | tok/s | tok/ans | s/ans |" in table and "ort-multilora" in table
+    for variant in ("multilora", "merged", "plain"):
+        assert report["bundles"][variant]["size_bytes"] > 0
+    assert {"ort-multilora", "ort-merged@sub", "ort-plain@sub", "torch-fp32@torch"} <= set(report["runs"])
+    assert report["quality"]["available"] is False and "random weights" in report["quality"]["reason"]
+
+
+def test_every_run_is_internally_consistent(report):
+    forced = report["config"]["forced_tokens"]
+    for name, run in report["runs"].items():
+        assert run["load_s"] > 0 and run["rss_peak_mb"] > 0, name
+        for stage, s in list(run["stages"].items()) + [("overall", run["overall"])]:
+            assert s["calls"] > 0, (name, stage)
+            if stage in forced:
+                assert s["output_tokens"] == forced[stage], (name, stage)  # lengths forced on random weights
+            parts = s["switch_ms"] / 1000 + s["prefill_s"] + s["decode_s"]
+            assert parts <= s["s_per_answer"] * 1.0001 and s["s_per_answer"] - parts < 0.25 * s["s_per_answer"] + 0.02, (name, stage)
+            assert s["prefill_tok_s"] == pytest.approx(s["input_tokens"] / s["prefill_s"], rel=1e-6), (name, stage)
+            assert s["decode_tok_s"] == pytest.approx((s["output_tokens"] - 1) / s["decode_s"], rel=1e-6), (name, stage)
+            assert s["tok_s"] == pytest.approx(s["output_tokens"] / s["s_per_answer"], rel=1e-6), (name, stage)
+    main = report["runs"]["ort-multilora"]
+    assert set(main["stages"]) == set(STAGES)
+    assert main["overall"]["calls"] == sum(s["calls"] for s in main["stages"].values())
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_every_ratio_is_present(report):
+    ratios = report["ratios"]
+    assert set(RATIOS) <= set(ratios)
+    a = ratios["compact_vs_mem0_prompts"]  # Mem0's prompts exceed the tiny model's 2048-token context
+    assert (_number(a.get("prefill_tokens_mem0_over_compact")) and _number(a.get("prefill_time_mem0_over_compact"))) or "context" in a["unavailable"]
+    b = ratios["multilora_vs_merged_vs_plain"]
+    for key in ("multilora_over_plain_decode", "merged_over_plain_decode", "multilora_over_merged_decode"):
+        assert _number(b[key]), key
+    c = ratios["ort_vs_torch"]
+    assert all(_number(c[k]) for k in ("decode_ort_over_torch", "prefill_ort_over_torch", "s_per_answer_torch_over_ort"))
+    d = ratios["decode_vs_roofline"]
+    assert _number(d["bandwidth_gb_s"])
+    for variant in ("plain", "multilora"):
+        assert d[variant]["decode_over_roofline"] == pytest.approx(d[variant]["decode_tok_s"] / d[variant]["roofline_tok_s"], rel=1e-2)
+    peer = ratios["peer_llamacpp"]
+    if peer["available"]:
+        assert _number(peer["s_per_answer_ort_over_llamacpp"]) and _number(peer["decode_ort_over_llamacpp"])
+    else:
+        assert "llama" in peer["reason"]
+    assert set(ratios["switch_share_of_stage"]) == set(STAGES) and all(_number(v) for v in ratios["switch_share_of_stage"].values())
+    assert len(report["goals"]) == 6 and all({"goal", "value", "target", "met"} <= set(g) for g in report["goals"])
+
+
+def test_levers_are_measured(report):
+    levers = report["levers"]
+    assert levers["prefix_cache"]["identical_outputs"] is True  # the prefix cache must not change a single token
+    assert _number(levers["prefix_cache"]["s_per_answer_ratio"])
+    assert _number(levers["int4"]["block_size_128"]["decode_ratio_over_default"])
+    assert _number(levers["int4"]["accuracy_level_1"]["decode_ratio_over_default"])
+    assert levers["batch_update_calls"]["applicable"] is False
+
+
+def test_bad_arguments_give_clear_errors(tmp_path):
+    from memlora.bench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--bundle", str(tmp_path / "nope"), "--quick", "--quiet", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 1
