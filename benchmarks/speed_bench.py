@@ -196,7 +196,8 @@ def run_bench(config: BenchConfig) -> dict:
         progress.done()
         engine.close()
         summary = result.summary()
-        summary.update(engine="onnxruntime-genai", bundle=str(bundle_path), threads=run_threads)
+        summary.update(engine="onnxruntime-genai", bundle=str(bundle_path), threads=run_threads,
+                       size_gb=round(dir_size_bytes(Path(bundle_path), exclude=("embedder",)) / 1e9, 4))
         report["runs"][name] = summary
         progress.line(f"      {name}: {summary['overall']['s_per_answer']:.3f} s/answer, "
                       f"decode {summary['overall']['decode_tok_s']:.1f} tok/s, prefill {summary['overall']['prefill_tok_s']:.1f} tok/s")
@@ -209,6 +210,9 @@ def run_bench(config: BenchConfig) -> dict:
     for variant in ("merged", "plain"):
         if variant in bundles:
             runs[variant] = ort_run(f"ort-{variant}@sub", bundles[variant], sub)
+    if "plain" in bundles:  # where the multi-LoRA loss comes from: the graph itself, or the adapter math?
+        runs["graph"] = ort_run("ort-multilora-no-adapter@sub", bundles["multilora"], sub,
+                                stage_adapters={s: None for s in ("extraction", "update", "generation", "vqa")})
     try:
         runs["mem0"] = ort_run("ort-mem0-prompts@sub", bundles["multilora"], sub, prompt_set="mem0", stages=("extraction", "update"))
     except MemloraError as exc:  # e.g. Mem0's long prompts do not fit a tiny model's context
@@ -238,10 +242,12 @@ def run_bench(config: BenchConfig) -> dict:
         stats = summary["overall"] if stage is None else summary["stages"].get(stage)
         return stats["decode_tok_s"] if stats else None
 
-    b: dict[str, Any] = {"runs": [ref_name] + [f"ort-{v}@sub" for v in ("merged", "plain") if v in runs]}
+    b: dict[str, Any] = {"runs": [ref_name] + [f"ort-{v}@sub" for v in ("merged", "plain") if v in runs]
+                         + (["ort-multilora-no-adapter@sub"] if "graph" in runs else [])}
     b["multilora_over_plain_decode"] = _ratio(decode(ref), decode(runs.get("plain")))
     b["merged_over_plain_decode"] = _ratio(decode(runs.get("merged")), decode(runs.get("plain")))
     b["multilora_over_merged_decode"] = _ratio(decode(ref), decode(runs.get("merged")))
+    b["multilora_graph_without_adapter_over_plain_decode"] = _ratio(decode(runs.get("graph")), decode(runs.get("plain")))
     b["per_stage_multilora_over_plain_decode"] = {s: _ratio(decode(ref, s), decode(runs.get("plain"), s)) for s in ref["summary"]["stages"]}
     if "plain" not in runs:
         b["unavailable"] = "needs the bench-built variants (run without --bundle)"
