@@ -122,7 +122,10 @@ import click  # noqa: E402
 
 
 @click.command("vqa")
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Local VLM dir.")
+@click.option("--model", "model_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Local VLM dir (PyTorch engine).")
+@click.option("--bundle", "bundle_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A VLM bundle of memlora-export instead (its 'vqa' expert, on onnxruntime).")
 @click.option("--adapters", default=None, type=click.Path(exists=True, file_okay=False), help="out/ of memlora-train (uses out/vqa).")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False), help="DATA dir with <split>/vqa.jsonl.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
@@ -131,7 +134,7 @@ import click  # noqa: E402
 @click.option("--limit", default=None, type=int, help="Evaluate only the first N examples.")
 @click.option("--threads", default=2, show_default=True, type=int)
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="Write the report (with every output) here.")
-def vqa_command(model_dir, adapters, data_dir, split, route, limit, threads, json_out):
+def vqa_command(model_dir, bundle_dir, adapters, data_dir, split, route, limit, threads, json_out):
     """V (exact match), valid-JSON rate and s/answer of the VQA expert, image-kept vs caption-only side by side."""
     import json
     from pathlib import Path
@@ -140,8 +143,17 @@ def vqa_command(model_dir, adapters, data_dir, split, route, limit, threads, jso
     from memlora.distill.vqa_data import majority_baseline
     from memlora.runtime.torch_vlm_engine import TorchVLMEngine
 
+    if (model_dir is None) == (bundle_dir is None):
+        raise click.UsageError("give exactly one of --model (PyTorch) or --bundle (onnxruntime)")
     examples = load_examples(stage_path(data_dir, split, "vqa"))[:limit]
-    engine = TorchVLMEngine(model_dir, adapters=adapters, threads=threads)
+    if bundle_dir is not None:
+        from memlora.runtime.ort_engine import OrtGenAIEngine
+
+        engine = OrtGenAIEngine(bundle_dir, threads=threads)
+        if not engine.supports_images:
+            raise click.UsageError(f"{bundle_dir} is a text-only bundle; VQA needs a vision-language bundle")
+    else:
+        engine = TorchVLMEngine(model_dir, adapters=adapters, threads=threads)
     adapter = "vqa" if "vqa" in engine.adapters else None
     routes = ROUTES if route == "both" else (route,)
     reports = [evaluate_vqa(engine, examples, adapter=adapter, route=r, progress=True) for r in routes]

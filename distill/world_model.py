@@ -81,6 +81,30 @@ def _tokenizer_corpus(conversations: list[WorldConversation]) -> str:
     return "\n\n".join(paragraphs + fixed + [data_file(CORPUS_NAME).read_text(encoding="utf-8")])
 
 
+def init_unseen_embeddings(model, stream_ids, seed: int = 0) -> int:
+    """Give every token that never occurred in the pretraining stream an embedding drawn from the seen tokens' mean and
+    covariance (Hewitt, 2021: initialising new word embeddings). Left at its random init, such a token's (tied) output
+    embedding is far smaller than the trained ones, so no fine-tuning of attention/MLP weights (LoRA) could ever make the
+    model emit it -- and the memory operations' JSON (``{"facts": ...}``) consists largely of such tokens. Returns how many
+    rows were re-initialised."""
+    import torch
+
+    emb = model.get_input_embeddings().weight
+    counts = torch.bincount(torch.tensor(stream_ids, dtype=torch.long), minlength=emb.shape[0])[: emb.shape[0]]
+    seen = counts > 0
+    unseen = (~seen).nonzero().flatten()
+    if len(unseen) == 0 or int(seen.sum()) < 2:
+        return 0
+    with torch.no_grad():
+        seen_rows = emb[seen]
+        mean = seen_rows.mean(0)
+        centered = seen_rows - mean
+        z = torch.randn(len(unseen), centered.shape[0], generator=torch.Generator().manual_seed(seed))
+        noise = z @ centered / math.sqrt(centered.shape[0] - 1)  # covariance = the seen rows' covariance
+        emb[unseen] = mean + noise
+    return len(unseen)
+
+
 def _read_build_info(model_dir: Path) -> dict:
     info_path = model_dir / "memlora_model.json"
     if not info_path.is_file():
@@ -174,6 +198,7 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
 
+        reinitialised = init_unseen_embeddings(model, stream, seed=seed)
         model.eval()
         model.generation_config = GenerationConfig(
             bos_token_id=special_ids[PAD_TOKEN], pad_token_id=special_ids[PAD_TOKEN],
@@ -192,6 +217,7 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
                 "config": {k: v for k, v in asdict(config).items() if k not in ("world", "progress")},
                 "first_loss": round(losses[0], 4),
                 "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+                "unseen_tokens_reinitialised": reinitialised,
                 "seconds": round(time.perf_counter() - started, 1),
             },
         )

@@ -21,6 +21,18 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 _LINEAR_KEY = re.compile(r"^(?P<path>(?:.*\.)?layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<module>[a-z_]+_proj))\.weight$")
 
+CHECKPOINT_TO_MODULE_PREFIX = {"qwen2_5_vl": ("model.layers.", "model.language_model.layers.")}
+"""model_type -> (weight-file prefix, module-path prefix) of the language model's layers where they differ: Qwen2.5-VL
+checkpoints store ``model.layers.N`` but transformers 5 (and so peft adapters) name the module ``model.language_model.layers.N``."""
+
+
+def module_path(model_type: str, checkpoint_path: str) -> str:
+    """The in-memory module path (what peft adapters name) of a weight-file layer path."""
+    stored, module = CHECKPOINT_TO_MODULE_PREFIX.get(model_type, ("", ""))
+    if stored and checkpoint_path.startswith(stored):
+        return module + checkpoint_path[len(stored):]
+    return checkpoint_path
+
 
 @dataclass(frozen=True)
 class LinearLayer:
@@ -88,8 +100,9 @@ def read_base_model(model_dir: str | Path) -> BaseModelInfo:
                 if not match or match["module"] not in LORA_MODULES:
                     continue
                 out_features, in_features = handle.get_slice(key).get_shape()
-                info.linears[match["path"]] = LinearLayer(
-                    path=match["path"],
+                path = module_path(info.model_type, match["path"])
+                info.linears[path] = LinearLayer(
+                    path=path,
                     layer=int(match["layer"]),
                     module=match["module"],
                     in_features=int(in_features),

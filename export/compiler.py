@@ -108,8 +108,16 @@ def export_bundle(config: ExportConfig) -> Path:
     union = UnionSpec.of(externalized)
     hf_config = json.loads((config.base / "config.json").read_text())
     builder_config = _builder_config_for(config.builder, bool((hf_config.get("text_config") or hf_config).get("sliding_window")))
+    is_vlm = hf_config.get("vision_config") is not None
+    if is_vlm:  # the text decoder takes inputs_embeds; the vision half is exported by export/vlm_export.py
+        from memlora.export.vlm_export import BUILDER_OPTIONS, check_vlm_supported
 
-    total = 4 + len(merged) + (1 if externalized else 0) + (1 if config.embedder else 0)
+        check_vlm_supported(config.base)
+        if merged:
+            raise MemloraError("a vision-language bundle serves experts as runtime adapters only: drop --mode merge / --merge")
+        builder_config = dataclasses.replace(builder_config, extra_options={**BUILDER_OPTIONS, **builder_config.extra_options})
+
+    total = 4 + len(merged) + (1 if externalized else 0) + (1 if config.embedder else 0) + (1 if is_vlm else 0)
     steps = StepReporter(total, quiet=config.quiet)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
@@ -157,6 +165,12 @@ def export_bundle(config: ExportConfig) -> Path:
                     "with_tokenizer_file": f"embedder/{emb.with_tokenizer_file}" if emb.with_tokenizer_file else None,
                     "source": emb.source,
                 }
+        vision_entry = None
+        if is_vlm:
+            with steps.step("export the vision encoder and the text embedding (torch.onnx)"):
+                from memlora.export.vlm_export import export_vision
+
+                vision_entry = export_vision(config.base, staging).manifest_entry()
         with steps.step("write bundle.json (sizes + sha256) and check it"):
             manifest = {
                 "created_by": created_by(),
@@ -171,6 +185,7 @@ def export_bundle(config: ExportConfig) -> Path:
                 },
                 "experts": {stage: expert_entries[stage] for stage in [e.stage for e in experts]},
                 "embedder": embedder_entry,
+                **({"vision": vision_entry} if vision_entry else {}),
                 "files": list_files(staging),
                 "toolchain": toolchain_versions(),
             }

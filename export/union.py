@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from memlora.export.adapters import Expert
-from memlora.export.base_model import LORA_MODULES, BaseModelInfo
+from memlora.export.base_model import CHECKPOINT_TO_MODULE_PREFIX, LORA_MODULES, BaseModelInfo
 
 
 @dataclass
@@ -64,7 +64,9 @@ def write_union_adapter(base: BaseModelInfo, union: UnionSpec, out_dir: str | Pa
         "r": rank,
         "lora_alpha": rank,
         "lora_dropout": 0.0,
-        "target_modules": union.modules,
+        # A VLM also has a vision tower with mlp.gate_proj etc.: name the language model's layers exactly there.
+        "target_modules": sorted(lin.path for lin in base.linears.values() if lin.module in union.ranks)
+        if base.model_type in CHECKPOINT_TO_MODULE_PREFIX else union.modules,
         "bias": "none",
         "use_rslora": False,
         "use_dora": False,

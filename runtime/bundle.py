@@ -82,6 +82,21 @@ class EmbedderEntry:
 
 
 @dataclass
+class VisionEntry:
+    """The vision half of a vision-language bundle (``export/vlm_export.py``), run by ``OrtVLMEngine`` on onnxruntime."""
+
+    encoder: Path
+    """ONNX vision tower + merger: pixel_values of one fixed-size image -> image_features."""
+    embedding: Path
+    """ONNX token embedding with image features merged in: input_ids, image_features -> inputs_embeds."""
+    processor_dir: Path
+    """config.json, preprocessor_config.json, processor_config.json, tokenizer.json for ``VisionProcessor``."""
+    image_side: int
+    image_tokens: int
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
 class Bundle:
     """A verified bundle: the manifest with every path resolved."""
 
@@ -99,6 +114,8 @@ class Bundle:
     toolchain: dict
     manifest: dict = field(repr=False)
     unlisted: list[str] = field(default_factory=list)
+    vision: VisionEntry | None = None
+    """Vision encoder + embedding of a vision-language bundle (None: a text model)."""
 
     def model_dir_for(self, stage: str | None) -> Path:
         """The model dir that serves ``stage`` (the base for None, absent stages and externalized experts)."""
@@ -259,6 +276,19 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             with_tokenizer_file=_listed_file(root, with_tok, files, "embedder with_tokenizer_file") if with_tok else None,
         )
 
+    vision = None
+    if manifest.get("vision"):
+        vis = _require(manifest, "vision", dict, where)
+        vwhere = f"{where} vision"
+        vision = VisionEntry(
+            encoder=_listed_file(root, _require(vis, "encoder", str, vwhere), files, "vision encoder"),
+            embedding=_listed_file(root, _require(vis, "embedding", str, vwhere), files, "vision embedding"),
+            processor_dir=_listed_dir(root, _require(vis, "processor_dir", str, vwhere), files, "vision processor_dir"),
+            image_side=int(_require(vis, "image_side", int, vwhere)),
+            image_tokens=int(_require(vis, "image_tokens", int, vwhere)),
+            raw=vis,
+        )
+
     listed = set(files) | {MANIFEST}
     unlisted = sorted(
         p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in listed
@@ -277,4 +307,5 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         toolchain=dict(manifest.get("toolchain") or {}),
         manifest=manifest,
         unlisted=unlisted,
+        vision=vision,
     )

@@ -92,6 +92,17 @@ class OrtGenAIEngine:
         self.threads = threads
         self.min_new_tokens = int(min_new_tokens)
         self.prefix_cache = bool(prefix_cache)
+        self.vision_engine = None
+        if self.bundle.vision is not None:  # a vision-language bundle runs on onnxruntime: see runtime/ort_vlm_engine.py
+            from memlora.runtime.ort_vlm_engine import OrtVLMEngine
+
+            self.vision_engine = OrtVLMEngine(self.bundle, threads=threads, min_new_tokens=min_new_tokens)
+            self.supports_images = True
+            self.adapters = self.vision_engine.adapters
+            self.tokenizer = self.vision_engine.tokenizer
+            self.load_s = self.vision_engine.load_s
+            self._cached, self._models, self.adapter_container = {}, {}, None
+            return
 
         start = time.perf_counter()
         self._models: dict[Path, Any] = {}
@@ -160,6 +171,8 @@ class OrtGenAIEngine:
         **options: Any,
     ) -> Generation:
         """Greedy decode. Options: ``min_new_tokens`` (alias ``force_new_tokens``) overrides the engine's."""
+        if self.vision_engine is not None:
+            return self.vision_engine.generate(messages, adapter=adapter, images=images, max_new_tokens=max_new_tokens, **options)
         if images:
             raise ImageError(f"the bundle {self.bundle.root} holds a text-only model ({self.bundle.architecture}): "
                              "it cannot take images")

@@ -90,9 +90,18 @@ def test_levers_are_measured(report):
     assert levers["batch_update_calls"]["applicable"] is False
 
 
-def test_bad_arguments_give_clear_errors(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--bundle", "{tmp}/nope"], "bundle directory not found"),
+    (["--device", "cuda"], "CUDA build of onnxruntime-genai"),
+])
+def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
+    import onnxruntime_genai as og
+
     from memlora.bench.cli import main
 
+    if "cuda" in args and og.is_cuda_available():
+        pytest.skip("this onnxruntime-genai has CUDA")
     with pytest.raises(SystemExit) as exc:
-        main(["--bundle", str(tmp_path / "nope"), "--quick", "--quiet", "--out", str(tmp_path / "o")])
+        main([a.format(tmp=tmp_path) for a in args] + ["--quick", "--quiet", "--out", str(tmp_path / "o")])
     assert exc.value.code == 1
+    assert message in capsys.readouterr().err
