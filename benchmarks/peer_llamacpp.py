@@ -92,6 +92,13 @@ def _run_converter(script: str, args: list[str], pre_tokenizer: str, log: Path) 
         f"sys.path.insert(0, {str(src)!r}); sys.path.insert(1, {str(src / 'gguf-py')!r})\n"
         "import conversion.base as base\n"
         f"base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre_tokenizer!r}\n"
+        # a BPE tokenizer.json and no tokenizer.model: go straight to the GPT-2 style vocab (no sentencepiece import)
+        "_sp = base.TextModel._set_vocab_sentencepiece\n"
+        "def _no_sp(self, *a, **k):\n"
+        "    if not (self.dir_model / 'tokenizer.model').is_file():\n"
+        "        raise FileNotFoundError('no tokenizer.model')\n"
+        "    return _sp(self, *a, **k)\n"
+        "base.TextModel._set_vocab_sentencepiece = _no_sp\n"
         f"sys.argv = [{script!r}] + {args!r}\n"
         f"runpy.run_path({str(src / script)!r}, run_name='__main__')\n"
     )
@@ -148,6 +155,19 @@ def ensure_gguf(base_dir: Path, adapters_dir: Path, quant: str = "q4_0") -> GGUF
     return files
 
 
+_LOG_CALLBACK = None
+
+
+def _silence_llama_logs(llama_cpp) -> None:
+    """Route llama.cpp's own log lines (adapter loading, buffer fallbacks) to nowhere; errors still raise."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        import ctypes
+
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
 class LlamaCppEngine:
     """Greedy generation with llama.cpp; one GGUF LoRA per expert, the KV cache cleared on every call."""
 
@@ -161,6 +181,7 @@ class LlamaCppEngine:
         from memlora.runtime.chat_template import ChatTemplate
 
         self._lib = llama_cpp
+        _silence_llama_logs(llama_cpp)
         threads = threads or min(2, os.cpu_count() or 1)
         self.llm = llama_cpp.Llama(model_path=str(files.model), n_ctx=n_ctx, n_batch=512, n_threads=threads,
                                    n_threads_batch=threads, logits_all=False, verbose=False)
@@ -188,15 +209,15 @@ class LlamaCppEngine:
 
     def _activate(self, adapter: str | None) -> None:
         lib, ctx = self._lib, self.llm.ctx
-        if hasattr(lib, "llama_set_adapters_lora"):  # newer API: the full set at once
-            if adapter is None:
-                lib.llama_set_adapters_lora(ctx, None, None, 0)
-            else:
-                import ctypes
+        if hasattr(lib, "llama_set_adapters_lora"):  # newer API: (ctx, adapters, n, scales), the full set at once
+            import ctypes
 
+            if adapter is None:
+                lib.llama_set_adapters_lora(ctx, None, 0, None)
+            else:
                 arr = (lib.llama_adapter_lora_p_ctypes * 1)(self._adapters[adapter])
                 scales = (ctypes.c_float * 1)(1.0)
-                lib.llama_set_adapters_lora(ctx, arr, scales, 1)
+                lib.llama_set_adapters_lora(ctx, arr, 1, scales)
         else:
             lib.llama_clear_adapter_lora(ctx)
             if adapter is not None:
@@ -224,8 +245,9 @@ class LlamaCppEngine:
         eos = sorted(self.eos_ids)
         step = time.perf_counter()
         self.llm.eval(ids)
+        n_vocab = self.llm.n_vocab()
         while len(generated) < max_new_tokens:
-            logits = np.array(self.llm.scores[self.llm.n_tokens - 1], copy=True)
+            logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(n_vocab,)).copy()
             if len(generated) < min_new:
                 logits[eos] = -np.inf
             token = int(np.argmax(logits))

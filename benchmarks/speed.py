@@ -146,6 +146,12 @@ def stand_in_facts(messages: Sequence[dict]) -> list[str]:
     return [str(m["content"]).strip() for m in messages if str(m.get("content", "")).strip()]
 
 
+def warm_up(engine, stage_adapters: dict, stages: Sequence[str]) -> None:
+    """One short untimed call per stage's adapter: first-call costs (allocations, graph builds) stay out of the numbers."""
+    for adapter in dict.fromkeys(stage_adapters.get(stage) for stage in stages):
+        engine.generate([{"role": "user", "content": "warm up"}], adapter=adapter, max_new_tokens=2)
+
+
 def run_speed_loop(
     name: str,
     engine,
@@ -173,6 +179,7 @@ def run_speed_loop(
     config = MemoryConfig(prompt_set=prompt_set, stage_adapters=stage_adapters, max_new_tokens=budgets, answer_k=answer_k)
     memory = Memory(engine, embedder, MemoryStore(None, dim=embedder.dim), config)
     result = LoopResult(name, [], load_s=load_s)
+    warm_up(engine, memory.stage_adapters, stages)
     start = time.perf_counter()
     with PeakRSS() as peak:
         if "extraction" in stages:

@@ -133,6 +133,16 @@ REACTIONS = {
     "retract": ("Oh, I see.", "That is a pity.", "Sorry to hear that.", "Fair enough."),
 }
 
+CALLBACKS = {  # the other speaker recalls a known fact: conversation that repeats values, with nothing new to remember
+    "city": ("How is life in {v}?", "Is {v} still treating you well?"),
+    "job": ("How is work, still busy being {a} {v}?", "Do you still enjoy being {a} {v}?"),
+    "food": ("Had any good {v} lately?",),
+    "partner": ("How is {v} doing?", "Say hi to {v} for me."),
+    "pet": ("How is {v} doing?", "Does {v} still keep you busy?"),
+    "hobby": ("Still playing {v}?", "How is the {v} going?"),
+    "plan": ("Are you ready for {c}?", "Looking forward to {c}?"),
+}
+
 QUESTIONS = {
     "city": ("Where does {n} live?", "{v}"),
     "job": ("What is {n}'s job?", "{v}"),
@@ -198,6 +208,8 @@ class WorldConfig:
     """Extra rounds of small talk (nothing to remember) per session, on top of the facts."""
     mention_rate: float = 0.15
     """Probability that a small-talk turn mentions a city/food/job without stating a fact about the speaker."""
+    callback_rate: float = 0.35
+    """Probability that a small-talk turn asks about something the other speaker said before (a value repeated, no new fact)."""
     combine_rate: float = 0.2
     """Probability that two statements of one speaker share one turn (two facts in one message)."""
     templates_per_fact: int = 0
@@ -498,6 +510,15 @@ class _Generator:
             )
         return self.rng.choice(SMALL_TALK)
 
+    def callback(self, about: dict) -> str | None:
+        """A question about one of the other speaker's known facts (``about``: slot -> (kind, values)), or None."""
+        if not about:
+            return None
+        kind, values = about[self.rng.choice(sorted(about))]
+        value = values.get("v", "")
+        template = self.rng.choice(CALLBACKS[kind])
+        return capitalize(template.format(v=value, a=article(value), s=values.get("s", ""), c=values.get("c", "")))
+
     def reaction(self, fact: StatedFact, values: dict) -> str:
         key = "retract" if fact.event == "retract" else fact.slot.split(":")[0]
         template = self.rng.choice(REACTIONS[key])
@@ -518,6 +539,7 @@ class _Generator:
         }
 
         sessions: list[WorldSession] = []
+        known: dict[str, dict[str, tuple[str, dict]]] = {speaker_a: {}, speaker_b: {}}  # what each speaker has said so far
         for s in range(cfg.n_sessions):
             # each speaker's planned statements this session, in a random order, some sharing one turn
             queues: dict[str, list[list[_Event]]] = {}
@@ -539,6 +561,7 @@ class _Generator:
             order = {speaker_a: slots_a, speaker_b: slots_b}
             turns: list[WorldTurn] = []
             previous: tuple[StatedFact, dict] | None = None
+            other = {speaker_a: speaker_b, speaker_b: speaker_a}
             for r in range(rounds):
                 for speaker in (first, second):
                     group = order[speaker][r]
@@ -549,12 +572,19 @@ class _Generator:
                             text, fact = self.utterance(speaker, ev)
                             parts.append(text)
                             facts.append(fact)
+                            if ev.event == "retract":
+                                known[speaker].pop(ev.slot, None)
+                            else:
+                                known[speaker][ev.slot] = (ev.kind, ev.values)
                         text = self.decorate(" ".join(parts))
                         turns.append(WorldTurn(speaker, dia_id, text, facts))
                         previous = (facts[-1], group[-1].values)
                     else:
+                        callback = self.callback(known[other[speaker]]) if rng.random() < cfg.callback_rate else None
                         if previous is not None and rng.random() < 0.6:
                             text = self.reaction(*previous)
+                        elif callback is not None:
+                            text = callback
                         else:
                             text = self.small_talk()
                         turns.append(WorldTurn(speaker, dia_id, text, []))

@@ -164,6 +164,15 @@ def _optional(mapping: dict, key: str, kind, where: str):
     return value
 
 
+def _lora_union(base: dict, where: str) -> dict[str, int]:
+    """``base.lora_union``: module -> largest rank (integers); {} when absent."""
+    union = _optional(base, "lora_union", dict, where) or {}
+    for module, rank in union.items():
+        if not isinstance(rank, int) or isinstance(rank, bool):
+            raise BundleError(f"{where}: lora_union rank of {module!r} must be an integer, got {type(rank).__name__}")
+    return {str(k): int(v) for k, v in union.items()}
+
+
 def read_manifest(root: str | Path) -> dict:
     root = Path(root)
     path = root / MANIFEST
@@ -300,7 +309,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         model_type=str(base.get("model_type", "")),
         precision=precision,
         base_dir=base_dir,
-        lora_union={str(k): int(v) for k, v in (_optional(base, "lora_union", dict, f"{where} base") or {}).items()},
+        lora_union=_lora_union(base, f"{where} base"),
         experts=experts,
         embedder=embedder,
         files=files,

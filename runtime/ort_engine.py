@@ -32,8 +32,15 @@ PREFIX_CACHE_MAX_LENGTH = 4096
 """KV length of a prefix-cache generator (its buffer is allocated at this size); longer calls use a fresh generator."""
 
 
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # read when onnxruntime loads: no device id, no telemetry files
+
+
 def disable_ort_telemetry() -> None:
-    """Turn off ONNX Runtime GenAI's and ONNX Runtime's telemetry events: the runtime must not report anything."""
+    """Turn off ONNX Runtime GenAI's and ONNX Runtime's telemetry events: the runtime must not report anything.
+
+    The events are switched off here; the files (a device id and two databases under ``~/.cache/Microsoft/DeveloperTools``)
+    are only avoided with ``ORT_DISABLE_TELEMETRY=1`` set before onnxruntime is imported, which importing
+    ``memlora.runtime`` does."""
     import onnxruntime
     import onnxruntime_genai as og
 

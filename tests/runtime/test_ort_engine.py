@@ -266,3 +266,19 @@ def test_chat_remembers_across_runs(bundle, tmp_path):
 
     with MemoryStore(store, dim=384) as reopened:  # both runs' chat lines went through the loop and left their trace
         assert reopened.get_all("alice") == [] and len(reopened.rejections("alice")) >= 2
+
+
+def test_no_telemetry_files_are_written(bundle, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from memlora.runtime.memory import Memory\n"
+        f"m = Memory.from_bundle({str(bundle)!r}, threads=1, verify=False)\n"
+        "m.answer('Where does Maya live?', user_id='alice')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(tmp_path)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    assert not (tmp_path / ".cache" / "Microsoft").exists()

@@ -189,6 +189,27 @@ public final class BundleManifest {
     return value;
   }
 
+  /** Python's {@code _optional}: the value if present and not null, type-checked (a bool is never an int); else null. */
+  private static Object optional(Object mapping, String key, Class<?> kind, String where) {
+    Object value = get(mapping, key);
+    if (value == null) {
+      return null;
+    }
+    boolean ok;
+    if (kind == Long.class) {
+      ok = JsonValues.isInt(value);
+    } else if (kind == Number.class) {
+      ok = value instanceof Number;
+    } else {
+      ok = kind.isInstance(value);
+    }
+    if (!ok) {
+      throw new BundleException(
+          where + ": field " + PyRepr.repr(key) + " has the wrong type (" + PyRepr.typeName(value) + ")");
+    }
+    return value;
+  }
+
   /** {@code read_manifest}: the parsed manifest (a JSON object of a supported format version). */
   static Map<String, Object> readManifest(File root) {
     File path = new File(root, MANIFEST);
@@ -352,47 +373,6 @@ public final class BundleManifest {
     return map instanceof Map ? ((Map<?, ?>) map).get(key) : null;
   }
 
-  /** Python's {@code int(x)} for the manifest's loose numeric fields. */
-  private static long looseInt(Object v, String what) {
-    if (!JsonValues.truthy(v)) {
-      return 0;
-    }
-    if (isPyInt(v)) {
-      return pyIntValue(v);
-    }
-    if (v instanceof Double) {
-      return (long) (double) (Double) v;
-    }
-    if (v instanceof String) {
-      try {
-        return Long.parseLong(PyStr.strip((String) v));
-      } catch (NumberFormatException e) {
-        // fall through
-      }
-    }
-    throw new BundleException(what + " is not a number: " + PyRepr.repr(v));
-  }
-
-  private static double looseFloat(Object v, String what) {
-    if (!JsonValues.truthy(v)) {
-      return 0.0;
-    }
-    if (v instanceof Number) {
-      return ((Number) v).doubleValue();
-    }
-    if (v instanceof Boolean) {
-      return ((Boolean) v) ? 1.0 : 0.0;
-    }
-    if (v instanceof String) {
-      try {
-        return Double.parseDouble(PyStr.strip((String) v));
-      } catch (NumberFormatException e) {
-        // fall through
-      }
-    }
-    throw new BundleException(what + " is not a number: " + PyRepr.repr(v));
-  }
-
   /**
    * {@code load_bundle(path, verify)}: reads {@code root/bundle.json}, checks paths (always) and sizes +
    * sha256 ({@code verify}), returns the resolved bundle or throws {@link BundleException}.
@@ -423,6 +403,9 @@ public final class BundleManifest {
       String stage = e.getKey();
       Object entry = e.getValue();
       String ewhere = where + " expert " + PyRepr.repr(stage);
+      if (!(entry instanceof Map)) {
+        throw new BundleException(ewhere + ": must be a JSON object, got " + PyRepr.typeName(entry));
+      }
       String mode = (String) require(entry, "mode", String.class, ewhere);
       if (!EXPERT_MODES.contains(mode)) {
         throw new BundleException(ewhere + ": mode " + PyRepr.repr(mode) + " is not one of ('externalized', 'merged')");
@@ -437,26 +420,27 @@ public final class BundleManifest {
         modelDir = listedDir(root, require(entry, "model_dir", String.class, ewhere), files,
             "expert " + PyRepr.repr(stage) + " model_dir");
       }
-      Object generation = get(entry, "generation");
-      if (JsonValues.truthy(generation) && !(generation instanceof Map)) {
-        throw new BundleException(ewhere + ": field 'generation' has the wrong type (" + PyRepr.typeName(generation) + ")");
-      }
+      Object generation = optional(entry, "generation", Map.class, ewhere);
+      Object maxNewTokens = optional(generation, "max_new_tokens", Long.class, ewhere + " generation");
       List<String> targets = new ArrayList<String>();
-      Object tm = get(entry, "target_modules");
-      if (tm instanceof List) {
+      Object tm = optional(entry, "target_modules", List.class, ewhere);
+      if (tm != null) {
         for (Object t : (List<?>) tm) {
           targets.add(PyRepr.str(t));
         }
       }
-      Object promptSet = get(entry, "prompt_set");
+      Object rank = optional(entry, "rank", Long.class, ewhere);
+      Object alpha = optional(entry, "alpha", Number.class, ewhere);
+      Object promptSet = optional(entry, "prompt_set", String.class, ewhere);
       experts.put(stage, new Expert(stage, mode, adapterFile, modelDir, Collections.unmodifiableList(targets),
-          looseInt(get(entry, "rank"), ewhere + " rank"), looseFloat(get(entry, "alpha"), ewhere + " alpha"),
-          JsonValues.truthy(promptSet) ? PyRepr.str(promptSet) : "memlora", get(generation, "max_new_tokens")));
+          rank == null ? 0 : pyIntValue(rank), alpha == null ? 0.0 : ((Number) alpha).doubleValue(),
+          JsonValues.truthy(promptSet) ? PyRepr.str(promptSet) : "memlora", maxNewTokens));
     }
 
     Embedder embedder = null;
     Object emb = manifest.get("embedder");
     if (JsonValues.truthy(emb)) {
+      require(manifest, "embedder", Map.class, where);
       String ewhere = where + " embedder";
       Object withTok = get(emb, "with_tokenizer_file");
       File file = listedFile(root, require(emb, "file", String.class, ewhere), files, "embedder file");
@@ -473,10 +457,14 @@ public final class BundleManifest {
     Collections.sort(unlisted, MemoryStore.PY_STRING_ORDER);
 
     Map<String, Long> union = new LinkedHashMap<String, Long>();
-    Object lu = base.get("lora_union");
-    if (lu instanceof Map) {
+    Object lu = optional(base, "lora_union", Map.class, where + " base");
+    if (lu != null) {
       for (Map.Entry<?, ?> u : ((Map<?, ?>) lu).entrySet()) {
-        union.put(String.valueOf(u.getKey()), looseInt(u.getValue(), where + " lora_union"));
+        if (!JsonValues.isInt(u.getValue())) {
+          throw new BundleException(where + " base: lora_union rank of " + PyRepr.repr(String.valueOf(u.getKey()))
+              + " must be an integer, got " + PyRepr.typeName(u.getValue()));
+        }
+        union.put(String.valueOf(u.getKey()), pyIntValue(u.getValue()));
       }
     }
     BundleJson typed;
