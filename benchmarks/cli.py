@@ -33,9 +33,16 @@ from memlora.cli import run_cli
 @click.option("--peer/--no-peer", default=True, help="Measure llama.cpp too (needs llama-cpp-python).")
 @click.option("--levers/--no-levers", default=True, help="Measure the speed levers (prefix cache, threads, int4 settings).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--world", "world_preset", is_flag=False, flag_value="default", default=None,
+              help="Run the synthetic-world quality benchmark instead (optionally =PRESET; memlora.bench.world_eval).")
 def bench_command(device, bundle, model_shape, precision, threads, quick, locomo, conversation, json_path, out_dir,
-                  force_lengths, torch_engine, peer, levers, quiet) -> None:
+                  force_lengths, torch_engine, peer, levers, quiet, world_preset=None) -> None:
     """Measure the memory loop like the paper's Table 3, with every comparison of issue 5 in one run."""
+    if world_preset:  # quality on the synthetic world (owned by memlora.bench.world_eval)
+        from memlora.bench.world_eval import world_eval_from_cli
+
+        world_eval_from_cli(world_preset, out_dir if out_dir != Path("bench-results") else None, json_path, threads or 2, bundle, quiet)
+        return
     from memlora.bench.speed_bench import BenchConfig, run_bench
     from memlora.bench.speed_report import markdown, write_outputs
 

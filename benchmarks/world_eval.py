@@ -438,7 +438,7 @@ def world_eval_from_cli(preset: str, out_dir, json_path, threads: int, bundle=No
     """What ``memlora eval --world`` runs: the world benchmark into ``out_dir`` (default runs/world-eval), Markdown printed."""
     import click
 
-    out = str(out_dir) if out_dir and str(out_dir) != "runs/locomo-eval" else "runs/world-eval"
+    out = str(out_dir) if out_dir and str(out_dir) != "runs/locomo-eval" else WorldEvalConfig.out_dir
     config = WorldEvalConfig(out_dir=out, preset=preset, threads=threads, progress=not quiet,
                              bundles={"bundle": str(bundle)} if bundle else {})
     report = run_world_eval(config)

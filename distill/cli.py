@@ -219,6 +219,11 @@ def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, 
     click.echo(f"chosen: {report.chosen} ({name} {report.best_score:.4f} vs base {report.base_score:.4f}); written to {out_dir}")
 
 
+from memlora.distill.world_export import world_command as _world_command  # noqa: E402  (the synthetic world)
+
+cli.add_command(_world_command)
+
+
 def main(args=None) -> None:
     run_cli(cli, args)
 

@@ -6,7 +6,7 @@ later CHANGED (-> UPDATE), RETRACTED (-> DELETE) or REPEATED (-> NONE). Because 
 exactly, for every message pair of Mem0's ingestion protocol (one store per speaker, two messages at a time, roles swapped per
 store):
 
-- the canonical facts to extract (the store owner's facts only, e.g. ``"Anna lives in Lisbon"``),
+- the canonical facts to extract (the store owner's facts only, in Mem0's subject-less style, e.g. ``"Lives in Lisbon"``),
 - the memory update operations given the memories the loop would show (small integer ids),
 - and, at the end, questions about the latest state (and about plan dates) with one exact short answer.
 
@@ -47,21 +47,21 @@ MONTHS = (
 )
 
 # --------------------------------------------------------------------------------------------------------- canonical facts
-# slot kind -> canonical fact text; {n} is the person's name, {v} the value, {a} "a"/"an" for the value, {s} a pet species,
+# slot kind -> canonical fact text; {v} is the value, {a} "a"/"an" for the value, {s} a pet species,
 # {c} a plan's city, {d} a plan's date.
-CANONICAL = {
-    "city": "{n} lives in {v}",
-    "job": "{n} works as {a} {v}",
-    "food": "{n}'s favourite food is {v}",
-    "partner": "{n}'s partner is {v}",
-    "pet": "{n} has a {s} named {v}",
-    "hobby": "{n} plays {v}",
-    "plan": "{n} plans to visit {c} on {d}",
+CANONICAL = {  # Mem0's style: no subject (a store holds one person's memories), e.g. "Lives in Lisbon"
+    "city": "Lives in {v}",
+    "job": "Works as {a} {v}",
+    "food": "Favourite food is {v}",
+    "partner": "Partner is {v}",
+    "pet": "Has a {s} named {v}",
+    "hobby": "Plays {v}",
+    "plan": "Plans to visit {c} on {d}",
 }
 RETRACTION = {
-    "hobby": "{n} no longer plays {v}",
-    "plan": "{n} cancelled the trip to {c}",
-    "partner": "{n} broke up with {v}",
+    "hobby": "No longer plays {v}",
+    "plan": "Cancelled the trip to {c}",
+    "partner": "Broke up with {v}",
 }
 
 # Surface forms, first person, by (slot kind, event). Several per fact; a tiny model must map them all to one canonical fact.
@@ -234,7 +234,7 @@ class StatedFact:
     slot: str
     """Which memory it is about: ``city``, ``job``, ``food``, ``partner``, ``pet:<species>``, ``hobby:<name>``, ``plan:<city>``."""
     text: str
-    """The canonical fact string to extract, e.g. ``Anna lives in Lisbon``."""
+    """The canonical fact string to extract, e.g. ``Lives in Lisbon``."""
     event: str
     """``state`` | ``change`` | ``repeat`` | ``retract``."""
     memory: str

@@ -82,27 +82,27 @@ class WorldPreset:
 
 def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
-    small_world = WorldConfig(n_conversations=60, n_sessions=3, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
+    small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "default": WorldPreset(
             name="default",
             world=default_world,
-            pretrain=PretrainConfig(world=default_world, steps=150, seq_len=128),
+            pretrain=PretrainConfig(world=default_world, steps=300, batch_size=8, seq_len=256, warmup_steps=20),
             experts={
-                "extraction": ExpertRecipe(n_train=1200, max_new_tokens=48),
-                "update": ExpertRecipe(n_train=800, max_new_tokens=128),
-                "generation": ExpertRecipe(n_train=1200, max_new_tokens=12),
+                "extraction": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=48),
+                "update": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=128),
+                "generation": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=12),
             },
         ),
-        "small": WorldPreset(
+        "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the default preset's job)
             name="small",
             world=small_world,
             size="tiny",
-            pretrain=PretrainConfig(world=small_world, steps=40, seq_len=128, vocab_size=1024),
+            pretrain=PretrainConfig(world=small_world, steps=12, batch_size=8, seq_len=128, warmup_steps=4, vocab_size=1024),
             experts={
-                "extraction": ExpertRecipe(n_train=256, n_val=16, max_new_tokens=48),
-                "update": ExpertRecipe(n_train=192, n_val=16, max_new_tokens=128),
-                "generation": ExpertRecipe(n_train=256, n_val=16, max_new_tokens=12),
+                "extraction": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=24),
+                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48),
+                "generation": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=8),
             },
         ),
     }
@@ -186,10 +186,54 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
     return info
 
 
+def _fingerprint(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def base_cache_dir(preset: WorldPreset, seed: int) -> Path:
+    """Cache entry of the pretrained base: keyed on what changes its bytes (shape, world, pretraining, seed)."""
+    from memlora.paths import cache_dir
+
+    key = _fingerprint({"arch": preset.arch, "size": preset.size, "pretrain": asdict(preset.pretrain),
+                        "world": asdict(preset.world), "recipe": PRETRAIN_RECIPE_VERSION, "seed": seed})
+    return cache_dir("world", "bases") / f"{preset.arch}-{preset.size}-seed{seed}-{key}"
+
+
 def world_cache_root(preset: WorldPreset, seed: int) -> Path:
+    """Cache entry of the experts (and the build record) of ``preset``."""
     from memlora.paths import cache_dir
 
     return cache_dir("world") / f"{preset.name}-seed{seed}-{preset.fingerprint()}"
+
+
+def _atomic_build(final: Path, build: Callable[[Path], dict]) -> dict:
+    """Run ``build(tmp_dir)`` and rename the result to ``final`` (a killed build leaves only a ``.building-*`` dir)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=final.parent))
+    try:
+        info = build(tmp)
+        (tmp / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        if final.exists():  # a stale, incomplete entry (no build.json): replace it
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "build.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads((final / "build.json").read_text())
+
+
+def ensure_world_base(preset: str | WorldPreset = "default", seed: int = 0, progress: Progress | None = None) -> Path:
+    """The cached pretrained base of ``preset`` (built on first use)."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    final = base_cache_dir(preset, seed)
+    if not (final / "build.json").is_file():
+        _say(progress, f"pretraining the world base model ({preset.size}, {preset.pretrain.steps} steps) from scratch")
+        _atomic_build(final, lambda tmp: build_world_base(preset, tmp / "model", seed=seed))
+    return final / "model"
 
 
 def ensure_world_experts(preset: str | WorldPreset = "default", seed: int = 0, progress: Progress | None = None,
@@ -198,30 +242,21 @@ def ensure_world_experts(preset: str | WorldPreset = "default", seed: int = 0, p
     import torch
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    if threads:
+        torch.set_num_threads(int(threads))
     final = world_cache_root(preset, seed)
     if not (final / "build.json").is_file():
-        if threads:
-            torch.set_num_threads(int(threads))
-        parent = final.parent
-        tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=parent))
-        try:
-            t0 = time.perf_counter()
-            _say(progress, f"pretraining the world base model ({preset.size}, {preset.pretrain.steps} steps) from scratch")
-            base_info = build_world_base(preset, tmp / "base", seed=seed)
-            experts_info = build_world_experts(preset, tmp / "base", tmp / "out", seed=seed, progress=progress)
-            build = {"preset": preset.name, "seed": seed, "fingerprint": preset.fingerprint(), "base": base_info,
-                     "experts": experts_info, "seconds": round(time.perf_counter() - t0, 1),
-                     "torch_threads": torch.get_num_threads()}
-            (tmp / "build.json").write_text(json.dumps(build, indent=2, sort_keys=True) + "\n")
-            if final.exists():  # a stale, incomplete entry (no build.json): replace it
-                shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "build.json").is_file():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.perf_counter()
+        base_was_cached = (base_cache_dir(preset, seed) / "build.json").is_file()
+        base_dir = ensure_world_base(preset, seed, progress)
+        base_info = json.loads((base_dir.parent / "build.json").read_text())
+
+        def build(tmp: Path) -> dict:
+            experts_info = build_world_experts(preset, base_dir, tmp / "out", seed=seed, progress=progress)
+            return {"preset": preset.name, "seed": seed, "fingerprint": preset.fingerprint(), "base_dir": str(base_dir),
+                    "base": {**base_info, "cached": base_was_cached}, "experts": experts_info,
+                    "seconds": round(time.perf_counter() - t0, 1), "torch_threads": torch.get_num_threads()}
+
+        _atomic_build(final, build)
     build = json.loads((final / "build.json").read_text())
-    return WorldArtifacts(root=final, base_dir=final / "base", adapters_dir=final / "out", preset=preset, build=build)
+    return WorldArtifacts(root=final, base_dir=Path(build["base_dir"]), adapters_dir=final / "out", preset=preset, build=build)

@@ -77,11 +77,12 @@ def update_examples(conv: WorldConversation) -> list[dict]:
     return out
 
 
-def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.2, final_only: bool = False) -> list[dict]:
+def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0, final_only: bool = False) -> list[dict]:
     """Questions about the state after every session (``final_only``: the last one) -> the exact answer.
 
-    The memories shown are the asking speaker's gold memories with their timestamps, sometimes joined by the other
-    speaker's (as a two-store search shows them), shuffled: the loop's retrieval order is not something to learn.
+    The memories shown are the asking speaker's gold memories with their timestamps (``Memory.answer`` searches that
+    speaker's store; facts carry no subject, so ``other_speaker_rate`` > 0 mixes in the other store's as distractors),
+    shuffled: the loop's retrieval order is not something to learn.
     """
     from memlora.runtime import prompts
 
@@ -170,9 +171,19 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
 @click.option("--conversations", "n_conversations", default=WorldConfig.n_conversations, show_default=True, type=int,
               help="Conversations (split train/val/test by conversation).")
 @click.option("--sessions", "n_sessions", default=WorldConfig.n_sessions, show_default=True, type=int, help="Sessions per conversation.")
-def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int) -> None:
+@click.option("--build-experts", "preset", default=None, metavar="PRESET",
+              help="Also build (or reuse) the cached world base model + experts of this preset (default | small) and print where.")
+def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None) -> None:
     """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
-    world = generate_world(WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions))
+    if preset:
+        from memlora.distill.world_experts import ensure_world_experts
+
+        art = ensure_world_experts(preset, seed=seed, progress=click.echo)
+        click.echo(f"world base model: {art.base_dir}\nexperts: {art.adapters_dir}")
+        world_config = art.world
+    else:
+        world_config = WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions)
+    world = generate_world(world_config)
     counts = export_world_jsonl(world, out_dir)
     paths = export_world_locomo(world, out_dir / "locomo")
     for split in SPLITS:

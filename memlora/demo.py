@@ -119,7 +119,7 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
             run.rejected += len(result.rejected)
             for ev in result.events:
                 run.events.append({"user_id": batch["user_id"], "event": ev.event, "text": ev.text,
-                                   "old_text": getattr(ev, "old_text", None), "memory_id": getattr(ev, "memory_id", None),
+                                   "old_text": getattr(ev, "old_text", None), "memory_id": ev.id,
                                    "dia_ids": dia_ids, "timestamp": batch["timestamp"]})
             progress(1)
         run.ingest_s = time.perf_counter() - t0
@@ -230,6 +230,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         say("building the random tiny model (qwen2, seed 0): it has never learned anything, so it produces nonsense by design")
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
         system = f"random tiny model {base_dir}"
+        budgets.update(extraction=24, update=48, generation=16)  # nonsense needs no long budget
         engine = _engine_for(str(base_dir), None, None, options.threads)
         factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets)
         base_factory, has_experts = None, False

@@ -138,7 +138,7 @@ class Memory:
 
     @classmethod
     def from_bundle(
-        cls, bundle_dir: str, store_dir: str | None = None, *, verify: bool = True, prefix_cache: bool = False,
+        cls, bundle_dir: str, store_dir: str | None = None, *, verify: bool = True, prefix_cache: bool = True,
         embedder: Embedder | None = None, **config: Any,
     ) -> "Memory":
         """``Memory.from_bundle("bundle/", store_dir="mem/")``: ONNX Runtime GenAI engine + the bundle's ONNX embedder.

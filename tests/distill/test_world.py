@@ -101,9 +101,11 @@ def test_update_ground_truth_replays_to_the_recorded_memory(world):
 
 def test_extracted_facts_are_the_owners_only(world):
     for conv in world.conversations:
+        turns = {t.dia_id: t for s in conv.sessions for t in s.turns}
         for pair in conv.pairs:
-            for fact in pair.facts:
-                assert fact.startswith(pair.owner), (pair.owner, fact)
+            owners_facts = [f.text for m in pair.messages if m["role"] == "user"
+                            for t in [turns[m["dia_id"]]] for f in t.facts]
+            assert pair.facts == owners_facts, (pair.owner, pair.facts)
             user_turns = [m for m in pair.messages if m["role"] == "user"]
             assert all(m["content"].startswith(f"{pair.owner}: ") for m in user_turns)
             if any(not m["content"].startswith(f"{pair.owner}: ") for m in pair.messages):
@@ -111,13 +113,13 @@ def test_extracted_facts_are_the_owners_only(world):
 
 
 ANSWER_RULES = [
-    (re.compile(r"^Where does (\w+) live\?$"), lambda n, a, mems: f"{n} lives in {a}" in mems),
-    (re.compile(r"^What is (\w+)'s job\?$"), lambda n, a, mems: any(m.startswith(f"{n} works as ") and m.endswith(f" {a}") for m in mems)),
-    (re.compile(r"^What is (\w+)'s favourite food\?$"), lambda n, a, mems: f"{n}'s favourite food is {a}" in mems),
-    (re.compile(r"^Who is (\w+)'s partner\?$"), lambda n, a, mems: f"{n}'s partner is {a}" in mems),
-    (re.compile(r"^What is the name of (\w+)'s (\w+)\?$"), lambda n, a, mems, s: f"{n} has a {s} named {a}" in mems),
-    (re.compile(r"^Does (\w+) play (\w+)\?$"), lambda n, a, mems, h: (f"{n} plays {h}" in mems) == (a == "Yes")),
-    (re.compile(r"^When is (\w+) visiting (\w+)\?$"), lambda n, a, mems, c: f"{n} plans to visit {c} on {a}" in mems),
+    (re.compile(r"^Where does (\w+) live\?$"), lambda n, a, mems: f"Lives in {a}" in mems),
+    (re.compile(r"^What is (\w+)'s job\?$"), lambda n, a, mems: any(m.startswith("Works as ") and m.endswith(f" {a}") for m in mems)),
+    (re.compile(r"^What is (\w+)'s favourite food\?$"), lambda n, a, mems: f"Favourite food is {a}" in mems),
+    (re.compile(r"^Who is (\w+)'s partner\?$"), lambda n, a, mems: f"Partner is {a}" in mems),
+    (re.compile(r"^What is the name of (\w+)'s (\w+)\?$"), lambda n, a, mems, s: f"Has a {s} named {a}" in mems),
+    (re.compile(r"^Does (\w+) play (\w+)\?$"), lambda n, a, mems, h: (f"Plays {h}" in mems) == (a == "Yes")),
+    (re.compile(r"^When is (\w+) visiting (\w+)\?$"), lambda n, a, mems, c: f"Plans to visit {c} on {a}" in mems),
 ]
 
 
@@ -131,7 +133,7 @@ def test_every_answer_follows_from_the_last_state(world):
                 assert ev in turns, f"evidence {ev} is not a turn of {conv.sample_id}"
             move = re.match(r"^When did (\w+) move to (\w+)\?$", qa.question)
             if move:
-                stamps = [ts for ts, text in conv.final_memories[qa.speaker] if text == f"{move[1]} lives in {move[2]}"]
+                stamps = [ts for ts, text in conv.final_memories[qa.speaker] if text == f"Lives in {move[2]}"]
                 assert len(stamps) == 1
                 assert format_date(datetime.strptime(stamps[0], "%I:%M %p on %d %B, %Y").date()) == qa.answer
                 checked += 1
@@ -149,10 +151,10 @@ def test_every_answer_follows_from_the_last_state(world):
 
 
 def test_facts_use_the_canonical_forms_and_surface_forms_vary(world):
-    shapes = [re.compile("^" + re.escape(t).replace(r"\{n\}", r"\w+").replace(r"\{v\}", r"\w+").replace(r"\{a\}", "an?")
+    shapes = [re.compile("^" + re.escape(t).replace(r"\{v\}", r"\w+").replace(r"\{a\}", "an?")
                          .replace(r"\{s\}", r"\w+").replace(r"\{c\}", r"\w+").replace(r"\{d\}", r"\d+ \w+ \d{4}") + "$")
               for t in list(CANONICAL.values())]
-    retractions = re.compile(r"^\w+ (no longer plays \w+|cancelled the trip to \w+|broke up with \w+)$")
+    retractions = re.compile(r"^(No longer plays \w+|Cancelled the trip to \w+|Broke up with \w+)$")
     surface_by_fact: dict[str, set[str]] = {}
     for conv in world.conversations:
         for session in conv.sessions:

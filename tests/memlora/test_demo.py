@@ -1,5 +1,6 @@
-"""``memlora demo``: runs end to end on the world (small preset, built from scratch when the cache is empty) and records
-correct answers in its JSON; the random-model path and bad input."""
+"""``memlora demo``: runs end to end on the world (the small preset, built from scratch when the cache is empty: the same
+code path as the default, a smaller world and model), records what it did with the gold answers; the random-model path;
+bad input gives one clear error."""
 
 from __future__ import annotations
 
@@ -8,54 +9,72 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from memlora.bench.world_eval import normalize_answer
 from memlora.demo import DemoOptions, run_demo
 
 
 @pytest.fixture(scope="module")
-def small_world_record():
-    """The demo on the small world preset (the same code path as the default, a smaller world and model)."""
-    return run_demo(DemoOptions(preset="small", conversation=0), say=lambda *_: None)
-
-
-def test_demo_records_real_facts_events_and_correct_answers(small_world_record):
-    record = small_world_record
-    experts, base = record["runs"]["experts"], record["runs"]["base alone"]
-    gold_questions = [a for a in experts["answers"] if a["gold"] is not None]
-    assert gold_questions and all(a["correct"] is not None for a in gold_questions)
-    # the experts extract the gold facts, write the gold memories, answer from them; the base alone does not
-    extracted = [f for f in experts["facts"] if f["facts"]]
-    assert extracted and sum(f["facts"] == f["gold_facts"] for f in experts["facts"]) / len(experts["facts"]) >= 0.6
-    assert {"ADD", "UPDATE"} <= {e["event"] for e in experts["events"]}
-    assert experts["answer_em"] >= 0.5, experts["answers"]
-    assert base["answer_em"] <= 0.2 and base["answer_em"] < experts["answer_em"]
-    speakers = record["speakers"]
-    gold_memories = record["gold_memories"]
-    kept = sum(m["text"] in gold_memories[s] for s in speakers for m in experts["memories"][s])
-    assert kept >= 0.5 * sum(len(gold_memories[s]) for s in speakers)
-
-
-def test_demo_cli_writes_its_json(tmp_path, small_world_record):
-    """The CLI on the (now cached) small preset: exit 0, the JSON holds events, memories, answers and timings."""
+def small_world_record(tmp_path_factory):
+    """``memlora demo --preset small --json FILE`` (the CLI, end to end) and the JSON it wrote."""
     from memlora.demo import demo
 
-    out = tmp_path / "demo.json"
-    result = CliRunner().invoke(demo, ["--preset", "small", "--no-compare", "--json", str(out)])
+    out = tmp_path_factory.mktemp("demo") / "demo.json"
+    result = CliRunner().invoke(demo, ["--preset", "small", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    record = json.loads(out.read_text())
-    assert set(record["runs"]) == {"experts"}
-    run = record["runs"]["experts"]
-    assert run["answers"] == small_world_record["runs"]["experts"]["answers"], "same cached system, same answers"
-    assert run["events"] and run["memories"] and record["timings"]["total_s"] > 0
-    assert "--model PATH --adapters DIR" in result.output and "--bundle DIR" in result.output
+    return json.loads(out.read_text()), result.output
 
 
-def test_random_tiny_model_says_it_is_nonsense(tiny_model):
+def test_demo_runs_the_world_loop_and_records_gold_answers(small_world_record):
+    from memlora.distill.world_experts import get_preset
+    from memlora.distill.world import generate_world
+
+    record, _ = small_world_record
+    conv = generate_world(get_preset("small").world).split("test")[0]
+    assert record["data"] == conv.sample_id and record["speakers"] == list(conv.speakers)
+    assert set(record["runs"]) == {"experts", "base alone"}
+    for run in record["runs"].values():
+        # every ingestion step and every question of the held-out conversation, with its gold
+        assert [f["gold_facts"] for f in run["facts"]] == [p.facts for p in conv.pairs]
+        assert [(a["question"], a["gold"]) for a in run["answers"]] == [(q.question, q.answer) for q in conv.qa]
+        for a in run["answers"]:
+            assert a["correct"] == (normalize_answer(a["answer"]) == normalize_answer(a["gold"]))
+        assert run["answer_em"] == pytest.approx(sum(a["correct"] for a in run["answers"]) / len(run["answers"]), abs=1e-4)
+        stored = {m["text"] for s in record["speakers"] for m in run["memories"][s]}
+        written = {e["text"] for e in run["events"] if e["event"] in ("ADD", "UPDATE")}
+        assert stored <= written, "every stored memory came from a recorded event"
+    # the base alone has never seen a memory prompt: it produces no usable facts and answers (almost) nothing right
+    base = record["runs"]["base alone"]
+    assert base["answer_em"] <= 0.2
+    assert record["world_build"]["experts"].keys() == {"extraction", "update", "generation"}
+
+
+def test_demo_prints_what_it_did_and_how_to_use_a_real_model(small_world_record):
+    record, output = small_world_record
+    assert "Facts extracted" in output and "Answers" in output and "Final memories of" in output
+    assert "--model PATH --adapters DIR" in output and "--bundle DIR" in output
+    assert record["timings"]["total_s"] > 0 and record["world_build"]["root"]
+    for label, run in record["runs"].items():
+        assert f"{label}: " in output and "answers exactly right" in output
+
+
+def test_demo_is_repeatable_on_the_cached_system(small_world_record):
+    record, _ = small_world_record
+    again = run_demo(DemoOptions(preset="small", compare_base=False), say=lambda *_: None)
+    assert again["world_build"]["cached"] is True
+    assert again["runs"]["experts"]["answers"] == record["runs"]["experts"]["answers"], "same cached system, same answers"
+
+
+def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
     from memlora.demo import demo
 
     tiny_model("qwen2")
-    result = CliRunner().invoke(demo, ["--model", "tiny-random"])
+    out = tmp_path / "random.json"
+    result = CliRunner().invoke(demo, ["--model", "tiny-random", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "RANDOMLY INITIALISED" in result.output and "nonsense" in result.output
+    record = json.loads(out.read_text())
+    assert record["random_model"] is True and record["data"] == "sample-1"
+    assert [a["question"] for a in record["runs"]["model"]["answers"]][:1] == ["Where does Maya live?"]
 
 
 @pytest.mark.parametrize(
@@ -64,13 +83,13 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model):
         (["--model", "/nonexistent/model"], "not a local checkpoint"),
         (["--adapters", "/tmp"], "--adapters needs --model"),
         (["--model", "tiny-random", "--bundle", "/tmp"], "either --model"),
-        (["--conversation", "999", "--preset", "small", "--no-compare"], "test conversations"),
         (["--preset", "huge"], "unknown world preset"),
     ],
 )
-def test_bad_input_is_one_clear_error(args, message, small_world_record):
-    from memlora.cli import cli
+def test_bad_input_is_one_clear_error(args, message):
+    from memlora.errors import MemloraError
+    from memlora.demo import demo
 
-    result = CliRunner().invoke(cli, ["demo", *args])
+    result = CliRunner().invoke(demo, args)
     assert result.exit_code != 0
-    assert message in str(result.exception) or message in result.output
+    assert isinstance(result.exception, MemloraError) and message in str(result.exception)

@@ -42,7 +42,7 @@ def bundle(bench_tiny) -> Path:
 def ort(bundle):
     from memlora.runtime.ort_engine import OrtGenAIEngine
 
-    return OrtGenAIEngine(bundle, threads=1)
+    return OrtGenAIEngine(bundle, threads=1, prefix_cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_generation_is_identical_to_torch_and_peft(ort, ort_cached, torch_engine
     for messages in MESSAGES:
         a = ort.generate(messages, adapter=adapter, max_new_tokens=12)
         b = torch_engine.generate(messages, adapter=adapter, max_new_tokens=12)
-        c = ort_cached.generate(messages, adapter=adapter, max_new_tokens=12)  # rewinds to the shared prefix
+        c = ort_cached.generate(messages, adapter=adapter, max_new_tokens=12)  # rewinds to the shared prefix (the default)
         assert a.token_ids == b.token_ids == c.token_ids
         assert a.text == b.text == c.text
         assert a.prompt_tokens == b.prompt_tokens and a.completion_tokens == len(a.token_ids) == 12
@@ -102,7 +102,7 @@ def test_each_expert_changes_the_output(ort):
 def test_merged_experts_are_served_by_their_own_model(bench_tiny, torch_engine):
     from memlora.runtime.ort_engine import OrtGenAIEngine
 
-    merged = OrtGenAIEngine(bench_tiny.bundles["merged"], threads=1)
+    merged = OrtGenAIEngine(bench_tiny.bundles["merged"], threads=1, prefix_cache=False)
     assert all(e.mode == "merged" for e in merged.bundle.experts.values())
     for adapter in ADAPTERS:
         got = merged.generate(MESSAGES[1], adapter=adapter, max_new_tokens=10)
@@ -149,12 +149,13 @@ def _memory(engine, embedder, path):
     return Memory(engine, embedder, store, config)
 
 
-def test_the_same_scripted_loop_on_both_engines_gives_the_same_texts_and_tables(ort, torch_engine, embedder, tmp_path):
-    with _memory(ort, embedder, tmp_path / "ort") as on_ort, _memory(torch_engine, embedder, tmp_path / "torch") as on_torch:
-        trace_ort, trace_torch = _scripted(on_ort), _scripted(on_torch)
-        assert trace_ort == trace_torch
-        users = ["Maya", "Jonas"]
-        assert _tables(on_ort.store, users) == _tables(on_torch.store, users)
+def test_the_same_scripted_loop_on_both_engines_gives_the_same_texts_and_tables(ort, ort_cached, torch_engine, embedder, tmp_path):
+    users = ["Maya", "Jonas"]
+    with _memory(ort, embedder, tmp_path / "ort") as on_ort, _memory(torch_engine, embedder, tmp_path / "torch") as on_torch, \
+            _memory(ort_cached, embedder, tmp_path / "cached") as on_cached:
+        trace_ort, trace_torch, trace_cached = _scripted(on_ort), _scripted(on_torch), _scripted(on_cached)
+        assert trace_ort == trace_torch == trace_cached
+        assert _tables(on_ort.store, users) == _tables(on_torch.store, users) == _tables(on_cached.store, users)
         # random-weight experts write unusable output: the loop records it instead of breaking
         assert _tables(on_ort.store, users)[1]
 
