@@ -191,6 +191,8 @@ class DemoOptions:
     """``world`` or ``sample``; None: world unless the model is tiny-random."""
     conversation: int = 0
     """Which held-out world test conversation."""
+    max_batches: int | None = None
+    """Ingest only the first N message batches (None: the whole conversation)."""
     compare_base: bool = True
     """Also run the same conversation on the base model alone (adapters off), side by side."""
     preset: str = "default"
@@ -213,6 +215,8 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     world_config = None
     timings: dict[str, float] = {}
 
+    if options.max_batches is not None and options.max_batches < 1:
+        raise MemloraError(f"--max-batches must be >= 1, got {options.max_batches}")
     if options.bundle is not None and options.model is not None:
         raise MemloraError("give either --model (with --adapters) or --bundle, not both")
     if options.adapters is not None and options.model in (None, TINY_RANDOM):
@@ -276,6 +280,8 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         data = sample_demo_data()
     else:
         raise MemloraError(f"unknown --data {data_kind!r}: world or sample")
+    if options.max_batches is not None:
+        data.batches = data.batches[: options.max_batches]
     record.update(system=system, data=data.name, speakers=list(data.speakers), gold_memories=data.gold_memories)
 
     runs = {}
@@ -407,19 +413,20 @@ class _Bar:
 @click.option("--data", type=click.Choice(["world", "sample"]), default=None,
               help="world: a held-out world conversation with gold answers; sample: the shipped sample conversation.")
 @click.option("--conversation", type=int, default=0, show_default=True, help="Which held-out world test conversation.")
+@click.option("--max-batches", type=int, default=None, help="Ingest only the first N message pairs (a quick look).")
 @click.option("--no-compare", is_flag=True, help="Do not run the base model alone side by side.")
 @click.option("--preset", default="default", show_default=True, help="World preset: default | small.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world model and experts.")
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write what the demo did (events, memories, answers, timings) to this file.")
-def demo(model, adapters, bundle, data, conversation, no_compare, preset, seed, threads, json_path) -> None:
+def demo(model, adapters, bundle, data, conversation, max_batches, no_compare, preset, seed, threads, json_path) -> None:
     """Run the memory loop end to end on the built-in default (the synthetic world) and print what it did."""
     from rich.console import Console
 
     console = Console()
     options = DemoOptions(model=model, adapters=adapters, bundle=bundle, data=data, conversation=conversation,
-                          compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
+                          max_batches=max_batches, compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
     record = run_demo(options, say=console.print, progress_factory=_Bar)
     print_record(record, console)
     console.print(f"total {record['timings']['total_s']:.1f}s (setup {record['timings']['setup_s']:.1f}s)")

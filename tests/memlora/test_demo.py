@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from memlora.bench.world_eval import normalize_answer
-from memlora.demo import DemoOptions, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +56,16 @@ def test_demo_prints_what_it_did_and_how_to_use_a_real_model(small_world_record)
         assert f"{label}: " in output and "answers exactly right" in output
 
 
-def test_demo_is_repeatable_on_the_cached_system(small_world_record):
+def test_the_built_system_is_cached_and_described(small_world_record):
+    from memlora.distill.world_experts import ensure_world_experts
+
     record, _ = small_world_record
-    again = run_demo(DemoOptions(preset="small", compare_base=False), say=lambda *_: None)
-    assert again["world_build"]["cached"] is True
-    assert again["runs"]["experts"]["answers"] == record["runs"]["experts"]["answers"], "same cached system, same answers"
+    art = ensure_world_experts("small")  # instant now: the cache entry the demo built
+    assert str(art.root) == record["world_build"]["root"]
+    assert {p.name for p in art.adapters_dir.iterdir() if p.is_dir()} == {"extraction", "update", "generation"}
+    assert all((art.adapters_dir / s / "adapter_config.json").is_file() for s in ("extraction", "update", "generation"))
+    info = json.loads((art.base_dir / "memlora_model.json").read_text())
+    assert info["random_weights"] is False and info["pretraining"]["kind"] == "world"
 
 
 def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
@@ -69,12 +73,13 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
 
     tiny_model("qwen2")
     out = tmp_path / "random.json"
-    result = CliRunner().invoke(demo, ["--model", "tiny-random", "--json", str(out)])
+    result = CliRunner().invoke(demo, ["--model", "tiny-random", "--max-batches", "6", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "RANDOMLY INITIALISED" in result.output and "nonsense" in result.output
     record = json.loads(out.read_text())
     assert record["random_model"] is True and record["data"] == "sample-1"
     assert [a["question"] for a in record["runs"]["model"]["answers"]][:1] == ["Where does Maya live?"]
+    assert len(record["runs"]["model"]["facts"]) == 6
 
 
 @pytest.mark.parametrize(
@@ -84,6 +89,7 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
         (["--adapters", "/tmp"], "--adapters needs --model"),
         (["--model", "tiny-random", "--bundle", "/tmp"], "either --model"),
         (["--preset", "huge"], "unknown world preset"),
+        (["--model", "tiny-random", "--max-batches", "0"], "--max-batches"),
     ],
 )
 def test_bad_input_is_one_clear_error(args, message):
