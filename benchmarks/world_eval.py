@@ -315,7 +315,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     for label, bundle_dir in config.bundles.items():
         from memlora.runtime.ort_engine import OrtGenAIEngine
 
-        ort = OrtGenAIEngine(bundle_dir)
+        ort = OrtGenAIEngine(bundle_dir, threads=config.threads)
         systems.append((f"bundle {label} (ONNX Runtime GenAI)", ort, {s: s for s in STAGES3}))
         isolated[f"bundle {label}"] = _isolated(ort, {s: s for s in STAGES3}, sets, budgets)
 

@@ -219,9 +219,11 @@ def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, 
     click.echo(f"chosen: {report.chosen} ({name} {report.best_score:.4f} vs base {report.base_score:.4f}); written to {out_dir}")
 
 
+from memlora.distill.vqa_teacher import vqa_teacher_command as _vqa_teacher_command  # noqa: E402  (MemLoRA-V teacher)
 from memlora.distill.world_export import world_command as _world_command  # noqa: E402  (the synthetic world)
 
 cli.add_command(_world_command)
+cli.add_command(_vqa_teacher_command)
 
 
 def main(args=None) -> None:

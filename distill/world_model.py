@@ -32,21 +32,22 @@ PRETRAIN_RECIPE_VERSION = 1
 
 @dataclass
 class PretrainConfig:
-    """How the world base model is pretrained (defaults: a few minutes on 2 CPU cores for ``tiny-world``)."""
+    """How the world base model is pretrained (the defaults are the demo's base: ``memlora make-model --size tiny-world
+    --pretrain world`` builds the same model the demo caches)."""
 
     world: WorldConfig | None = None
     """The world whose training conversations are the corpus (None: ``WorldConfig()``, the default world)."""
     vocab_size: int = 2048
     """Vocabulary of the retrained byte-level BPE tokenizer."""
-    steps: int = 400
+    steps: int = 300
     """Optimiser steps."""
-    batch_size: int = 16
+    batch_size: int = 8
     """Sequences per step."""
-    seq_len: int = 192
+    seq_len: int = 256
     """Tokens per sequence (the corpus is one token stream cut into windows)."""
     lr: float = 3e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     """Warm-up steps."""
     weight_decay: float = 0.01
     """AdamW weight decay."""

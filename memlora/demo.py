@@ -151,11 +151,12 @@ def _engine_for(model: str | None, adapters: Path | None, bundle: Path | None, t
 
 def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, budgets: dict):
     """``Memory.from_bundle`` when the runtime has it (bundle engine + bundle embedder), else the ORT engine + default embedder."""
-    from memlora.runtime.memory import Memory, MemoryConfig
+    from memlora.runtime.memory import Memory
 
     if hasattr(Memory, "from_bundle"):
         def factory():
-            return Memory.from_bundle(str(bundle), stage_adapters=stage_adapters, max_new_tokens=dict(budgets), threads=threads)
+            # the bundle's manifest carries each expert's token budget and prompt set
+            return Memory.from_bundle(str(bundle), stage_adapters=stage_adapters, threads=threads)
 
         return factory
     engine = _engine_for(None, None, bundle, threads)
