@@ -2,7 +2,7 @@
 processor config, written into ``BUNDLE/vision/``. The text decoder itself is built by the onnxruntime-genai builder with
 ``exclude_embeds=true`` (it takes ``inputs_embeds`` and 3-D mRoPE ``position_ids``) and goes through the usual multi-LoRA pass.
 
-Why this route and not onnxruntime-genai's own multimodal pipeline (0.18): see ``docs/readme/vlm.md``, "VLM bundle". In short:
+Why this route and not onnxruntime-genai's own multimodal pipeline (0.18): see the README section "VLM bundle (Qwen2.5-VL)". In short:
 the builder exports no vision encoder; a decoder without ``input_ids`` cannot run as a text model in og (``Generator`` fails with
 "Model input was not found: input_ids"); og's multimodal pipeline runs the decoder in its own sub-state, so a user adapter set
 with ``set_active_adapter`` does not reach it. ``memlora.runtime.ort_vlm_engine`` runs these files on onnxruntime with the

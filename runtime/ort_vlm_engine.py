@@ -10,7 +10,7 @@ user message, as ``TorchVLMEngine`` does) and expanded by ``VisionProcessor``; e
 
 Why not ONNX Runtime GenAI's ``Generator`` (0.18): a decoder whose first input is ``inputs_embeds`` cannot run as a text
 model ("Model input was not found: input_ids"), and og's multimodal pipeline runs its decoder in a sub-state that a user
-adapter set with ``set_active_adapter`` does not reach. See ``docs/readme/vlm.md``.
+adapter set with ``set_active_adapter`` does not reach. See the README section "VLM bundle (Qwen2.5-VL)".
 
     engine = OrtVLMEngine("bundle/", threads=2)
     gen = engine.generate(vqa_messages("What colour is the small square?"), adapter="vqa", images=["photo.png"])
