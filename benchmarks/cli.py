@@ -3,6 +3,7 @@
     memlora-bench --device cpu                               # tiny random model + experts, built and cached
     memlora-bench --device cpu --model-shape qwen2.5-0.5b    # a random model of the real size, int4 multi-LoRA/merged/plain
     memlora-bench --bundle bundle/ --json results.json       # a real bundle (the model decides output lengths)
+    memlora-bench --vqa --model models/tiny-qwen-vl --adapters out/ [--bundle vlm-bundle/]   # V and s/answer of VQA
 """
 
 from __future__ import annotations
@@ -35,9 +36,36 @@ from memlora.cli import run_cli
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--world", "world_preset", is_flag=False, flag_value="default", default=None,
               help="Run the synthetic-world quality benchmark instead (optionally =PRESET; memlora.bench.world_eval).")
+@click.option("--vqa", is_flag=True,
+              help="Run the VQA benchmark instead: V, valid-JSON rate and s/answer of the VQA expert on the procedural VQA "
+                   "questions, for --model (+ --adapters) and/or --bundle side by side (memlora.bench.vqa_bench).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--vqa: a local vision-language model dir (PyTorch engine).")
+@click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--vqa: out/ of memlora-train for --model (its vqa expert).")
+@click.option("--vqa-data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--vqa: a DATA dir with test/vqa.jsonl (default: the procedural set, generated in memory).")
+@click.option("--vqa-n", type=int, default=None,
+              help="--vqa: number of questions (default: 60 generated, 6 with --quick; all of --vqa-data).")
+@click.option("--vqa-route", type=click.Choice(["image", "caption", "both"]), default="image", show_default=True,
+              help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
 def bench_command(device, bundle, model_shape, precision, threads, quick, locomo, conversation, json_path, out_dir,
-                  force_lengths, torch_engine, peer, levers, quiet, world_preset=None) -> None:
+                  force_lengths, torch_engine, peer, levers, quiet, world_preset=None, vqa=False, model_dir=None, adapters=None,
+                  vqa_data=None, vqa_n=None, vqa_route="image") -> None:
     """Measure the memory loop like the paper's Table 3, with every comparison of issue 5 in one run."""
+    if vqa:  # V and s/answer of the VQA expert (owned by memlora.bench.vqa_bench)
+        from memlora.bench.vqa_bench import vqa_from_cli
+        from memlora.errors import MemloraError
+
+        if world_preset:
+            raise MemloraError("--vqa and --world are two different benchmarks: give one")
+        if device != "cpu":
+            raise MemloraError("--vqa runs on the CPU (the VLM bundle's onnxruntime route is CPU-only here)")
+        vqa_from_cli(model_dir, adapters, bundle, vqa_data, "test", vqa_n or (6 if quick else None), vqa_route, threads or 2,
+                     json_path, quiet)
+        return
+    if model_dir or adapters or vqa_data or vqa_n:
+        raise click.UsageError("--model, --adapters, --vqa-data and --vqa-n belong to --vqa")
     if world_preset:  # quality on the synthetic world (owned by memlora.bench.world_eval)
         from memlora.bench.world_eval import world_eval_from_cli
 

@@ -3,6 +3,7 @@
     memlora eval --locomo locomo10.json --split test --memories oracle --retrieval-only --retrieval both
     memlora eval --split test --model models/gemma-2-2b-it --adapters out/ --memories loop \\
         --judge http://judge:8000/v1 --judge-model openai/gpt-oss-120b --out runs/g2b --json g2b.json
+    memlora eval --vqa --model models/tiny-qwen-vl --adapters out/ --bundle bundle/ --limit 30   # V and s/answer (VQA)
 """
 
 from __future__ import annotations
@@ -86,11 +87,26 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
 @click.option("--world", "world_preset", is_flag=False, flag_value="default", default=None,
               help="Run the synthetic-world benchmark instead (optionally =PRESET): per-operation scores vs exact ground truth, "
                    "base alone and the Table 4 ablation (memlora.bench.world_eval); --out, --json, --threads, --bundle apply.")
+@click.option("--vqa", is_flag=True,
+              help="Run the VQA benchmark instead: V (exact match), valid-JSON rate and s/answer of the VQA expert on the "
+                   "procedural VQA questions (memlora.bench.vqa_bench); --model (+ --adapters) and/or --bundle (side by side), "
+                   "--split, --limit (questions), --threads, --json, --quiet apply.")
+@click.option("--vqa-data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--vqa: a DATA dir with <split>/vqa.jsonl (default: the procedural set, generated in memory).")
+@click.option("--vqa-route", type=click.Choice(["image", "caption", "both"]), default="image", show_default=True,
+              help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
 def eval_command(locomo_path, split, conversations, model, adapters, bundle, memories, retrieval, retrieval_only, top_k, limit,
                  max_sessions,
                  judge_url, judge_model, judge_no_json_mode, bertscore_model, prompt_set, max_new_tokens, threads, out_dir,
-                 restart, json_path, quiet, world_preset=None):
+                 restart, json_path, quiet, world_preset=None, vqa=False, vqa_data=None, vqa_route="image"):
     """Evaluate on LoCoMo with Mem0's protocol: L, J, F1, BLEU-1 and evidence recall, per category."""
+    if vqa:  # images: the VQA expert (owned by memlora.bench.vqa_bench)
+        from memlora.bench.vqa_bench import vqa_from_cli
+
+        if world_preset:
+            raise MemloraError("--vqa and --world are two different benchmarks: give one")
+        vqa_from_cli(model, adapters, bundle, vqa_data, split, limit, vqa_route, threads, json_path, quiet)
+        return
     if world_preset:  # the synthetic world (owned by memlora.bench.world_eval)
         from memlora.bench.world_eval import world_eval_from_cli
 

@@ -125,46 +125,29 @@ import click  # noqa: E402
 @click.option("--model", "model_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="Local VLM dir (PyTorch engine).")
 @click.option("--bundle", "bundle_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="A VLM bundle of memlora-export instead (its 'vqa' expert, on onnxruntime).")
+              help="A VLM bundle of memlora-export (its 'vqa' expert, on onnxruntime); with --model too: side by side.")
 @click.option("--adapters", default=None, type=click.Path(exists=True, file_okay=False), help="out/ of memlora-train (uses out/vqa).")
-@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False), help="DATA dir with <split>/vqa.jsonl.")
+@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="DATA dir with <split>/vqa.jsonl (default: the procedural set, generated).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--route", default="both", show_default=True, type=click.Choice(["image", "caption", "both"]),
               help="image: the image is kept (MemLoRA-V); caption: caption text only (Mem0 baseline).")
-@click.option("--limit", default=None, type=int, help="Evaluate only the first N examples.")
-@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--limit", default=None, type=int, help="Evaluate only the first N examples (generated: N questions).")
+@click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="Write the report (with every output) here.")
 def vqa_command(model_dir, bundle_dir, adapters, data_dir, split, route, limit, threads, json_out):
     """V (exact match), valid-JSON rate and s/answer of the VQA expert, image-kept vs caption-only side by side."""
-    import json
-    from pathlib import Path
+    from memlora.bench.vqa_bench import VQABenchConfig, run_vqa_bench, vqa_markdown
 
-    from memlora.distill.dataset import load_examples, stage_path
-    from memlora.distill.vqa_data import majority_baseline
-    from memlora.runtime.torch_vlm_engine import TorchVLMEngine
-
-    if (model_dir is None) == (bundle_dir is None):
-        raise click.UsageError("give exactly one of --model (PyTorch) or --bundle (onnxruntime)")
-    examples = load_examples(stage_path(data_dir, split, "vqa"))[:limit]
-    if bundle_dir is not None:
-        from memlora.runtime.ort_engine import OrtGenAIEngine
-
-        engine = OrtGenAIEngine(bundle_dir, threads=threads)
-        if not engine.supports_images:
-            raise click.UsageError(f"{bundle_dir} is a text-only bundle; VQA needs a vision-language bundle")
-    else:
-        engine = TorchVLMEngine(model_dir, adapters=adapters, threads=threads)
-    adapter = "vqa" if "vqa" in engine.adapters else None
-    routes = ROUTES if route == "both" else (route,)
-    reports = [evaluate_vqa(engine, examples, adapter=adapter, route=r, progress=True) for r in routes]
-    train_file = stage_path(data_dir, "train", "vqa")
-    majority = majority_baseline(load_examples(train_file), examples) if train_file.is_file() else None
-    click.echo(f"{'route':8} {'n':>4} {'V':>6} {'valid JSON':>10} {'s/answer':>9}  V by type")
-    for r in reports:
-        by_type = ", ".join(f"{t} {v:.3f}" for t, v in r.v_by_type.items())
-        click.echo(f"{r.route:8} {r.n:>4} {r.v:6.3f} {r.valid_json:10.3f} {r.s_per_answer:9.3f}  {by_type}")
-    if majority:
-        click.echo("majority baseline: " + ", ".join(f"{t} {v:.3f}" for t, v in majority.items()))
+    config = VQABenchConfig(model=model_dir, adapters=adapters, bundle=bundle_dir, data=data_dir, split=split, n=limit,
+                            routes=ROUTES if route == "both" else (route,), threads=threads, progress=True)
+    report = run_vqa_bench(config)
+    click.echo(vqa_markdown(report))
     if json_out:
-        Path(json_out).write_text(json.dumps({"adapter": adapter, "majority": majority,
-                                              "reports": [{**r.summary(), "outputs": r.outputs} for r in reports]}, indent=1))
+        report.write_json(json_out)
+
+
+if __name__ == "__main__":  # python -m memlora.bench.vqa_eval (the same as memlora-bench --vqa --vqa-route both)
+    from memlora.cli import run_cli
+
+    run_cli(vqa_command)

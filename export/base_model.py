@@ -21,9 +21,11 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 _LINEAR_KEY = re.compile(r"^(?P<path>(?:.*\.)?layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<module>[a-z_]+_proj))\.weight$")
 
-CHECKPOINT_TO_MODULE_PREFIX = {"qwen2_5_vl": ("model.layers.", "model.language_model.layers.")}
+CHECKPOINT_TO_MODULE_PREFIX = {"qwen2_5_vl": ("model.layers.", "model.language_model.layers."),
+                              "internvl": ("language_model.model.layers.", "model.language_model.layers.")}
 """model_type -> (weight-file prefix, module-path prefix) of the language model's layers where they differ: Qwen2.5-VL
-checkpoints store ``model.layers.N`` but transformers 5 (and so peft adapters) name the module ``model.language_model.layers.N``."""
+checkpoints store ``model.layers.N`` (InternVL ``language_model.model.layers.N``) but transformers 5 (and so peft adapters)
+name the module ``model.language_model.layers.N``."""
 
 
 def module_path(model_type: str, checkpoint_path: str) -> str:

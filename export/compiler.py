@@ -109,10 +109,11 @@ def export_bundle(config: ExportConfig) -> Path:
     hf_config = json.loads((config.base / "config.json").read_text())
     builder_config = _builder_config_for(config.builder, bool((hf_config.get("text_config") or hf_config).get("sliding_window")))
     is_vlm = hf_config.get("vision_config") is not None
+    decoder_source, decoder_base = config.base, base  # what the builder reads (a VLM's language model may need extracting)
     if is_vlm:  # the text decoder takes inputs_embeds; the vision half is exported by export/vlm_export.py
         from memlora.export.vlm_export import BUILDER_OPTIONS, check_vlm_supported
 
-        check_vlm_supported(config.base)
+        vlm_type = check_vlm_supported(config.base)
         if merged:
             raise MemloraError("a vision-language bundle serves experts as runtime adapters only: drop --mode merge / --merge")
         builder_config = dataclasses.replace(builder_config, extra_options={**BUILDER_OPTIONS, **builder_config.extra_options})
@@ -124,16 +125,21 @@ def export_bundle(config: ExportConfig) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
     try:
         with steps.step(f"read {len(experts)} expert(s) and the base model ({base.architecture})"):
-            pass  # done above, before anything was written; listed so the user sees it
+            if is_vlm and vlm_type == "internvl":  # the builder has no InternVL: its Qwen2 language model as its own dir
+                from memlora.export.vlm_export import extract_language_model
+
+                decoder_source = extract_language_model(config.base, work / "language_model")
+                decoder_base = read_base_model(decoder_source)
         with steps.step(f"build the {builder_config.precision} base graph" + (f" with the LoRA union {union.ranks}" if union else "")):
             if union:
-                union_dir = write_union_adapter(base, union, work / "union_adapter")
-                run_builder(config.base, work / "base", builder_config, base=base, adapter_dir=union_dir, lora_modules=union.modules)
+                union_dir = write_union_adapter(decoder_base, union, work / "union_adapter")
+                run_builder(decoder_source, work / "base", builder_config, base=decoder_base, adapter_dir=union_dir,
+                            lora_modules=union.modules)
                 slots = rewrite_multilora(work / "base" / "model.onnx", staging / "model")
                 _copy_model_dir(work / "base", staging / "model", skip_model=True)
             else:
                 slots = {}
-                run_builder(config.base, work / "base", builder_config, base=base)
+                run_builder(decoder_source, work / "base", builder_config, base=decoder_base)
                 _copy_model_dir(work / "base", staging / "model", skip_model=False)
         expert_entries: dict[str, dict] = {}
         if externalized:

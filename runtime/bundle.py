@@ -25,6 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from memlora.errors import BundleError
 
@@ -317,4 +318,43 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         manifest=manifest,
         unlisted=unlisted,
         vision=vision,
+    )
+
+
+def open_bundle(source: str | os.PathLike | Bundle, verify: bool = True) -> Bundle:
+    """``source`` itself when it is a ``Bundle`` already, else ``load_bundle(source, verify=verify)`` (what both engines do)."""
+    return source if isinstance(source, Bundle) else load_bundle(source, verify=verify)
+
+
+@dataclass
+class BundleText:
+    """The text side every bundle engine reads from the base model dir: chat template, tokenizer and generation limits."""
+
+    chat_template: Any
+    """``memlora.runtime.chat_template.ChatTemplate`` of the base model dir."""
+    tokenizer: Any
+    """``tokenizers.Tokenizer`` of ``model/tokenizer.json``."""
+    genai: dict
+    """The ``model`` section of ``model/genai_config.json``."""
+    context_length: int | None
+    """The model's context length (None when genai_config gives none)."""
+    eos_ids: set[int]
+    """Token ids that end a generation."""
+
+
+def read_bundle_text(bundle: Bundle) -> BundleText:
+    """Read the chat template, tokenizer and genai_config (context length, EOS ids) of ``bundle``'s base model dir."""
+    from tokenizers import Tokenizer
+
+    from memlora.runtime.chat_template import ChatTemplate
+
+    model_dir = bundle.base_dir
+    genai = json.loads((model_dir / "genai_config.json").read_text())["model"]
+    eos = genai.get("eos_token_id")
+    return BundleText(
+        chat_template=ChatTemplate.from_model_dir(model_dir),
+        tokenizer=Tokenizer.from_file(str(model_dir / "tokenizer.json")),
+        genai=genai,
+        context_length=int(genai.get("context_length") or 0) or None,
+        eos_ids={int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None},
     )

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memlora.errors import AdapterError, BundleError, ImageError, MemloraError
-from memlora.runtime.bundle import Bundle, load_bundle
-from memlora.runtime.chat_template import ChatTemplate
+from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
 from memlora.runtime.engine import Generation, Message, Timings
 
 DEVICES = ("cpu", "cuda")
@@ -91,7 +90,6 @@ class OrtGenAIEngine:
         benchmarks); ``device``: cpu or cuda (needs the CUDA build of onnxruntime-genai); ``prefix_cache`` and
         ``prefix_cache_length``: see the module doc."""
         import onnxruntime_genai as og
-        from tokenizers import Tokenizer
 
         self._og = og
         disable_ort_telemetry()
@@ -100,7 +98,7 @@ class OrtGenAIEngine:
         if device == "cuda" and not og.is_cuda_available():
             raise MemloraError("--device cuda needs the CUDA build of onnxruntime-genai (pip install onnxruntime-genai-cuda) and a GPU")
         self.device = device
-        self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
+        self.bundle = open_bundle(bundle_dir, verify=verify)
         self.threads = threads
         self.min_new_tokens = int(min_new_tokens)
         self.prefix_cache = bool(prefix_cache)
@@ -129,13 +127,9 @@ class OrtGenAIEngine:
                     raise BundleError(f"expert {stage!r}: cannot load {expert.adapter_file}: {exc}") from exc
         self.adapters: tuple[str, ...] = tuple(self.bundle.experts)
 
-        model_dir = self.bundle.base_dir
-        self.chat_template = ChatTemplate.from_model_dir(model_dir)
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        genai_config = json.loads((model_dir / "genai_config.json").read_text())
-        self.context_length = int(genai_config["model"].get("context_length") or 0) or None
-        eos = genai_config["model"].get("eos_token_id")
-        self.eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+        text = read_bundle_text(self.bundle)
+        self.chat_template, self.tokenizer = text.chat_template, text.tokenizer
+        self.context_length, self.eos_ids = text.context_length, text.eos_ids
         self.load_s = time.perf_counter() - start
         self._cached: dict[str | None, tuple[Any, list[int]]] = {}
 

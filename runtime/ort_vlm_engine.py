@@ -1,4 +1,4 @@
-"""``OrtVLMEngine``: a vision-language bundle (Qwen2.5-VL) on onnxruntime, with the same ``.onnx_adapter`` experts.
+"""``OrtVLMEngine``: a vision-language bundle (Qwen2.5-VL or InternVL3) on onnxruntime, with the same ``.onnx_adapter`` experts.
 
 Per call: the prompt is rendered with the bundle's chat template (one image placeholder per image at the start of the last
 user message, as ``TorchVLMEngine`` does) and expanded by ``VisionProcessor``; each image runs through ``vision/vision.onnx``
@@ -6,7 +6,8 @@ user message, as ``TorchVLMEngine`` does) and expanded by ``VisionProcessor``; e
 ``vision/embedding.onnx`` turns the token ids + image features into ``inputs_embeds``; the multi-LoRA text decoder
 (``model/model.onnx``, built with ``exclude_embeds``) runs with the expert's ``onnxruntime.LoraAdapter`` active in its
 ``RunOptions`` and Qwen2.5-VL's 3-D mRoPE ``position_ids`` computed here (``mrope_position_ids``, transformers'
-``get_rope_index`` for one sequence); greedy decoding with the KV cache in numpy.
+``get_rope_index`` for one sequence); greedy decoding with the KV cache in numpy. InternVL3: one encoder run per image tile,
+and the decoder (its extracted Qwen2 language model) takes no ``position_ids`` (1-D positions from the attention mask).
 
 Why not ONNX Runtime GenAI's ``Generator`` (0.18): a decoder whose first input is ``inputs_embeds`` cannot run as a text
 model ("Model input was not found: input_ids"), and og's multimodal pipeline runs its decoder in a sub-state that a user
@@ -26,8 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from memlora.errors import AdapterError, BundleError, MemloraError
-from memlora.runtime.bundle import Bundle, load_bundle
-from memlora.runtime.chat_template import ChatTemplate
+from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
 from memlora.runtime.engine import Generation, Message, Timings
 from memlora.runtime.images import ImageLimits, load_rgb
 from memlora.runtime.vision_processor import VisionProcessor, place_images
@@ -85,13 +85,12 @@ class OrtVLMEngine:
     ):
         """``verify``: check every file's sha256; ``min_new_tokens``: ignore EOS until that many tokens."""
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         if hasattr(ort, "disable_telemetry_events"):
             ort.disable_telemetry_events()
         self._ort = ort
         start = time.perf_counter()
-        self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
+        self.bundle = open_bundle(bundle_dir, verify=verify)
         vision = self.bundle.vision
         if vision is None:
             raise BundleError(f"{self.bundle.root} is not a vision-language bundle (no 'vision' section in bundle.json)")
@@ -120,19 +119,19 @@ class OrtVLMEngine:
             self._adapters[stage] = adapter
         self.adapters: tuple[str, ...] = tuple(self.bundle.experts)
 
-        genai = json.loads((self.bundle.base_dir / "genai_config.json").read_text())["model"]
-        decoder = genai["decoder"]
+        text = read_bundle_text(self.bundle)
+        decoder = text.genai["decoder"]
         self.num_layers, self.kv_heads, self.head_size = (int(decoder[k]) for k in ("num_hidden_layers", "num_key_value_heads", "head_size"))
-        self.context_length = int(genai.get("context_length") or 0) or None
-        eos = genai.get("eos_token_id")
-        self.eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
-        self.chat_template = ChatTemplate.from_model_dir(self.bundle.base_dir)
-        self.tokenizer = Tokenizer.from_file(str(self.bundle.base_dir / "tokenizer.json"))
+        self.chat_template, self.tokenizer = text.chat_template, text.tokenizer
+        self.context_length, self.eos_ids = text.context_length, text.eos_ids
         self.processor = VisionProcessor(vision.processor_dir)
         hf_config = json.loads((vision.processor_dir / "config.json").read_text())
         self.spatial_merge_size = int(hf_config["vision_config"].get("spatial_merge_size", 2))
         self.image_token_id = int(vision.raw.get("image_token_id", self.processor.image_token_id))
-        self.grid = [int(x) for x in vision.raw["grid_thw"]]
+        grid = vision.raw.get("grid_thw")
+        self.grid = [int(x) for x in grid] if grid else None  # None: InternVL (fixed-size tiles, no grid)
+        self.mrope = vision.raw.get("position_ids", "mrope-3d") == "mrope-3d"
+        self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         self.hidden_size = int(vision.raw["hidden_size"])
         self.load_s = time.perf_counter() - start
         self.last_logits: np.ndarray | None = None
@@ -145,6 +144,8 @@ class OrtVLMEngine:
         """The RGB image, resized to the encoder's fixed square when the processor would give it another grid."""
         from PIL import Image
 
+        if self.grid is None:  # InternVL: the image processor resizes every tile to the encoder's size itself
+            return image
         _, grid, _ = self.processor.pixels([image])
         if [int(x) for x in grid[0]] == self.grid:
             return image
@@ -152,14 +153,21 @@ class OrtVLMEngine:
         return image.resize((side, side), Image.Resampling.BICUBIC)
 
     def prepare(self, messages: list[Message], images: Sequence[Any]) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(prompt ids, image features [n, hidden], position_ids [3, len]) and the rope delta in ``self._delta``."""
+        """(prompt ids, image features [n, hidden], position_ids [3, len]): 3-D mRoPE positions (Qwen2.5-VL) or 0..len-1 on
+        all three rows (InternVL, whose decoder computes its 1-D positions itself)."""
         pil = [self._fit(load_rgb(image, self.image_limits)) for image in images]
         if not pil:
             ids = self.tokenizer.encode(self.chat_template.render(messages), add_special_tokens=False).ids
             return ids, np.zeros((0, self.hidden_size), np.float32), np.broadcast_to(np.arange(len(ids)), (3, len(ids))).astype(np.int64)
         text = self.chat_template.render(place_images(messages, len(pil)))
         vis = self.processor.prepare(text, pil)
-        features, offset = [], 0
+        features = []
+        if vis.image_grid_thw is None:  # InternVL: one encoder run per tile [1, 3, S, S]
+            for tile in range(vis.pixel_values.shape[0]):
+                features.append(self.encoder.run(None, {"pixel_values": vis.pixel_values[tile:tile + 1]})[0])
+            ids = list(vis.input_ids)
+            return ids, np.concatenate(features).astype(np.float32), np.broadcast_to(np.arange(len(ids)), (3, len(ids))).astype(np.int64)
+        offset = 0
         for grid in vis.image_grid_thw:
             patches = int(np.prod(grid))
             out = self.encoder.run(None, {"pixel_values": vis.pixel_values[offset:offset + patches]})[0]
@@ -212,8 +220,9 @@ class OrtVLMEngine:
             step_start = time.perf_counter()
             embeds = self.embedding.run(None, {"input_ids": np.asarray([step_ids], np.int64), "image_features": step_features})[0]
             total = len(ids) + len(generated)
-            feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, total), np.int64),
-                     "position_ids": np.ascontiguousarray(step_positions[:, None, :]), **past}
+            feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, total), np.int64), **past}
+            if "position_ids" in self._decoder_inputs:  # 3-D for mRoPE, else [batch, seq]
+                feeds["position_ids"] = np.ascontiguousarray(step_positions[:, None, :] if self.mrope else step_positions[:1])
             outputs = self.decoder.run(None, feeds, run_options)
             named = dict(zip((o.name for o in self.decoder.get_outputs()), outputs))
             logits = named["logits"][0, -1].copy()

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic models (built once, cached), the LoCoMo file (skip when absent), a network blocker."""
+"""Shared fixtures: tiny synthetic models (built once, cached), the LoCoMo file (skip when absent), a network blocker, and
+the VQA helpers of the VLM tests (a procedural scene, a random LoRA on a VLM's language model)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,41 @@ def tiny_model():
         return cache[key]
 
     return get
+
+
+def make_vqa_scene(seed: int = 0):
+    """The image of a procedural colour question (112x112 PIL image; the same seed gives the same pixels)."""
+    from memlora.distill.vqa_data import VQABenchmarkConfig, generate_split
+
+    return generate_split("test", 2, VQABenchmarkConfig(seed=seed, types=("colour",)))[0].image
+
+
+def make_vlm_lora(model_dir: Path, out_dir: Path, seed: int = 7) -> Path:
+    """A peft LoRA (r8, alpha 16, random non-zero A and B) on every projection of a VLM's language model only."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from memlora.distill.vqa_train import VisionExampleEncoder
+
+    base = AutoModelForImageTextToText.from_pretrained(str(model_dir))
+    targets = VisionExampleEncoder(model_dir).language_model_targets(base, "all-linear")
+    torch.manual_seed(seed)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+@pytest.fixture(scope="session")
+def vqa_scene():
+    """Factory: ``vqa_scene(seed=0)`` -> the PIL image of a procedural colour question (see ``make_vqa_scene``)."""
+    return make_vqa_scene
+
+
+@pytest.fixture(scope="session")
+def vlm_lora():
+    """Factory: ``vlm_lora(model_dir, out_dir, seed=7)`` -> a random LoRA adapter dir on the VLM's language model."""
+    return make_vlm_lora
 
 
 @pytest.fixture()

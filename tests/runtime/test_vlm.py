@@ -24,34 +24,14 @@ ARCHS = ["qwen2_5_vl", "internvl3"]
 QUESTION = "What colour is the small square in the top left corner?"
 
 
-def scene(seed: int = 0):
-    from memlora.distill.vqa_data import VQABenchmarkConfig, generate_split
-
-    return generate_split("test", 2, VQABenchmarkConfig(seed=seed, types=("colour",)))[0].image
-
-
-def lm_lora(model_dir, out_dir, seed=7):
-    """A peft LoRA on the language model's projections with random A and B (changes the output)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText
-
-    from memlora.distill.vqa_train import VisionExampleEncoder
-
-    base = AutoModelForImageTextToText.from_pretrained(str(model_dir))
-    targets = VisionExampleEncoder(model_dir).language_model_targets(base, "all-linear")
-    torch.manual_seed(seed)
-    get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False)).save_pretrained(str(out_dir))
-    return out_dir
-
-
 @pytest.fixture(scope="module")
-def vlm(tiny_model, tmp_path_factory):
+def vlm(tiny_model, vlm_lora, tmp_path_factory):
     cache = {}
 
     def get(arch):
         if arch not in cache:
             model_dir = tiny_model(arch)
-            adapter = lm_lora(model_dir, tmp_path_factory.mktemp(arch) / "vqa")
+            adapter = vlm_lora(model_dir, tmp_path_factory.mktemp(arch) / "vqa")
             cache[arch] = (model_dir, adapter, TorchVLMEngine(model_dir, adapters={"vqa": adapter}, threads=2))
         return cache[arch]
 
@@ -59,25 +39,25 @@ def vlm(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize("arch, cls", [("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"), ("internvl3", "InternVLForConditionalGeneration")])
-def test_tiny_vlm_is_the_real_architecture(arch, cls, vlm):
+def test_tiny_vlm_is_the_real_architecture(arch, cls, vlm, vqa_scene):
     from transformers import AutoImageProcessor
 
     model_dir, _, engine = vlm(arch)
     assert type(engine.model.get_base_model()).__name__ == cls
     assert AutoImageProcessor.from_pretrained(str(model_dir)) is not None
     text_only = engine.generate(vqa_messages(QUESTION), max_new_tokens=1).prompt_tokens
-    with_image = engine.generate(vqa_messages(QUESTION), images=[scene()], max_new_tokens=1).prompt_tokens
+    with_image = engine.generate(vqa_messages(QUESTION), images=[vqa_scene()], max_new_tokens=1).prompt_tokens
     assert with_image - text_only == 16 + 2  # 112x112 -> 16 image tokens + start/end markers
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("adapter", ["vqa", None])
-def test_engine_matches_peft_generate(arch, adapter, vlm):
+def test_engine_matches_peft_generate(arch, adapter, vlm, vqa_scene):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
     model_dir, adapter_dir, engine = vlm(arch)
-    image = scene()
+    image = vqa_scene()
     got = engine.generate(vqa_messages(QUESTION), adapter=adapter, images=[image], max_new_tokens=10, min_new_tokens=10)
 
     reference = AutoModelForImageTextToText.from_pretrained(str(model_dir)).eval()
@@ -93,7 +73,7 @@ def test_engine_matches_peft_generate(arch, adapter, vlm):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_adapter_and_image_change_the_output(arch, vlm):
+def test_adapter_and_image_change_the_output(arch, vlm, vqa_scene):
     """The comparison above is not vacuous: the adapter and the image each change the first-step logits."""
     _, _, engine = vlm(arch)
 
@@ -107,12 +87,12 @@ def test_adapter_and_image_change_the_output(arch, vlm):
         finally:
             engine._call_images, engine._vision = None, None
 
-    base = first_logits(None, scene(0))
-    assert not torch.allclose(base, first_logits("vqa", scene(0)), atol=1e-4)
+    base = first_logits(None, vqa_scene(0))
+    assert not torch.allclose(base, first_logits("vqa", vqa_scene(0)), atol=1e-4)
     assert not torch.allclose(base, first_logits(None, Image.new("RGB", (112, 112), (255, 255, 255))), atol=1e-6)
 
 
-def test_memory_answers_about_a_given_or_a_stored_image(vlm, tmp_path):
+def test_memory_answers_about_a_given_or_a_stored_image(vlm, tmp_path, vqa_scene):
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
@@ -121,24 +101,24 @@ def test_memory_answers_about_a_given_or_a_stored_image(vlm, tmp_path):
     embedder = SentenceTransformerEmbedder(threads=1)
     memory = Memory(engine, embedder, MemoryStore(tmp_path, dim=embedder.dim),
                     MemoryConfig(store_dir=str(tmp_path), max_new_tokens={"extraction": 4, "update": 4, "vqa": 6}))
-    added = memory.add("Ana: this is the poster from my office", user_id="ana", images=[scene(1)])
+    added = memory.add("Ana: this is the poster from my office", user_id="ana", images=[vqa_scene(1)])
     assert added.image_refs and memory.get_all("ana")[0].image_refs == added.image_refs  # random model: the image note
 
     stored = memory.answer(QUESTION, "ana", use_stored_image=True)
     given = memory.answer(QUESTION, "ana", image=memory.images.open(added.image_refs[0]))
     assert stored.image_ref == added.image_refs[0]
     assert stored.generation.token_ids == given.generation.token_ids
-    direct = engine.generate(vqa_messages(QUESTION), adapter="vqa", images=[scene(1)], max_new_tokens=6)
+    direct = engine.generate(vqa_messages(QUESTION), adapter="vqa", images=[vqa_scene(1)], max_new_tokens=6)
     assert stored.generation.token_ids == direct.token_ids  # the VQA adapter ran on the stored image
     with pytest.raises(ImageError, match="no retrieved memory"):
         memory.answer(QUESTION, "nobody", use_stored_image=True)
 
 
-def test_text_engine_refuses_images(tiny_model):
+def test_text_engine_refuses_images(tiny_model, vqa_scene):
     from memlora.runtime.torch_engine import TorchEngine
 
     with pytest.raises(ImageError, match="text-only"):
-        TorchEngine(tiny_model("qwen2")).generate(vqa_messages(QUESTION), images=[scene()])
+        TorchEngine(tiny_model("qwen2")).generate(vqa_messages(QUESTION), images=[vqa_scene()])
 
 
 def test_make_model_cli_is_deterministic(tiny_model, tmp_path):
