@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic models (built once, cached), the LoCoMo file (skip when absent), a network blocker, and
+"""Shared fixtures: tiny synthetic models (built once, cached), a tiny model pretrained on the synthetic world, the
+LoCoMo file (skip when absent), a network blocker, and
 the VQA helpers of the VLM tests (a procedural scene, a random LoRA on a VLM's language model)."""
 
 from __future__ import annotations
@@ -77,6 +78,53 @@ def vqa_scene():
 def vlm_lora():
     """Factory: ``vlm_lora(model_dir, out_dir, seed=7)`` -> a random LoRA adapter dir on the VLM's language model."""
     return make_vlm_lora
+
+
+PRETRAINED_TINY_RECIPE = {
+    "arch": "qwen2", "size": "tiny", "seed": 0,
+    "world": {"n_conversations": 60},
+    "pretrain": {"steps": 250, "batch_size": 8, "seq_len": 128, "lr": 1e-2, "threads": 1},
+}
+"""The test suite's pretrained base: the ``tiny`` qwen2 (64 hidden, 2 layers) pretrained from scratch on a 60-conversation
+synthetic world (48 train conversations, about 36k tokens; 250 steps x 8 x 128 tokens at lr 1e-2, 1 thread so the
+bytes are reproducible). About 20 s once on 2 cores, then cached."""
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny_lm() -> Path:
+    """Path of a ``tiny`` qwen2 PRETRAINED on the synthetic world's raw conversation text (language modelling only; world
+    tokenizer, never-seen tokens initialised from the seen ones), built once by ``memlora.distill.world_model`` and cached
+    under ``$MEMLORA_CACHE/models`` keyed on the recipe and the world/pretraining source (a changed world rebuilds it)."""
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    from memlora.distill import world, world_model
+    from memlora.models import build_model
+    from memlora.paths import cache_dir
+
+    r = PRETRAINED_TINY_RECIPE
+    key = hashlib.sha256(json.dumps(r, sort_keys=True).encode()
+                         + Path(world.__file__).read_bytes() + Path(world_model.__file__).read_bytes()).hexdigest()[:12]
+    root = cache_dir("models")
+    final = root / f"{r['arch']}-{r['size']}-seed{r['seed']}-world-pretrained-test-{key}"
+    if final.is_dir():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=root))
+    try:
+        build_model(r["arch"], r["size"], tmp, seed=r["seed"])
+        config = world_model.PretrainConfig(world=world.WorldConfig(**r["world"]), progress=False, **r["pretrain"])
+        world_model.pretrain_world_model(tmp, seed=r["seed"], config=config)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # a concurrent build won the race: use its result
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 @pytest.fixture()
