@@ -298,6 +298,8 @@ def model_cache_key(arch: str, size: str, seed: int = 0, dtype: str = "float32",
     if pretrain:  # the pretraining recipe's version is part of the key too, so a changed recipe rebuilds
         version = getattr(importlib.import_module(pretrainer(pretrain).__module__), "PRETRAIN_RECIPE_VERSION", 0)
         tail = f"-{pretrain}{version}"
+        if arch in VLM_ARCHS:  # a VLM's language model is grafted (memlora.vlm_pretrain): its recipe counts too
+            tail += f"-graft{importlib.import_module('memlora.vlm_pretrain').GRAFT_RECIPE_VERSION}"
     return f"{arch}-{size}-seed{seed}-{dtype}{tail}-r{RECIPE_VERSION}-{corpus}"
 
 
@@ -360,8 +362,16 @@ def pretrainer(kind: str):
 
 
 def pretrain_model(kind: str, model_dir, seed: int = 0) -> Path:
-    """Pretrain a freshly built model in place (``world``: on the synthetic memory world, by ``memlora.distill.world_model``)."""
-    pretrainer(kind)(Path(model_dir), seed=seed)
+    """Pretrain a freshly built model in place (``world``: on the synthetic memory world, by ``memlora.distill.world_model``;
+    for a VLM, a world-pretrained Qwen2 of its text shape is grafted in as its language model by ``memlora.vlm_pretrain``)."""
+    run = pretrainer(kind)
+    info = Path(model_dir) / "memlora_model.json"
+    if info.is_file() and json.loads(info.read_text()).get("arch") in VLM_ARCHS:
+        from memlora.vlm_pretrain import pretrain_vlm_world
+
+        pretrain_vlm_world(Path(model_dir), seed=seed)
+        return Path(model_dir)
+    run(Path(model_dir), seed=seed)
     return Path(model_dir)
 
 
