@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from memlora.bench.metrics import exact_match
 from memlora.runtime.parsing import parse_vqa
@@ -82,39 +82,6 @@ def evaluate_vqa(engine, examples: Sequence[dict], adapter: str | None = "vqa", 
         valid_json=sum(o["valid"] for o in outputs) / max(n, 1),
         s_per_answer=seconds / max(n, 1), tokens_per_answer=tokens / max(n, 1), outputs=outputs,
     )
-
-
-def caption_examples_available(examples: Sequence[dict]) -> bool:
-    return all((ex.get("meta") or {}).get("caption") for ex in examples)
-
-
-def run_learning_experiment(base_dir, data_dir, out_dir, seed: int = 0, train_config: Any = None,
-                            n_eval: int | None = None, progress: bool = False) -> dict:
-    """Train the VQA expert on ``data_dir`` (seeded) and score base vs expert, image vs caption, on the test split."""
-    from pathlib import Path
-
-    from memlora.distill.dataset import load_examples, stage_path
-    from memlora.distill.train import TrainConfig, train_expert
-    from memlora.distill.vqa_data import majority_baseline
-    from memlora.runtime.torch_vlm_engine import TorchVLMEngine
-
-    train = load_examples(stage_path(data_dir, "train", "vqa"))
-    val = load_examples(stage_path(data_dir, "val", "vqa"))
-    test = load_examples(stage_path(data_dir, "test", "vqa"))[:n_eval]
-    config = train_config or TrainConfig(stage="vqa")
-    config.seed = seed
-    result = train_expert(base_dir, train, val, Path(out_dir) / "vqa", config)
-    engine = TorchVLMEngine(base_dir, adapters={"vqa": Path(out_dir) / "vqa"}, threads=config.threads)
-    reports = {
-        "base_image": evaluate_vqa(engine, test, adapter=None, route="image", progress=progress),
-        "expert_image": evaluate_vqa(engine, test, adapter="vqa", route="image", progress=progress),
-        "expert_caption": evaluate_vqa(engine, test, adapter="vqa", route="caption", progress=progress),
-    }
-    return {
-        "seed": seed, "n_train": len(train), "n_test": len(test), "best_epoch": result.best_epoch,
-        "val_loss": [result.initial_val_loss, result.best_val_loss], "majority": majority_baseline(train, test),
-        **{name: r.summary() for name, r in reports.items()},
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------------- CLI

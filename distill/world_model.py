@@ -116,13 +116,17 @@ def _read_build_info(model_dir: Path) -> dict:
     return json.loads(info_path.read_text())
 
 
-def _replace_files(src: Path, dst: Path) -> None:
-    """Move every file of ``src`` into ``dst`` (os.replace, atomic per file) and drop files ``src`` does not have."""
+REWRITTEN_FILES = ("tokenizer.json", "tokenizer_config.json", "model.safetensors", "chat_template.jinja", "special_tokens_map.json")
+
+
+def replace_files(src: Path, dst: Path, drop: tuple[str, ...] = REWRITTEN_FILES) -> None:
+    """Move every file of ``src`` into ``dst`` (os.replace, atomic per file) and delete the files named in ``drop`` that
+    ``src`` does not have (left over from the model ``dst`` held before)."""
     keep = {p.name for p in src.iterdir()}
     for p in src.iterdir():
         os.replace(p, dst / p.name)
-    for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors", "chat_template.jinja", "special_tokens_map.json"):
-        if name not in keep and (dst / name).exists():
+    for name in drop:
+        if name not in keep and (dst / name).is_file():
             (dst / name).unlink()
 
 
@@ -223,5 +227,5 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
             },
         )
         (out / "memlora_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        _replace_files(out, model_dir)
+        replace_files(out, model_dir)
     return model_dir

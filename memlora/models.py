@@ -314,11 +314,21 @@ def ensure_model(arch: str = "qwen2", size: str = "tiny", seed: int = 0, dtype: 
     if final.is_dir():
         return final
     _remove_stale_builds(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=root))
-    try:
+
+    def build(tmp: Path) -> None:
         build_model(arch, size, tmp, seed=seed, dtype=dtype)
         if pretrain:
             pretrain_model(pretrain, tmp, seed=seed)
+
+    return build_into_cache(final, build)
+
+
+def build_into_cache(final: Path, build) -> Path:
+    """Run ``build(tmp_dir)`` in a temp dir beside ``final`` and rename it to ``final``: a killed build leaves nothing
+    half-done, and when a concurrent build wins the race its result is used."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=final.parent))
+    try:
+        build(tmp)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -87,7 +87,7 @@ def graft_language_model(vlm_dir: str | os.PathLike, lm_dir: str | os.PathLike, 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from memlora.distill.world_model import init_unseen_embeddings
+    from memlora.distill.world_model import init_unseen_embeddings, replace_files
     from memlora.vlm_models import build_vlm_model
 
     vlm_dir, lm_dir = Path(vlm_dir), Path(lm_dir)
@@ -137,17 +137,8 @@ def graft_language_model(vlm_dir: str | os.PathLike, lm_dir: str | os.PathLike, 
             },
         )
         (out / "memlora_model.json").write_text(json.dumps(new_info, indent=2, sort_keys=True) + "\n")
-        _replace_dir_files(out, vlm_dir)
+        replace_files(out, vlm_dir, drop=("chat_template.jinja", "special_tokens_map.json"))
     return vlm_dir
-
-
-def _replace_dir_files(src: Path, dst: Path) -> None:
-    keep = {p.name for p in src.iterdir()}
-    for p in src.iterdir():
-        os.replace(p, dst / p.name)
-    for p in dst.iterdir():
-        if p.is_file() and p.name not in keep and p.name in ("chat_template.jinja", "special_tokens_map.json"):
-            p.unlink()
 
 
 # ------------------------------------------------------------------------------------------------- projector alignment

@@ -97,11 +97,9 @@ def pretrained_tiny_lm() -> Path:
     under ``$MEMLORA_CACHE/models`` keyed on the recipe and the world/pretraining source (a changed world rebuilds it)."""
     import hashlib
     import json
-    import shutil
-    import tempfile
 
     from memlora.distill import world, world_model
-    from memlora.models import build_model
+    from memlora.models import build_into_cache, build_model
     from memlora.paths import cache_dir
 
     r = PRETRAINED_TINY_RECIPE
@@ -111,20 +109,13 @@ def pretrained_tiny_lm() -> Path:
     final = root / f"{r['arch']}-{r['size']}-seed{r['seed']}-world-pretrained-test-{key}"
     if final.is_dir():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=root))
-    try:
+
+    def build(tmp: Path) -> None:
         build_model(r["arch"], r["size"], tmp, seed=r["seed"])
         config = world_model.PretrainConfig(world=world.WorldConfig(**r["world"]), progress=False, **r["pretrain"])
         world_model.pretrain_world_model(tmp, seed=r["seed"], config=config)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():  # a concurrent build won the race: use its result
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return build_into_cache(final, build)
 
 
 @pytest.fixture()
