@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,21 +72,13 @@ def write_random_experts(base_dir: Path, out_dir: Path, experts: dict[str, dict]
 
 
 def _atomic_build(final: Path, build) -> Path:
-    """Run ``build(tmp_dir)`` and rename the result to ``final`` (a killed build leaves nothing half-done)."""
+    """``final`` if built, else ``build(tmp_dir)`` renamed to ``final`` (``memlora.models.build_into_cache``)."""
+    from memlora.models import build_into_cache
+
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_into_cache(final, build)
 
 
 def ensure_bench_bundles(

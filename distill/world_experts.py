@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,21 +206,17 @@ def world_cache_root(preset: WorldPreset, seed: int) -> Path:
 
 
 def _atomic_build(final: Path, build: Callable[[Path], dict]) -> dict:
-    """Run ``build(tmp_dir)`` and rename the result to ``final`` (a killed build leaves only a ``.building-*`` dir)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=final.parent))
-    try:
+    """Run ``build(tmp_dir)``, record its info as ``build.json`` and rename the dir to ``final``
+    (``memlora.models.build_into_cache``: a killed build leaves only a ``.building-*`` dir); returns the info."""
+    from memlora.models import build_into_cache
+
+    def build_and_record(tmp: Path) -> None:
         info = build(tmp)
         (tmp / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if final.exists():  # a stale, incomplete entry (no build.json): replace it
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "build.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    if final.exists() and not (final / "build.json").is_file():  # a stale, incomplete entry: replace it
+        shutil.rmtree(final, ignore_errors=True)
+    build_into_cache(final, build_and_record)
     return json.loads((final / "build.json").read_text())
 
 
