@@ -2,7 +2,6 @@ package ai.memlora;
 
 import android.content.Context;
 import android.content.res.AssetManager;
-import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.FileOutputStream;
 import java.io.IOException;
@@ -98,18 +97,7 @@ public final class BundleInstaller {
   }
 
   private static byte[] readAsset(AssetSource assets, String name) throws IOException {
-    InputStream in = assets.open(name);
-    try {
-      ByteArrayOutputStream out = new ByteArrayOutputStream();
-      byte[] buf = new byte[1 << 16];
-      int n;
-      while ((n = in.read(buf)) > 0) {
-        out.write(buf, 0, n);
-      }
-      return out.toByteArray();
-    } finally {
-      in.close();
-    }
+    return BundleManifest.readAll(assets.open(name));
   }
 
   private static void copy(AssetSource assets, String name, File dest) throws IOException {
@@ -117,11 +105,7 @@ public final class BundleInstaller {
     try {
       OutputStream out = new FileOutputStream(dest);
       try {
-        byte[] buf = new byte[1 << 20];
-        int n;
-        while ((n = in.read(buf)) > 0) {
-          out.write(buf, 0, n);
-        }
+        BundleManifest.forEachChunk(in, (buf, n) -> out.write(buf, 0, n));
       } finally {
         out.close();
       }

@@ -1,6 +1,7 @@
 package ai.memlora;
 
 import com.google.gson.Gson;
+import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -276,17 +277,31 @@ public final class BundleManifest {
   }
 
   static byte[] readAll(File f) throws IOException {
-    InputStream in = new FileInputStream(f);
+    return readAll(new FileInputStream(f));
+  }
+
+  /** The rest of {@code in}, which is then closed. */
+  static byte[] readAll(InputStream in) throws IOException {
     try {
-      java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
-      byte[] buf = new byte[1 << 16];
-      int n;
-      while ((n = in.read(buf)) > 0) {
-        out.write(buf, 0, n);
-      }
+      ByteArrayOutputStream out = new ByteArrayOutputStream();
+      forEachChunk(in, (buf, n) -> out.write(buf, 0, n));
       return out.toByteArray();
     } finally {
       in.close();
+    }
+  }
+
+  /** Receives a stream chunk by chunk: {@code buf[0..n)}. */
+  interface ChunkSink {
+    void accept(byte[] buf, int n) throws IOException;
+  }
+
+  /** Reads the rest of {@code in} (not closed) in chunks of up to 1 MiB. */
+  static void forEachChunk(InputStream in, ChunkSink sink) throws IOException {
+    byte[] buf = new byte[1 << 20];
+    int n;
+    while ((n = in.read(buf)) > 0) {
+      sink.accept(buf, n);
     }
   }
 
@@ -300,11 +315,7 @@ public final class BundleManifest {
     }
     InputStream in = new FileInputStream(f);
     try {
-      byte[] buf = new byte[1 << 20];
-      int n;
-      while ((n = in.read(buf)) > 0) {
-        digest.update(buf, 0, n);
-      }
+      forEachChunk(in, (buf, n) -> digest.update(buf, 0, n));
     } finally {
       in.close();
     }

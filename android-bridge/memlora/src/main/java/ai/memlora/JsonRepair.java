@@ -21,6 +21,11 @@ import java.util.Map;
 final class JsonRepair {
   private static final String QUOTES = "\"'\u201c\u201d";
 
+  /** Single-character escapes after a backslash, and what each stands for. */
+  private static final String ESCAPES = "ntrbf\"'\\/";
+
+  private static final String ESCAPED = "\n\t\r\b\f\"'\\/";
+
   private enum Ctx {
     ARRAY,
     OBJECT_KEY,
@@ -191,6 +196,16 @@ final class JsonRepair {
     }
   }
 
+  /** Enters a container; past 500 levels it is left at once and the rest of the text is skipped. */
+  private boolean tooDeep() {
+    if (++depth > 500) {
+      i = s.length();
+      depth--;
+      return true;
+    }
+    return false;
+  }
+
   /** parse_json: the next value; at the top level only containers (and comments) start one. */
   private Object parseJson() {
     while (true) {
@@ -226,9 +241,7 @@ final class JsonRepair {
 
   private Object parseObject() {
     Map<String, Object> obj = new LinkedHashMap<String, Object>();
-    if (++depth > 500) {
-      i = s.length();
-      depth--;
+    if (tooDeep()) {
       return obj;
     }
     while (true) {
@@ -287,21 +300,12 @@ final class JsonRepair {
   private String parseKey() {
     Character c = at();
     if (c != null && QUOTES.indexOf(c) >= 0) {
-      char close = c == '\u201c' ? '\u201d' : c;
-      i++;
-      StringBuilder out = new StringBuilder();
-      while (i < s.length() && s.charAt(i) != close) {
-        if (s.charAt(i) == '\\' && i + 1 < s.length()) {
-          i = appendEscape(out, i);
-          continue;
-        }
-        out.append(s.charAt(i++));
-      }
+      String body = quoted(c);
       if (i >= s.length()) {
         return null;
       }
       i++;
-      return out.toString();
+      return body;
     }
     int start = i;
     while (i < s.length() && ":,}".indexOf(s.charAt(i)) < 0) {
@@ -315,9 +319,7 @@ final class JsonRepair {
 
   private Object parseArray() {
     List<Object> arr = new ArrayList<Object>();
-    if (++depth > 500) {
-      i = s.length();
-      depth--;
+    if (tooDeep()) {
       return arr;
     }
     ctx.add(Ctx.ARRAY);
@@ -360,7 +362,20 @@ final class JsonRepair {
       }
       return bareWord();
     }
-    char close = c == '\u201c' ? '\u201d' : c;
+    String body = quoted(c);
+    if (i >= s.length()) {
+      return rstrip(body); // cut off inside the string
+    }
+    i++;
+    return body;
+  }
+
+  /**
+   * The text after the opening quote {@code open} (at {@code i}), escapes decoded; stops on the matching
+   * closing quote (not consumed) or at the end of the text.
+   */
+  private String quoted(char open) {
+    char close = open == '\u201c' ? '\u201d' : open;
     i++;
     StringBuilder out = new StringBuilder();
     while (i < s.length() && s.charAt(i) != close) {
@@ -370,10 +385,6 @@ final class JsonRepair {
       }
       out.append(s.charAt(i++));
     }
-    if (i >= s.length()) {
-      return rstrip(out.toString()); // cut off inside the string
-    }
-    i++;
     return out.toString();
   }
 
@@ -451,43 +462,21 @@ final class JsonRepair {
   /** Appends the escape at {@code k} (a backslash) and returns the index after it. */
   private int appendEscape(StringBuilder out, int k) {
     char e = s.charAt(k + 1);
-    switch (e) {
-      case 'n':
-        out.append('\n');
-        return k + 2;
-      case 't':
-        out.append('\t');
-        return k + 2;
-      case 'r':
-        out.append('\r');
-        return k + 2;
-      case 'b':
-        out.append('\b');
-        return k + 2;
-      case 'f':
-        out.append('\f');
-        return k + 2;
-      case 'u':
-        if (k + 6 <= s.length()) {
-          try {
-            out.append((char) Integer.parseInt(s.substring(k + 2, k + 6), 16));
-            return k + 6;
-          } catch (NumberFormatException ignored) {
-            // not an escape: keep the text
-          }
-        }
-        out.append('\\');
-        return k + 1;
-      case '"':
-      case '\'':
-      case '\\':
-      case '/':
-        out.append(e);
-        return k + 2;
-      default:
-        out.append('\\');
-        return k + 1;
+    int simple = ESCAPES.indexOf(e);
+    if (simple >= 0) {
+      out.append(ESCAPED.charAt(simple));
+      return k + 2;
     }
+    if (e == 'u' && k + 6 <= s.length()) {
+      try {
+        out.append((char) Integer.parseInt(s.substring(k + 2, k + 6), 16));
+        return k + 6;
+      } catch (NumberFormatException ignored) {
+        // not an escape: keep the text
+      }
+    }
+    out.append('\\'); // not an escape: the backslash stays and the next character is read as text
+    return k + 1;
   }
 
   private static String rstrip(String v) {

@@ -2,6 +2,7 @@ package ai.memlora;
 
 import java.math.BigDecimal;
 import java.math.BigInteger;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -47,6 +48,18 @@ final class JsonValues {
       return ((Number) v).doubleValue() != 0.0;
     }
     return true;
+  }
+
+  /** A dict with these keys in this order: {@code object("k1", v1, "k2", v2, ...)}. */
+  static Map<String, Object> object(Object... keysAndValues) {
+    if (keysAndValues.length % 2 != 0) {
+      throw new IllegalArgumentException("object() takes key, value pairs");
+    }
+    Map<String, Object> m = new LinkedHashMap<String, Object>();
+    for (int k = 0; k < keysAndValues.length; k += 2) {
+      m.put((String) keysAndValues[k], keysAndValues[k + 1]);
+    }
+    return m;
   }
 
   /** {@code str(int(x))} for a float with an integral value. */

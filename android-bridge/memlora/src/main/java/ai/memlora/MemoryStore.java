@@ -422,24 +422,15 @@ public final class MemoryStore implements Closeable {
     return PyJson.dumpsDefault(itemJson(item));
   }
 
+  /** {@code asdict(item)} for {@link UpdateOp} and {@link ResolvedOp} (fields in Python's order); else the item. */
   static Object itemJson(Object item) {
     if (item instanceof UpdateOp) {
       UpdateOp op = (UpdateOp) item;
-      Map<String, Object> m = new LinkedHashMap<String, Object>();
-      m.put("id", op.id);
-      m.put("text", op.text);
-      m.put("event", op.event);
-      m.put("old_memory", op.oldMemory);
-      return m;
+      return JsonValues.object("id", op.id, "text", op.text, "event", op.event, "old_memory", op.oldMemory);
     }
     if (item instanceof ResolvedOp) {
       ResolvedOp op = (ResolvedOp) item;
-      Map<String, Object> m = new LinkedHashMap<String, Object>();
-      m.put("event", op.event);
-      m.put("memory_id", op.memoryId);
-      m.put("text", op.text);
-      m.put("old_text", op.oldText);
-      return m;
+      return JsonValues.object("event", op.event, "memory_id", op.memoryId, "text", op.text, "old_text", op.oldText);
     }
     return item;
   }

@@ -78,39 +78,23 @@ public final class PyJson {
     }
   }
 
+  /** The characters Python writes as a backslash and one letter, and that letter. */
+  private static final String ESCAPED = "\"\\\n\r\t\b\f";
+
+  private static final String ESCAPES = "\"\\nrtbf";
+
   /** Python's string escaping: {@code "}, {@code \}, control characters; non-ASCII kept unless ascii. */
   static void quote(StringBuilder out, String s, boolean ascii) {
     out.append('"');
     for (int i = 0; i < s.length(); i++) {
       char c = s.charAt(i);
-      switch (c) {
-        case '"':
-          out.append("\\\"");
-          break;
-        case '\\':
-          out.append("\\\\");
-          break;
-        case '\n':
-          out.append("\\n");
-          break;
-        case '\r':
-          out.append("\\r");
-          break;
-        case '\t':
-          out.append("\\t");
-          break;
-        case '\b':
-          out.append("\\b");
-          break;
-        case '\f':
-          out.append("\\f");
-          break;
-        default:
-          if (c < 0x20 || (ascii && c > 0x7e)) {
-            out.append(String.format("\\u%04x", (int) c));
-          } else {
-            out.append(c);
-          }
+      int simple = ESCAPED.indexOf(c);
+      if (simple >= 0) {
+        out.append('\\').append(ESCAPES.charAt(simple));
+      } else if (c < 0x20 || (ascii && c > 0x7e)) {
+        out.append(String.format("\\u%04x", (int) c));
+      } else {
+        out.append(c);
       }
     }
     out.append('"');

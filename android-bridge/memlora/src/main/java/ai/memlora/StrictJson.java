@@ -24,6 +24,18 @@ final class StrictJson {
 
   private static final int MAX_DEPTH = 900; // Python's recursion limit is about 1000 frames
 
+  /** The bare words Python's decoder accepts (no two share a first character), and their values. */
+  private static final String[] LITERALS = {"null", "true", "false", "NaN", "Infinity", "-Infinity"};
+
+  private static final Object[] LITERAL_VALUES = {
+    null, Boolean.TRUE, Boolean.FALSE, Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY
+  };
+
+  /** Single-character escapes after a backslash, and what each stands for. */
+  private static final String ESCAPES = "\"\\/bfnrt";
+
+  private static final String ESCAPED = "\"\\/\b\f\n\r\t";
+
   private final String s;
   private int i;
   private int depth;
@@ -80,44 +92,14 @@ final class StrictJson {
       case '[':
         i++;
         return array();
-      case 'n':
-        if (startsWith("null")) {
-          i += 4;
-          return null;
-        }
-        break;
-      case 't':
-        if (startsWith("true")) {
-          i += 4;
-          return Boolean.TRUE;
-        }
-        break;
-      case 'f':
-        if (startsWith("false")) {
-          i += 5;
-          return Boolean.FALSE;
-        }
-        break;
-      case 'N':
-        if (startsWith("NaN")) {
-          i += 3;
-          return Double.NaN;
-        }
-        break;
-      case 'I':
-        if (startsWith("Infinity")) {
-          i += 8;
-          return Double.POSITIVE_INFINITY;
-        }
-        break;
-      case '-':
-        if (startsWith("-Infinity")) {
-          i += 9;
-          return Double.NEGATIVE_INFINITY;
-        }
-        break;
       default:
         break;
+    }
+    for (int k = 0; k < LITERALS.length; k++) {
+      if (startsWith(LITERALS[k])) {
+        i += LITERALS[k].length();
+        return LITERAL_VALUES[k];
+      }
     }
     Object n = number();
     if (n == null) {
@@ -198,50 +180,26 @@ final class StrictJson {
         throw fail("Unterminated string");
       }
       char e = s.charAt(i++);
-      switch (e) {
-        case '"':
-          out.append('"');
-          break;
-        case '\\':
-          out.append('\\');
-          break;
-        case '/':
-          out.append('/');
-          break;
-        case 'b':
-          out.append('\b');
-          break;
-        case 'f':
-          out.append('\f');
-          break;
-        case 'n':
-          out.append('\n');
-          break;
-        case 'r':
-          out.append('\r');
-          break;
-        case 't':
-          out.append('\t');
-          break;
-        case 'u':
-          {
-            int cp = hex4();
-            if (cp >= 0xd800 && cp <= 0xdbff && startsWith("\\u")) {
-              int save = i;
-              i += 2;
-              int low = hex4();
-              if (low >= 0xdc00 && low <= 0xdfff) {
-                out.appendCodePoint(0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00));
-                break;
-              }
-              i = save;
-            }
-            out.append((char) cp);
-            break;
-          }
-        default:
-          throw fail("Invalid \\escape");
+      int simple = ESCAPES.indexOf(e);
+      if (simple >= 0) {
+        out.append(ESCAPED.charAt(simple));
+        continue;
       }
+      if (e != 'u') {
+        throw fail("Invalid \\escape");
+      }
+      int cp = hex4();
+      if (cp >= 0xd800 && cp <= 0xdbff && startsWith("\\u")) {
+        int save = i;
+        i += 2;
+        int low = hex4();
+        if (low >= 0xdc00 && low <= 0xdfff) {
+          out.appendCodePoint(0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00));
+          continue;
+        }
+        i = save;
+      }
+      out.append((char) cp);
     }
   }
 
@@ -261,15 +219,42 @@ final class StrictJson {
     return v;
   }
 
-  private Map<String, Object> object() throws Invalid {
+  /** Enters a container; true when it is empty (its {@code close} follows at once and is consumed). */
+  private boolean open(char close) throws Invalid {
     if (++depth > MAX_DEPTH) {
       throw fail("too deep");
     }
-    Map<String, Object> out = new LinkedHashMap<String, Object>();
     ws();
-    if (i < s.length() && s.charAt(i) == '}') {
+    return closes(close);
+  }
+
+  /** When {@code close} is next: consumes it, leaves the container and returns true. */
+  private boolean closes(char close) {
+    if (i < s.length() && s.charAt(i) == close) {
       i++;
       depth--;
+      return true;
+    }
+    return false;
+  }
+
+  /** After a member: true at the container's end, else consumes the comma (and whitespace) before the next. */
+  private boolean endOrComma(char close) throws Invalid {
+    ws();
+    if (closes(close)) {
+      return true;
+    }
+    if (i >= s.length() || s.charAt(i) != ',') {
+      throw fail("Expecting ',' delimiter");
+    }
+    i++;
+    ws();
+    return false;
+  }
+
+  private Map<String, Object> object() throws Invalid {
+    Map<String, Object> out = new LinkedHashMap<String, Object>();
+    if (open('}')) {
       return out;
     }
     while (true) {
@@ -285,44 +270,22 @@ final class StrictJson {
       i++;
       ws();
       out.put(key, value());
-      ws();
-      if (i < s.length() && s.charAt(i) == '}') {
-        i++;
-        depth--;
+      if (endOrComma('}')) {
         return out;
       }
-      if (i >= s.length() || s.charAt(i) != ',') {
-        throw fail("Expecting ',' delimiter");
-      }
-      i++;
-      ws();
     }
   }
 
   private List<Object> array() throws Invalid {
-    if (++depth > MAX_DEPTH) {
-      throw fail("too deep");
-    }
     List<Object> out = new ArrayList<Object>();
-    ws();
-    if (i < s.length() && s.charAt(i) == ']') {
-      i++;
-      depth--;
+    if (open(']')) {
       return out;
     }
     while (true) {
       out.add(value());
-      ws();
-      if (i < s.length() && s.charAt(i) == ']') {
-        i++;
-        depth--;
+      if (endOrComma(']')) {
         return out;
       }
-      if (i >= s.length() || s.charAt(i) != ',') {
-        throw fail("Expecting ',' delimiter");
-      }
-      i++;
-      ws();
     }
   }
 }

@@ -62,30 +62,14 @@ final class Golden {
 
   /** A Java runtime value as the JSON Python's {@code golden.jsonable} writes. */
   static Object jsonable(Object v) {
-    if (v instanceof UpdateOp) {
-      UpdateOp op = (UpdateOp) v;
-      Map<String, Object> m = typed("UpdateOp");
-      m.put("id", op.id);
-      m.put("text", op.text);
-      m.put("event", op.event);
-      m.put("old_memory", op.oldMemory);
+    if (v instanceof UpdateOp || v instanceof ResolvedOp) { // the Python dataclasses have the same names
+      Map<String, Object> m = typed(v.getClass().getSimpleName());
+      m.putAll(map(MemoryStore.itemJson(v)));
       return m;
     }
     if (v instanceof VqaAnswer) {
       VqaAnswer a = (VqaAnswer) v;
-      Map<String, Object> m = typed("VQAAnswer");
-      m.put("answer", a.answer);
-      m.put("reason", a.reason);
-      return m;
-    }
-    if (v instanceof ResolvedOp) {
-      ResolvedOp r = (ResolvedOp) v;
-      Map<String, Object> m = typed("ResolvedOp");
-      m.put("event", r.event);
-      m.put("memory_id", r.memoryId);
-      m.put("text", r.text);
-      m.put("old_text", r.oldText);
-      return m;
+      return typed("VQAAnswer", "answer", a.answer, "reason", a.reason);
     }
     if (v instanceof ChatMessage) {
       return ((ChatMessage) v).toMap();
@@ -112,19 +96,140 @@ final class Golden {
     return v;
   }
 
-  private static Map<String, Object> typed(String name) {
-    Map<String, Object> m = new LinkedHashMap<String, Object>();
-    m.put("__type__", name);
+  /** A dataclass as {@code golden.jsonable} writes it: {@code {"__type__": name, k1: v1, ...}}. */
+  static Map<String, Object> typed(String name, Object... keysAndValues) {
+    Map<String, Object> m = JsonValues.object("__type__", name);
+    m.putAll(JsonValues.object(keysAndValues));
     return m;
   }
 
   static List<Object> rejections(List<Rejection> rejected) {
     List<Object> out = new ArrayList<Object>();
     for (Rejection r : rejected) {
-      Map<String, Object> m = new LinkedHashMap<String, Object>();
-      m.put("item", jsonable(r.item));
-      m.put("reason", r.reason);
-      out.add(m);
+      out.add(JsonValues.object("item", jsonable(r.item), "reason", r.reason));
+    }
+    return out;
+  }
+
+  // ---- the store's values as Python's golden writer records them (shared by the store and loop tests)
+
+  /** Search scores may differ by this much (FAISS's SIMD sums round differently). */
+  static final double SCORE_TOL = 1e-5;
+
+  static float[] floats(Object v) {
+    List<Object> list = list(v);
+    float[] out = new float[list.size()];
+    for (int k = 0; k < out.length; k++) {
+      out[k] = ((Number) list.get(k)).floatValue();
+    }
+    return out;
+  }
+
+  /** Deterministic ids or timestamps: {@code format} filled with 1, 2, 3... */
+  static final class Counter implements MemoryStore.IdFactory, MemoryStore.Clock {
+    private final String format;
+    private int n;
+
+    Counter(String format) {
+      this.format = format;
+    }
+
+    @Override
+    public String newId() {
+      return String.format(format, ++n);
+    }
+
+    @Override
+    public String now() {
+      return newId();
+    }
+  }
+
+  static MemoryStore.IdFactory counter(String format) {
+    return new Counter(format);
+  }
+
+  static MemoryStore.Clock clock(String format) {
+    return new Counter(format);
+  }
+
+  static Map<String, Object> record(MemoryRecord r) {
+    return typed("MemoryRecord", "id", r.id, "user_id", r.userId, "agent_id", r.agentId, "run_id", r.runId,
+        "text", r.text, "hash", r.hash, "created_at", r.createdAt, "updated_at", r.updatedAt,
+        "timestamp", r.timestamp, "source_ids", new ArrayList<Object>(r.sourceIds),
+        "image_refs", new ArrayList<Object>(r.imageRefs), "metadata", jsonable(r.metadata));
+  }
+
+  /** Every record of each of {@code users}, by user. */
+  static Map<String, Object> recordsByUser(MemoryStore store, Iterable<String> users) {
+    Map<String, Object> out = new LinkedHashMap<String, Object>();
+    for (String user : users) {
+      List<Object> rows = new ArrayList<Object>();
+      for (MemoryRecord r : store.getAll(user, null, null, null)) {
+        rows.add(record(r));
+      }
+      out.put(user, rows);
+    }
+    return out;
+  }
+
+  static Map<String, Object> event(MemoryStore.MemoryEvent e) {
+    return typed("MemoryEvent", "id", e.id, "event", e.event, "text", e.text, "old_text", e.oldText);
+  }
+
+  static List<Object> events(List<MemoryStore.MemoryEvent> events) {
+    List<Object> out = new ArrayList<Object>();
+    for (MemoryStore.MemoryEvent e : events) {
+      out.add(event(e));
+    }
+    return out;
+  }
+
+  static Map<String, Object> historyEntry(MemoryStore.HistoryEntry h) {
+    return typed("HistoryEntry", "id", h.id, "memory_id", h.memoryId, "user_id", h.userId, "event", h.event,
+        "old_text", h.oldText, "new_text", h.newText, "created_at", h.createdAt, "batch", h.batch,
+        "actor", h.actor);
+  }
+
+  /** The store's whole rejections table. */
+  static List<Object> rejectionEntries(MemoryStore store) {
+    List<Object> out = new ArrayList<Object>();
+    for (MemoryStore.RejectionEntry r : store.rejections(null)) {
+      out.add(typed("RejectionEntry", "batch", r.batch, "user_id", r.userId, "item", jsonable(r.item),
+          "reason", r.reason, "created_at", r.createdAt));
+    }
+    return out;
+  }
+
+  /** Search hits as {@code {id, score}} ({@code {id, text, score}} with {@code withText}). */
+  static List<Object> hits(List<MemoryStore.SearchHit> hits, boolean withText) {
+    List<Object> out = new ArrayList<Object>();
+    for (MemoryStore.SearchHit h : hits) {
+      out.add(withText
+          ? JsonValues.object("id", h.record.id, "text", h.record.text, "score", (double) h.score)
+          : JsonValues.object("id", h.record.id, "score", (double) h.score));
+    }
+    return out;
+  }
+
+  /** Search results: same ids in the same order; scores within {@link #SCORE_TOL}. */
+  static void checkHits(Report report, String id, Object expected, Object actual) {
+    List<Object> e = list(expected);
+    List<Object> a = list(actual);
+    report.check(id + " ranking", ids(e), ids(a));
+    for (int k = 0; k < Math.min(e.size(), a.size()); k++) {
+      double es = ((Number) map(e.get(k)).get("score")).doubleValue();
+      double as = ((Number) map(a.get(k)).get("score")).doubleValue();
+      if (!close(es, as, SCORE_TOL)) {
+        report.fail(id, "score[" + k + "] " + as + " != " + es);
+      }
+    }
+  }
+
+  private static List<Object> ids(List<Object> hits) {
+    List<Object> out = new ArrayList<Object>();
+    for (Object o : hits) {
+      out.add(map(o).get("id"));
     }
     return out;
   }

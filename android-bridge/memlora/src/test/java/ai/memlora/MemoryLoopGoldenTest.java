@@ -67,25 +67,13 @@ public class MemoryLoopGoldenTest {
         if (!table.containsKey(texts.get(i))) {
           throw new AssertionError("Java embedded a text Python never embedded: " + PyRepr.repr(texts.get(i)));
         }
-        out[i] = StoreGoldenTest.floats(table.get(texts.get(i)));
+        out[i] = Golden.floats(table.get(texts.get(i)));
       }
       return out;
     }
 
     @Override
     public void close() {}
-  }
-
-  static List<Object> hits(List<MemoryStore.SearchHit> hits) {
-    List<Object> out = new ArrayList<Object>();
-    for (MemoryStore.SearchHit h : hits) {
-      Map<String, Object> m = new LinkedHashMap<String, Object>();
-      m.put("id", h.record.id);
-      m.put("text", h.record.text);
-      m.put("score", (double) h.score);
-      out.add(m);
-    }
-    return out;
   }
 
   @SuppressWarnings("unchecked")
@@ -95,8 +83,8 @@ public class MemoryLoopGoldenTest {
     Map<String, Object> cfg = cases.get(0);
     int dim = ((Number) cfg.get("dim")).intValue();
     ScriptedEngine engine = new ScriptedEngine();
-    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), dim, StoreGoldenTest.counter("m%d"),
-        StoreGoldenTest.clock("2024-02-01T10:00:%02d+00:00"));
+    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), dim, Golden.counter("m%d"),
+        Golden.clock("2024-02-01T10:00:%02d+00:00"));
     MemoryConfig config = new MemoryConfig();
     config.topS = ((Number) cfg.get("top_s")).intValue();
     config.answerK = ((Number) cfg.get("answer_k")).intValue();
@@ -126,7 +114,7 @@ public class MemoryLoopGoldenTest {
                 null, null);
             Map<String, Object> got = new LinkedHashMap<String, Object>();
             got.put("facts", new ArrayList<Object>(r.facts));
-            got.put("events", StoreGoldenTest.events(r.events));
+            got.put("events", Golden.events(r.events));
             got.put("rejected", Golden.rejections(r.rejected));
             List<Object> retrieved = new ArrayList<Object>();
             for (MemoryStore.SearchHit h : r.retrieved) {
@@ -139,12 +127,12 @@ public class MemoryLoopGoldenTest {
             Memory.AnswerResult r = memory.answer((String) step.get("question"), (String) step.get("user_id"),
                 k == null ? 0 : ((Number) k).intValue());
             report.check(id + " text", expected.get("text"), r.text);
-            StoreGoldenTest.checkHits(report, id + " memories", expected.get("memories"), hits(r.memories));
+            Golden.checkHits(report, id + " memories", expected.get("memories"), Golden.hits(r.memories, true));
           } else {
             Object k = step.get("k");
-            StoreGoldenTest.checkHits(report, id, c.get("result"),
-                hits(memory.search((String) step.get("query"), (String) step.get("user_id"),
-                    k == null ? 0 : ((Number) k).intValue())));
+            Golden.checkHits(report, id, c.get("result"),
+                Golden.hits(memory.search((String) step.get("query"), (String) step.get("user_id"),
+                    k == null ? 0 : ((Number) k).intValue()), true));
           }
         } catch (RuntimeException e) {
           report.fail(id, "Java threw " + e);
@@ -152,27 +140,10 @@ public class MemoryLoopGoldenTest {
         }
         report.check(id + " calls", c.get("calls"), new ArrayList<Object>(engine.calls));
         Map<String, Object> state = Golden.map(c.get("state"));
-        Map<String, Object> records = new LinkedHashMap<String, Object>();
-        for (String user : Golden.map(state.get("records")).keySet()) {
-          List<Object> rows = new ArrayList<Object>();
-          for (MemoryRecord r : store.getAll(user, null, null, null)) {
-            rows.add(StoreGoldenTest.record(r));
-          }
-          records.put(user, rows);
-        }
-        report.check(id + " records", state.get("records"), records);
+        report.check(id + " records", state.get("records"),
+            Golden.recordsByUser(store, Golden.map(state.get("records")).keySet()));
         report.check(id + " batch_seq", state.get("batch_seq"), store.batchSequence());
-        List<Object> rejections = new ArrayList<Object>();
-        for (MemoryStore.RejectionEntry r : store.rejections(null)) {
-          Map<String, Object> m = StoreGoldenTest.typed("RejectionEntry");
-          m.put("batch", r.batch);
-          m.put("user_id", r.userId);
-          m.put("item", Golden.jsonable(r.item));
-          m.put("reason", r.reason);
-          m.put("created_at", r.createdAt);
-          rejections.add(m);
-        }
-        report.check(id + " rejections", state.get("rejections"), rejections);
+        report.check(id + " rejections", state.get("rejections"), Golden.rejectionEntries(store));
       }
     } finally {
       memory.close();

@@ -76,8 +76,8 @@ public class RobustnessTest {
     }
     File db = new File(dir, "memory.db");
     assertTrue(new File(dir).isDirectory() || new File(dir).mkdirs());
-    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(db.getPath()), 4, StoreGoldenTest.counter("mem-%03d"),
-        StoreGoldenTest.clock("2024-01-01T00:00:%02d+00:00"));
+    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(db.getPath()), 4, Golden.counter("mem-%03d"),
+        Golden.clock("2024-01-01T00:00:%02d+00:00"));
     try {
       for (Map<String, Object> c : Golden.cases("store.json")) {
         Map<String, Object> step = Golden.map(c.get("step"));

@@ -13,82 +13,10 @@ import org.junit.Test;
  */
 public class StoreGoldenTest {
   static final double VECTOR_TOL = 1e-6;
-  static final double SCORE_TOL = 1e-5;
-
-  static float[] floats(Object v) {
-    List<Object> list = Golden.list(v);
-    float[] out = new float[list.size()];
-    for (int k = 0; k < out.length; k++) {
-      out[k] = ((Number) list.get(k)).floatValue();
-    }
-    return out;
-  }
 
   @SuppressWarnings("unchecked")
   static List<String> strings(Object v) {
     return v == null ? null : (List<String>) v;
-  }
-
-  static MemoryStore.IdFactory counter(final String format) {
-    return new MemoryStore.IdFactory() {
-      int n;
-
-      @Override
-      public String newId() {
-        return String.format(format, ++n);
-      }
-    };
-  }
-
-  static MemoryStore.Clock clock(final String format) {
-    return new MemoryStore.Clock() {
-      int n;
-
-      @Override
-      public String now() {
-        return String.format(format, ++n);
-      }
-    };
-  }
-
-  static Map<String, Object> record(MemoryRecord r) {
-    Map<String, Object> m = typed("MemoryRecord");
-    m.put("id", r.id);
-    m.put("user_id", r.userId);
-    m.put("agent_id", r.agentId);
-    m.put("run_id", r.runId);
-    m.put("text", r.text);
-    m.put("hash", r.hash);
-    m.put("created_at", r.createdAt);
-    m.put("updated_at", r.updatedAt);
-    m.put("timestamp", r.timestamp);
-    m.put("source_ids", new ArrayList<Object>(r.sourceIds));
-    m.put("image_refs", new ArrayList<Object>(r.imageRefs));
-    m.put("metadata", Golden.jsonable(r.metadata));
-    return m;
-  }
-
-  static Map<String, Object> event(MemoryStore.MemoryEvent e) {
-    Map<String, Object> m = typed("MemoryEvent");
-    m.put("id", e.id);
-    m.put("event", e.event);
-    m.put("text", e.text);
-    m.put("old_text", e.oldText);
-    return m;
-  }
-
-  static Map<String, Object> typed(String name) {
-    Map<String, Object> m = new LinkedHashMap<String, Object>();
-    m.put("__type__", name);
-    return m;
-  }
-
-  static List<Object> events(List<MemoryStore.MemoryEvent> events) {
-    List<Object> out = new ArrayList<Object>();
-    for (MemoryStore.MemoryEvent e : events) {
-      out.add(event(e));
-    }
-    return out;
   }
 
   static List<Rejection> rejections(Object v) {
@@ -113,42 +41,28 @@ public class StoreGoldenTest {
       }
       Map<String, float[]> vectors = new LinkedHashMap<String, float[]>();
       for (Map.Entry<String, Object> e : Golden.map(step.get("vectors")).entrySet()) {
-        vectors.put(e.getKey(), floats(e.getValue()));
+        vectors.put(e.getKey(), Golden.floats(e.getValue()));
       }
       MemoryStore.BatchEvents batch = store.applyUpdate(
           (String) step.get("user_id"), ops, vectors, (String) step.get("agent_id"), (String) step.get("run_id"),
           (String) step.get("timestamp"), strings(step.get("source_ids")), strings(step.get("image_refs")),
           Golden.map(step.get("metadata")), rejections(step.get("rejected")), (String) step.get("actor"));
       Map<String, Object> out = new LinkedHashMap<String, Object>();
-      out.put("events", events(batch.events));
+      out.put("events", Golden.events(batch.events));
       out.put("batch", batch.batch);
-      List<Rejection> refused = new ArrayList<Rejection>(batch.rejected);
-      List<Object> jsonRefused = new ArrayList<Object>();
-      for (Rejection r : refused) {
-        Map<String, Object> m = new LinkedHashMap<String, Object>();
-        m.put("item", Golden.jsonable(r.item));
-        m.put("reason", r.reason);
-        jsonRefused.add(m);
-      }
-      out.put("rejected", jsonRefused);
+      out.put("rejected", Golden.rejections(batch.rejected));
       return out;
     } else if (op.equals("search")) {
-      List<Object> out = new ArrayList<Object>();
-      for (MemoryStore.SearchHit h : store.search((String) step.get("user_id"), floats(step.get("vector")),
-          ((Number) step.get("k")).intValue(), (String) step.get("agent_id"), (String) step.get("run_id"))) {
-        Map<String, Object> m = new LinkedHashMap<String, Object>();
-        m.put("id", h.record.id);
-        m.put("score", (double) h.score);
-        out.add(m);
-      }
-      return out;
+      return Golden.hits(store.search((String) step.get("user_id"), Golden.floats(step.get("vector")),
+          ((Number) step.get("k")).intValue(), (String) step.get("agent_id"), (String) step.get("run_id")), false);
     } else if (op.equals("update")) {
-      return event(store.update((String) step.get("memory_id"), (String) step.get("text"), floats(step.get("vector")),
-          (String) step.get("timestamp"), Golden.map(step.get("metadata")), (String) step.get("actor")));
+      return Golden.event(store.update((String) step.get("memory_id"), (String) step.get("text"),
+          Golden.floats(step.get("vector")), (String) step.get("timestamp"), Golden.map(step.get("metadata")),
+          (String) step.get("actor")));
     } else if (op.equals("delete")) {
-      return event(store.delete((String) step.get("memory_id"), (String) step.get("actor")));
+      return Golden.event(store.delete((String) step.get("memory_id"), (String) step.get("actor")));
     } else if (op.equals("delete_all")) {
-      return events(store.deleteAll((String) step.get("user_id"), (String) step.get("agent_id"),
+      return Golden.events(store.deleteAll((String) step.get("user_id"), (String) step.get("agent_id"),
           (String) step.get("run_id"), (String) step.get("actor")));
     } else if (op.equals("reset")) {
       store.reset();
@@ -157,69 +71,19 @@ public class StoreGoldenTest {
     throw new AssertionError("unknown store step " + op);
   }
 
-  /** Search results: same ids in the same order; scores within SCORE_TOL. */
-  static void checkHits(Golden.Report report, String id, Object expected, Object actual) {
-    List<Object> e = Golden.list(expected);
-    List<Object> a = Golden.list(actual);
-    List<Object> eIds = new ArrayList<Object>();
-    List<Object> aIds = new ArrayList<Object>();
-    for (Object o : e) {
-      eIds.add(Golden.map(o).get("id"));
-    }
-    for (Object o : a) {
-      aIds.add(Golden.map(o).get("id"));
-    }
-    report.check(id + " ranking", eIds, aIds);
-    for (int k = 0; k < Math.min(e.size(), a.size()); k++) {
-      double es = ((Number) Golden.map(e.get(k)).get("score")).doubleValue();
-      double as = ((Number) Golden.map(a.get(k)).get("score")).doubleValue();
-      if (!Golden.close(es, as, SCORE_TOL)) {
-        report.fail(id, "score[" + k + "] " + as + " != " + es);
-      }
-    }
-  }
-
   static Map<String, Object> snapshot(MemoryStore store, Map<String, Object> expected) {
     Map<String, Object> out = new LinkedHashMap<String, Object>();
-    Map<String, Object> users = new LinkedHashMap<String, Object>();
-    for (String user : Golden.map(expected.get("users")).keySet()) {
-      List<Object> records = new ArrayList<Object>();
-      for (MemoryRecord r : store.getAll(user, null, null, null)) {
-        records.add(record(r));
-      }
-      users.put(user, records);
-    }
-    out.put("users", users);
+    out.put("users", Golden.recordsByUser(store, Golden.map(expected.get("users")).keySet()));
     Map<String, Object> history = new LinkedHashMap<String, Object>();
     for (String memoryId : Golden.map(expected.get("history")).keySet()) {
       List<Object> rows = new ArrayList<Object>();
       for (MemoryStore.HistoryEntry h : store.history(memoryId)) {
-        Map<String, Object> m = typed("HistoryEntry");
-        m.put("id", h.id);
-        m.put("memory_id", h.memoryId);
-        m.put("user_id", h.userId);
-        m.put("event", h.event);
-        m.put("old_text", h.oldText);
-        m.put("new_text", h.newText);
-        m.put("created_at", h.createdAt);
-        m.put("batch", h.batch);
-        m.put("actor", h.actor);
-        rows.add(m);
+        rows.add(Golden.historyEntry(h));
       }
       history.put(memoryId, rows);
     }
     out.put("history", history);
-    List<Object> rejections = new ArrayList<Object>();
-    for (MemoryStore.RejectionEntry r : store.rejections(null)) {
-      Map<String, Object> m = typed("RejectionEntry");
-      m.put("batch", r.batch);
-      m.put("user_id", r.userId);
-      m.put("item", Golden.jsonable(r.item));
-      m.put("reason", r.reason);
-      m.put("created_at", r.createdAt);
-      rejections.add(m);
-    }
-    out.put("rejections", rejections);
+    out.put("rejections", Golden.rejectionEntries(store));
     out.put("batch_seq", store.batchSequence());
     return out;
   }
@@ -227,7 +91,7 @@ public class StoreGoldenTest {
   static void checkVectors(Golden.Report report, String id, MemoryStore store, Map<String, Object> expected) {
     for (Map.Entry<String, Object> e : expected.entrySet()) {
       float[] got = store.vector(e.getKey());
-      float[] want = floats(e.getValue());
+      float[] want = Golden.floats(e.getValue());
       if (got == null || got.length != want.length) {
         report.fail(id, "vector of " + e.getKey() + " missing or of the wrong size");
         continue;
@@ -244,8 +108,8 @@ public class StoreGoldenTest {
   @Test
   public void scriptedSessionMatchesPython() {
     Golden.Report report = new Golden.Report("store");
-    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), 4, counter("mem-%03d"),
-        clock("2024-01-01T00:00:%02d+00:00"));
+    MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), 4, Golden.counter("mem-%03d"),
+        Golden.clock("2024-01-01T00:00:%02d+00:00"));
     try {
       for (Map<String, Object> c : Golden.cases("store.json")) {
         String id = (String) c.get("id");
@@ -255,7 +119,7 @@ public class StoreGoldenTest {
           if (c.containsKey("error")) {
             report.fail(id, "Python raised " + c.get("error") + " (" + c.get("message") + ") but Java did not");
           } else if ("search".equals(step.get("op"))) {
-            checkHits(report, id, c.get("result"), result);
+            Golden.checkHits(report, id, c.get("result"), result);
           } else {
             report.check(id + " result", c.get("result"), result);
           }
@@ -284,29 +148,25 @@ public class StoreGoldenTest {
     Golden.Report report = new Golden.Report("retrieval");
     for (Map<String, Object> c : Golden.cases("retrieval.json")) {
       int dim = ((Number) c.get("dim")).intValue();
-      MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), dim, counter("r-%03d"), clock("t%d"));
+      MemoryStore store =
+          new MemoryStore(JdbcSqlDatabase.open(":memory:"), dim, Golden.counter("r-%03d"), Golden.clock("t%d"));
       try {
         for (Object o : Golden.list(c.get("entries"))) {
           Map<String, Object> e = Golden.map(o);
           Map<String, float[]> vectors = new LinkedHashMap<String, float[]>();
-          vectors.put((String) e.get("text"), floats(e.get("vector")));
+          vectors.put((String) e.get("text"), Golden.floats(e.get("vector")));
           List<ResolvedOp> ops = new ArrayList<ResolvedOp>();
           ops.add(new ResolvedOp("ADD", null, (String) e.get("text"), null));
           store.applyUpdate((String) e.get("user_id"), ops, vectors, null, null, null, null, null, null, null, null);
         }
         Map<String, Object> u = Golden.map(c.get("update"));
-        store.update((String) u.get("memory_id"), (String) u.get("text"), floats(u.get("vector")), null, null, null);
+        store.update((String) u.get("memory_id"), (String) u.get("text"), Golden.floats(u.get("vector")), null, null,
+            null);
         for (Object o : Golden.list(c.get("queries"))) {
           Map<String, Object> q = Golden.map(o);
-          List<Object> got = new ArrayList<Object>();
-          for (MemoryStore.SearchHit h : store.search((String) q.get("user_id"), floats(q.get("vector")),
-              ((Number) q.get("k")).intValue(), null, null)) {
-            Map<String, Object> m = new LinkedHashMap<String, Object>();
-            m.put("id", h.record.id);
-            m.put("score", (double) h.score);
-            got.add(m);
-          }
-          checkHits(report, (String) q.get("id"), q.get("expected"), got);
+          List<Object> got = Golden.hits(store.search((String) q.get("user_id"), Golden.floats(q.get("vector")),
+              ((Number) q.get("k")).intValue(), null, null), false);
+          Golden.checkHits(report, (String) q.get("id"), q.get("expected"), got);
         }
       } finally {
         store.close();
