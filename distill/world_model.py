@@ -130,6 +130,21 @@ def replace_files(src: Path, dst: Path, drop: tuple[str, ...] = REWRITTEN_FILES)
             (dst / name).unlink()
 
 
+def causal_lm_step(model, optimizer, batch, lr: float) -> float:
+    """One optimiser step of causal language modelling on ``batch`` (token ids, labels = inputs) at learning rate ``lr``,
+    gradients clipped to norm 1; returns the loss. Shared by the world pretraining and the VLM's continued pretraining."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: PretrainConfig | None = None) -> Path:
     """Pretrain the model in ``model_dir`` (built by ``memlora.models.build_model``) from scratch on the world's text.
 
@@ -193,14 +208,7 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
                 order, cursor = torch.randperm(n_windows, generator=gen), 0
             batch = data[order[cursor : cursor + config.batch_size]]
             cursor += config.batch_size
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            loss = model(input_ids=batch, labels=batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(causal_lm_step(model, optimizer, batch, lr_at(step)))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
 
         reinitialised = init_unseen_embeddings(model, stream, seed=seed)

@@ -278,6 +278,8 @@ def continue_pretraining(lm_dir: str | os.PathLike, texts: dict[str, str], confi
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from memlora.distill.world_model import causal_lm_step
+
     lm_dir = Path(lm_dir)
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -308,15 +310,7 @@ def continue_pretraining(lm_dir: str | os.PathLike, texts: dict[str, str], confi
         for k, name in enumerate(others):
             count = rest // len(others) + (1 if k < rest % len(others) else 0)
             parts.append(windows[name][torch.randint(len(windows[name]), (count,), generator=gen)])
-        batch = torch.cat(parts)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / 10)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(causal_lm_step(model, optimizer, torch.cat(parts), config.lr * min(1.0, (step + 1) / 10)))
     model.eval()
     model.save_pretrained(str(lm_dir), safe_serialization=True)
     tail = losses[-10:]
