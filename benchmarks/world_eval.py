@@ -455,7 +455,7 @@ def _world_command():
     import click
 
     @click.command("world")
-    @click.option("--preset", default="default", show_default=True, help="World preset (default | small).")
+    @click.option("--preset", default="default", show_default=True, help="World preset (default | copy | small).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world base model and experts.")
     @click.option("--conversations", type=int, default=WorldEvalConfig.conversations, show_default=True,
                   help="Held-out test conversations ingested end to end per system.")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import STAGES
+from memlora.distill.copy_attention import copy_attention_loss
 from memlora.distill.dataset import examples_hash, load_examples, validate_example, write_json_atomic
 from memlora.errors import DataError, MemloraError
 
@@ -96,6 +97,15 @@ class TrainConfig:
     """Batch size for validation loss (None: 2 x batch_size)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory on big students."""
+    target_lead_space: bool = False
+    """Encode each target as " <target>": its first word is then tokenized as in running text (byte-level BPE: " Paris",
+    the prompt's own token, not "P"+"aris"), so it can be copied; the engines strip answers."""
+    copy_attention: float = 0.0
+    """Weight of the copy-attention loss (``memlora.distill.copy_attention``): teaches a head where target tokens sit in the prompt; 0 = off."""
+    copy_attention_layer: int = -1
+    """Layer whose heads the copy-attention loss supervises (negative: from the last)."""
+    copy_attention_heads: tuple[int, ...] = (0,)
+    """Query heads of that layer the copy-attention loss supervises."""
     threads: int | None = None
     """torch CPU threads (None: leave torch's default)."""
     cpu: bool = False
@@ -116,6 +126,9 @@ class TrainConfig:
                 raise MemloraError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.patience < 0 or not (0.0 <= self.dropout < 1.0) or self.lr <= 0:
             raise MemloraError("TrainConfig: need patience >= 0, 0 <= dropout < 1 and lr > 0")
+        if self.copy_attention < 0 or (self.copy_attention and not self.copy_attention_heads):
+            raise MemloraError("TrainConfig: copy_attention must be >= 0 and, when on, name at least one head")
+        self.copy_attention_heads = tuple(int(h) for h in self.copy_attention_heads)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise MemloraError(f"TrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear",):
@@ -132,6 +145,8 @@ class EpochLog:
     val_loss: float | None
     seconds: float = 0.0
     train_tokens: int = 0
+    copy_attention_loss: float | None = None
+    """Mean copy-attention loss of the epoch's batches (None: copy_attention off)."""
 
 
 @dataclass
@@ -183,10 +198,12 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def encode_example(tokenizer, example: dict) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of one example: prompt tokens labelled -100, then target tokens + EOS."""
+def encode_example(tokenizer, example: dict, lead_space: bool = False) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one example: prompt tokens labelled -100, then target tokens + EOS. ``lead_space``: the
+    target is encoded as `` <target>`` (``TrainConfig.target_lead_space``)."""
     prompt_ids = tokenizer(render_prompt(tokenizer, example["messages"]), add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(example["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target = (" " + example["target"]) if lead_space else example["target"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
 
 
@@ -196,7 +213,7 @@ def _context_length(model_config) -> int | None:
 
 
 def encode_examples(tokenizer, examples: Sequence[dict], max_length: int | None, drop_too_long: bool, what: str,
-                    vision=None):
+                    vision=None, lead_space: bool = False):
     encoded, dropped = [], 0
     for ex in examples:
         if vision is not None and ex.get("images"):  # (ids, labels, pixel tensors) from the VLM's processor
@@ -207,7 +224,7 @@ def encode_examples(tokenizer, examples: Sequence[dict], max_length: int | None,
                 continue
             encoded.append(row)
             continue
-        ids, labels = encode_example(tokenizer, ex)
+        ids, labels = encode_example(tokenizer, ex, lead_space)
         if max_length is not None and len(ids) > max_length:
             if drop_too_long:
                 dropped += 1
@@ -276,13 +293,13 @@ def _collate(pad_id: int):
     return collate
 
 
-def _load_base(base_dir: Path, gradient_checkpointing: bool):
+def _load_base(base_dir: Path, gradient_checkpointing: bool, attn_implementation: str | None = None):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(base_dir))
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32, attn_implementation=attn_implementation)
     except ValueError:
         from transformers import AutoModelForImageTextToText
 
@@ -434,10 +451,15 @@ def train_expert(
     set_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    model, model_config = _load_base(base_dir, config.gradient_checkpointing)
+    if config.copy_attention and vision is not None:
+        raise MemloraError("copy_attention supervises text-only students; switch it off for image examples")
+    # the copy-attention loss reads attention probabilities, which only the eager implementation returns
+    model, model_config = _load_base(base_dir, config.gradient_checkpointing, "eager" if config.copy_attention else None)
     max_length = config.max_length or _context_length(model_config)
-    train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training", vision)
-    val_rows, dropped_val = encode_examples(tokenizer, val_examples, max_length, config.drop_too_long, "validation", vision)
+    train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training", vision,
+                                                config.target_lead_space)
+    val_rows, dropped_val = encode_examples(tokenizer, val_examples, max_length, config.drop_too_long, "validation", vision,
+                                            config.target_lead_space)
     if not train_rows:
         raise DataError(f"every training example is longer than {max_length} tokens: nothing left to train on")
 
@@ -486,6 +508,7 @@ def train_expert(
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         t0, ep_tokens = time.perf_counter(), 0
+        copy_sum, copy_batches = 0.0, 0
         loss_sum = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         bar = tqdm(
             train_loader,
@@ -495,8 +518,18 @@ def train_expert(
         )
         for batch in bar:
             with accelerator.accumulate(model):
-                out = model(**batch)
-                accelerator.backward(out.loss)
+                if config.copy_attention:
+                    out = model(**batch, output_attentions=True)
+                    copy_loss = copy_attention_loss(
+                        out.attentions, batch["input_ids"], batch["labels"], config.copy_attention_layer, config.copy_attention_heads
+                    )
+                    copy_sum += float(copy_loss.detach())
+                    copy_batches += 1
+                    loss = out.loss + config.copy_attention * copy_loss
+                else:
+                    out = model(**batch)
+                    loss = out.loss
+                accelerator.backward(loss)
                 if config.max_grad_norm and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
                 optimizer.step()
@@ -514,6 +547,8 @@ def train_expert(
         train_tokens += ep_tokens
         vl = val_loss()
         epochs.append(EpochLog(epoch, float(loss_sum[0] / max(loss_sum[1], 1)), vl, round(ep_seconds, 3), ep_tokens))
+        if copy_batches:
+            epochs[-1].copy_attention_loss = round(copy_sum / copy_batches, 4)
         if accelerator.is_main_process and config.progress:
             tqdm.write(f"[{config.stage}] epoch {epoch}: train {epochs[-1].train_loss:.4f}" + (f"  val {vl:.4f}" if vl is not None else ""))
         improved = vl is None or best_loss is None or vl < best_loss - config.min_delta

@@ -17,7 +17,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +49,12 @@ class ExpertRecipe:
     """LoRA alpha."""
     target_modules: str = "all-linear"
     """LoRA target modules ("all-linear" or comma-separated names)."""
+    dropout: float = 0.1
+    """LoRA dropout."""
+    lead_space: bool = False
+    """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
+    copy_attention: float = 0.0
+    """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
     max_new_tokens: int = 64
     """Generation budget recorded in experts.json for this stage."""
 
@@ -72,7 +78,7 @@ class WorldPreset:
 
     def fingerprint(self) -> str:
         blob = json.dumps(
-            {"preset": asdict(self), "pretrain_recipe": PRETRAIN_RECIPE_VERSION, "experts_recipe": EXPERTS_RECIPE_VERSION},
+            {"preset": _key_fields(self), "pretrain_recipe": PRETRAIN_RECIPE_VERSION, "experts_recipe": EXPERTS_RECIPE_VERSION},
             sort_keys=True, default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -90,6 +96,21 @@ def _presets() -> dict[str, WorldPreset]:
                 "extraction": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=48),
                 "update": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=128),
                 "generation": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=12),
+            },
+        ),
+        # The default world on a base with a built-in copy circuit, and experts taught where to copy from (README, world
+        # section, fourth round): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and LoRA
+        # experts trained longer with the copy-attention loss; answers are encoded with a leading space.
+        "copy": WorldPreset(
+            name="copy",
+            world=default_world,
+            pretrain=PretrainConfig(world=default_world, steps=300, batch_size=8, seq_len=256, warmup_steps=20,
+                                    lr_schedule="constant", rope_theta=1e4, freeze_embeddings=True, copy_head_alpha=1.0),
+            experts={
+                "extraction": ExpertRecipe(n_train=6400, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, max_new_tokens=48),
+                "update": ExpertRecipe(n_train=5120, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, max_new_tokens=128),
+                "generation": ExpertRecipe(n_train=8000, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, lead_space=True,
+                                           max_new_tokens=12),
             },
         ),
         "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the default preset's job)
@@ -173,7 +194,8 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
         config = TrainConfig(
             stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
-            progress=False, plot=True,
+            progress=False, plot=True, dropout=recipe.dropout, target_lead_space=recipe.lead_space,
+            copy_attention=recipe.copy_attention,
         )
         t0 = time.perf_counter()
         result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
@@ -182,6 +204,23 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
         experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": recipe.max_new_tokens}
     (out_dir / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}, indent=2, sort_keys=True) + "\n")
     return info
+
+
+# Options added after the first cached world builds: left out of the cache keys while at these defaults, so adding an
+# option does not invalidate (and rebuild) every existing cache entry whose recipe it does not change.
+_LATER_OPTIONS = {
+    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0,  # ExpertRecipe
+    "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
+}
+
+
+def _key_fields(obj):
+    """``asdict(obj)`` for cache keys: nested, without the later options that hold their defaults."""
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: _key_fields(v) for k, v in obj.items() if not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])}
+    return obj
 
 
 def _fingerprint(obj) -> str:
@@ -193,7 +232,7 @@ def base_cache_dir(preset: WorldPreset, seed: int) -> Path:
     """Cache entry of the pretrained base: keyed on what changes its bytes (shape, world, pretraining, seed)."""
     from memlora.paths import cache_dir
 
-    key = _fingerprint({"arch": preset.arch, "size": preset.size, "pretrain": asdict(preset.pretrain),
+    key = _fingerprint({"arch": preset.arch, "size": preset.size, "pretrain": _key_fields(preset.pretrain),
                         "world": asdict(preset.world), "recipe": PRETRAIN_RECIPE_VERSION, "seed": seed})
     return cache_dir("world", "bases") / f"{preset.arch}-{preset.size}-seed{seed}-{key}"
 

@@ -51,6 +51,16 @@ class PretrainConfig:
     """Warm-up steps."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    lr_schedule: str = "cosine"
+    """"cosine" (decay to 10% after warm-up) or "constant" (after warm-up)."""
+    rope_theta: float | None = None
+    """RoPE base frequency (None: the size's own, 1e6 for the Qwen2.5 shapes)."""
+    freeze_embeddings: bool = False
+    """Keep the tied token embeddings at a random init N(0, 1/hidden) instead of training them: LM pretraining pulls
+    interchangeable values (cities, names) onto one direction, which is what makes copying WHICH value hard."""
+    copy_head_alpha: float = 0.0
+    """Wire a copy head into the last layer before pretraining and keep it fixed (query head 0 / KV head 0: V = a
+    random orthonormal projection R, O = alpha R^T, so the head writes the attended token's embedding back); 0 = none."""
     threads: int | None = 2
     """torch CPU threads (None: torch's default)."""
     progress: bool = True
@@ -130,6 +140,32 @@ def replace_files(src: Path, dst: Path, drop: tuple[str, ...] = REWRITTEN_FILES)
             (dst / name).unlink()
 
 
+class CopyHead:
+    """The fixed copy circuit of ``PretrainConfig.copy_head_alpha``: wired into ``model``'s last layer at construction,
+    re-imposed by ``restore()`` after every optimiser step (AdamW would otherwise train it away)."""
+
+    def __init__(self, model, alpha: float, seed: int = 1):
+        import torch
+
+        attention = model.model.layers[-1].self_attn
+        head_dim = attention.head_dim
+        hidden = attention.o_proj.weight.shape[0]
+        generator = torch.Generator().manual_seed(seed)
+        rows = torch.linalg.qr(torch.randn(hidden, head_dim, generator=generator))[0].T  # head_dim x hidden, orthonormal
+        self._pinned = [(attention.v_proj.weight, (slice(0, head_dim),), rows),
+                        (attention.o_proj.weight, (slice(None), slice(0, head_dim)), alpha * rows.T)]
+        if attention.v_proj.bias is not None:
+            self._pinned.append((attention.v_proj.bias, (slice(0, head_dim),), torch.zeros(head_dim)))
+        self.restore()
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for param, index, value in self._pinned:
+                param[index] = value
+
+
 def causal_lm_step(model, optimizer, batch, lr: float) -> float:
     """One optimiser step of causal language modelling on ``batch`` (token ids, labels = inputs) at learning rate ``lr``,
     gradients clipped to norm 1; returns the loss. Shared by the world pretraining and the VLM's continued pretraining."""
@@ -157,6 +193,8 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
     from memlora.models import IM_END, PAD_TOKEN, SPECIAL_TOKENS, build_tokenizer, make_config
 
     config = config or PretrainConfig()
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise MemloraError(f"PretrainConfig.lr_schedule must be cosine or constant, got {config.lr_schedule!r}")
     model_dir = Path(model_dir)
     info = _read_build_info(model_dir)
     arch, size = info.get("arch"), info.get("size")
@@ -175,6 +213,9 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
         tokenizer = build_tokenizer(out, corpus=corpus, vocab_size=config.vocab_size)
         special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         model_config = make_config(arch, size, vocab_size=len(tokenizer), special_ids=special_ids)
+        if config.rope_theta:
+            model_config.rope_parameters = {**(getattr(model_config, "rope_parameters", None) or {}), "rope_type": "default",
+                                            "rope_theta": float(config.rope_theta)}
 
         stream: list[int] = []
         for conv in train:
@@ -188,8 +229,14 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
         model.train()
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        embeddings = model.get_input_embeddings().weight
+        if config.freeze_embeddings:
+            with torch.no_grad():
+                embeddings.normal_(0.0, 1.0 / math.sqrt(embeddings.shape[1]))
+            embeddings.requires_grad_(False)
+        copy_head = CopyHead(model, config.copy_head_alpha) if config.copy_head_alpha else None
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
         )
@@ -197,6 +244,8 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
         def lr_at(step: int) -> float:
             if step < config.warmup_steps:
                 return config.lr * (step + 1) / config.warmup_steps
+            if config.lr_schedule == "constant":
+                return config.lr
             progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
             return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -209,9 +258,13 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
             batch = data[order[cursor : cursor + config.batch_size]]
             cursor += config.batch_size
             losses.append(causal_lm_step(model, optimizer, batch, lr_at(step)))
+            if copy_head is not None:
+                copy_head.restore()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
 
-        reinitialised = init_unseen_embeddings(model, stream, seed=seed)
+        # frozen random embeddings are all alike already; trained ones leave unseen tokens at a far smaller init
+        reinitialised = 0 if config.freeze_embeddings else init_unseen_embeddings(model, stream, seed=seed)
+        embeddings.requires_grad_(True)
         model.eval()
         model.generation_config = GenerationConfig(
             bos_token_id=special_ids[PAD_TOKEN], pad_token_id=special_ids[PAD_TOKEN],

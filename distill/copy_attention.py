@@ -1,0 +1,80 @@
+"""Copy-attention supervision: an auxiliary loss that teaches one attention head WHERE to copy from.
+
+Most of what the memory experts write is copied from their prompt: the value a fact is about ("Lives in Paris" from
+"I moved to Paris"), the facts and ids of the update JSON, the answer found in a memory line. A small student trained
+only on the next-token loss sits for thousands of steps on the plateau where it emits the training set's most frequent
+value of the right kind: to copy, an attention head has to find the value AND its output has to carry the value's
+identity, and neither gets a useful gradient before the other exists (README, world section). When the target token
+also occurs in the prompt, the data say where to look, so we say it to the model: for every target token found in the
+prompt, the attention probability that the chosen head(s), at the position predicting that token, puts on the token's
+occurrence(s) in the prompt is pushed up (``-log`` of that mass, averaged). Pointer networks and pointer-generator
+summarisers learn the same alignment; here it only shapes an ordinary attention head of the student, so the trained
+adapter is a plain LoRA adapter (nothing changes at inference or in the export).
+
+Alignment (``copy_pointers``): a target token that continues a copied run (the prompt token right after the previous
+target token's single source) points at that one position; otherwise at every occurrence of the token in the prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["copy_pointers", "copy_attention_loss"]
+
+
+def copy_pointers(input_ids: Sequence[int], labels: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """``[(t, sources)]`` for one encoded example: the target token at position ``t`` (predicted at ``t - 1``) occurs in
+    the prompt at ``sources``. Target tokens absent from the prompt are left out. The prompt is every position whose
+    label is -100 before the first labelled one."""
+    n_prompt = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    prompt = list(input_ids[:n_prompt])
+    where: dict[int, list[int]] = {}
+    for position, token in enumerate(prompt):
+        where.setdefault(int(token), []).append(position)
+    pointers: list[tuple[int, list[int]]] = []
+    previous: int | None = None  # the single source of the previous target token, when it had one
+    for t in range(n_prompt, len(labels)):
+        token = int(labels[t])
+        if token == -100:
+            previous = None
+            continue
+        if previous is not None and previous + 1 < n_prompt and prompt[previous + 1] == token:
+            sources = [previous + 1]
+        else:
+            sources = where.get(token, [])
+        if sources:
+            pointers.append((t, sources))
+        previous = sources[0] if len(sources) == 1 else None
+    return pointers
+
+
+def copy_attention_loss(attentions, input_ids, labels, layer: int = -1, heads: Sequence[int] = (0,)):
+    """Mean ``-log`` attention mass that ``heads`` of ``layer`` put on the prompt occurrences of each target token.
+
+    ``attentions``: the model's ``output_attentions`` (one ``[batch, heads, query, key]`` tensor per layer; eager
+    attention). ``input_ids`` / ``labels``: the batch (``[batch, length]``, labels -100 on the prompt and padding).
+    Returns a scalar tensor (0 when no target token occurs in any prompt)."""
+    import torch
+
+    weights = attentions[layer]
+    n_heads = weights.shape[1]
+    bad = [h for h in heads if not -n_heads <= h < n_heads]
+    if bad:
+        raise ValueError(f"copy-attention heads {bad} do not exist: layer {layer} has {n_heads} heads")
+    rows, head_of, queries, keys, groups = [], [], [], [], []
+    n_groups = 0  # one group per (target token, head): its attention mass over the token's sources
+    for b in range(input_ids.shape[0]):
+        for t, sources in copy_pointers(input_ids[b].tolist(), labels[b].tolist()):
+            for h in heads:
+                rows += [b] * len(sources)
+                head_of += [h] * len(sources)
+                queries += [t - 1] * len(sources)
+                keys += sources
+                groups += [n_groups] * len(sources)
+                n_groups += 1
+    if not n_groups:
+        return weights.new_zeros(())
+    index = [torch.tensor(x, device=weights.device) for x in (rows, head_of, queries, keys, groups)]
+    picked = weights[index[0], index[1], index[2], index[3]]
+    mass = torch.zeros(n_groups, dtype=picked.dtype, device=weights.device).index_add_(0, index[4], picked)
+    return -torch.log(mass.clamp_min(1e-6)).mean()

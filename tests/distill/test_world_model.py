@@ -1,0 +1,76 @@
+"""World pretraining options for copying: the fixed copy head, frozen random embeddings, RoPE theta and the schedule;
+and that adding such options leaves existing cache keys alone."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from memlora.distill.world import WorldConfig
+from memlora.distill.world_experts import base_cache_dir, get_preset, world_cache_root
+from memlora.distill.world_model import PretrainConfig, pretrain_world_model
+from memlora.errors import MemloraError
+from memlora.models import build_model
+
+SMALL_WORLD = WorldConfig(n_conversations=12, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
+
+
+def pretrain(tmp_path, **options):
+    out = tmp_path / "base"
+    build_model("qwen2", "tiny", out, seed=0)
+    config = PretrainConfig(world=SMALL_WORLD, steps=6, batch_size=4, seq_len=64, warmup_steps=2, vocab_size=512,
+                            threads=1, progress=False, **options)
+    pretrain_world_model(out, seed=0, config=config)
+    return out, load_file(out / "model.safetensors"), json.loads((out / "memlora_model.json").read_text())
+
+
+def test_copy_head_and_frozen_embeddings_survive_pretraining(tmp_path):
+    out, weights, info = pretrain(tmp_path, copy_head_alpha=2.0, freeze_embeddings=True, rope_theta=1e4, lr_schedule="constant")
+    last = max(int(k.split(".")[2]) for k in weights if k.startswith("model.layers."))
+    v = weights[f"model.layers.{last}.self_attn.v_proj.weight"]
+    o = weights[f"model.layers.{last}.self_attn.o_proj.weight"]
+    hidden = o.shape[0]
+    head_dim = hidden // 4
+    rows = v[:head_dim]
+    # V of KV head 0 is an orthonormal projection R, O's first head block is 2 R^T: the head writes back what it reads
+    assert torch.allclose(rows @ rows.T, torch.eye(head_dim), atol=1e-5)
+    assert torch.allclose(o[:, :head_dim], 2.0 * rows.T, atol=1e-6)
+    assert torch.count_nonzero(weights[f"model.layers.{last}.self_attn.v_proj.bias"][:head_dim]) == 0
+    # the embeddings stayed at their random init N(0, 1/hidden) (a trained row would move off it)
+    emb = weights["model.embed_tokens.weight"]
+    assert abs(float(emb.std()) - 1 / math.sqrt(hidden)) < 0.1 / math.sqrt(hidden)
+    pre = info["pretraining"]
+    assert pre["unseen_tokens_reinitialised"] == 0 and pre["config"]["copy_head_alpha"] == 2.0
+    assert json.loads((out / "config.json").read_text())["rope_parameters"]["rope_theta"] == 1e4
+
+
+def test_default_pretraining_trains_the_embeddings_and_wires_nothing(tmp_path):
+    out, weights, info = pretrain(tmp_path)
+    last = max(int(k.split(".")[2]) for k in weights if k.startswith("model.layers."))
+    rows = weights[f"model.layers.{last}.self_attn.v_proj.weight"][:16]
+    assert not torch.allclose(rows @ rows.T, torch.eye(16), atol=1e-2)
+    assert info["pretraining"]["unseen_tokens_reinitialised"] > 0
+    assert json.loads((out / "config.json").read_text())["rope_parameters"]["rope_theta"] == 1e6
+
+
+def test_unknown_schedule_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "base"
+    build_model("qwen2", "tiny", out, seed=0)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(MemloraError, match="lr_schedule must be cosine or constant"):
+        pretrain_world_model(out, config=PretrainConfig(world=SMALL_WORLD, lr_schedule="linear", progress=False))
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_later_options_at_their_defaults_keep_the_cache_keys():
+    """The default preset's cache entries were built before these options existed: their keys must not move."""
+    default = get_preset("default")
+    assert base_cache_dir(default, 0).name == "qwen2-tiny-world-seed0-26ff5c17c371"
+    assert world_cache_root(default, 0).name == "default-seed0-455088928d5a"
+    copy = get_preset("copy")
+    assert base_cache_dir(copy, 0).name != base_cache_dir(default, 0).name
+    assert world_cache_root(copy, 0).name != world_cache_root(default, 0).name
