@@ -84,7 +84,7 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--world", "world_preset", is_flag=False, flag_value="default", default=None,
+@click.option("--world", "world_preset", is_flag=False, flag_value="copy", default=None,
               help="Run the synthetic-world benchmark instead (optionally =PRESET): per-operation scores vs exact ground truth, "
                    "base alone and the Table 4 ablation (memlora.bench.world_eval); --out, --json, --threads, --bundle apply.")
 @click.option("--vqa", is_flag=True,

@@ -1,6 +1,6 @@
 """The world's base model and its three experts, built once and cached: the demo's default and the world benchmark's system.
 
-    art = ensure_world_experts()              # preset "default": minutes on 2 CPU cores the first time, then instant
+    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~20 min on 2 CPU cores the first time, then instant
     art.base_dir, art.adapters_dir            # a checkpoint dir + an out/-style dir (extraction/ update/ generation/)
     art.world                                 # the WorldConfig the experts were taught on (its test split is held out)
 
@@ -88,8 +88,8 @@ def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
-        "default": WorldPreset(
-            name="default",
+        "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
+            name="plain",
             world=default_world,
             pretrain=PretrainConfig(world=default_world, steps=300, batch_size=8, seq_len=256, warmup_steps=20),
             experts={
@@ -113,7 +113,7 @@ def _presets() -> dict[str, WorldPreset]:
                                            max_new_tokens=12),
             },
         ),
-        "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the default preset's job)
+        "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the copy preset's job)
             name="small",
             world=small_world,
             size="tiny",
@@ -128,6 +128,8 @@ def _presets() -> dict[str, WorldPreset]:
 
 
 PRESETS = tuple(_presets())
+DEFAULT_PRESET = "copy"
+"""The preset of `memlora demo` and `memlora eval --world` when none is named."""
 
 
 def get_preset(name: str) -> WorldPreset:
@@ -259,7 +261,7 @@ def _atomic_build(final: Path, build: Callable[[Path], dict]) -> dict:
     return json.loads((final / "build.json").read_text())
 
 
-def ensure_world_base(preset: str | WorldPreset = "default", seed: int = 0, progress: Progress | None = None) -> Path:
+def ensure_world_base(preset: str | WorldPreset = DEFAULT_PRESET, seed: int = 0, progress: Progress | None = None) -> Path:
     """The cached pretrained base of ``preset`` (built on first use)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     final = base_cache_dir(preset, seed)
@@ -269,7 +271,7 @@ def ensure_world_base(preset: str | WorldPreset = "default", seed: int = 0, prog
     return final / "model"
 
 
-def ensure_world_experts(preset: str | WorldPreset = "default", seed: int = 0, progress: Progress | None = None,
+def ensure_world_experts(preset: str | WorldPreset = DEFAULT_PRESET, seed: int = 0, progress: Progress | None = None,
                          threads: int | None = 2) -> WorldArtifacts:
     """The cached base + experts of ``preset`` (built on first use: the base, then extraction, update, generation)."""
     import torch

@@ -172,7 +172,7 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
               help="Conversations (split train/val/test by conversation).")
 @click.option("--sessions", "n_sessions", default=WorldConfig.n_sessions, show_default=True, type=int, help="Sessions per conversation.")
 @click.option("--build-experts", "preset", default=None, metavar="PRESET",
-              help="Also build (or reuse) the cached world base model + experts of this preset (default | small) and print where.")
+              help="Also build (or reuse) the cached world base model + experts of this preset (copy | plain | small) and print where.")
 def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None) -> None:
     """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
     if preset:

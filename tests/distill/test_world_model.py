@@ -67,10 +67,10 @@ def test_unknown_schedule_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_later_options_at_their_defaults_keep_the_cache_keys():
-    """The default preset's cache entries were built before these options existed: their keys must not move."""
-    default = get_preset("default")
-    assert base_cache_dir(default, 0).name == "qwen2-tiny-world-seed0-26ff5c17c371"
-    assert world_cache_root(default, 0).name == "default-seed0-455088928d5a"
+    """The plain preset (the first recipe) was cached before these options existed: its base key must not move."""
+    plain = get_preset("plain")
+    assert base_cache_dir(plain, 0).name == "qwen2-tiny-world-seed0-26ff5c17c371"
+    assert world_cache_root(plain, 0).name.startswith("plain-seed0-")
     copy = get_preset("copy")
-    assert base_cache_dir(copy, 0).name != base_cache_dir(default, 0).name
-    assert world_cache_root(copy, 0).name != world_cache_root(default, 0).name
+    assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
+    assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
