@@ -23,7 +23,7 @@ from typing import Callable
 
 from memlora.distill.world import WorldConfig, generate_world
 from memlora.distill.world_export import WORLD_STAGES, world_examples
-from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, pretrain_world_model
+from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
 from memlora.errors import MemloraError
 
 EXPERTS_RECIPE_VERSION = 1
@@ -104,8 +104,7 @@ def _presets() -> dict[str, WorldPreset]:
         "copy": WorldPreset(
             name="copy",
             world=default_world,
-            pretrain=PretrainConfig(world=default_world, steps=300, batch_size=8, seq_len=256, warmup_steps=20,
-                                    lr_schedule="constant", rope_theta=1e4, freeze_embeddings=True, copy_head_alpha=1.0),
+            pretrain=copy_pretrain_config(default_world),
             experts={
                 "extraction": ExpertRecipe(n_train=6400, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, max_new_tokens=48),
                 "update": ExpertRecipe(n_train=5120, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, max_new_tokens=128),

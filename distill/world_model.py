@@ -32,8 +32,9 @@ PRETRAIN_RECIPE_VERSION = 1
 
 @dataclass
 class PretrainConfig:
-    """How the world base model is pretrained (the defaults are the demo's base: ``memlora make-model --size tiny-world
-    --pretrain world`` builds the same model the demo caches)."""
+    """How the world base model is pretrained. The defaults are the ``plain`` preset's base (``memlora make-model --size
+    tiny-world --pretrain world``); ``copy_pretrain_config()`` is the demo's default ``copy`` preset's base
+    (``--pretrain world-copy``)."""
 
     world: WorldConfig | None = None
     """The world whose training conversations are the corpus (None: ``WorldConfig()``, the default world)."""
@@ -164,6 +165,17 @@ class CopyHead:
         with torch.no_grad():
             for param, index, value in self._pinned:
                 param[index] = value
+
+
+def copy_pretrain_config(world: WorldConfig | None = None) -> PretrainConfig:
+    """The ``copy`` recipe: the default recipe plus a fixed copy head, frozen random embeddings, RoPE theta 1e4 and a
+    constant learning rate (README, world section: what each buys)."""
+    return PretrainConfig(world=world, lr_schedule="constant", rope_theta=1e4, freeze_embeddings=True, copy_head_alpha=1.0)
+
+
+def pretrain_world_model_copy(model_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """``pretrain_world_model`` with ``copy_pretrain_config()`` (``memlora make-model --pretrain world-copy``)."""
+    return pretrain_world_model(model_dir, seed=seed, config=copy_pretrain_config())
 
 
 def causal_lm_step(model, optimizer, batch, lr: float) -> float:

@@ -355,7 +355,9 @@ def _remove_stale_builds(root: Path) -> None:
             pass
 
 
-PRETRAIN_KINDS = ("world",)
+PRETRAIN_KINDS = ("world", "world-copy")
+"""world: the synthetic memory world's text (the ``plain`` preset's recipe); world-copy: the same text with a fixed copy
+head and frozen random embeddings (the demo's default ``copy`` preset's recipe; text models only)."""
 
 
 def pretrainer(kind: str):
@@ -368,7 +370,7 @@ def pretrainer(kind: str):
         if exc.name != "memlora.distill.world_model":
             raise
         raise MemloraError("--pretrain world is not available: memlora.distill.world_model is not part of this build") from None
-    return world.pretrain_world_model
+    return world.pretrain_world_model_copy if kind == "world-copy" else world.pretrain_world_model
 
 
 def pretrain_model(kind: str, model_dir, seed: int = 0) -> Path:
@@ -377,6 +379,8 @@ def pretrain_model(kind: str, model_dir, seed: int = 0) -> Path:
     run = pretrainer(kind)
     info = Path(model_dir) / "memlora_model.json"
     if info.is_file() and json.loads(info.read_text()).get("arch") in VLM_ARCHS:
+        if kind != "world":
+            raise MemloraError(f"--pretrain {kind} is for text models; a VLM takes --pretrain world (its grafted language model)")
         from memlora.vlm_pretrain import pretrain_vlm_world
 
         pretrain_vlm_world(Path(model_dir), seed=seed)
@@ -393,7 +397,7 @@ def pretrain_model(kind: str, model_dir, seed: int = 0) -> Path:
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES), help="Weight dtype saved.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output dir (new or empty). Default: the user cache (reused when already built).")
-@click.option("--pretrain", type=click.Choice(PRETRAIN_KINDS), default=None, help="Pretrain the random model (world: the synthetic memory world).")
+@click.option("--pretrain", type=click.Choice(PRETRAIN_KINDS), default=None, help="Pretrain the random model (world: on the synthetic memory world; world-copy: the same with the demo's copy head).")
 def make_model_command(arch: str, size: str, seed: int, dtype: str, out_dir: Path | None, pretrain: str | None) -> None:
     """Build a synthetic model (random weights, local tokenizer) of a real architecture, loadable like any checkpoint."""
     if arch not in VLM_ARCHS:

@@ -74,3 +74,20 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
     copy = get_preset("copy")
     assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
     assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
+
+
+def test_make_model_world_copy_pretrains_with_the_copy_recipe(tmp_path, monkeypatch):
+    from memlora.distill import world_model
+    from memlora.models import pretrain_model
+
+    recipe = world_model.copy_pretrain_config()
+    assert (recipe.copy_head_alpha, recipe.freeze_embeddings, recipe.rope_theta, recipe.lr_schedule) == (1.0, True, 1e4, "constant")
+    small = dict(world=SMALL_WORLD, steps=4, batch_size=4, seq_len=64, warmup_steps=2, vocab_size=512, threads=1, progress=False)
+    monkeypatch.setattr(world_model, "copy_pretrain_config",
+                        lambda world=None: PretrainConfig(**small, lr_schedule="constant", rope_theta=1e4,
+                                                          freeze_embeddings=True, copy_head_alpha=1.0))
+    out = tmp_path / "base"
+    build_model("qwen2", "tiny", out, seed=0)
+    pretrain_model("world-copy", out, seed=0)
+    config = json.loads((out / "memlora_model.json").read_text())["pretraining"]["config"]
+    assert config["copy_head_alpha"] == 1.0 and config["freeze_embeddings"] is True
