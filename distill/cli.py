@@ -166,6 +166,7 @@ def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, ma
                   target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
                   copy_attention_layer, copy_attention_heads):
     """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
+    heads = _int_list(copy_attention_heads, "--copy-attention-heads")  # before any data is read
     from memlora.distill.dataset import stage_path
     from memlora.distill.search import write_experts_manifest
     from memlora.distill.train import TrainConfig, load_examples, train_expert
@@ -177,7 +178,7 @@ def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, ma
                          patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
                          precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
                          target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,
-                         copy_attention_heads=_int_list(copy_attention_heads, "--copy-attention-heads"))
+                         copy_attention_heads=heads)
     result = train_expert(base, train_ex, val_ex, out_dir, config)
     if out_dir.name == stage:  # out/<stage>: keep out/experts.json in step for memlora-export
         from accelerate import PartialState

@@ -100,3 +100,41 @@ def test_training_with_copy_attention_teaches_the_head_to_look_at_the_copied_tok
     taught_loss, plain_loss = _copy_loss_of(base, tmp_path / "taught", val), _copy_loss_of(base, tmp_path / "plain", val)
     assert taught_loss < 1.5 and taught_loss < plain_loss - 0.5  # measured: 0.37 vs 12.4
     assert taught.best_epoch >= 0
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["--copy-attention", "0.5", "--copy-attention-heads", "0,1", "--target-lead-space"],
+         {"copy_attention": 0.5, "copy_attention_heads": [0, 1], "target_lead_space": True}),
+        ([], {"copy_attention": 0.0, "copy_attention_heads": [0], "target_lead_space": False}),
+    ],
+)
+def test_cli_passes_the_copy_options_to_training(tiny_model, tmp_path, options, expected):
+    from click.testing import CliRunner
+
+    from memlora.distill import cli as train_cli
+    from memlora.distill.dataset import stage_path, write_jsonl_atomic
+
+    data = tmp_path / "DATA"
+    write_jsonl_atomic(stage_path(data, "train", "extraction"), toy_examples(4))
+    out = tmp_path / "out" / "extraction"
+    args = ["train", "--base", str(tiny_model("qwen2")), "--stage", "extraction", "--data", str(data), "-o", str(out),
+            "--epochs", "1", "--threads", "2", "--batch-size", "4", *options]
+    result = CliRunner().invoke(train_cli.cli, args, standalone_mode=False)
+    assert result.exception is None, result.output
+    hyper = json.loads((out / "training_card.json").read_text())["hyperparameters"]
+    assert {k: hyper[k] for k in expected} == expected
+
+
+def test_cli_refuses_heads_that_are_not_integers(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from memlora.distill import cli as train_cli
+
+    data = tmp_path / "DATA"
+    (data / "train").mkdir(parents=True)
+    result = CliRunner().invoke(train_cli.cli, ["train", "--base", str(tiny_model("qwen2")), "--stage", "extraction",
+                                                "--data", str(data), "-o", str(tmp_path / "o"), "--copy-attention-heads", "a,b"])
+    assert result.exit_code != 0 and "is not a comma list of integers" in result.output
+    assert not (tmp_path / "o").exists()
