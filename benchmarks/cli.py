@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from memlora import DEFAULT_WORLD_PRESET
 from memlora.bench.bench_bundles import MODEL_SHAPES
 from memlora.cli import run_cli
 
@@ -34,7 +35,7 @@ from memlora.cli import run_cli
 @click.option("--peer/--no-peer", default=True, help="Measure llama.cpp too (needs llama-cpp-python).")
 @click.option("--levers/--no-levers", default=True, help="Measure the speed levers (prefix cache, threads, int4 settings).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-@click.option("--world", "world_preset", is_flag=False, flag_value="copy", default=None,
+@click.option("--world", "world_preset", is_flag=False, flag_value=DEFAULT_WORLD_PRESET, default=None,
               help="Run the synthetic-world quality benchmark instead (optionally =PRESET; memlora.bench.world_eval).")
 @click.option("--vqa", is_flag=True,
               help="Run the VQA benchmark instead: V, valid-JSON rate and s/answer of the VQA expert on the procedural VQA "

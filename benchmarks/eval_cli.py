@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from memlora import DEFAULT_WORLD_PRESET
 from memlora.bench.judge import JudgeConfig
 from memlora.bench.locomo_eval import EvalConfig, EvalParts, reset_out_dir, run_locomo_eval
 from memlora.bench.metrics import ScorerConfig
@@ -84,7 +85,7 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--world", "world_preset", is_flag=False, flag_value="copy", default=None,
+@click.option("--world", "world_preset", is_flag=False, flag_value=DEFAULT_WORLD_PRESET, default=None,
               help="Run the synthetic-world benchmark instead (optionally =PRESET): per-operation scores vs exact ground truth, "
                    "base alone and the Table 4 ablation (memlora.bench.world_eval); --out, --json, --threads, --bundle apply.")
 @click.option("--vqa", is_flag=True,

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from memlora import DEFAULT_WORLD_PRESET
 from memlora.errors import MemloraError
 
 STAGES3 = ("extraction", "update", "generation")
@@ -241,7 +242,7 @@ class WorldEvalConfig:
 
     out_dir: str = "runs/world-eval"
     """Report folder: report.json, report.md, report.png."""
-    preset: str = "copy"
+    preset: str = DEFAULT_WORLD_PRESET
     """World preset (``memlora.distill.world_experts.PRESETS``) whose cached base + experts are evaluated."""
     seed: int = 0
     """Seed of the base model and experts."""
@@ -455,7 +456,7 @@ def _world_command():
     import click
 
     @click.command("world")
-    @click.option("--preset", default="copy", show_default=True, help="World preset (copy | plain | small).")
+    @click.option("--preset", default=DEFAULT_WORLD_PRESET, show_default=True, help="World preset (copy | plain | small).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world base model and experts.")
     @click.option("--conversations", type=int, default=WorldEvalConfig.conversations, show_default=True,
                   help="Held-out test conversations ingested end to end per system.")

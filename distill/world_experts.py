@@ -24,6 +24,7 @@ from typing import Callable
 from memlora.distill.world import WorldConfig, generate_world
 from memlora.distill.world_export import WORLD_STAGES, world_examples
 from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
+from memlora import DEFAULT_WORLD_PRESET
 from memlora.errors import MemloraError
 
 EXPERTS_RECIPE_VERSION = 1
@@ -127,7 +128,7 @@ def _presets() -> dict[str, WorldPreset]:
 
 
 PRESETS = tuple(_presets())
-DEFAULT_PRESET = "copy"
+DEFAULT_PRESET = DEFAULT_WORLD_PRESET
 """The preset of `memlora demo` and `memlora eval --world` when none is named."""
 
 

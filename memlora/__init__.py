@@ -12,3 +12,7 @@ __version__ = "0.1.0"
 
 STAGES = ("extraction", "update", "generation", "vqa")
 """The memory operations, one expert adapter each (paper 3.2 and 3.3)."""
+
+DEFAULT_WORLD_PRESET = "copy"
+"""The synthetic-world preset (``memlora.distill.world_experts``) of ``memlora demo`` and ``memlora eval --world`` when
+none is named; here, not there, so that the CLIs can name it without importing the world."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from memlora import DEFAULT_WORLD_PRESET
 from memlora.errors import MemloraError
 
 STAGES3 = ("extraction", "update", "generation")
@@ -196,7 +197,7 @@ class DemoOptions:
     """Ingest only the first N message batches (None: the whole conversation)."""
     compare_base: bool = True
     """Also run the same conversation on the base model alone (adapters off), side by side."""
-    preset: str = "copy"
+    preset: str = DEFAULT_WORLD_PRESET
     """World preset of the default system."""
     seed: int = 0
     """Seed of the world base model and experts."""
@@ -416,7 +417,7 @@ class _Bar:
 @click.option("--conversation", type=int, default=0, show_default=True, help="Which held-out world test conversation.")
 @click.option("--max-batches", type=int, default=None, help="Ingest only the first N message pairs (a quick look).")
 @click.option("--no-compare", is_flag=True, help="Do not run the base model alone side by side.")
-@click.option("--preset", default="copy", show_default=True, help="World preset: copy | plain | small.")
+@click.option("--preset", default=DEFAULT_WORLD_PRESET, show_default=True, help="World preset: copy | plain | small.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world model and experts.")
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
