@@ -87,6 +87,7 @@ class WorldPreset:
 
 def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
+    copy_training = dict(epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0)  # what the copy preset's three experts share
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -107,10 +108,9 @@ def _presets() -> dict[str, WorldPreset]:
             world=default_world,
             pretrain=copy_pretrain_config(default_world),
             experts={
-                "extraction": ExpertRecipe(n_train=6400, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, max_new_tokens=48),
-                "update": ExpertRecipe(n_train=5120, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, max_new_tokens=128),
-                "generation": ExpertRecipe(n_train=8000, epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0, lead_space=True,
-                                           max_new_tokens=12),
+                "extraction": ExpertRecipe(n_train=6400, max_new_tokens=48, **copy_training),
+                "update": ExpertRecipe(n_train=5120, max_new_tokens=128, **copy_training),
+                "generation": ExpertRecipe(n_train=8000, max_new_tokens=12, lead_space=True, **copy_training),
             },
         ),
         "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the copy preset's job)
@@ -209,7 +209,9 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 
 
 # Options added after the first cached world builds: left out of the cache keys while at these defaults, so adding an
-# option does not invalidate (and rebuild) every existing cache entry whose recipe it does not change.
+# option does not invalidate (and rebuild) every existing cache entry whose recipe it does not change. The values are
+# the ones those entries were built with, written out on purpose rather than read from the dataclasses: a later change
+# of a default then changes the keys, as it must.
 _LATER_OPTIONS = {
     "dropout": 0.1, "lead_space": False, "copy_attention": 0.0,  # ExpertRecipe
     "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
