@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Sequence
 
 from memlora.errors import DataError
 
@@ -257,6 +258,18 @@ class WorldSession:
     turns: list[WorldTurn]
 
 
+MEM0_OP_KEYS = ("id", "text", "event", "old_memory")
+"""Key order of an update op in Mem0's JSON, as the update prompt shows it."""
+
+
+def check_op_key_order(key_order: Sequence[str]) -> tuple[str, ...]:
+    """``key_order`` as a tuple, or a ``DataError`` unless it is a permutation of ``MEM0_OP_KEYS``."""
+    order = tuple(key_order)
+    if sorted(order) != sorted(MEM0_OP_KEYS):
+        raise DataError(f"update key order {','.join(order)!r} must name each of {', '.join(MEM0_OP_KEYS)} exactly once")
+    return order
+
+
 @dataclass(frozen=True)
 class MemoryOp:
     """One gold memory-update operation, in the loop's terms (ids are the small integers the prompt shows)."""
@@ -267,11 +280,13 @@ class MemoryOp:
     text: str
     old_memory: str | None = None
 
-    def as_json(self) -> dict:
+    def as_json(self, key_order: Sequence[str] = MEM0_OP_KEYS) -> dict:
+        """The op as the update JSON writes it, its keys in ``key_order`` (a permutation of ``MEM0_OP_KEYS``;
+        ``old_memory`` only on UPDATE)."""
         item = {"id": self.id, "text": self.text, "event": self.event}
         if self.event == "UPDATE":
             item["old_memory"] = self.old_memory
-        return item
+        return {key: item[key] for key in key_order if key in item}
 
 
 @dataclass

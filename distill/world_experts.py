@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Callable
 
-from memlora.distill.world import WorldConfig, generate_world
+from memlora.distill.world import MEM0_OP_KEYS, WorldConfig, generate_world
 from memlora.distill.world_export import WORLD_STAGES, world_examples
 from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
 from memlora import DEFAULT_WORLD_PRESET
@@ -56,6 +56,9 @@ class ExpertRecipe:
     """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
     copy_attention: float = 0.0
     """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
+    op_key_order: tuple[str, ...] = MEM0_OP_KEYS
+    """Update stage: key order of the target ops (``world_export.update_examples``). Mem0's (the prompt's) puts the id
+    first; ``("text", "event", "id", "old_memory")`` lets the model write the fact before it picks a memory id."""
     max_new_tokens: int = 64
     """Generation budget recorded in experts.json for this stage."""
 
@@ -87,7 +90,7 @@ class WorldPreset:
 
 def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
-    copy_training = dict(epochs=2, lr=3e-3, dropout=0.0, copy_attention=1.0)  # what the copy preset's three experts share
+    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0)  # what the copy preset's three experts share
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -101,16 +104,18 @@ def _presets() -> dict[str, WorldPreset]:
             },
         ),
         # The default world on a base with a built-in copy circuit, and experts taught where to copy from (README, world
-        # section, fourth round): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and LoRA
-        # experts trained longer with the copy-attention loss; answers are encoded with a leading space.
+        # section, fourth and fifth rounds): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and
+        # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
+        # update expert writes each op's text and event before the memory id it refers to.
         "copy": WorldPreset(
             name="copy",
             world=default_world,
             pretrain=copy_pretrain_config(default_world),
             experts={
-                "extraction": ExpertRecipe(n_train=6400, max_new_tokens=48, **copy_training),
-                "update": ExpertRecipe(n_train=5120, max_new_tokens=128, **copy_training),
-                "generation": ExpertRecipe(n_train=8000, max_new_tokens=12, lead_space=True, **copy_training),
+                "extraction": ExpertRecipe(n_train=6400, epochs=4, max_new_tokens=48, **copy_training),
+                "update": ExpertRecipe(n_train=5120, epochs=2, max_new_tokens=128, op_key_order=("text", "event", "old_memory", "id"),
+                                       **copy_training),
+                "generation": ExpertRecipe(n_train=8000, epochs=4, max_new_tokens=12, lead_space=True, **copy_training),
             },
         ),
         "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the copy preset's job)
@@ -188,8 +193,8 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
     for stage in stages:
         recipe = preset.experts[stage]
         rng = random.Random(f"world-experts:{seed}:{stage}")
-        train = world_examples(train_convs, stage)
-        val = world_examples(val_convs, stage)
+        train = world_examples(train_convs, stage, recipe.op_key_order)
+        val = world_examples(val_convs, stage, recipe.op_key_order)
         rng.shuffle(train)
         rng.shuffle(val)
         _say(progress, f"training the {stage} expert ({min(recipe.n_train, len(train))} examples)")
@@ -213,7 +218,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 # the ones those entries were built with, written out on purpose rather than read from the dataclasses: a later change
 # of a default then changes the keys, as it must.
 _LATER_OPTIONS = {
-    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0,  # ExpertRecipe
+    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
     "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
 }
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Sequence
 
 import click
 
-from memlora.distill.world import SPLITS, World, WorldConfig, WorldConversation, generate_world
+from memlora.distill.world import MEM0_OP_KEYS, SPLITS, World, WorldConfig, WorldConversation, check_op_key_order, generate_world
 from memlora.errors import DataError
 
 WORLD_STAGES = ("extraction", "update", "generation")
@@ -53,16 +54,18 @@ def extraction_examples(conv: WorldConversation) -> list[dict]:
     return out
 
 
-def update_examples(conv: WorldConversation) -> list[dict]:
-    """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations."""
+def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> list[dict]:
+    """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations,
+    each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``)."""
     from memlora.runtime import prompts
 
+    op_key_order = check_op_key_order(op_key_order)
     out = []
     for pair in conv.pairs:
         if pair.update is None:
             continue
         dia_ids = [m["dia_id"] for m in pair.messages]
-        ops = [op.as_json() for op in pair.update.ops]
+        ops = [op.as_json(op_key_order) for op in pair.update.ops]
         out.append(
             {
                 "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:update",
@@ -113,15 +116,19 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
 STAGE_BUILDERS = {"extraction": extraction_examples, "update": update_examples, "generation": generation_examples}
 
 
-def world_examples(conversations: list[WorldConversation], stage: str) -> list[dict]:
-    """Every example of ``stage`` for the given conversations, in conversation order."""
+def world_examples(conversations: list[WorldConversation], stage: str, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> list[dict]:
+    """Every example of ``stage`` for the given conversations, in conversation order (``op_key_order``: the update
+    targets' key order, see ``update_examples``)."""
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
+    if stage == "update":
+        return [ex for conv in conversations for ex in update_examples(conv, op_key_order)]
     return [ex for conv in conversations for ex in STAGE_BUILDERS[stage](conv)]
 
 
-def export_world_jsonl(world: World, data_dir: str | Path) -> dict[str, dict[str, int]]:
+def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
+    op_key_order = check_op_key_order(op_key_order)
     from memlora.distill.dataset import stage_path, write_jsonl_atomic
 
     counts: dict[str, dict[str, int]] = {}
@@ -129,7 +136,7 @@ def export_world_jsonl(world: World, data_dir: str | Path) -> dict[str, dict[str
         convs = world.split(split)
         counts[split] = {}
         for stage in WORLD_STAGES:
-            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), world_examples(convs, stage))
+            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), world_examples(convs, stage, op_key_order))
     return counts
 
 
@@ -173,18 +180,24 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
 @click.option("--sessions", "n_sessions", default=WorldConfig.n_sessions, show_default=True, type=int, help="Sessions per conversation.")
 @click.option("--build-experts", "preset", default=None, metavar="PRESET",
               help="Also build (or reuse) the cached world base model + experts of this preset (copy | plain | small) and print where.")
-def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None) -> None:
+@click.option("--update-key-order", default=None, metavar="KEYS",
+              help="Key order of the update targets' ops, comma-separated [default: the --build-experts preset's, else "
+                   "Mem0's id,text,event,old_memory].")
+def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None,
+                  update_key_order: str | None) -> None:
     """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
+    op_key_order = check_op_key_order(update_key_order.split(",")) if update_key_order else None
     if preset:
         from memlora.distill.world_experts import ensure_world_experts
 
         art = ensure_world_experts(preset, seed=seed, progress=click.echo)
         click.echo(f"world base model: {art.base_dir}\nexperts: {art.adapters_dir}")
         world_config = art.world
+        op_key_order = op_key_order or art.preset.experts["update"].op_key_order
     else:
         world_config = WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions)
     world = generate_world(world_config)
-    counts = export_world_jsonl(world, out_dir)
+    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS)
     paths = export_world_locomo(world, out_dir / "locomo")
     for split in SPLITS:
         stages = ", ".join(f"{stage} {n}" for stage, n in counts[split].items())

@@ -241,6 +241,10 @@ UPDATE_OUTPUTS = [
     "No changes are needed.",
     "",
     '{"facts": ["wrong stage"]}',
+    # the key order the world's update expert writes (text first, id last: ExpertRecipe.op_key_order), whole and cut off
+    '{"memory": [{"text": "Lives in Rome", "event": "UPDATE", "old_memory": "Lives in Paris", "id": "0"}, '
+    '{"text": "Has a cat", "event": "ADD", "id": "2"}]}',
+    '{"memory": [{"text": "Has a cat", "event": "ADD", "id": "2"}, {"text": "Lives in Rome", "event": "UPD',
 ]
 
 VQA_OUTPUTS = [
@@ -322,7 +326,7 @@ def update_cases() -> list[dict]:
             update = resolve([UpdateOp(**op) for op in ops], id_map)
             cases.append({"id": f"ops-{si}-{oi}", **base, "ops": ops,
                           "resolved": jsonable(update.resolved), "rejected": _rejections(update.rejected)})
-        for oi, text in enumerate(UPDATE_OUTPUTS[:3] + UPDATE_OUTPUTS[10:11]):
+        for oi, text in enumerate(UPDATE_OUTPUTS[:3] + UPDATE_OUTPUTS[10:11] + UPDATE_OUTPUTS[-2:]):
             parsed = parse_memory_update(text)
             update = resolve(parsed.value, id_map)
             cases.append({"id": f"text-{si}-{oi}", **base, "text": text,

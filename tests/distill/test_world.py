@@ -221,3 +221,49 @@ def test_bad_world_config_is_a_clear_error(kwargs):
 def test_conversation_index_out_of_range_is_a_clear_error():
     with pytest.raises(DataError, match="outside"):
         generate_conversation(SMALL, SMALL.n_conversations)
+
+
+@pytest.mark.parametrize("order", [("id", "text", "event", "old_memory"), ("text", "event", "id", "old_memory"),
+                                   ("text", "event", "old_memory", "id")])
+def test_update_key_order_changes_only_the_order_of_the_target_keys(world, order):
+    from memlora.distill.world_export import world_examples
+    from memlora.runtime.parsing import parse_memory_update
+
+    mem0 = world_examples(world.conversations, "update")
+    reordered = world_examples(world.conversations, "update", order)
+    assert [e["messages"] for e in reordered] == [e["messages"] for e in mem0]
+    seen_update = False
+    for a, b in zip(mem0, reordered):
+        for op in json.loads(b["target"])["memory"]:
+            assert list(op) == [k for k in order if k in op]
+            seen_update |= op["event"] == "UPDATE"
+        assert json.loads(b["target"]) == json.loads(a["target"])  # same ops: dicts compare without order
+        assert parse_memory_update(b["target"]).value == parse_memory_update(a["target"]).value
+    assert seen_update, "the world has UPDATE ops, whose old_memory key is placed too"
+
+
+@pytest.mark.parametrize("order", [("id", "text", "event"), ("id", "text", "event", "old_memory", "id"),
+                                   ("id", "text", "event", "memory")])
+def test_bad_update_key_order_is_a_clear_error(world, order, tmp_path):
+    from memlora.distill.world_export import export_world_jsonl, world_examples
+
+    with pytest.raises(DataError, match="exactly once"):
+        world_examples(world.conversations, "update", order)
+    with pytest.raises(DataError, match="exactly once"):
+        export_world_jsonl(world, tmp_path / "data", order)
+    assert not (tmp_path / "data").exists(), "nothing is written"
+
+
+def test_world_cli_writes_the_update_key_order_it_is_given(tmp_path):
+    from click.testing import CliRunner
+
+    from memlora.distill.cli import cli
+
+    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
+    result = CliRunner().invoke(cli, args + ["--update-key-order", "text,event,id,old_memory"])
+    assert result.exit_code == 0, result.output
+    first = json.loads((tmp_path / "d" / "train" / "update.jsonl").read_text().splitlines()[0])
+    assert list(json.loads(first["target"])["memory"][0])[:3] == ["text", "event", "id"]
+    bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--update-key-order", "text,event"])
+    assert isinstance(bad.exception, DataError) and "exactly once" in str(bad.exception)  # main() prints it as one line
+    assert not (tmp_path / "e").exists(), "refused before anything is generated or written"

@@ -129,6 +129,13 @@ UPDATE_CASES = [
         False,
         ["event"],
     ),
+    (
+        "text-first-key-order",  # what the world's update expert writes (ExpertRecipe.op_key_order), cut off in the 2nd op
+        '{"memory": [{"text": "Lives in Rome", "event": "UPDATE", "old_memory": "Lives in Paris", "id": "0"}, {"text": "Has a cat", "event": "AD',
+        [UpdateOp("0", "Lives in Rome", "UPDATE", "Lives in Paris")],
+        False,
+        ["'AD' is not one of"],
+    ),
     ("old-memory-wrong-type", '{"memory": [{"id": "0", "text": "a", "event": "UPDATE", "old_memory": 5}]}', [UpdateOp("0", "a", "UPDATE")], True, []),
     ("memory-not-list", '{"memory": "ADD everything"}', [], False, ["not a list"]),
     ("empty", "", [], False, ["empty output"]),
