@@ -91,3 +91,32 @@ def test_make_model_world_copy_pretrains_with_the_copy_recipe(tmp_path, monkeypa
     pretrain_model("world-copy", out, seed=0)
     config = json.loads((out / "memlora_model.json").read_text())["pretraining"]["config"]
     assert config["copy_head_alpha"] == 1.0 and config["freeze_embeddings"] is True
+
+
+def test_expert_builds_train_on_the_recipes_update_key_order(tmp_path, monkeypatch):
+    """``ExpertRecipe.op_key_order`` reaches the update expert's training and validation targets (the copy preset's
+    order); the other stages are untouched."""
+    import dataclasses
+    import json
+
+    from memlora.distill import train as train_module
+    from memlora.distill.world_experts import build_world_experts
+
+    seen = {}
+
+    def fake_train(base_dir, train, val, out_dir, config):  # records what would be trained on
+        seen[config.stage] = (train, val)
+        return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
+
+    monkeypatch.setattr(train_module, "train_expert", fake_train)
+    copy_order = get_preset("copy").experts["update"].op_key_order
+    assert copy_order == ("text", "event", "old_memory", "id")
+    small = get_preset("small")
+    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], op_key_order=copy_order)})
+    (tmp_path / "out").mkdir()
+    build_world_experts(preset, tmp_path / "base", tmp_path / "out")
+    train, val = seen["update"]
+    for example in train + val:
+        for op in json.loads(example["target"])["memory"]:
+            assert list(op) == [k for k in copy_order if k in op]
+    assert any(op.get("event") == "UPDATE" for e in train for op in json.loads(e["target"])["memory"])
