@@ -1,10 +1,11 @@
-"""``memlora demo``: the whole memory job end to end, on the built-in default, in a few minutes on a laptop CPU.
+"""``memlora demo``: the whole memory job end to end, on the built-in default, on a laptop CPU (seconds once built).
 
-By default it uses the synthetic memory world (``memlora.distill.world``): a tiny base model pretrained from scratch on
-the world's conversations and its three expert adapters (extraction, update, generation), built on the first run and
-cached. It ingests a held-out world conversation through the memory loop (``memlora.runtime.memory.Memory`` on the
-PyTorch engine), prints the facts extracted, the update events (ADD / UPDATE / DELETE), the final memory table and the
-answers to questions with the gold answers — and the same conversation run by the base model alone, side by side.
+By default it uses the synthetic memory world (``memlora.distill.world``): a tiny base model pretrained from scratch
+on the world's conversations and its three expert adapters (extraction, update, generation), built on the first run
+(about 22 min on 2 CPU cores) and cached. It ingests a held-out world conversation through the memory loop
+(``memlora.runtime.memory.Memory`` on the PyTorch engine), prints the facts extracted, the update events (ADD /
+UPDATE / DELETE), the final memory table and the answers to questions with the gold answers — and the same
+conversation run by the base model alone, side by side.
 
     memlora demo                                       # the world default (experts vs base alone)
     memlora demo --model PATH --adapters out/          # your checkpoint and experts (memlora-train output)
@@ -258,7 +259,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         say("memlora demo: the synthetic memory world (a tiny model pretrained from scratch on its conversations + 3 experts)")
         cached = _world_is_cached(options.preset, options.seed)
         if not cached:
-            say("first run: building the world base model and its experts (cached afterwards; a few minutes on 2 CPU cores)")
+            say("first run: building the world base model and its experts (cached afterwards; about 22 min on 2 quiet CPU cores)")
         art = ensure_world_experts(options.preset, seed=options.seed, progress=lambda m: say(f"  - {m}"),
                                    threads=options.threads)
         record["world_build"] = {"cached": cached, "root": str(art.root), **art.build}
