@@ -58,7 +58,8 @@ class ExpertRecipe:
     """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
     """Update stage: key order of the target ops (``world_export.update_examples``). Mem0's (the prompt's) puts the id
-    first; ``("text", "event", "id", "old_memory")`` lets the model write the fact before it picks a memory id."""
+    first; the copy preset's ``("text", "event", "old_memory", "id")`` has the model write the fact and decide the event
+    before it picks a memory id (README, world section, fifth round)."""
     max_new_tokens: int = 64
     """Generation budget recorded in experts.json for this stage."""
 

@@ -128,8 +128,9 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
 
 def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
-    op_key_order = check_op_key_order(op_key_order)
     from memlora.distill.dataset import stage_path, write_jsonl_atomic
+
+    op_key_order = check_op_key_order(op_key_order)
 
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
