@@ -51,6 +51,32 @@ def normalize_fact(text: str) -> str:
     return re.sub(r"\s+", " ", str(text).strip()).rstrip(".").lower()
 
 
+ANSWER_KINDS = ("yes/no", "date", "value")
+"""Question kinds of the end-to-end breakdown: what an answer must do (decide, copy a date, copy a value)."""
+
+
+def answer_kind(gold: str, category: int) -> str:
+    """``"yes/no"``, ``"date"`` (temporal category or digits in the answer) or ``"value"`` (a name, city, food, ...)."""
+    if normalize_answer(gold) in ("yes", "no"):
+        return "yes/no"
+    return "date" if int(category) == 2 or re.search(r"\d", str(gold)) else "value"
+
+
+def answer_shown(gold: str, memories: Sequence[str]) -> bool:
+    """Whether the gold answer occurs, as whole words, in the memory lines shown (texts and timestamps; case, commas
+    and spacing ignored): an answer that is not shown cannot be copied, whatever the generation expert does."""
+    def loose(text: str) -> str:
+        return " " + re.sub(r"[\s,]+", " ", str(text).lower()).strip(" .") + " "
+
+    needle = loose(gold)
+    return any(needle in loose(m) for m in memories)
+
+
+def rejection_kind(stage_reason: str) -> str:
+    """A rejection reason with its numbers replaced by N, so that equal failures count together."""
+    return re.sub(r"\d+", "N", stage_reason)
+
+
 @dataclass
 class ExtractionScore:
     """Fact-level precision/recall/F1 (micro) and the share of exactly right message pairs."""
@@ -185,18 +211,21 @@ class ConversationRun:
     """speaker -> [{text, timestamp}] final store content."""
     gold_memories: dict[str, list[str]]
     answers: list[dict]
-    """[{question, speaker, answer, gold, correct, category, memories_shown}]."""
+    """[{question, speaker, answer, gold, correct, category, kind, memories_shown, answer_shown}]."""
     seconds: float = 0.0
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Model output the loop refused (``AddResult.rejected``), counted by ``rejection_kind``."""
 
 
 def run_conversation(memory_factory: Callable[[], Any], conv, on_step: Callable[[], None] | None = None) -> ConversationRun:
     """Ingest a world conversation through a fresh ``Memory`` (Mem0's protocol) and ask its questions."""
     t0 = time.perf_counter()
     memory = memory_factory()
-    facts, events = [], []
+    facts, events, rejections = [], [], Counter()
     try:
         for pair in conv.pairs:
             result = memory.add(pair.messages, user_id=pair.owner, timestamp=pair.timestamp)
+            rejections.update(rejection_kind(r.reason) for r in result.rejected)
             dia_ids = [m["dia_id"] for m in pair.messages]
             facts.append({"owner": pair.owner, "dia_ids": dia_ids, "predicted": list(result.facts), "gold": list(pair.facts)})
             for ev in result.events:
@@ -209,30 +238,41 @@ def run_conversation(memory_factory: Callable[[], Any], conv, on_step: Callable[
         for qa in conv.qa:
             result = memory.answer(qa.question, user_id=qa.speaker)
             ok = normalize_answer(result.text) == normalize_answer(qa.answer)
+            kind = answer_kind(qa.answer, qa.category)
+            shown = [f"{h.record.timestamp or ''} {h.record.text}" for h in result.memories]
             answers.append({"question": qa.question, "speaker": qa.speaker, "answer": result.text, "gold": qa.answer,
-                            "correct": ok, "category": qa.category, "memories_shown": len(result.memories)})
+                            "correct": ok, "category": qa.category, "kind": kind, "memories_shown": len(result.memories),
+                            "answer_shown": None if kind == "yes/no" else answer_shown(qa.answer, shown)})
             if on_step:
                 on_step()
     finally:
         memory.close()
     gold = {s: [text for _, text in conv.final_memories[s]] for s in conv.speakers}
-    return ConversationRun(conv.sample_id, facts, events, memories, gold, answers, round(time.perf_counter() - t0, 2))
+    return ConversationRun(conv.sample_id, facts, events, memories, gold, answers, round(time.perf_counter() - t0, 2),
+                           dict(rejections))
 
 
 def summarize_runs(runs: Sequence[ConversationRun]) -> dict:
     """Answer EM, extraction F1 in the loop, and final-memory F1 (store texts vs the gold final state)."""
     answers, extraction, memory = AnswerScore(), ExtractionScore(), ExtractionScore()
-    events = Counter()
+    events, rejections = Counter(), Counter()
+    kinds = {k: {"n": 0, "correct": 0, "answer_shown": 0} for k in ANSWER_KINDS}
     for run in runs:
+        rejections.update(run.rejections)
         for a in run.answers:
-            answers.add(a["answer"], a["gold"], a["category"])
+            ok = answers.add(a["answer"], a["gold"], a["category"])
+            row = kinds[a.get("kind") or answer_kind(a["gold"], a["category"])]
+            row["n"] += 1
+            row["correct"] += ok
+            row["answer_shown"] += bool(a.get("answer_shown"))
         for f in run.facts:
             extraction.add(f["predicted"], f["gold"])
         for speaker, gold in run.gold_memories.items():
             memory.add([m["text"] for m in run.memories.get(speaker, [])], gold)
         events.update(e["event"] for e in run.events)
     return {"answer": answers.as_dict(), "extraction_in_loop": extraction.as_dict(),
-            "final_memory": memory.as_dict(), "events": dict(events), "seconds": round(sum(r.seconds for r in runs), 1)}
+            "final_memory": memory.as_dict(), "events": dict(events), "seconds": round(sum(r.seconds for r in runs), 1),
+            "answers_by_kind": kinds, "rejections": dict(rejections.most_common())}
 
 
 # ------------------------------------------------------------------------------------------------------------ report
@@ -390,6 +430,21 @@ def markdown(report: dict) -> str:
         events = ", ".join(f"{k} {v}" for k, v in sorted(row["events"].items())) or "none"
         lines.append(f"| {row['system']} | {st['extraction']} | {st['update']} | {st['generation']} | {row['answer']['em']:.3f} | "
                      f"{row['final_memory']['f1']:.3f} | {row['extraction_in_loop']['f1']:.3f} | {events} | {row['seconds']} |")
+    lines += [
+        "",
+        "## Where the answers go, end to end (right / questions; \"shown\": the gold answer is in the memories shown)",
+        "",
+        "| system | yes/no | date | value | date answer shown | value answer shown | refused model output (most frequent) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["end_to_end"]:
+        kinds = row.get("answers_by_kind")
+        if not kinds:
+            continue
+        cells = [f"{kinds[k]['correct']} / {kinds[k]['n']}" for k in ANSWER_KINDS]
+        cells += [f"{kinds[k]['answer_shown']} / {kinds[k]['n']}" for k in ("date", "value")]
+        refused = "; ".join(f"{reason} ({n})".replace("|", "\\|") for reason, n in list(row.get("rejections", {}).items())[:3]) or "none"
+        lines.append(f"| {row['system']} | " + " | ".join(cells) + f" | {refused} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ from memlora.bench.world_eval import (
     ConversationRun,
     ExtractionScore,
     UpdateScore,
+    answer_kind,
+    answer_shown,
     effective_ops,
     markdown,
     normalize_answer,
@@ -89,10 +91,17 @@ def test_summary_and_report_files(tmp_path):
         events=[{"owner": "Anna", "event": "ADD", "text": "Lives in Lisbon", "old_text": None, "dia_ids": ["D1:1", "D1:2"]}],
         memories={"Anna": [{"text": "Lives in Lisbon", "timestamp": "t"}], "Ben": []},
         gold_memories={"Anna": ["Lives in Lisbon"], "Ben": ["Plays chess"]},
-        answers=[{"answer": "Lisbon", "gold": "Lisbon", "category": 4}, {"answer": "Yes", "gold": "No", "category": 4}],
+        answers=[{"answer": "Lisbon", "gold": "Lisbon", "category": 4, "kind": "value", "answer_shown": True},
+                 {"answer": "Yes", "gold": "No", "category": 4, "kind": "yes/no", "answer_shown": None}],
+        rejections={"update: UPDATE of id N out of range (shown ids: N-N)": 2, "extraction: duplicate fact": 1},
     )
+    summary = summarize_runs([run, run])
+    assert summary["answer"]["em"] == 0.5 and summary["events"] == {"ADD": 2}
+    assert summary["answers_by_kind"] == {"yes/no": {"n": 2, "correct": 0, "answer_shown": 0},
+                                          "date": {"n": 0, "correct": 0, "answer_shown": 0},
+                                          "value": {"n": 2, "correct": 2, "answer_shown": 2}}
+    assert list(summary["rejections"].items())[0] == ("update: UPDATE of id N out of range (shown ids: N-N)", 4)
     summary = summarize_runs([run])
-    assert summary["answer"]["em"] == 0.5 and summary["events"] == {"ADD": 1}
     assert summary["final_memory"]["recall"] == 0.5 and summary["final_memory"]["precision"] == 1.0
     iso = {"extraction": ExtractionScore().as_dict(), "update": UpdateScore().as_dict(), "generation": AnswerScore().as_dict()}
     report = {"preset": "t", "seed": 0, "test_conversations": ["world-0-0001"], "questions": 2,
@@ -101,6 +110,51 @@ def test_summary_and_report_files(tmp_path):
                               **summary}]}
     write_report(report, tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["questions"] == 2
-    assert "| all experts | expert | expert | expert | 0.500 |" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "| all experts | expert | expert | expert | 0.500 |" in md
+    assert ("| all experts | 0 / 1 | 0 / 0 | 1 / 1 | 0 / 0 | 1 / 1 | update: UPDATE of id N out of range (shown ids: N-N) (2); "
+            "extraction: duplicate fact (1) |") in md
     assert (tmp_path / "report.png").stat().st_size > 1000
     assert "answer EM" in markdown(report)
+
+
+@pytest.mark.parametrize(
+    "gold, category, kind",
+    [("Yes", 4, "yes/no"), ("no.", 4, "yes/no"), ("12 June 2023", 4, "date"), ("8 May 2023", 2, "date"),
+     ("Lisbon", 4, "value"), ("Biscuit", 4, "value")],
+)
+def test_answer_kind(gold, category, kind):
+    assert answer_kind(gold, category) == kind
+
+
+@pytest.mark.parametrize(
+    "gold, memories, shown",
+    [
+        ("Lisbon", ["[8:00 pm on 8 May, 2023] Lives in Lisbon"], True),
+        ("8 May 2023", ["1:56 pm on 8 May, 2023 Lives in Rome"], True),  # a move date is read from the timestamp
+        ("8 May 2023", ["1:56 pm on 18 May, 2023 Lives in Rome"], False),  # whole words only
+        ("Rome", ["Plans to visit Romeo's town"], False),
+        ("Kiwi", ["Has a dog named Rex", "Has a cat named kiwi."], True),
+        ("Lisbon", [], False),
+    ],
+)
+def test_answer_shown(gold, memories, shown):
+    assert answer_shown(gold, memories) is shown
+
+
+def test_world_eval_runs_the_real_loop_and_reports_where_answers_go(tmp_path):
+    """``run_world_eval`` on the small preset (built on first use, shared with the demo tests): real engine, MiniLM,
+    SQLite/FAISS store; every end-to-end question lands in exactly one kind and the report shows the breakdown."""
+    from memlora.bench.world_eval import WorldEvalConfig, run_world_eval
+
+    report = run_world_eval(WorldEvalConfig(out_dir=str(tmp_path), preset="small", conversations=1, examples=4,
+                                            ablation=False, progress=False))
+    assert [row["system"] for row in report["end_to_end"]][0] == "base alone" and len(report["end_to_end"]) == 2
+    for row in report["end_to_end"]:
+        kinds = row["answers_by_kind"]
+        assert sum(k["n"] for k in kinds.values()) == row["answer"]["n"] == report["questions"] > 0
+        assert sum(k["correct"] for k in kinds.values()) == round(row["answer"]["em"] * row["answer"]["n"])
+        assert all(k["answer_shown"] <= k["n"] for k in kinds.values()) and kinds["yes/no"]["answer_shown"] == 0
+        assert all(isinstance(n, int) and n > 0 for n in row["rejections"].values())
+    md = (tmp_path / "report.md").read_text()
+    assert "## Where the answers go, end to end" in md and md.count("| base alone |") == 2
