@@ -253,7 +253,8 @@ def run_conversation(memory_factory: Callable[[], Any], conv, on_step: Callable[
 
 
 def summarize_runs(runs: Sequence[ConversationRun]) -> dict:
-    """Answer EM, extraction F1 in the loop, and final-memory F1 (store texts vs the gold final state)."""
+    """Answer EM, extraction F1 in the loop, final-memory F1 (store texts vs the gold final state), and where the answers
+    go: per ``ANSWER_KINDS``, right answers and how often the gold answer was shown; refused model output by reason."""
     answers, extraction, memory = AnswerScore(), ExtractionScore(), ExtractionScore()
     events, rejections = Counter(), Counter()
     kinds = {k: {"n": 0, "correct": 0, "answer_shown": 0} for k in ANSWER_KINDS}
