@@ -24,14 +24,14 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+        raise click.BadParameter(f"{text!r} is not a comma list of numbers") from None
 
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+        raise click.BadParameter(f"{text!r} is not a comma list of integers") from None
 
 
 def _conversations(locomo: Path | None, conversations: Path | None, split: str):
@@ -130,13 +130,6 @@ def clean_command(data_dir, split, stages, student):
         click.echo(report.summary())
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma list of integers", param_hint=option) from None
-
-
 @cli.command("train")
 @click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir.")
 @click.option("--stage", type=click.Choice(STAGES), required=True)
@@ -161,12 +154,12 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--copy-attention", default=0.0, show_default=True,
               help="Weight of the copy-attention loss (teaches a head where target tokens sit in the prompt); 0 = off.")
 @click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
-@click.option("--copy-attention-heads", default="0", show_default=True, help="Comma list of supervised query heads.")
+@click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
+              help="Comma list of supervised query heads.")
 def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, max_epochs, patience, rank, alpha, dropout,
                   target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
                   copy_attention_layer, copy_attention_heads):
     """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
-    heads = _int_list(copy_attention_heads, "--copy-attention-heads")  # before any data is read
     from memlora.distill.dataset import stage_path
     from memlora.distill.search import write_experts_manifest
     from memlora.distill.train import TrainConfig, load_examples, train_expert
@@ -178,7 +171,7 @@ def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, ma
                          patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
                          precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
                          target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,
-                         copy_attention_heads=heads)
+                         copy_attention_heads=copy_attention_heads)
     result = train_expert(base, train_ex, val_ex, out_dir, config)
     if out_dir.name == stage:  # out/<stage>: keep out/experts.json in step for memlora-export
         from accelerate import PartialState
