@@ -211,7 +211,8 @@ class ConversationRun:
     """speaker -> [{text, timestamp}] final store content."""
     gold_memories: dict[str, list[str]]
     answers: list[dict]
-    """[{question, speaker, answer, gold, correct, category, kind, memories_shown, answer_shown}]."""
+    """[{question, speaker, answer, gold, correct, category, memories_shown, answer_shown}]; ``answer_shown`` is None
+    for yes/no questions (nothing to copy)."""
     seconds: float = 0.0
     rejections: dict[str, int] = field(default_factory=dict)
     """Model output the loop refused (``AddResult.rejected``), counted by ``rejection_kind``."""
@@ -238,11 +239,11 @@ def run_conversation(memory_factory: Callable[[], Any], conv, on_step: Callable[
         for qa in conv.qa:
             result = memory.answer(qa.question, user_id=qa.speaker)
             ok = normalize_answer(result.text) == normalize_answer(qa.answer)
-            kind = answer_kind(qa.answer, qa.category)
             shown = [f"{h.record.timestamp or ''} {h.record.text}" for h in result.memories]
+            copyable = answer_kind(qa.answer, qa.category) != "yes/no"
             answers.append({"question": qa.question, "speaker": qa.speaker, "answer": result.text, "gold": qa.answer,
-                            "correct": ok, "category": qa.category, "kind": kind, "memories_shown": len(result.memories),
-                            "answer_shown": None if kind == "yes/no" else answer_shown(qa.answer, shown)})
+                            "correct": ok, "category": qa.category, "memories_shown": len(result.memories),
+                            "answer_shown": answer_shown(qa.answer, shown) if copyable else None})
             if on_step:
                 on_step()
     finally:
@@ -262,7 +263,7 @@ def summarize_runs(runs: Sequence[ConversationRun]) -> dict:
         rejections.update(run.rejections)
         for a in run.answers:
             ok = answers.add(a["answer"], a["gold"], a["category"])
-            row = kinds[a.get("kind") or answer_kind(a["gold"], a["category"])]
+            row = kinds[answer_kind(a["gold"], a["category"])]
             row["n"] += 1
             row["correct"] += ok
             row["answer_shown"] += bool(a.get("answer_shown"))

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import random
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -121,9 +122,8 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
     targets' key order, see ``update_examples``)."""
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
-    if stage == "update":
-        return [ex for conv in conversations for ex in update_examples(conv, op_key_order)]
-    return [ex for conv in conversations for ex in STAGE_BUILDERS[stage](conv)]
+    build = partial(update_examples, op_key_order=op_key_order) if stage == "update" else STAGE_BUILDERS[stage]
+    return [ex for conv in conversations for ex in build(conv)]
 
 
 def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> dict[str, dict[str, int]]:

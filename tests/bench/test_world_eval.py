@@ -91,8 +91,8 @@ def test_summary_and_report_files(tmp_path):
         events=[{"owner": "Anna", "event": "ADD", "text": "Lives in Lisbon", "old_text": None, "dia_ids": ["D1:1", "D1:2"]}],
         memories={"Anna": [{"text": "Lives in Lisbon", "timestamp": "t"}], "Ben": []},
         gold_memories={"Anna": ["Lives in Lisbon"], "Ben": ["Plays chess"]},
-        answers=[{"answer": "Lisbon", "gold": "Lisbon", "category": 4, "kind": "value", "answer_shown": True},
-                 {"answer": "Yes", "gold": "No", "category": 4, "kind": "yes/no", "answer_shown": None}],
+        answers=[{"answer": "Lisbon", "gold": "Lisbon", "category": 4, "answer_shown": True},
+                 {"answer": "Yes", "gold": "No", "category": 4, "answer_shown": None}],
         rejections={"update: UPDATE of id N out of range (shown ids: N-N)": 2, "extraction: duplicate fact": 1},
     )
     summary = summarize_runs([run, run])
