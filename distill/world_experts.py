@@ -221,6 +221,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 _LATER_OPTIONS = {
     "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
     "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
+    "prev_token_alpha": 0.0,
 }
 
 

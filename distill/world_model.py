@@ -62,6 +62,11 @@ class PretrainConfig:
     copy_head_alpha: float = 0.0
     """Wire a copy head into the last layer before pretraining and keep it fixed (query head 0 / KV head 0: V = a
     random orthonormal projection R, O = alpha R^T, so the head writes the attended token's embedding back); 0 = none."""
+    prev_token_alpha: float = 0.0
+    """Wire a previous-token head into the first layer before pretraining and keep it fixed (query head 0 / KV head 0:
+    constant query and key biases phased for RoPE so that every position attends to the one before it, V = a random
+    orthonormal projection, O = alpha times another, orthogonal to what the copy head reads): each position then carries the token before it, which a copy head
+    needs to continue a copied run (the month after a copied day) -- an induction step; 0 = none."""
     threads: int | None = 2
     """torch CPU threads (None: torch's default)."""
     progress: bool = True
@@ -141,7 +146,20 @@ def replace_files(src: Path, dst: Path, drop: tuple[str, ...] = REWRITTEN_FILES)
             (dst / name).unlink()
 
 
-class CopyHead:
+class PinnedCircuit:
+    """Weight slices wired by hand and kept fixed during pretraining: ``_pinned`` holds (parameter, index, value)."""
+
+    _pinned: list
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for param, index, value in self._pinned:
+                param[index] = value
+
+
+class CopyHead(PinnedCircuit):
     """The fixed copy circuit of ``PretrainConfig.copy_head_alpha``: wired into ``model``'s last layer at construction,
     re-imposed by ``restore()`` after every optimiser step (AdamW would otherwise train it away)."""
 
@@ -153,18 +171,69 @@ class CopyHead:
         hidden = attention.o_proj.weight.shape[0]
         generator = torch.Generator().manual_seed(seed)
         rows = torch.linalg.qr(torch.randn(hidden, head_dim, generator=generator))[0].T  # head_dim x hidden, orthonormal
+        self.rows = rows
         self._pinned = [(attention.v_proj.weight, (slice(0, head_dim),), rows),
                         (attention.o_proj.weight, (slice(None), slice(0, head_dim)), alpha * rows.T)]
         if attention.v_proj.bias is not None:
             self._pinned.append((attention.v_proj.bias, (slice(0, head_dim),), torch.zeros(head_dim)))
         self.restore()
 
-    def restore(self) -> None:
+
+
+class PrevTokenHead(PinnedCircuit):
+    """The fixed previous-token circuit of ``PretrainConfig.prev_token_alpha``, wired into ``model``'s first layer.
+
+    RoPE rotates frequency pair f of a query at position i by i*theta_f, so a constant query (a_f, 0) and a constant key
+    a_f (cos theta_f, sin theta_f) score sum_f a_f^2 cos(theta_f (d - 1)) / sqrt(head_dim) at distance d = i - j: every
+    pair peaks at d = 1. The weights a_f^2 are ``PREV_TOKEN_WEIGHTS`` (a linear programme over the RoPE frequencies
+    that maximises the margin of d = 1 over every other distance up to 1,200 tokens), scaled to ``margin`` nats. Query
+    heads that share KV head 0 (head 1 in ``tiny-world``) get its constant keys too and stay trainable: learned
+    positional heads. ``avoid`` (the copy head's V rows): O writes outside the subspace they read.
+    """
+
+    def __init__(self, model, alpha: float, seed: int = 2, margin: float = 12.0, avoid=None):
         import torch
 
-        with torch.no_grad():
-            for param, index, value in self._pinned:
-                param[index] = value
+        attention = model.model.layers[0].self_attn
+        head_dim = attention.head_dim
+        hidden = attention.o_proj.weight.shape[0]
+        if attention.q_proj.bias is None or attention.k_proj.bias is None:
+            raise MemloraError("the previous-token head needs query/key biases (Qwen2 has them)")
+        half = head_dim // 2
+        theta = float(model.config.rope_parameters["rope_theta"]) if getattr(model.config, "rope_parameters", None) else float(
+            model.config.rope_theta)
+        inv_freq = theta ** (-torch.arange(half, dtype=torch.float64) * 2 / head_dim)
+        weights = torch.zeros(half, dtype=torch.float64)
+        n = min(half, len(PREV_TOKEN_WEIGHTS))
+        weights[:n] = torch.tensor(PREV_TOKEN_WEIGHTS[:n], dtype=torch.float64)
+        distance = torch.arange(1201, dtype=torch.float64)
+        score = (weights * torch.cos(torch.outer(distance - 1, inv_freq))).sum(1)  # per unit scale, before 1/sqrt(head_dim)
+        unit_margin = float(score[1] - torch.cat([score[:1], score[2:]]).max())
+        if unit_margin < 0.05:
+            raise MemloraError(f"RoPE theta {theta:g} with head_dim {head_dim}: the previous-token head cannot single out d = 1")
+        scale = math.sqrt(margin * math.sqrt(head_dim) / unit_margin)  # a_f = scale * sqrt(w_f)
+        a = scale * weights.sqrt()
+        query = torch.cat([a, torch.zeros(half, dtype=torch.float64)]).float()
+        key = torch.cat([a * inv_freq.cos(), a * inv_freq.sin()]).float()
+        generator = torch.Generator().manual_seed(seed)
+        rows = torch.linalg.qr(torch.randn(hidden, head_dim, generator=generator))[0].T  # head_dim x hidden, orthonormal
+        draw = torch.randn(hidden, head_dim, generator=generator)
+        if avoid is not None:  # write outside the subspace the copy head reads, or it would copy the previous token too
+            draw = draw - avoid.T @ (avoid @ draw)
+        out = torch.linalg.qr(draw)[0]  # hidden x head_dim, orthonormal
+        heads = slice(0, head_dim)
+        self._pinned = [(attention.q_proj.weight, (heads,), torch.zeros(head_dim, hidden)), (attention.q_proj.bias, (heads,), query),
+                        (attention.k_proj.weight, (heads,), torch.zeros(head_dim, hidden)), (attention.k_proj.bias, (heads,), key),
+                        (attention.v_proj.weight, (heads,), rows), (attention.o_proj.weight, (slice(None), heads), alpha * out)]
+        if attention.v_proj.bias is not None:
+            self._pinned.append((attention.v_proj.bias, (heads,), torch.zeros(head_dim)))
+        self.restore()
+
+
+# Frequency weights of the previous-token head: the linear programme "maximise min over d != 1 (0 <= d <= 1,200) of
+# sum_f w_f (1 - cos(theta_f (d - 1))), sum w = 1" solved with scipy for head_dim 32 and RoPE theta 1e4 (margin 0.273).
+# PrevTokenHead measures the margin for the model's own theta and scales to its target in nats.
+PREV_TOKEN_WEIGHTS = (0.56, 0.084, 0.04, 0.032, 0.068, 0.036, 0.042, 0.045, 0.027, 0.024, 0.042)
 
 
 def copy_pretrain_config(world: WorldConfig | None = None) -> PretrainConfig:
@@ -247,6 +316,8 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
                 embeddings.normal_(0.0, 1.0 / math.sqrt(embeddings.shape[1]))
             embeddings.requires_grad_(False)
         copy_head = CopyHead(model, config.copy_head_alpha) if config.copy_head_alpha else None
+        prev_head = PrevTokenHead(model, config.prev_token_alpha, avoid=copy_head.rows if copy_head else None) \
+            if config.prev_token_alpha else None
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -270,8 +341,9 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
             batch = data[order[cursor : cursor + config.batch_size]]
             cursor += config.batch_size
             losses.append(causal_lm_step(model, optimizer, batch, lr_at(step)))
-            if copy_head is not None:
-                copy_head.restore()
+            for head in (copy_head, prev_head):
+                if head is not None:
+                    head.restore()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
 
         # frozen random embeddings are all alike already; trained ones leave unseen tokens at a far smaller init

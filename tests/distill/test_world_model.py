@@ -48,6 +48,44 @@ def test_copy_head_and_frozen_embeddings_survive_pretraining(tmp_path):
     assert json.loads((out / "config.json").read_text())["rope_parameters"]["rope_theta"] == 1e4
 
 
+def test_previous_token_head_survives_pretraining_and_attends_to_the_previous_position(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out, weights, info = pretrain(tmp_path, prev_token_alpha=2.0, copy_head_alpha=1.0, freeze_embeddings=True, rope_theta=1e4)
+    q, k = weights["model.layers.0.self_attn.q_proj.weight"], weights["model.layers.0.self_attn.k_proj.weight"]
+    v, o = weights["model.layers.0.self_attn.v_proj.weight"], weights["model.layers.0.self_attn.o_proj.weight"]
+    head_dim = o.shape[0] // 4
+    # query head 0 and KV head 0 read nothing from the token (weights 0, positional biases only)...
+    assert torch.count_nonzero(q[:head_dim]) == 0 and torch.count_nonzero(k[:head_dim]) == 0
+    assert torch.count_nonzero(q[head_dim:]) > 0  # ...while the other heads were trained
+    # ...and write back an orthonormal projection of what they read, scaled by alpha
+    assert torch.allclose(v[:head_dim] @ v[:head_dim].T, torch.eye(head_dim), atol=1e-5)
+    assert torch.allclose(o[:, :head_dim].T @ o[:, :head_dim], 4.0 * torch.eye(head_dim), atol=1e-4)
+    assert info["pretraining"]["config"]["prev_token_alpha"] == 2.0
+    # it writes outside the subspace the last layer's copy head reads (else the copy head would copy the token before)
+    last = max(int(name.split(".")[2]) for name in weights if name.startswith("model.layers."))
+    copy_rows = weights[f"model.layers.{last}.self_attn.v_proj.weight"][:head_dim]
+    assert float((copy_rows @ o[:, :head_dim]).abs().max()) < 1e-4
+    model = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        attention = model(input_ids=ids, output_attentions=True).attentions[0][0, 0]  # layer 0, head 0: [query, key]
+    previous = attention[torch.arange(1, 300), torch.arange(0, 299)]
+    assert float(previous.min()) > 0.99
+    other = model.model.layers[0].self_attn  # head 1 shares the constant keys but keeps a trained query: not pinned
+    assert other.q_proj.weight[head_dim:2 * head_dim].abs().sum() > 0
+
+
+def test_previous_token_head_refuses_a_rope_that_cannot_single_out_the_previous_position(tmp_path):
+    out = tmp_path / "base"
+    build_model("qwen2", "tiny", out, seed=0)  # head_dim 16 with RoPE theta 1e6: the frequencies barely turn
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(MemloraError, match="cannot single out d = 1"):
+        pretrain_world_model(out, config=PretrainConfig(world=SMALL_WORLD, steps=2, batch_size=2, seq_len=32, vocab_size=512,
+                                                        threads=1, progress=False, prev_token_alpha=1.0))
+    assert (out / "model.safetensors").read_bytes() == before
+
+
 def test_default_pretraining_trains_the_embeddings_and_wires_nothing(tmp_path):
     out, weights, info = pretrain(tmp_path)
     last = max(int(k.split(".")[2]) for k in weights if k.startswith("model.layers."))
