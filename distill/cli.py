@@ -16,6 +16,7 @@ import click
 
 from memlora import STAGES
 from memlora.cli import run_cli
+from memlora.distill.train import LR_SCHEDULES
 
 SPLIT_CHOICE = click.Choice(["train", "val", "test"])
 
@@ -136,6 +137,8 @@ def clean_command(data_dir, split, stages, student):
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="out/<stage> dir.")
 @click.option("--lr", default=2e-4, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+              help="Learning rate after warm-up: constant, or cosine decay to 0 over --epochs.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimiser step.")
 @click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping).")
@@ -156,7 +159,7 @@ def clean_command(data_dir, split, stages, student):
 @click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
 @click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
               help="Comma list of supervised query heads.")
-def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, max_epochs, patience, rank, alpha, dropout,
+def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, grad_accum, max_epochs, patience, rank, alpha, dropout,
                   target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
                   copy_attention_layer, copy_attention_heads):
     """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
@@ -167,7 +170,7 @@ def train_command(base, stage, data_dir, out_dir, lr, batch_size, grad_accum, ma
     train_ex = load_examples(stage_path(data_dir, "train", stage))
     val_path = stage_path(data_dir, "val", stage)
     val_ex = load_examples(val_path) if val_path.exists() else []
-    config = TrainConfig(stage=stage, lr=lr, batch_size=batch_size, gradient_accumulation=grad_accum, max_epochs=max_epochs,
+    config = TrainConfig(stage=stage, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, gradient_accumulation=grad_accum, max_epochs=max_epochs,
                          patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
                          precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
                          target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,

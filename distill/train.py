@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -44,6 +45,20 @@ __all__ = [
 
 ATTENTION_QV = ("q_proj", "v_proj")
 """D.3: LoRA on the query and value projections is enough for extraction and update."""
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(config: TrainConfig, total_steps: int, step: int) -> float:
+    """The learning rate at optimiser ``step`` as a fraction of ``config.lr``: linear warm-up, then constant or a
+    cosine decay that reaches 0 after ``total_steps``."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def default_target_modules(stage: str) -> list[str] | str:
@@ -82,7 +97,10 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""
     warmup_steps: int = 0
-    """Linear learning-rate warm-up steps (constant afterwards)."""
+    """Linear learning-rate warm-up steps."""
+    lr_schedule: str = "constant"
+    """After warm-up: "constant", or "cosine" (decays to 0 at the last step of ``max_epochs``; an early stop ends it
+    sooner)."""
     max_grad_norm: float | None = 1.0
     """Gradient clipping norm (None: no clipping)."""
     seed: int = 0
@@ -131,6 +149,8 @@ class TrainConfig:
         self.copy_attention_heads = tuple(int(h) for h in self.copy_attention_heads)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise MemloraError(f"TrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise MemloraError(f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear",):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         return self
@@ -480,12 +500,11 @@ def train_expert(
         raise MemloraError(f"LoRA target modules {target_modules!r} do not fit {base_dir}: {exc}") from None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    )
     collate = _collate(tokenizer.pad_token_id)
     gen = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(_Encoded(train_rows), batch_size=config.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+    total_steps = math.ceil(len(train_loader) / config.gradient_accumulation) * config.max_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config, total_steps))
     val_loader = DataLoader(_Encoded(val_rows), batch_size=config.eval_batch_size or 2 * config.batch_size, collate_fn=collate)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler

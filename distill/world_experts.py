@@ -56,6 +56,8 @@ class ExpertRecipe:
     """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
     copy_attention: float = 0.0
     """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
+    lr_decay: bool = False
+    """Cosine decay of the learning rate to 0 over the epochs (``TrainConfig.lr_schedule="cosine"``); False = constant."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
     """Update stage: key order of the target ops (``world_export.update_examples``). Mem0's (the prompt's) puts the id
     first; the copy preset's ``("text", "event", "old_memory", "id")`` has the model write the fact and decide the event
@@ -203,7 +205,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
             stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
             progress=False, plot=True, dropout=recipe.dropout, target_lead_space=recipe.lead_space,
-            copy_attention=recipe.copy_attention,
+            copy_attention=recipe.copy_attention, lr_schedule="cosine" if recipe.lr_decay else "constant",
         )
         t0 = time.perf_counter()
         result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
@@ -219,7 +221,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 # the ones those entries were built with, written out on purpose rather than read from the dataclasses: a later change
 # of a default then changes the keys, as it must.
 _LATER_OPTIONS = {
-    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
+    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "lr_decay": False, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
     "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
     "prev_token_alpha": 0.0,
 }

@@ -13,6 +13,7 @@ from memlora.distill.train import (
     TrainConfig,
     encode_example,
     load_tokenizer,
+    lr_factor,
     render_prompt,
     tokenizer_fingerprint,
     train_expert,
@@ -77,6 +78,33 @@ def test_training_writes_a_peft_adapter_card_and_curve_deterministically(tiny_mo
     assert card["tokens_per_s"] > 0 and card["precision"] == "fp32" and card["best_epoch"] in (0, 1)
     assert r1.card["data"] == r2.card["data"] and r1.epochs[-1].val_loss == r2.epochs[-1].val_loss
     assert not list(tmp_path.glob("a/.extraction*"))  # no temporary dir left behind
+
+
+@pytest.mark.parametrize(
+    "schedule, warmup, step, expected",
+    [
+        ("constant", 0, 0, 1.0), ("constant", 0, 99, 1.0), ("constant", 4, 0, 0.25), ("constant", 4, 3, 1.0),
+        ("cosine", 0, 0, 1.0), ("cosine", 0, 50, 0.5), ("cosine", 0, 100, 0.0), ("cosine", 0, 150, 0.0),
+        ("cosine", 10, 4, 0.5), ("cosine", 10, 10, 1.0), ("cosine", 10, 55, 0.5),
+    ],
+)
+def test_learning_rate_factor(schedule, warmup, step, expected):
+    config = TrainConfig(stage="extraction", lr_schedule=schedule, warmup_steps=warmup)
+    assert lr_factor(config, 100, step) == pytest.approx(expected, abs=1e-9)
+
+
+def test_cosine_schedule_changes_training_and_is_recorded(tiny_model, tmp_path):
+    base = tiny_model("qwen2")
+    train, val = toy_examples(12), toy_examples(4, offset=30)
+    constant = train_expert(base, train, val, tmp_path / "constant" / "extraction", TrainConfig(**FAST))
+    cosine = train_expert(base, train, val, tmp_path / "cosine" / "extraction", TrainConfig(**FAST, lr_schedule="cosine"))
+    weights = [(tmp_path / run / "extraction" / "adapter_model.safetensors").read_bytes() for run in ("constant", "cosine")]
+    assert weights[0] != weights[1]  # same data, seed and first step; the later steps took smaller learning rates
+    assert cosine.card["hyperparameters"]["lr_schedule"] == "cosine"
+    assert constant.card["hyperparameters"]["lr_schedule"] == "constant"
+    with pytest.raises(MemloraError, match="lr_schedule must be one of constant, cosine"):
+        train_expert(base, train, val, tmp_path / "bad" / "extraction", TrainConfig(**FAST, lr_schedule="linear"))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_all_linear_for_generation_by_default(tiny_model, tmp_path):

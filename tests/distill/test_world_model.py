@@ -131,26 +131,28 @@ def test_make_model_world_copy_pretrains_with_the_copy_recipe(tmp_path, monkeypa
     assert config["copy_head_alpha"] == 1.0 and config["freeze_embeddings"] is True
 
 
-def test_expert_builds_train_on_the_recipes_update_key_order(tmp_path, monkeypatch):
+def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_path, monkeypatch):
     """``ExpertRecipe.op_key_order`` reaches the update expert's training and validation targets (the copy preset's
-    order); the other stages are untouched."""
+    order) and ``lr_decay`` its learning-rate schedule; the other stages are untouched."""
     import dataclasses
     import json
 
     from memlora.distill import train as train_module
     from memlora.distill.world_experts import build_world_experts
 
-    seen = {}
+    seen, schedules = {}, {}
 
-    def fake_train(base_dir, train, val, out_dir, config):  # records what would be trained on
+    def fake_train(base_dir, train, val, out_dir, config):  # records what would be trained on, and how
         seen[config.stage] = (train, val)
+        schedules[config.stage] = config.lr_schedule
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
     monkeypatch.setattr(train_module, "train_expert", fake_train)
     copy_order = get_preset("copy").experts["update"].op_key_order
     assert copy_order == ("text", "event", "old_memory", "id")
     small = get_preset("small")
-    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], op_key_order=copy_order)})
+    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], op_key_order=copy_order,
+                                                                                                 lr_decay=True)})
     (tmp_path / "out").mkdir()
     build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     train, val = seen["update"]
@@ -158,3 +160,4 @@ def test_expert_builds_train_on_the_recipes_update_key_order(tmp_path, monkeypat
         for op in json.loads(example["target"])["memory"]:
             assert list(op) == [k for k in copy_order if k in op]
     assert any(op.get("event") == "UPDATE" for e in train for op in json.loads(e["target"])["memory"])
+    assert schedules == {"extraction": "constant", "update": "cosine", "generation": "constant"}
