@@ -159,8 +159,8 @@ def clean_command(data_dir, split, stages, student):
 @click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
 @click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
               help="Comma list of supervised query heads.")
-def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, grad_accum, max_epochs, patience, rank, alpha, dropout,
-                  target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
+def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, grad_accum, max_epochs, patience, rank, alpha,
+                  dropout, target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
                   copy_attention_layer, copy_attention_heads):
     """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
     from memlora.distill.dataset import stage_path
@@ -170,8 +170,8 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
     train_ex = load_examples(stage_path(data_dir, "train", stage))
     val_path = stage_path(data_dir, "val", stage)
     val_ex = load_examples(val_path) if val_path.exists() else []
-    config = TrainConfig(stage=stage, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, gradient_accumulation=grad_accum, max_epochs=max_epochs,
-                         patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
+    config = TrainConfig(stage=stage, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, gradient_accumulation=grad_accum,
+                         max_epochs=max_epochs, patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
                          precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
                          target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,
                          copy_attention_heads=copy_attention_heads)

@@ -1,6 +1,6 @@
 """The world's base model and its three experts, built once and cached: the demo's default and the world benchmark's system.
 
-    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~22 min on 2 CPU cores the first time, then instant
+    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~21 min on 2 CPU cores the first time, then instant
     art.base_dir, art.adapters_dir            # a checkpoint dir + an out/-style dir (extraction/ update/ generation/)
     art.world                                 # the WorldConfig the experts were taught on (its test split is held out)
 
@@ -93,7 +93,7 @@ class WorldPreset:
 
 def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
-    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0)  # what the copy preset's three experts share
+    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_decay=True)  # what the copy preset's three experts share
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -109,7 +109,8 @@ def _presets() -> dict[str, WorldPreset]:
         # The default world on a base with a built-in copy circuit, and experts taught where to copy from (README, world
         # section, fourth and fifth rounds): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and
         # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
-        # update expert writes each op's text and event before the memory id it refers to.
+        # update expert writes each op's text and event before the memory id it refers to; every expert's learning rate
+        # decays to 0 over its epochs (cosine).
         "copy": WorldPreset(
             name="copy",
             world=default_world,
@@ -221,7 +222,8 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 # the ones those entries were built with, written out on purpose rather than read from the dataclasses: a later change
 # of a default then changes the keys, as it must.
 _LATER_OPTIONS = {
-    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "lr_decay": False, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
+    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
+    "lr_decay": False,
     "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
     "prev_token_alpha": 0.0,
 }

@@ -65,8 +65,9 @@ class PretrainConfig:
     prev_token_alpha: float = 0.0
     """Wire a previous-token head into the first layer before pretraining and keep it fixed (query head 0 / KV head 0:
     constant query and key biases phased for RoPE so that every position attends to the one before it, V = a random
-    orthonormal projection, O = alpha times another, orthogonal to what the copy head reads): each position then carries the token before it, which a copy head
-    needs to continue a copied run (the month after a copied day) -- an induction step; 0 = none."""
+    orthonormal projection, O = alpha times another, outside what the copy head reads): each position then carries the
+    token before it, which a copy head needs to continue a copied run (the month after a copied day), an induction
+    step; 0 = none. No preset uses it (README, world section, sixth round)."""
     threads: int | None = 2
     """torch CPU threads (None: torch's default)."""
     progress: bool = True
@@ -177,7 +178,6 @@ class CopyHead(PinnedCircuit):
         if attention.v_proj.bias is not None:
             self._pinned.append((attention.v_proj.bias, (slice(0, head_dim),), torch.zeros(head_dim)))
         self.restore()
-
 
 
 class PrevTokenHead(PinnedCircuit):

@@ -154,8 +154,10 @@ def test_cli_train_writes_out_stage_and_experts_json(tiny_model, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(train_cli.cli, ["train", "--base", str(base), "--stage", "extraction", "--data", str(data),
                                                 "-o", str(out / "extraction"), "--epochs", "1", "--threads", "2",
-                                                "--batch-size", "4"], standalone_mode=False)
+                                                "--batch-size", "4", "--lr-schedule", "cosine"], standalone_mode=False)
     assert result.exception is None, result.output
+    card = json.loads((out / "extraction" / "training_card.json").read_text())
+    assert card["hyperparameters"]["lr_schedule"] == "cosine"
     experts = json.loads((out / "experts.json").read_text())
     assert experts["format"] == 1 and experts["experts"]["extraction"]["path"] == "extraction"
     assert (out / "extraction" / "adapter_model.safetensors").is_file()
