@@ -200,9 +200,7 @@ class PrevTokenHead(PinnedCircuit):
         if attention.q_proj.bias is None or attention.k_proj.bias is None:
             raise MemloraError("the previous-token head needs query/key biases (Qwen2 has them)")
         half = head_dim // 2
-        theta = float(model.config.rope_parameters["rope_theta"]) if getattr(model.config, "rope_parameters", None) else float(
-            model.config.rope_theta)
-        inv_freq = theta ** (-torch.arange(half, dtype=torch.float64) * 2 / head_dim)
+        inv_freq = model.model.rotary_emb.inv_freq.detach().to(torch.float64)  # the model's own RoPE frequencies
         weights = torch.zeros(half, dtype=torch.float64)
         n = min(half, len(PREV_TOKEN_WEIGHTS))
         weights[:n] = torch.tensor(PREV_TOKEN_WEIGHTS[:n], dtype=torch.float64)
@@ -210,7 +208,8 @@ class PrevTokenHead(PinnedCircuit):
         score = (weights * torch.cos(torch.outer(distance - 1, inv_freq))).sum(1)  # per unit scale, before 1/sqrt(head_dim)
         unit_margin = float(score[1] - torch.cat([score[:1], score[2:]]).max())
         if unit_margin < 0.05:
-            raise MemloraError(f"RoPE theta {theta:g} with head_dim {head_dim}: the previous-token head cannot single out d = 1")
+            raise MemloraError(f"the model's RoPE frequencies (head_dim {head_dim}) turn too slowly: the previous-token head "
+                               "cannot single out d = 1")
         scale = math.sqrt(margin * math.sqrt(head_dim) / unit_margin)  # a_f = scale * sqrt(w_f)
         a = scale * weights.sqrt()
         query = torch.cat([a, torch.zeros(half, dtype=torch.float64)]).float()
@@ -232,7 +231,7 @@ class PrevTokenHead(PinnedCircuit):
 
 # Frequency weights of the previous-token head: the linear programme "maximise min over d != 1 (0 <= d <= 1,200) of
 # sum_f w_f (1 - cos(theta_f (d - 1))), sum w = 1" solved with scipy for head_dim 32 and RoPE theta 1e4 (margin 0.273).
-# PrevTokenHead measures the margin for the model's own theta and scales to its target in nats.
+# PrevTokenHead measures the margin for the model's own RoPE frequencies and scales to its target in nats.
 PREV_TOKEN_WEIGHTS = (0.56, 0.084, 0.04, 0.032, 0.068, 0.036, 0.042, 0.045, 0.027, 0.024, 0.042)
 
 
