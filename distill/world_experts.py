@@ -17,7 +17,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -56,8 +56,8 @@ class ExpertRecipe:
     """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
     copy_attention: float = 0.0
     """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
-    lr_decay: bool = False
-    """Cosine decay of the learning rate to 0 over the epochs (``TrainConfig.lr_schedule="cosine"``); False = constant."""
+    lr_schedule: str = "constant"
+    """Learning rate after warm-up (``TrainConfig.lr_schedule``): "constant", or "cosine" (decays to 0 over the epochs)."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
     """Update stage: key order of the target ops (``world_export.update_examples``). Mem0's (the prompt's) puts the id
     first; the copy preset's ``("text", "event", "old_memory", "id")`` has the model write the fact and decide the event
@@ -93,7 +93,7 @@ class WorldPreset:
 
 def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
-    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_decay=True)  # what the copy preset's three experts share
+    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_schedule="cosine")  # what the copy preset's three experts share
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -206,7 +206,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
             stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
             progress=False, plot=True, dropout=recipe.dropout, target_lead_space=recipe.lead_space,
-            copy_attention=recipe.copy_attention, lr_schedule="cosine" if recipe.lr_decay else "constant",
+            copy_attention=recipe.copy_attention, lr_schedule=recipe.lr_schedule,
         )
         t0 = time.perf_counter()
         result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
@@ -220,21 +220,23 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 # Options added after the first cached world builds: left out of the cache keys while at these defaults, so adding an
 # option does not invalidate (and rebuild) every existing cache entry whose recipe it does not change. The values are
 # the ones those entries were built with, written out on purpose rather than read from the dataclasses: a later change
-# of a default then changes the keys, as it must.
+# of a default then changes the keys, as it must. Per class: both configs have an ``lr_schedule``, with other defaults.
 _LATER_OPTIONS = {
-    "dropout": 0.1, "lead_space": False, "copy_attention": 0.0, "op_key_order": ("id", "text", "event", "old_memory"),  # ExpertRecipe
-    "lr_decay": False,
-    "lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,  # PretrainConfig
-    "prev_token_alpha": 0.0,
+    ExpertRecipe: {"dropout": 0.1, "lead_space": False, "copy_attention": 0.0,
+                   "op_key_order": ("id", "text", "event", "old_memory"), "lr_schedule": "constant"},
+    PretrainConfig: {"lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,
+                     "prev_token_alpha": 0.0},
 }
 
 
 def _key_fields(obj):
-    """``asdict(obj)`` for cache keys: nested, without the later options that hold their defaults."""
+    """``asdict(obj)`` for cache keys: nested, without the later options of each dataclass that hold their defaults."""
     if is_dataclass(obj):
-        obj = asdict(obj)
+        later = _LATER_OPTIONS.get(type(obj), {})
+        values = {f.name: getattr(obj, f.name) for f in fields(obj)}
+        return {k: _key_fields(v) for k, v in values.items() if not (k in later and v == later[k])}
     if isinstance(obj, dict):
-        return {k: _key_fields(v) for k, v in obj.items() if not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])}
+        return {k: _key_fields(v) for k, v in obj.items()}
     return obj
 
 

@@ -112,6 +112,13 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
     copy = get_preset("copy")
     assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
     assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
+    # later options are per class: the experts' lr_schedule (default "constant") is not the pretraining's (default
+    # "cosine"). The copy preset at a constant rate keeps the key of the experts cached before the option existed.
+    import dataclasses
+
+    constant = dataclasses.replace(copy, experts={s: dataclasses.replace(r, lr_schedule="constant") for s, r in copy.experts.items()})
+    assert world_cache_root(constant, 0).name == "copy-seed0-3fe34f221d59"
+    assert world_cache_root(copy, 0).name != world_cache_root(constant, 0).name
 
 
 def test_make_model_world_copy_pretrains_with_the_copy_recipe(tmp_path, monkeypatch):
@@ -133,7 +140,7 @@ def test_make_model_world_copy_pretrains_with_the_copy_recipe(tmp_path, monkeypa
 
 def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_path, monkeypatch):
     """``ExpertRecipe.op_key_order`` reaches the update expert's training and validation targets (the copy preset's
-    order) and ``lr_decay`` its learning-rate schedule; the other stages are untouched."""
+    order) and ``lr_schedule`` its learning-rate schedule; the other stages are untouched."""
     import dataclasses
     import json
 
@@ -152,7 +159,7 @@ def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_pa
     assert copy_order == ("text", "event", "old_memory", "id")
     small = get_preset("small")
     preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], op_key_order=copy_order,
-                                                                                                 lr_decay=True)})
+                                                                                                 lr_schedule="cosine")})
     (tmp_path / "out").mkdir()
     build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     train, val = seen["update"]
