@@ -319,6 +319,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     from memlora.distill.world import generate_world
     from memlora.distill.world_experts import ensure_world_experts
     from memlora.distill.world_export import world_examples
+    from memlora.export.adapters import experts_prompt_set
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
@@ -334,12 +335,13 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
         raise MemloraError("the world has no test conversations to evaluate")
     experts = json.loads((artifacts.adapters_dir / "experts.json").read_text())["experts"]
     budgets = {s: int(experts[s]["max_new_tokens"]) for s in STAGES3}
+    prompt_set = experts_prompt_set(artifacts.adapters_dir)  # the examples and every loop are rendered as the experts learnt
 
     rng = random.Random(f"world-eval:{config.seed}")
     sets = {}
     for stage in STAGES3:
-        examples = world_examples(world.split("test"), stage) if stage != "generation" else [
-            ex for conv in world.split("test") for ex in _final_generation(conv)]
+        examples = world_examples(world.split("test"), stage, prompt_set=prompt_set) if stage != "generation" else [
+            ex for conv in world.split("test") for ex in _final_generation(conv, prompt_set)]
         rng.shuffle(examples)
         sets[stage] = examples[: config.examples]
 
@@ -368,7 +370,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
         bar = tqdm(total=steps, desc=label, disable=not config.progress, leave=False)
 
         def factory(eng=eng, stage_adapters=stage_adapters):
-            cfg = MemoryConfig(stage_adapters=stage_adapters, max_new_tokens=dict(budgets), answer_k=30)
+            cfg = MemoryConfig(stage_adapters=stage_adapters, max_new_tokens=dict(budgets), answer_k=30, prompt_set=prompt_set)
             return Memory(eng, embedder, MemoryStore(None, dim=embedder.dim), cfg)
 
         runs = [run_conversation(factory, conv, on_step=lambda: bar.update(1)) for conv in test]
@@ -397,10 +399,10 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     return report
 
 
-def _final_generation(conv) -> list[dict]:
+def _final_generation(conv, prompt_set: str = "memlora") -> list[dict]:
     from memlora.distill.world_export import generation_examples
 
-    return generation_examples(conv, other_speaker_rate=0.0, final_only=True)
+    return generation_examples(conv, other_speaker_rate=0.0, final_only=True, prompt_set=prompt_set)
 
 
 def markdown(report: dict) -> str:

@@ -64,6 +64,11 @@ class ExpertRecipe:
     before it picks a memory id (README, world section, fifth round)."""
     max_new_tokens: int = 64
     """Generation budget recorded in experts.json for this stage."""
+    prompt_set: str = "memlora"
+    """Prompt set the examples are rendered with, recorded in experts.json (``memlora.runtime.prompts.PROMPT_SETS``; the
+    three experts of a preset share one). The copy preset's ``"memlora-textfirst"`` writes each old memory's text
+    before its id, so that the update expert can copy the id after finding the text (README, world section, seventh
+    round)."""
 
 
 @dataclass
@@ -93,7 +98,8 @@ class WorldPreset:
 
 def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
-    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_schedule="cosine")  # what the copy preset's three experts share
+    # what the copy preset's three experts share
+    copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_schedule="cosine", prompt_set="memlora-textfirst")
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -110,7 +116,8 @@ def _presets() -> dict[str, WorldPreset]:
         # section, fourth and fifth rounds): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and
         # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
         # update expert writes each op's text and event before the memory id it refers to; every expert's learning rate
-        # decays to 0 over its epochs (cosine).
+        # decays to 0 over its epochs (cosine); the old memories shown to the update expert have their text before their
+        # id (prompt set memlora-textfirst).
         "copy": WorldPreset(
             name="copy",
             world=default_world,
@@ -191,14 +198,18 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
     """Train the experts of ``stages`` on the world's ground truth into ``out_dir/<stage>/`` + ``experts.json``."""
     from memlora.distill.train import TrainConfig, train_expert
 
+    sets = {recipe.prompt_set for recipe in preset.experts.values()}
+    if len(sets) != 1:
+        raise MemloraError(f"preset {preset.name!r}: its experts use the prompt sets {', '.join(sorted(sets))}; one memory loop "
+                           "renders every stage with one prompt set")
     world = generate_world(preset.world)
     train_convs, val_convs = world.split("train"), world.split("val")
     info, experts = {}, {}
     for stage in stages:
         recipe = preset.experts[stage]
         rng = random.Random(f"world-experts:{seed}:{stage}")
-        train = world_examples(train_convs, stage, recipe.op_key_order)
-        val = world_examples(val_convs, stage, recipe.op_key_order)
+        train = world_examples(train_convs, stage, recipe.op_key_order, recipe.prompt_set)
+        val = world_examples(val_convs, stage, recipe.op_key_order, recipe.prompt_set)
         rng.shuffle(train)
         rng.shuffle(val)
         _say(progress, f"training the {stage} expert ({min(recipe.n_train, len(train))} examples)")
@@ -212,7 +223,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
         result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
         info[stage] = {"seconds": round(time.perf_counter() - t0, 1), "initial_val_loss": result.initial_val_loss,
                        "best_val_loss": result.best_val_loss, "n_train": min(recipe.n_train, len(train))}
-        experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": recipe.max_new_tokens}
+        experts[stage] = {"path": stage, "prompt_set": recipe.prompt_set, "max_new_tokens": recipe.max_new_tokens}
     (out_dir / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}, indent=2, sort_keys=True) + "\n")
     return info
 
@@ -223,7 +234,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 # of a default then changes the keys, as it must. Per class: both configs have an ``lr_schedule``, with other defaults.
 _LATER_OPTIONS = {
     ExpertRecipe: {"dropout": 0.1, "lead_space": False, "copy_attention": 0.0,
-                   "op_key_order": ("id", "text", "event", "old_memory"), "lr_schedule": "constant"},
+                   "op_key_order": ("id", "text", "event", "old_memory"), "lr_schedule": "constant", "prompt_set": "memlora"},
     PretrainConfig: {"lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,
                      "prev_token_alpha": 0.0},
 }

@@ -34,7 +34,7 @@ def _chat(messages: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def extraction_examples(conv: WorldConversation) -> list[dict]:
+def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's canonical facts."""
     from memlora.runtime import prompts
 
@@ -45,7 +45,7 @@ def extraction_examples(conv: WorldConversation) -> list[dict]:
             {
                 "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:extraction",
                 "stage": "extraction",
-                "messages": prompts.extraction_messages(_chat(pair.messages)),
+                "messages": prompts.extraction_messages(_chat(pair.messages), prompt_set),
                 "target": prompts.to_json({"facts": pair.facts}),
                 "source": SOURCE,
                 "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
@@ -55,7 +55,7 @@ def extraction_examples(conv: WorldConversation) -> list[dict]:
     return out
 
 
-def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> list[dict]:
+def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations,
     each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``)."""
     from memlora.runtime import prompts
@@ -71,7 +71,7 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
             {
                 "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:update",
                 "stage": "update",
-                "messages": prompts.update_messages(pair.update.old_memories, pair.update.facts),
+                "messages": prompts.update_messages(pair.update.old_memories, pair.update.facts, prompt_set),
                 "target": prompts.to_json({"memory": ops}),
                 "source": SOURCE,
                 "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
@@ -81,7 +81,8 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
     return out
 
 
-def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0, final_only: bool = False) -> list[dict]:
+def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0, final_only: bool = False,
+                        prompt_set: str = "memlora") -> list[dict]:
     """Questions about the state after every session (``final_only``: the last one) -> the exact answer.
 
     The memories shown are the asking speaker's gold memories with their timestamps (``Memory.answer`` searches that
@@ -104,7 +105,7 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
                 {
                     "id": f"{conv.sample_id}:S{ck.session}:q{k}:generation",
                     "stage": "generation",
-                    "messages": prompts.generation_messages(qa.question, memories),
+                    "messages": prompts.generation_messages(qa.question, memories, prompt_set),
                     "target": qa.answer,
                     "source": SOURCE,
                     "meta": {"conversation": conv.sample_id, "speaker": qa.speaker, "session": ck.session, "slot": qa.slot,
@@ -117,16 +118,21 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
 STAGE_BUILDERS = {"extraction": extraction_examples, "update": update_examples, "generation": generation_examples}
 
 
-def world_examples(conversations: list[WorldConversation], stage: str, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> list[dict]:
+def world_examples(conversations: list[WorldConversation], stage: str, op_key_order: Sequence[str] = MEM0_OP_KEYS,
+                   prompt_set: str = "memlora") -> list[dict]:
     """Every example of ``stage`` for the given conversations, in conversation order (``op_key_order``: the update
-    targets' key order, see ``update_examples``)."""
+    targets' key order, see ``update_examples``; ``prompt_set``: ``memlora.runtime.prompts.PROMPT_SETS``)."""
+    from memlora.runtime import prompts
+
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
+    prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
     build = partial(update_examples, op_key_order=op_key_order) if stage == "update" else STAGE_BUILDERS[stage]
-    return [ex for conv in conversations for ex in build(conv)]
+    return [ex for conv in conversations for ex in build(conv, prompt_set=prompt_set)]
 
 
-def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS) -> dict[str, dict[str, int]]:
+def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS,
+                       prompt_set: str = "memlora") -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
     from memlora.distill.dataset import stage_path, write_jsonl_atomic
 
@@ -137,7 +143,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
         convs = world.split(split)
         counts[split] = {}
         for stage in WORLD_STAGES:
-            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), world_examples(convs, stage, op_key_order))
+            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), world_examples(convs, stage, op_key_order, prompt_set))
     return counts
 
 
@@ -184,8 +190,11 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
 @click.option("--update-key-order", default=None, metavar="KEYS",
               help="Key order of the update targets' ops, comma-separated [default: the --build-experts preset's, else "
                    "Mem0's id,text,event,old_memory].")
+@click.option("--prompt-set", default=None, metavar="NAME",
+              help="Prompt set the examples are rendered with (memlora | memlora-textfirst | mem0) [default: the "
+                   "--build-experts preset's, else memlora].")
 def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None,
-                  update_key_order: str | None) -> None:
+                  update_key_order: str | None, prompt_set: str | None) -> None:
     """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
     op_key_order = check_op_key_order(update_key_order.split(",")) if update_key_order else None
     if preset:
@@ -195,10 +204,11 @@ def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: in
         click.echo(f"world base model: {art.base_dir}\nexperts: {art.adapters_dir}")
         world_config = art.world
         op_key_order = op_key_order or art.preset.experts["update"].op_key_order
+        prompt_set = prompt_set or art.preset.experts["update"].prompt_set
     else:
         world_config = WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions)
     world = generate_world(world_config)
-    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS)
+    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS, prompt_set or "memlora")
     paths = export_world_locomo(world, out_dir / "locomo")
     for split in SPLITS:
         stages = ", ".join(f"{stage} {n}" for stage, n in counts[split].items())

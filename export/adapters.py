@@ -231,6 +231,16 @@ def discover_experts(adapters_dir: str | Path) -> list[ExpertSpec]:
     return specs
 
 
+def experts_prompt_set(adapters_dir: str | Path) -> str:
+    """The one prompt set the experts in ``out/`` were trained with (``experts.json``; "memlora" when it names none).
+    A ``Memory`` renders every stage with one set, so experts that disagree are refused."""
+    sets = {spec.prompt_set for spec in discover_experts(adapters_dir)}
+    if len(sets) > 1:
+        raise AdapterError(f"{adapters_dir}: the experts were trained with different prompt sets ({', '.join(sorted(sets))}); "
+                           "one memory loop renders every stage with one set")
+    return sets.pop() if sets else "memlora"
+
+
 def _card_max_new_tokens(adapter_dir: Path) -> int | None:
     card = adapter_dir / "training_card.json"
     if not card.is_file():

@@ -699,6 +699,9 @@ def _tampers() -> list[tuple[str, Callable[[Path], None], bool]]:
         ("embedder-file-missing-field", drop("embedder", "file"), True),
         ("embedder-tokenizer-outside", set_in("embedder", "with_tokenizer_file", value="../tok.onnx"), True),
         ("no-embedder", drop("embedder"), True),
+        ("textfirst-experts", lambda r: _edit_manifest(r, lambda d: [e.__setitem__("prompt_set", "memlora-textfirst")
+                                                                       for e in d["experts"].values()]), True),
+        ("mixed-prompt-sets", set_in("experts", "update", "prompt_set", value="memlora-textfirst"), True),
     ]
 
 
@@ -723,6 +726,7 @@ def _bundle_summary(bundle) -> dict:
             "dim": bundle.embedder.dim, "int8": bundle.embedder.int8,
             "with_tokenizer_file": rel(bundle.embedder.with_tokenizer_file)},
         "unlisted": bundle.unlisted,
+        "shared_prompt_set": bundle.shared_prompt_set(),
     }
 
 

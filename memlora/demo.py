@@ -165,7 +165,7 @@ def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, bud
     return _memory_factory(engine, threads, stage_adapters, budgets)
 
 
-def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, embedder=None):
+def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, embedder=None, prompt_set: str = "memlora"):
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
@@ -173,7 +173,7 @@ def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, e
     embedder = embedder or SentenceTransformerEmbedder(threads=threads)
 
     def factory():
-        config = MemoryConfig(stage_adapters=stage_adapters, max_new_tokens=dict(budgets), answer_k=30)
+        config = MemoryConfig(stage_adapters=stage_adapters, max_new_tokens=dict(budgets), answer_k=30, prompt_set=prompt_set)
         return Memory(engine, embedder, MemoryStore(None, dim=embedder.dim), config)
 
     factory.embedder = embedder
@@ -209,6 +209,8 @@ class DemoOptions:
 def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     """Run the demo; return the JSON-able record of what it did."""
     import torch
+
+    from memlora.export.adapters import experts_prompt_set
 
     t_start = time.perf_counter()
     torch.set_num_threads(int(options.threads))
@@ -249,9 +251,10 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         has_experts = bool(engine.adapters)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in STAGES3}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
-        factory = _memory_factory(engine, options.threads, stage_adapters, budgets)
-        base_factory = (_memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder)
-                        if has_experts else None)
+        prompt_set = experts_prompt_set(options.adapters) if options.adapters is not None else "memlora"
+        factory = _memory_factory(engine, options.threads, stage_adapters, budgets, prompt_set=prompt_set)
+        base_factory = (_memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder,
+                                        prompt_set) if has_experts else None)
         budgets.update(_expert_budgets(options.adapters))
     else:
         from memlora.distill.world_experts import ensure_world_experts
@@ -267,8 +270,9 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         budgets.update(_expert_budgets(art.adapters_dir))
         engine = _engine_for(str(art.base_dir), art.adapters_dir, None, options.threads)
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
-        factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets)
-        base_factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder)
+        prompt_set = experts_prompt_set(art.adapters_dir)
+        factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets, prompt_set=prompt_set)
+        base_factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder, prompt_set)
         has_experts = True
     timings["setup_s"] = round(time.perf_counter() - t0, 2)
 

@@ -128,6 +128,11 @@ class Bundle:
         expert = self.experts.get(stage) if stage else None
         return expert.adapter_file if expert is not None else None
 
+    def shared_prompt_set(self) -> str | None:
+        """The prompt set every expert was trained with, or None when they differ (or there is no expert)."""
+        sets = {expert.prompt_set for expert in self.experts.values()}
+        return sets.pop() if len(sets) == 1 else None
+
 
 def _safe_path(root: Path, rel: object, what: str) -> Path:
     """Resolve a manifest path inside ``root``; refuse absolute paths, ``..`` and symlinks leading out."""

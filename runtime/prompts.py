@@ -1,4 +1,4 @@
-"""The prompts of every memory stage, in two named sets, rendered as chat messages.
+"""The prompts of every memory stage, in three named sets, rendered as chat messages.
 
 - ``"memlora"``: the paper's compact extraction and update prompts (appendix A.1, word for word), a compact
   answer-generation prompt (question + retrieved memories with their timestamps, short answer) and a VQA prompt whose
@@ -6,6 +6,10 @@
 - ``"mem0"``: Mem0's long extraction and update prompts as printed in appendix A.1 (the baseline and the prompt-length
   comparison); generation uses Mem0's ``MEMORY_ANSWER_PROMPT`` as the system message; VQA reuses the memlora prompt
   (Mem0 has none).
+- ``"memlora-textfirst"``: the memlora templates, with each old memory's text written before its id. A small causal
+  student finds a memory by its text and can then only copy what follows it: written id first, the id an UPDATE or
+  DELETE names must be found behind the text, which a 4-layer model pretrained from scratch does not learn (the world
+  benchmark's ``copy`` experts use this set: README, world section, seventh round).
 
 Every function here is pure and deterministic: the Android bridge mirrors it byte for byte. The rendering rules are:
 
@@ -14,8 +18,9 @@ Every function here is pure and deterministic: the Android bridge mirrors it byt
 - JSON inside a prompt is ``json.dumps(value, ensure_ascii=False, separators=(", ", ": "))``: one line, a space after
   each comma and colon, non-ASCII characters kept as they are, and only ``"``, ``\\``, and control characters escaped
   (``\\n``, ``\\r``, ``\\t``, ``\\b``, ``\\f``, other code points below U+0020 as ``\\u00xx`` in lowercase hex).
-- Old memories are rendered as a JSON list of objects with exactly the keys ``id`` then ``text``; facts as a JSON list
-  of strings. Texts are used as given (no stripping).
+- Old memories are rendered as a JSON list of objects with exactly the keys ``id`` then ``text`` (the set's
+  ``old_memory_keys``: ``text`` then ``id`` in ``"memlora-textfirst"``); facts as a JSON list of strings. Texts are
+  used as given (no stripping).
 - Lines are joined with ``"\\n"``; no trailing newline unless stated.
 
 Chat formatting (special tokens) is not done here: the engine applies the tokenizer's chat template.
@@ -336,6 +341,8 @@ class PromptSet:
     """User message of the VQA stage (``{question}``)."""
     generation_system: str | None = None
     """Optional system message of the generation stage (a literal string, not a template)."""
+    old_memory_keys: tuple[str, ...] = ("id", "text")
+    """Key order of each old memory in ``{retrieved_old_memory_dict}``: Mem0's (id first), or ``("text", "id")``."""
 
 
 PROMPT_SETS: dict[str, PromptSet] = {
@@ -354,8 +361,17 @@ PROMPT_SETS: dict[str, PromptSet] = {
         vqa_user=MEMLORA_VQA_PROMPT,
         generation_system=MEM0_ANSWER_PROMPT,
     ),
+    "memlora-textfirst": PromptSet(
+        name="memlora-textfirst",
+        extraction_system=MEMLORA_EXTRACTION_PROMPT,
+        update_user=MEMLORA_UPDATE_PROMPT,
+        generation_user=MEMLORA_GENERATION_PROMPT,
+        vqa_user=MEMLORA_VQA_PROMPT,
+        old_memory_keys=("text", "id"),
+    ),
 }
-"""Prompt sets by name: ``"memlora"`` (compact, for the experts) and ``"mem0"`` (Mem0's long prompts, the baseline)."""
+"""Prompt sets by name: ``"memlora"`` (compact, for the experts), ``"mem0"`` (Mem0's long prompts, the baseline) and
+``"memlora-textfirst"`` (compact, each old memory's text before its id)."""
 
 NO_MEMORIES = "(none)"
 """What ``format_memories`` renders for an empty memory list."""
@@ -417,12 +433,13 @@ def extraction_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": "Input:\n" + conversation}]
 
 
-def _old_memories_json(old_memories: Sequence[Mapping[str, Any]]) -> str:
+def _old_memories_json(old_memories: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("id", "text")) -> str:
     rows = []
     for i, memory in enumerate(old_memories):
         if not isinstance(memory, Mapping) or not isinstance(memory.get("text"), str) or memory.get("id") is None:
             raise MemloraError(f"old memory {i} must be {{'id': str, 'text': str}}, got {memory!r}")
-        rows.append({"id": str(memory["id"]), "text": memory["text"]})
+        row = {"id": str(memory["id"]), "text": memory["text"]}
+        rows.append({key: row[key] for key in keys})
     return to_json(rows)
 
 
@@ -439,11 +456,12 @@ def update_messages(
     old_memories: Sequence[Mapping[str, Any]], facts: Sequence[str], prompt_set: str = "memlora"
 ) -> list[Message]:
     """Update stage input: one user message, the update template filled with
-    ``retrieved_old_memory_dict = to_json([{"id": id, "text": text}, ...])`` (small-integer ids from ``IdMap``) and
-    ``response_content = to_json(facts)``. (Mem0 inserts Python ``repr``s; we use JSON, which the paper's examples show.)"""
+    ``retrieved_old_memory_dict = to_json([{"id": id, "text": text}, ...])`` (small-integer ids from ``IdMap``; keys in
+    the set's ``old_memory_keys`` order) and ``response_content = to_json(facts)``. (Mem0 inserts Python ``repr``s; we
+    use JSON, which the paper's examples show.)"""
     ps = get_prompt_set(prompt_set)
     content = ps.update_user.format(
-        retrieved_old_memory_dict=_old_memories_json(old_memories), response_content=_facts_json(facts)
+        retrieved_old_memory_dict=_old_memories_json(old_memories, ps.old_memory_keys), response_content=_facts_json(facts)
     )
     return [{"role": "user", "content": content}]
 

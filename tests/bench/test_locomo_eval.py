@@ -178,3 +178,21 @@ def test_loop_mode_ingests_with_the_real_memory_and_resumes(conversation, embedd
     before = dict(engine.calls)
     run_locomo_eval(convs, config, parts, progress=False)
     assert dict(engine.calls) == before
+
+
+@pytest.mark.parametrize("experts, expected", [
+    (None, "memlora"),  # no --adapters, no --bundle
+    ({"update": {"path": "update"}}, "memlora"),
+    ({"update": {"path": "update", "prompt_set": "memlora-textfirst"},
+      "generation": {"path": "generation", "prompt_set": "memlora-textfirst"}}, "memlora-textfirst"),
+])
+def test_eval_renders_with_the_prompt_set_the_adapters_were_trained_with(tmp_path, experts, expected):
+    from memlora.bench.eval_cli import experts_prompt_set_of
+
+    adapters = None
+    if experts is not None:
+        adapters = tmp_path / "out"
+        for entry in experts.values():
+            (adapters / entry["path"]).mkdir(parents=True)
+        (adapters / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}))
+    assert experts_prompt_set_of(adapters, None) == expected

@@ -267,3 +267,20 @@ def test_world_cli_writes_the_update_key_order_it_is_given(tmp_path):
     bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--update-key-order", "text,event"])
     assert isinstance(bad.exception, DataError) and "exactly once" in str(bad.exception)  # main() prints it as one line
     assert not (tmp_path / "e").exists(), "refused before anything is generated or written"
+
+
+def test_world_cli_renders_the_prompt_set_it_is_given(tmp_path):
+    from click.testing import CliRunner
+
+    from memlora.distill.cli import cli
+    from memlora.errors import MemloraError
+
+    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
+    result = CliRunner().invoke(cli, args + ["--prompt-set", "memlora-textfirst"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "d" / "train" / "update.jsonl").read_text().splitlines()]
+    shown = [r for r in rows if r["meta"]["old_memories"]]
+    assert shown and all('Old memories: [{"text": ' in r["messages"][-1]["content"] for r in shown)
+    bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--conversations", "10", "--prompt-set", "nope"])
+    assert isinstance(bad.exception, MemloraError) and "unknown prompt set 'nope'" in str(bad.exception)
+    assert not (tmp_path / "e").exists(), "refused before anything is written"

@@ -113,10 +113,12 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
     assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
     assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
     # later options are per class: the experts' lr_schedule (default "constant") is not the pretraining's (default
-    # "cosine"). The copy preset at a constant rate keeps the key of the experts cached before the option existed.
+    # "cosine"). The copy preset at a constant rate with the memlora prompts keeps the key of the experts cached before
+    # those options existed.
     import dataclasses
 
-    constant = dataclasses.replace(copy, experts={s: dataclasses.replace(r, lr_schedule="constant") for s, r in copy.experts.items()})
+    constant = dataclasses.replace(copy, experts={s: dataclasses.replace(r, lr_schedule="constant", prompt_set="memlora")
+                                                  for s, r in copy.experts.items()})
     assert world_cache_root(constant, 0).name == "copy-seed0-3fe34f221d59"
     assert world_cache_root(copy, 0).name != world_cache_root(constant, 0).name
 
@@ -168,3 +170,50 @@ def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_pa
             assert list(op) == [k for k in copy_order if k in op]
     assert any(op.get("event") == "UPDATE" for e in train for op in json.loads(e["target"])["memory"])
     assert schedules == {"extraction": "constant", "update": "cosine", "generation": "constant"}
+
+
+def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, monkeypatch):
+    """``ExpertRecipe.prompt_set`` renders every stage's examples (the update expert sees each old memory's text before
+    its id) and is written to experts.json, where the demo and the world benchmark read it back."""
+    import dataclasses
+    import json
+
+    from memlora.distill import train as train_module
+    from memlora.distill.world_experts import build_world_experts
+    from memlora.export.adapters import experts_prompt_set
+
+    seen = {}
+
+    def fake_train(base_dir, train, val, out_dir, config):
+        seen[config.stage] = train + val
+        return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
+
+    monkeypatch.setattr(train_module, "train_expert", fake_train)
+    assert {r.prompt_set for r in get_preset("copy").experts.values()} == {"memlora-textfirst"}
+    small = get_preset("small")
+    preset = dataclasses.replace(small, experts={s: dataclasses.replace(r, prompt_set="memlora-textfirst") for s, r in small.experts.items()})
+    (tmp_path / "out").mkdir()
+    build_world_experts(preset, tmp_path / "base", tmp_path / "out")
+    shown = [e for e in seen["update"] if e["meta"]["old_memories"]]
+    assert shown
+    for example in shown:
+        content = example["messages"][-1]["content"]
+        rows = json.loads(content[len("Old memories: "): content.index(". New retrieved facts: ")])
+        assert [list(row) for row in rows] == [["text", "id"]] * len(rows)
+        assert rows == [{"text": m["text"], "id": m["id"]} for m in example["meta"]["old_memories"]]
+    experts = json.loads((tmp_path / "out" / "experts.json").read_text())["experts"]
+    assert {s: e["prompt_set"] for s, e in experts.items()} == dict.fromkeys(("extraction", "update", "generation"), "memlora-textfirst")
+    assert experts_prompt_set(tmp_path / "out") == "memlora-textfirst"
+
+
+def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
+    """One memory loop renders every stage with one prompt set: a preset whose experts disagree fails before training."""
+    import dataclasses
+
+    from memlora.distill.world_experts import build_world_experts
+
+    small = get_preset("small")
+    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], prompt_set="memlora-textfirst")})
+    with pytest.raises(MemloraError, match="one prompt set"):
+        build_world_experts(preset, tmp_path / "base", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -154,3 +154,26 @@ def test_add_adapter_for_another_base_is_refused(llama_copy, tmp_path, lora_fact
         add_adapter(llama_copy, adapter, "vqa")
     assert "vqa" not in json.loads((llama_copy / "bundle.json").read_text())["experts"]
     assert not list((llama_copy / "adapters").glob("vqa*"))
+
+
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        ({"extraction": None, "update": None}, "memlora"),  # experts.json names no set: memlora
+        ({"extraction": "memlora-textfirst", "update": "memlora-textfirst"}, "memlora-textfirst"),
+        ({"extraction": "memlora", "update": "memlora-textfirst"}, AdapterError),
+    ],
+)
+def test_experts_prompt_set_is_the_one_set_the_experts_share(tmp_path, sets, expected):
+    from memlora.export.adapters import experts_prompt_set
+
+    experts = {}
+    for stage, prompt_set in sets.items():
+        (tmp_path / stage).mkdir()
+        experts[stage] = {"path": stage} if prompt_set is None else {"path": stage, "prompt_set": prompt_set}
+    (tmp_path / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}))
+    if expected is AdapterError:
+        with pytest.raises(AdapterError, match="different prompt sets"):
+            experts_prompt_set(tmp_path)
+    else:
+        assert experts_prompt_set(tmp_path) == expected

@@ -173,6 +173,28 @@ def test_memory_from_bundle_uses_the_bundle_embedder_and_budgets(bundle, tmp_pat
         assert result.generations["extraction"].completion_tokens > 0
 
 
+@pytest.mark.parametrize("sets, given, expected", [
+    ({}, None, "memlora"),  # the exporter's default
+    ({"extraction": "memlora-textfirst", "update": "memlora-textfirst", "generation": "memlora-textfirst"}, None, "memlora-textfirst"),
+    ({"update": "memlora-textfirst"}, None, "memlora"),  # the experts disagree: the config's default
+    ({"extraction": "memlora-textfirst", "update": "memlora-textfirst", "generation": "memlora-textfirst"}, "memlora", "memlora"),
+])
+def test_memory_from_bundle_renders_with_the_prompt_set_its_experts_share(bundle, tmp_path, sets, given, expected):
+    """The manifest records each expert's prompt set; the loop renders every stage with the one they share (the
+    Android bridge's ``Memory.open`` does the same, see the manifest golden cases)."""
+    from memlora.runtime.memory import Memory
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    for stage, prompt_set in sets.items():
+        manifest["experts"][stage]["prompt_set"] = prompt_set
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    config = {} if given is None else {"prompt_set": given}
+    with Memory.from_bundle(str(copy), threads=1, verify=False, **config) as memory:
+        assert memory.config.prompt_set == expected
+
+
 def _seeded_store(bundle, path) -> str:
     """A store on disk with one memory; returns the sha256 of its files."""
     from memlora.runtime.memory import Memory

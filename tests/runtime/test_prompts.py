@@ -156,6 +156,21 @@ def test_update_messages_memlora_golden():
     ]
 
 
+def test_textfirst_set_writes_each_old_memory_text_before_its_id():
+    """``memlora-textfirst`` is the memlora set with the old memories' keys swapped; every other rendering is the same."""
+    facts = ["Name is John"]
+    content = update_messages(A2_OLD, facts, prompt_set="memlora-textfirst")[0]["content"]
+    assert content == update_messages(A2_OLD, facts)[0]["content"].replace(
+        '[{"id": "0", "text": "Name is John"}, {"id": "1", "text": "Passionate about improving infrastructure"}]',
+        '[{"text": "Name is John", "id": "0"}, {"text": "Passionate about improving infrastructure", "id": "1"}]')
+    assert content.startswith('Old memories: [{"text": "Name is John", "id": "0"}, ')
+    conv = [{"role": "user", "content": "I moved to Paris"}]
+    assert extraction_messages(conv, prompt_set="memlora-textfirst") == extraction_messages(conv)
+    memories = [("1:56 pm on 8 May, 2023", "Went to a support group")]
+    assert generation_messages("Q?", memories, prompt_set="memlora-textfirst") == generation_messages("Q?", memories)
+    assert vqa_messages("Q?", prompt_set="memlora-textfirst") == vqa_messages("Q?")
+
+
 def test_update_messages_json_rules():
     # ids become strings, extra keys dropped, non-ASCII kept, quotes/newlines escaped, braces in values not re-parsed.
     old = [{"id": 3, "text": 'Likes "café" {x}', "score": 0.9}]

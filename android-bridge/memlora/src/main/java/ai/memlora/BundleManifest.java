@@ -384,6 +384,18 @@ public final class BundleManifest {
     return map instanceof Map ? ((Map<?, ?>) map).get(key) : null;
   }
 
+  /** The prompt set every expert was trained with, or null when they differ (or there is no expert). */
+  public String sharedPromptSet() {
+    String shared = null;
+    for (Expert e : experts.values()) {
+      if (shared != null && !shared.equals(e.promptSet)) {
+        return null;
+      }
+      shared = e.promptSet;
+    }
+    return shared;
+  }
+
   /**
    * {@code load_bundle(path, verify)}: reads {@code root/bundle.json}, checks paths (always) and sizes +
    * sha256 ({@code verify}), returns the resolved bundle or throws {@link BundleException}.

@@ -66,6 +66,7 @@ public final class Memory implements Closeable {
   private final Embedder embedder;
   private final MemoryStore store;
   private final MemoryConfig config;
+  private final String promptSet;
   private final Map<String, String> stageAdapters;
 
   public Memory(Engine engine, Embedder embedder, MemoryStore store, MemoryConfig config) {
@@ -73,7 +74,8 @@ public final class Memory implements Closeable {
     this.embedder = embedder;
     this.store = store;
     this.config = config != null ? config : new MemoryConfig();
-    Prompts.getPromptSet(this.config.promptSet); // fail now on an unknown prompt set
+    this.promptSet = this.config.promptSet != null ? this.config.promptSet : "memlora";
+    Prompts.getPromptSet(promptSet); // fail now on an unknown prompt set
     this.stageAdapters = resolveStageAdapters();
   }
 
@@ -92,6 +94,9 @@ public final class Memory implements Closeable {
         if (e.maxNewTokens instanceof Number && !cfg.maxNewTokens.containsKey(e.stage)) {
           cfg.maxNewTokens.put(e.stage, ((Number) e.maxNewTokens).intValue());
         }
+      }
+      if (cfg.promptSet == null) {
+        cfg.promptSet = bundle.sharedPromptSet(); // null (experts disagree): "memlora", as in Python
       }
       return new Memory(engine, embedder, MemoryStore.open(storeDir, embedder.dim()), cfg);
     } catch (RuntimeException e) {
@@ -174,7 +179,7 @@ public final class Memory implements Closeable {
     if (userId == null || userId.isEmpty()) {
       throw new MemloraException("user_id must be a non-empty string, got " + PyRepr.repr(userId));
     }
-    Generation extraction = run("extraction", Prompts.extractionMessages(messages, config.promptSet, null));
+    Generation extraction = run("extraction", Prompts.extractionMessages(messages, promptSet, null));
     ParseResult<List<String>> facts = OutputParser.parseFacts(extraction.text);
     List<Rejection> rejected = new ArrayList<Rejection>(tagged("extraction", facts.rejected));
     Map<String, Generation> generations = new LinkedHashMap<String, Generation>();
@@ -188,7 +193,7 @@ public final class Memory implements Closeable {
         shown.add(h.record);
       }
       IdMap idMap = IdMap.fromMemories(shown);
-      Generation update = run("update", Prompts.updateMessages(idMap.promptMemories(), facts.value, config.promptSet));
+      Generation update = run("update", Prompts.updateMessages(idMap.promptMemories(), facts.value, promptSet));
       generations.put("update", update);
       ParseResult<List<UpdateOp>> ops = OutputParser.parseMemoryUpdate(update.text);
       MemoryUpdate resolution = MemoryUpdate.resolve(ops.value, idMap);
@@ -240,7 +245,7 @@ public final class Memory implements Closeable {
     for (MemoryStore.SearchHit hit : memories) {
       shown.add(new Prompts.TimedText(hit.record.timestamp, hit.record.text));
     }
-    Generation generation = run("generation", Prompts.generationMessages(question, shown, config.promptSet));
+    Generation generation = run("generation", Prompts.generationMessages(question, shown, promptSet));
     return new AnswerResult(PyStr.strip(generation.text), memories, generation);
   }
 

@@ -8,8 +8,12 @@ public final class MemoryConfig {
   /** Stages of the loop, in order ({@code memlora.STAGES}). */
   public static final String[] STAGES = {"extraction", "update", "generation", "vqa"};
 
-  /** Prompt set: "memlora" (compact, for the experts) or "mem0" (Mem0's long prompts). */
-  public String promptSet = "memlora";
+  /**
+   * Prompt set: "memlora" (compact, for the experts), "memlora-textfirst" (compact, each old memory's text before
+   * its id) or "mem0" (Mem0's long prompts). Null: the one the bundle's experts share ({@link Memory#open}), else
+   * "memlora".
+   */
+  public String promptSet = null;
   /** Stage -> adapter name (null value = base model); stages left out use the adapter named like the stage if any. */
   public Map<String, String> stageAdapters = new LinkedHashMap<String, String>();
   /** Memories retrieved per extracted fact for the update stage (Mem0's default 5). */

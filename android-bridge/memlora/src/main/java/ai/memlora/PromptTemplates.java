@@ -1,6 +1,7 @@
 package ai.memlora;
 
 import java.util.Collections;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -20,6 +21,8 @@ public final class PromptTemplates {
   public final String vqaUser;
   /** Literal system message of the generation stage, or null. */
   public final String generationSystem;
+  /** Key order of each old memory in the update prompt: {@code [id, text]} (Mem0's) or {@code [text, id]}. */
+  public final List<String> oldMemoryKeys;
 
   PromptTemplates(
       String name,
@@ -27,13 +30,15 @@ public final class PromptTemplates {
       String updateUser,
       String generationUser,
       String vqaUser,
-      String generationSystem) {
+      String generationSystem,
+      List<String> oldMemoryKeys) {
     this.name = name;
     this.extractionSystem = extractionSystem;
     this.updateUser = updateUser;
     this.generationUser = generationUser;
     this.vqaUser = vqaUser;
     this.generationSystem = generationSystem;
+    this.oldMemoryKeys = Collections.unmodifiableList(oldMemoryKeys);
   }
 
   /** Prompt sets by name, in the Python order. */

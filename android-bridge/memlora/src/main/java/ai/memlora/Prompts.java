@@ -101,7 +101,7 @@ public final class Prompts {
     return out;
   }
 
-  static String oldMemoriesJson(List<? extends Map<String, ?>> oldMemories) {
+  static String oldMemoriesJson(List<? extends Map<String, ?>> oldMemories, List<String> keys) {
     List<Object> rows = new ArrayList<Object>();
     for (int i = 0; i < oldMemories.size(); i++) {
       Map<String, ?> memory = oldMemories.get(i);
@@ -111,9 +111,13 @@ public final class Prompts {
         throw new MemloraException(
             "old memory " + i + " must be {'id': str, 'text': str}, got " + PyRepr.repr(memory));
       }
+      Map<String, Object> values = new LinkedHashMap<String, Object>();
+      values.put("id", PyRepr.str(id));
+      values.put("text", text);
       Map<String, Object> row = new LinkedHashMap<String, Object>();
-      row.put("id", PyRepr.str(id));
-      row.put("text", text);
+      for (String key : keys) {
+        row.put(key, values.get(key));
+      }
       rows.add(row);
     }
     return PyJson.dumpsPrompt(rows);
@@ -134,7 +138,7 @@ public final class Prompts {
       List<? extends Map<String, ?>> oldMemories, List<?> facts, String promptSet) {
     PromptTemplates ps = getPromptSet(promptSet);
     Map<String, String> fields = new LinkedHashMap<String, String>();
-    fields.put("retrieved_old_memory_dict", oldMemoriesJson(oldMemories));
+    fields.put("retrieved_old_memory_dict", oldMemoriesJson(oldMemories, ps.oldMemoryKeys));
     fields.put("response_content", factsJson(facts));
     return Collections.singletonList(new ChatMessage("user", PyStr.format(ps.updateUser, fields)));
   }

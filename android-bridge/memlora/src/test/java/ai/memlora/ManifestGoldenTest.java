@@ -55,6 +55,7 @@ public class ManifestGoldenTest {
       m.put("embedder", x);
     }
     m.put("unlisted", new ArrayList<Object>(b.unlisted));
+    m.put("shared_prompt_set", b.sharedPromptSet());
     return m;
   }
 
