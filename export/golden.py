@@ -103,6 +103,7 @@ MEMORY_LINES = [
     [],
     [["1:56 pm on 8 May, 2023", "Went to a support group"], [None, "Has a dog"], ["", "Empty timestamp"]],
     [["2023-05-08", "Likes Café au lait\nand tea"]],
+    [["{timestamp} 8 May", "Likes {text} and {{braces}}"]],
 ]
 QUESTIONS = ["When did Caroline go to the LGBTQ support group?", 'What is "it"? \\ ☕', ""]
 

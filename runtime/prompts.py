@@ -6,10 +6,11 @@
 - ``"mem0"``: Mem0's long extraction and update prompts as printed in appendix A.1 (the baseline and the prompt-length
   comparison); generation uses Mem0's ``MEMORY_ANSWER_PROMPT`` as the system message; VQA reuses the memlora prompt
   (Mem0 has none).
-- ``"memlora-textfirst"``: the memlora templates, with each old memory's text written before its id. A small causal
-  student finds a memory by its text and can then only copy what follows it: written id first, the id an UPDATE or
-  DELETE names must be found behind the text, which a 4-layer model pretrained from scratch does not learn (the world
-  benchmark's ``copy`` experts use this set: README, world section, seventh round).
+- ``"memlora-textfirst"``: the memlora templates, with each old memory's text written before its id and each retrieved
+  memory's text before its timestamp (``- <text> [<timestamp>]``). A small causal student finds a memory by its text
+  and can then only copy what follows it: written id (or timestamp) first, the id an UPDATE or DELETE names, or the date
+  a move happened, must be found behind the text, which a 4-layer model pretrained from scratch does not learn (the
+  world benchmark's ``copy`` experts use this set: README, world section, seventh round).
 
 Every function here is pure and deterministic: the Android bridge mirrors it byte for byte. The rendering rules are:
 
@@ -343,6 +344,8 @@ class PromptSet:
     """Optional system message of the generation stage (a literal string, not a template)."""
     old_memory_keys: tuple[str, ...] = ("id", "text")
     """Key order of each old memory in ``{retrieved_old_memory_dict}``: Mem0's (id first), or ``("text", "id")``."""
+    timed_memory_line: str = "- [{timestamp}] {text}"
+    """One memory with a timestamp in ``{memories}`` (format template; one without is always ``- {text}``)."""
 
 
 PROMPT_SETS: dict[str, PromptSet] = {
@@ -368,6 +371,7 @@ PROMPT_SETS: dict[str, PromptSet] = {
         generation_user=MEMLORA_GENERATION_PROMPT,
         vqa_user=MEMLORA_VQA_PROMPT,
         old_memory_keys=("text", "id"),
+        timed_memory_line="- {text} [{timestamp}]",
     ),
 }
 """Prompt sets by name: ``"memlora"`` (compact, for the experts), ``"mem0"`` (Mem0's long prompts, the baseline) and
@@ -466,9 +470,10 @@ def update_messages(
     return [{"role": "user", "content": content}]
 
 
-def format_memories(memories: Sequence[tuple[str | None, str]]) -> str:
-    """Memories for the generation prompt: one line per memory, ``"- [<timestamp>] <text>"``, or ``"- <text>"`` when the
-    timestamp is None or empty; lines joined with ``"\\n"``; ``NO_MEMORIES`` when there are none."""
+def format_memories(memories: Sequence[tuple[str | None, str]], timed_line: str = "- [{timestamp}] {text}") -> str:
+    """Memories for the generation prompt: one line per memory, ``"- [<timestamp>] <text>"`` (``timed_line``: the prompt
+    set's ``timed_memory_line``), or ``"- <text>"`` when the timestamp is None or empty; lines joined with ``"\\n"``;
+    ``NO_MEMORIES`` when there are none."""
     lines = []
     for i, item in enumerate(memories):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
@@ -478,7 +483,7 @@ def format_memories(memories: Sequence[tuple[str | None, str]]) -> str:
             raise MemloraError(f"memory {i} text must be a string, got {type(text).__name__}")
         if timestamp is not None and not isinstance(timestamp, str):
             raise MemloraError(f"memory {i} timestamp must be a string or None, got {type(timestamp).__name__}")
-        lines.append(f"- [{timestamp}] {text}" if timestamp else f"- {text}")
+        lines.append(timed_line.format(timestamp=timestamp, text=text) if timestamp else f"- {text}")
     return "\n".join(lines) if lines else NO_MEMORIES
 
 
@@ -486,14 +491,15 @@ def generation_messages(
     question: str, memories: Sequence[tuple[str | None, str]], prompt_set: str = "memlora"
 ) -> list[Message]:
     """Generation stage input: ``[system?] + [{"role": "user", "content": generation template(memories=format_memories(...),
-    question=question)}]``; the memlora set has no system message, the mem0 set uses Mem0's answer prompt."""
+    question=question)}]``; the memlora sets have no system message, the mem0 set uses Mem0's answer prompt."""
     if not isinstance(question, str):
         raise MemloraError(f"question must be a string, got {type(question).__name__}")
     ps = get_prompt_set(prompt_set)
     out: list[Message] = []
     if ps.generation_system is not None:
         out.append({"role": "system", "content": ps.generation_system})
-    out.append({"role": "user", "content": ps.generation_user.format(memories=format_memories(memories), question=question)})
+    memories_text = format_memories(memories, ps.timed_memory_line)
+    out.append({"role": "user", "content": ps.generation_user.format(memories=memories_text, question=question)})
     return out
 
 

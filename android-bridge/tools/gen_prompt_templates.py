@@ -150,6 +150,7 @@ def render() -> str:
             for field in FIELDS
         ]
         args.append("Arrays.asList(" + ", ".join(_quote(key) for key in ps.old_memory_keys) + ")")
+        args.append(_quote(ps.timed_memory_line))
         rows.append(
             f"    sets.put(\n        {java_literal(name)},\n        new PromptTemplates(\n"
             + ",\n".join(f"            {arg}" for arg in args)

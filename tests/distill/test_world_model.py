@@ -201,6 +201,8 @@ def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, mon
         rows = json.loads(content[len("Old memories: "): content.index(". New retrieved facts: ")])
         assert [list(row) for row in rows] == [["text", "id"]] * len(rows)
         assert rows == [{"text": m["text"], "id": m["id"]} for m in example["meta"]["old_memories"]]
+    lines = [line for e in seen["generation"] for line in e["messages"][-1]["content"].splitlines() if line.startswith("- ")]
+    assert lines and all(line.endswith("]") and not line.startswith("- [") for line in lines)  # "- <text> [<timestamp>]"
     experts = json.loads((tmp_path / "out" / "experts.json").read_text())["experts"]
     assert {s: e["prompt_set"] for s, e in experts.items()} == dict.fromkeys(("extraction", "update", "generation"), "memlora-textfirst")
     assert experts_prompt_set(tmp_path / "out") == "memlora-textfirst"

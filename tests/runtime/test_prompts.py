@@ -157,7 +157,8 @@ def test_update_messages_memlora_golden():
 
 
 def test_textfirst_set_writes_each_old_memory_text_before_its_id():
-    """``memlora-textfirst`` is the memlora set with the old memories' keys swapped; every other rendering is the same."""
+    """``memlora-textfirst`` is the memlora set with the old memories' keys swapped (and the timestamps after the texts,
+    below); the extraction and VQA prompts are the same."""
     facts = ["Name is John"]
     content = update_messages(A2_OLD, facts, prompt_set="memlora-textfirst")[0]["content"]
     assert content == update_messages(A2_OLD, facts)[0]["content"].replace(
@@ -166,9 +167,17 @@ def test_textfirst_set_writes_each_old_memory_text_before_its_id():
     assert content.startswith('Old memories: [{"text": "Name is John", "id": "0"}, ')
     conv = [{"role": "user", "content": "I moved to Paris"}]
     assert extraction_messages(conv, prompt_set="memlora-textfirst") == extraction_messages(conv)
-    memories = [("1:56 pm on 8 May, 2023", "Went to a support group")]
-    assert generation_messages("Q?", memories, prompt_set="memlora-textfirst") == generation_messages("Q?", memories)
     assert vqa_messages("Q?", prompt_set="memlora-textfirst") == vqa_messages("Q?")
+
+
+def test_textfirst_set_writes_each_memory_text_before_its_timestamp():
+    memories = [("1:56 pm on 8 May, 2023", "Went to a support group"), (None, "Name is John"), ("", "Likes {text}")]
+    content = generation_messages("Q?", memories, prompt_set="memlora-textfirst")[0]["content"]
+    assert content == generation_messages("Q?", memories)[0]["content"].replace(
+        "- [1:56 pm on 8 May, 2023] Went to a support group", "- Went to a support group [1:56 pm on 8 May, 2023]")
+    assert "- Went to a support group [1:56 pm on 8 May, 2023]\n- Name is John\n- Likes {text}\n" in content
+    # the values are substituted once, never re-parsed as a template
+    assert format_memories([("{text}", "{timestamp}")], "- {text} [{timestamp}]") == "- {timestamp} [{text}]"
 
 
 def test_update_messages_json_rules():

@@ -56,7 +56,8 @@ final class PromptSets {
             "{question}\n"
       + "Answer in one word. Response Format: Strictly JSON: {{\"answer\": \"<one word>\", \"reason\": \"<short reason>\"}}",
             null,
-            Arrays.asList("id", "text")));
+            Arrays.asList("id", "text"),
+            "- [{timestamp}] {text}"));
     sets.put(
         "mem0",
         new PromptTemplates(
@@ -259,7 +260,8 @@ final class PromptSets {
       + "- Ensure that the answers are clear, concise, and directly address the question.\n"
       + "\n"
       + "Here are the details of the task:",
-            Arrays.asList("id", "text")));
+            Arrays.asList("id", "text"),
+            "- [{timestamp}] {text}"));
     sets.put(
         "memlora-textfirst",
         new PromptTemplates(
@@ -273,7 +275,8 @@ final class PromptSets {
             "{question}\n"
       + "Answer in one word. Response Format: Strictly JSON: {{\"answer\": \"<one word>\", \"reason\": \"<short reason>\"}}",
             null,
-            Arrays.asList("text", "id")));
+            Arrays.asList("text", "id"),
+            "- {text} [{timestamp}]"));
     return sets;
   }
 }

@@ -23,6 +23,8 @@ public final class PromptTemplates {
   public final String generationSystem;
   /** Key order of each old memory in the update prompt: {@code [id, text]} (Mem0's) or {@code [text, id]}. */
   public final List<String> oldMemoryKeys;
+  /** One memory with a timestamp in the generation prompt (template with {timestamp} and {text}). */
+  public final String timedMemoryLine;
 
   PromptTemplates(
       String name,
@@ -31,7 +33,8 @@ public final class PromptTemplates {
       String generationUser,
       String vqaUser,
       String generationSystem,
-      List<String> oldMemoryKeys) {
+      List<String> oldMemoryKeys,
+      String timedMemoryLine) {
     this.name = name;
     this.extractionSystem = extractionSystem;
     this.updateUser = updateUser;
@@ -39,6 +42,7 @@ public final class PromptTemplates {
     this.vqaUser = vqaUser;
     this.generationSystem = generationSystem;
     this.oldMemoryKeys = Collections.unmodifiableList(oldMemoryKeys);
+    this.timedMemoryLine = timedMemoryLine;
   }
 
   /** Prompt sets by name, in the Python order. */

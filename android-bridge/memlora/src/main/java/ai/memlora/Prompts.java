@@ -145,6 +145,11 @@ public final class Prompts {
 
   /** {@code "- [<timestamp>] <text>"} per memory ({@code "- <text>"} without one), or "(none)". */
   public static String formatMemories(List<TimedText> memories) {
+    return formatMemories(memories, "- [{timestamp}] {text}");
+  }
+
+  /** {@code timedLine} filled per memory with a timestamp ({@code "- <text>"} without one), or "(none)". */
+  public static String formatMemories(List<TimedText> memories, String timedLine) {
     StringBuilder out = new StringBuilder();
     for (int i = 0; i < memories.size(); i++) {
       TimedText item = memories.get(i);
@@ -158,7 +163,10 @@ public final class Prompts {
         out.append('\n');
       }
       if (item.timestamp != null && !item.timestamp.isEmpty()) {
-        out.append("- [").append(item.timestamp).append("] ").append(item.text);
+        Map<String, String> fields = new LinkedHashMap<String, String>();
+        fields.put("timestamp", item.timestamp);
+        fields.put("text", item.text);
+        out.append(PyStr.format(timedLine, fields));
       } else {
         out.append("- ").append(item.text);
       }
@@ -178,7 +186,7 @@ public final class Prompts {
       out.add(new ChatMessage("system", ps.generationSystem));
     }
     Map<String, String> fields = new LinkedHashMap<String, String>();
-    fields.put("memories", formatMemories(memories));
+    fields.put("memories", formatMemories(memories, ps.timedMemoryLine));
     fields.put("question", question);
     out.add(new ChatMessage("user", PyStr.format(ps.generationUser, fields)));
     return out;
