@@ -67,8 +67,8 @@ class ExpertRecipe:
     prompt_set: str = "memlora"
     """Prompt set the examples are rendered with, recorded in experts.json (``memlora.runtime.prompts.PROMPT_SETS``; the
     three experts of a preset share one). The copy preset's ``"memlora-textfirst"`` writes each old memory's text
-    before its id, so that the update expert can copy the id after finding the text (README, world section, seventh
-    round)."""
+    before its id and each retrieved memory's text before its timestamp, so that the update expert can copy the id,
+    and the generation expert the date, after finding the text (README, world section, seventh round)."""
 
 
 @dataclass
@@ -116,8 +116,8 @@ def _presets() -> dict[str, WorldPreset]:
         # section, fourth and fifth rounds): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and
         # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
         # update expert writes each op's text and event before the memory id it refers to; every expert's learning rate
-        # decays to 0 over its epochs (cosine); the old memories shown to the update expert have their text before their
-        # id (prompt set memlora-textfirst).
+        # decays to 0 over its epochs (cosine); every memory shown to an expert has its text before its id or its
+        # timestamp (prompt set memlora-textfirst).
         "copy": WorldPreset(
             name="copy",
             world=default_world,
@@ -134,10 +134,10 @@ def _presets() -> dict[str, WorldPreset]:
             world=small_world,
             size="tiny",
             pretrain=PretrainConfig(world=small_world, steps=12, batch_size=8, seq_len=128, warmup_steps=4, vocab_size=1024),
-            experts={
-                "extraction": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=24),
-                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48),
-                "generation": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=8),
+            experts={  # the copy preset's prompt set, so that the tests run its renderings end to end
+                "extraction": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=24, prompt_set="memlora-textfirst"),
+                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48, prompt_set="memlora-textfirst"),
+                "generation": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=8, prompt_set="memlora-textfirst"),
             },
         ),
     }

@@ -210,6 +210,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     """Run the demo; return the JSON-able record of what it did."""
     import torch
 
+    from memlora.bench.eval_cli import experts_prompt_set_of
     from memlora.export.adapters import experts_prompt_set
 
     t_start = time.perf_counter()
@@ -233,6 +234,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all, budgets)
         base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in STAGES3}, budgets)
         has_experts = True
+        prompt_set = experts_prompt_set_of(None, options.bundle)  # what Memory.from_bundle renders with
     elif options.model == TINY_RANDOM:
         from memlora.models import ensure_model
 
@@ -242,7 +244,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         budgets.update(extraction=24, update=48, generation=16)  # nonsense needs no long budget
         engine = _engine_for(str(base_dir), None, None, options.threads)
         factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets)
-        base_factory, has_experts = None, False
+        base_factory, has_experts, prompt_set = None, False, "memlora"
     elif options.model is not None:
         model_dir = Path(options.model)
         if not (model_dir / "config.json").is_file():
@@ -289,7 +291,8 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         raise MemloraError(f"unknown --data {data_kind!r}: world or sample")
     if options.max_batches is not None:
         data.batches = data.batches[: options.max_batches]
-    record.update(system=system, data=data.name, speakers=list(data.speakers), gold_memories=data.gold_memories)
+    record.update(system=system, prompt_set=prompt_set, data=data.name, speakers=list(data.speakers),
+                  gold_memories=data.gold_memories)
 
     runs = {}
     plan = [("experts" if has_experts else "model", factory)]

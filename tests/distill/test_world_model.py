@@ -174,8 +174,8 @@ def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_pa
 
 def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, monkeypatch):
     """``ExpertRecipe.prompt_set`` renders every stage's examples (the update expert sees each old memory's text before
-    its id) and is written to experts.json, where the demo and the world benchmark read it back."""
-    import dataclasses
+    its id, the generation expert each memory's text before its timestamp) and is written to experts.json, where the
+    demo and the world benchmark read it back. The small preset (the tests') uses the copy preset's set."""
     import json
 
     from memlora.distill import train as train_module
@@ -190,8 +190,8 @@ def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, mon
 
     monkeypatch.setattr(train_module, "train_expert", fake_train)
     assert {r.prompt_set for r in get_preset("copy").experts.values()} == {"memlora-textfirst"}
-    small = get_preset("small")
-    preset = dataclasses.replace(small, experts={s: dataclasses.replace(r, prompt_set="memlora-textfirst") for s, r in small.experts.items()})
+    preset = get_preset("small")
+    assert {r.prompt_set for r in preset.experts.values()} == {"memlora-textfirst"}
     (tmp_path / "out").mkdir()
     build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     shown = [e for e in seen["update"] if e["meta"]["old_memories"]]
@@ -215,7 +215,7 @@ def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
     from memlora.distill.world_experts import build_world_experts
 
     small = get_preset("small")
-    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], prompt_set="memlora-textfirst")})
+    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], prompt_set="memlora")})
     with pytest.raises(MemloraError, match="one prompt set"):
         build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -45,6 +45,8 @@ def test_demo_runs_the_world_loop_and_records_gold_answers(small_world_record):
     base = record["runs"]["base alone"]
     assert base["answer_em"] <= 0.2
     assert record["world_build"]["experts"].keys() == {"extraction", "update", "generation"}
+    # the loop rendered every stage with the prompt set the experts were trained with (experts.json)
+    assert record["prompt_set"] == "memlora-textfirst"
 
 
 def test_demo_prints_what_it_did_and_how_to_use_a_real_model(small_world_record):
