@@ -30,7 +30,7 @@ Chat formatting (special tokens) is not done here: the engine applies the tokeni
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Mapping, Sequence
 
@@ -348,14 +348,16 @@ class PromptSet:
     """One memory with a timestamp in ``{memories}`` (format template; one without is always ``- {text}``)."""
 
 
+_MEMLORA_SET = PromptSet(
+    name="memlora",
+    extraction_system=MEMLORA_EXTRACTION_PROMPT,
+    update_user=MEMLORA_UPDATE_PROMPT,
+    generation_user=MEMLORA_GENERATION_PROMPT,
+    vqa_user=MEMLORA_VQA_PROMPT,
+)
+
 PROMPT_SETS: dict[str, PromptSet] = {
-    "memlora": PromptSet(
-        name="memlora",
-        extraction_system=MEMLORA_EXTRACTION_PROMPT,
-        update_user=MEMLORA_UPDATE_PROMPT,
-        generation_user=MEMLORA_GENERATION_PROMPT,
-        vqa_user=MEMLORA_VQA_PROMPT,
-    ),
+    "memlora": _MEMLORA_SET,
     "mem0": PromptSet(
         name="mem0",
         extraction_system=MEM0_EXTRACTION_PROMPT,
@@ -364,18 +366,12 @@ PROMPT_SETS: dict[str, PromptSet] = {
         vqa_user=MEMLORA_VQA_PROMPT,
         generation_system=MEM0_ANSWER_PROMPT,
     ),
-    "memlora-textfirst": PromptSet(
-        name="memlora-textfirst",
-        extraction_system=MEMLORA_EXTRACTION_PROMPT,
-        update_user=MEMLORA_UPDATE_PROMPT,
-        generation_user=MEMLORA_GENERATION_PROMPT,
-        vqa_user=MEMLORA_VQA_PROMPT,
-        old_memory_keys=("text", "id"),
-        timed_memory_line="- {text} [{timestamp}]",
+    "memlora-textfirst": replace(
+        _MEMLORA_SET, name="memlora-textfirst", old_memory_keys=("text", "id"), timed_memory_line="- {text} [{timestamp}]"
     ),
 }
 """Prompt sets by name: ``"memlora"`` (compact, for the experts), ``"mem0"`` (Mem0's long prompts, the baseline) and
-``"memlora-textfirst"`` (compact, each old memory's text before its id)."""
+``"memlora-textfirst"`` (the memlora templates; each memory's text before its id and its timestamp)."""
 
 NO_MEMORIES = "(none)"
 """What ``format_memories`` renders for an empty memory list."""
