@@ -39,8 +39,9 @@ class MemoryConfig:
     store_dir: str | None = None
     """Folder of the SQLite store and its FAISS index; None keeps everything in memory (lost on exit)."""
     prompt_set: str = "memlora"
-    """Prompt set (``prompts.PROMPT_SETS``): "memlora" (compact, for the experts), "memlora-textfirst" (compact, each old
-    memory's text before its id) or "mem0" (Mem0's long prompts); the experts' own (``experts.json``, bundle manifest)."""
+    """Prompt set (``prompts.PROMPT_SETS``): "memlora" (compact, for the experts), "memlora-textfirst" (compact, each
+    memory's text before its id and its timestamp) or "mem0" (Mem0's long prompts); use the one the experts were trained
+    with (``experts.json``, the bundle manifest: ``Memory.from_bundle`` picks it)."""
     stage_adapters: dict[str, str | None] | None = None
     """Stage -> adapter name (None = base model). Stages left out use the adapter named like the stage if any, else base."""
     top_s: int = 5
@@ -154,8 +155,9 @@ class Memory:
             budgets = dict(DEFAULT_MAX_NEW_TOKENS)
             budgets.update({e.stage: int(e.max_new_tokens) for e in experts if e.max_new_tokens})
             config["max_new_tokens"] = budgets
-        if "prompt_set" not in config and engine.bundle.shared_prompt_set() is not None:
-            config["prompt_set"] = engine.bundle.shared_prompt_set()
+        shared_prompt_set = engine.bundle.shared_prompt_set()
+        if "prompt_set" not in config and shared_prompt_set is not None:
+            config["prompt_set"] = shared_prompt_set
         memory_config = MemoryConfig(store_dir=store_dir, **config)
         for stage, adapter in (memory_config.stage_adapters or {}).items():  # before the store is opened
             if adapter is not None and adapter not in engine.adapters:

@@ -9,8 +9,8 @@ public final class MemoryConfig {
   public static final String[] STAGES = {"extraction", "update", "generation", "vqa"};
 
   /**
-   * Prompt set: "memlora" (compact, for the experts), "memlora-textfirst" (compact, each old memory's text before
-   * its id) or "mem0" (Mem0's long prompts). Null: the one the bundle's experts share ({@link Memory#open}), else
+   * Prompt set: "memlora" (compact, for the experts), "memlora-textfirst" (compact, each memory's text before its
+   * id and its timestamp) or "mem0" (Mem0's long prompts). Null: the one the bundle's experts share ({@link Memory#open}), else
    * "memlora".
    */
   public String promptSet = null;
