@@ -53,20 +53,6 @@ def stage_labels(engine, memories: str) -> dict[str, str]:
     return labels
 
 
-def experts_prompt_set_of(adapters: Path | None, bundle: Path | None) -> str:
-    """The prompt set the experts were trained with: ``--adapters``' experts.json, else the set ``--bundle``'s experts
-    share, else "memlora"."""
-    if adapters is not None:
-        from memlora.export.adapters import experts_prompt_set
-
-        return experts_prompt_set(adapters)
-    if bundle is not None:
-        from memlora.runtime.bundle import load_bundle
-
-        return load_bundle(bundle, verify=False).shared_prompt_set() or "memlora"
-    return "memlora"
-
-
 @click.command("eval")
 @click.option("--locomo", "locomo_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="locomo10.json (default: $MEMLORA_LOCOMO or ../shared/data/locomo/locomo10.json).")
@@ -141,7 +127,10 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
     if retrieval_only and (judge_url or bertscore_model):
         raise MemloraError("--retrieval-only produces no answers: drop --judge/--bertscore-model")
     judge_config = JudgeConfig(url=judge_url, model=judge_model, json_mode=not judge_no_json_mode) if judge_url else None
-    prompt_set = prompt_set or experts_prompt_set_of(adapters, bundle)
+    if prompt_set is None:
+        from memlora.export.adapters import trained_prompt_set
+
+        prompt_set = trained_prompt_set(adapters, bundle)
     config = EvalConfig(
         out_dir=str(out_dir), split=split, conversations=tuple(conversations), memories=memories,
         retrieval=RETRIEVAL_CHOICES[retrieval], top_k=top_k, retrieval_only=retrieval_only, limit=limit, max_sessions=max_sessions,

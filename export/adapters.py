@@ -241,6 +241,18 @@ def experts_prompt_set(adapters_dir: str | Path) -> str:
     return sets.pop() if sets else "memlora"
 
 
+def trained_prompt_set(adapters_dir: str | Path | None = None, bundle_dir: str | Path | None = None) -> str:
+    """The prompt set to render with for these experts: that of ``adapters_dir``'s experts (``experts_prompt_set``), else
+    the one ``bundle_dir``'s experts share (what ``Memory.from_bundle`` picks), else "memlora"."""
+    if adapters_dir is not None:
+        return experts_prompt_set(adapters_dir)
+    if bundle_dir is not None:
+        from memlora.runtime.bundle import load_bundle
+
+        return load_bundle(bundle_dir, verify=False).shared_prompt_set() or "memlora"
+    return "memlora"
+
+
 def _card_max_new_tokens(adapter_dir: Path) -> int | None:
     card = adapter_dir / "training_card.json"
     if not card.is_file():

@@ -638,6 +638,12 @@ def _tampers() -> list[tuple[str, Callable[[Path], None], bool]]:
             d[keys[-1]] = value
         return lambda r: _edit_manifest(r, edit)
 
+    def set_every_expert(key, value):
+        def edit(d):
+            for expert in d["experts"].values():
+                expert[key] = value
+        return lambda r: _edit_manifest(r, edit)
+
     def drop(*keys):
         def edit(d):
             for key in keys[:-1]:
@@ -700,8 +706,7 @@ def _tampers() -> list[tuple[str, Callable[[Path], None], bool]]:
         ("embedder-file-missing-field", drop("embedder", "file"), True),
         ("embedder-tokenizer-outside", set_in("embedder", "with_tokenizer_file", value="../tok.onnx"), True),
         ("no-embedder", drop("embedder"), True),
-        ("textfirst-experts", lambda r: _edit_manifest(r, lambda d: [e.__setitem__("prompt_set", "memlora-textfirst")
-                                                                       for e in d["experts"].values()]), True),
+        ("textfirst-experts", set_every_expert("prompt_set", "memlora-textfirst"), True),
         ("mixed-prompt-sets", set_in("experts", "update", "prompt_set", value="memlora-textfirst"), True),
     ]
 

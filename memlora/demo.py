@@ -210,8 +210,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     """Run the demo; return the JSON-able record of what it did."""
     import torch
 
-    from memlora.bench.eval_cli import experts_prompt_set_of
-    from memlora.export.adapters import experts_prompt_set
+    from memlora.export.adapters import trained_prompt_set
 
     t_start = time.perf_counter()
     torch.set_num_threads(int(options.threads))
@@ -234,7 +233,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all, budgets)
         base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in STAGES3}, budgets)
         has_experts = True
-        prompt_set = experts_prompt_set_of(None, options.bundle)  # what Memory.from_bundle renders with
+        prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
     elif options.model == TINY_RANDOM:
         from memlora.models import ensure_model
 
@@ -253,7 +252,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         has_experts = bool(engine.adapters)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in STAGES3}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
-        prompt_set = experts_prompt_set(options.adapters) if options.adapters is not None else "memlora"
+        prompt_set = trained_prompt_set(options.adapters)
         factory = _memory_factory(engine, options.threads, stage_adapters, budgets, prompt_set=prompt_set)
         base_factory = (_memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder,
                                         prompt_set) if has_experts else None)
@@ -272,7 +271,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         budgets.update(_expert_budgets(art.adapters_dir))
         engine = _engine_for(str(art.base_dir), art.adapters_dir, None, options.threads)
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
-        prompt_set = experts_prompt_set(art.adapters_dir)
+        prompt_set = trained_prompt_set(art.adapters_dir)
         factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets, prompt_set=prompt_set)
         base_factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder, prompt_set)
         has_experts = True

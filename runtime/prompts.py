@@ -433,7 +433,7 @@ def extraction_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": "Input:\n" + conversation}]
 
 
-def _old_memories_json(old_memories: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("id", "text")) -> str:
+def _old_memories_json(old_memories: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
     rows = []
     for i, memory in enumerate(old_memories):
         if not isinstance(memory, Mapping) or not isinstance(memory.get("text"), str) or memory.get("id") is None:
@@ -466,7 +466,7 @@ def update_messages(
     return [{"role": "user", "content": content}]
 
 
-def format_memories(memories: Sequence[tuple[str | None, str]], timed_line: str = "- [{timestamp}] {text}") -> str:
+def format_memories(memories: Sequence[tuple[str | None, str]], timed_line: str = PromptSet.timed_memory_line) -> str:
     """Memories for the generation prompt: one line per memory, ``"- [<timestamp>] <text>"`` (``timed_line``: the prompt
     set's ``timed_memory_line``), or ``"- <text>"`` when the timestamp is None or empty; lines joined with ``"\\n"``;
     ``NO_MEMORIES`` when there are none."""

@@ -187,7 +187,7 @@ def test_loop_mode_ingests_with_the_real_memory_and_resumes(conversation, embedd
       "generation": {"path": "generation", "prompt_set": "memlora-textfirst"}}, "memlora-textfirst"),
 ])
 def test_eval_renders_with_the_prompt_set_the_adapters_were_trained_with(tmp_path, experts, expected):
-    from memlora.bench.eval_cli import experts_prompt_set_of
+    from memlora.export.adapters import trained_prompt_set
 
     adapters = None
     if experts is not None:
@@ -195,4 +195,4 @@ def test_eval_renders_with_the_prompt_set_the_adapters_were_trained_with(tmp_pat
         for entry in experts.values():
             (adapters / entry["path"]).mkdir(parents=True)
         (adapters / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}))
-    assert experts_prompt_set_of(adapters, None) == expected
+    assert trained_prompt_set(adapters) == expected

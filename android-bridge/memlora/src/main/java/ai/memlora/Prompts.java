@@ -145,7 +145,7 @@ public final class Prompts {
 
   /** {@code "- [<timestamp>] <text>"} per memory ({@code "- <text>"} without one), or "(none)". */
   public static String formatMemories(List<TimedText> memories) {
-    return formatMemories(memories, "- [{timestamp}] {text}");
+    return formatMemories(memories, getPromptSet("memlora").timedMemoryLine);
   }
 
   /** {@code timedLine} filled per memory with a timestamp ({@code "- <text>"} without one), or "(none)". */
