@@ -318,7 +318,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
     from memlora.distill.world import generate_world
     from memlora.distill.world_experts import ensure_world_experts
-    from memlora.distill.world_export import world_examples
+    from memlora.distill.world_export import RetrievalOrder, world_examples
     from memlora.export.adapters import experts_prompt_set
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
@@ -339,15 +339,19 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
     rng = random.Random(f"world-eval:{config.seed}")
     sets = {}
+    embedder = SentenceTransformerEmbedder(threads=config.threads)
+    ranker = RetrievalOrder(embedder)
     for stage in STAGES3:
-        examples = world_examples(world.split("test"), stage, prompt_set=prompt_set) if stage != "generation" else [
-            ex for conv in world.split("test") for ex in _final_generation(conv, prompt_set)]
+        order = artifacts.preset.experts[stage].memory_order  # the memories shown in the order the expert learnt them in
+        if stage == "generation":
+            examples = [ex for conv in world.split("test") for ex in _final_generation(conv, prompt_set, order, ranker)]
+        else:
+            examples = world_examples(world.split("test"), stage, prompt_set=prompt_set, memory_order=order, ranker=ranker)
         rng.shuffle(examples)
         sets[stage] = examples[: config.examples]
 
     say("loading the base model, the experts and the embedder")
     engine = TorchEngine(artifacts.base_dir, artifacts.adapters_dir, threads=config.threads)
-    embedder = SentenceTransformerEmbedder(threads=config.threads)
 
     say("scoring each operation on its own (base alone, then each expert)")
     isolated = {
@@ -399,10 +403,11 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     return report
 
 
-def _final_generation(conv, prompt_set: str = "memlora") -> list[dict]:
+def _final_generation(conv, prompt_set: str = "memlora", memory_order: str = "shuffled", ranker=None) -> list[dict]:
     from memlora.distill.world_export import generation_examples
 
-    return generation_examples(conv, other_speaker_rate=0.0, final_only=True, prompt_set=prompt_set)
+    return generation_examples(conv, other_speaker_rate=0.0, final_only=True, prompt_set=prompt_set, memory_order=memory_order,
+                               ranker=ranker)
 
 
 def markdown(report: dict) -> str:

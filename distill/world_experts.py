@@ -1,6 +1,6 @@
 """The world's base model and its three experts, built once and cached: the demo's default and the world benchmark's system.
 
-    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~22 min on 2 CPU cores the first time, then instant
+    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~23 min on 2 CPU cores the first time, then instant
     art.base_dir, art.adapters_dir            # a checkpoint dir + an out/-style dir (extraction/ update/ generation/)
     art.world                                 # the WorldConfig the experts were taught on (its test split is held out)
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from memlora.distill.world import MEM0_OP_KEYS, WorldConfig, generate_world
-from memlora.distill.world_export import WORLD_STAGES, world_examples
+from memlora.distill.world_export import WORLD_STAGES, RetrievalOrder, world_examples
 from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
 from memlora import DEFAULT_WORLD_PRESET
 from memlora.errors import MemloraError
@@ -69,6 +69,10 @@ class ExpertRecipe:
     three experts of a preset share one). The copy preset's ``"memlora-textfirst"`` writes each old memory's text
     before its id and each retrieved memory's text before its timestamp, so that the update expert can copy the id,
     and the generation expert the date, after finding the text (README, world section, seventh round)."""
+    memory_order: str = "shuffled"
+    """Update and generation stages: order of the memories shown (``world_export.MEMORY_ORDERS``): "shuffled", or
+    "retrieval" (the loop's order: most similar to the question, or to each fact, first; README, world section, eighth
+    round)."""
 
 
 @dataclass
@@ -100,6 +104,7 @@ def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
     # what the copy preset's three experts share
     copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_schedule="cosine", prompt_set="memlora-textfirst")
+    shown_as_retrieved = dict(memory_order="retrieval")  # the update and generation experts see memories in the loop's order
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -117,7 +122,7 @@ def _presets() -> dict[str, WorldPreset]:
         # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
         # update expert writes each op's text and event before the memory id it refers to; every expert's learning rate
         # decays to 0 over its epochs (cosine); every memory shown to an expert has its text before its id or its
-        # timestamp (prompt set memlora-textfirst).
+        # timestamp (prompt set memlora-textfirst), and the memories come in the loop's retrieval order, most similar first.
         "copy": WorldPreset(
             name="copy",
             world=default_world,
@@ -125,8 +130,9 @@ def _presets() -> dict[str, WorldPreset]:
             experts={
                 "extraction": ExpertRecipe(n_train=6400, epochs=4, max_new_tokens=48, **copy_training),
                 "update": ExpertRecipe(n_train=5120, epochs=2, max_new_tokens=128, op_key_order=("text", "event", "old_memory", "id"),
-                                       **copy_training),
-                "generation": ExpertRecipe(n_train=8000, epochs=4, max_new_tokens=12, lead_space=True, **copy_training),
+                                       **copy_training, **shown_as_retrieved),
+                "generation": ExpertRecipe(n_train=8000, epochs=4, max_new_tokens=12, lead_space=True, **copy_training,
+                                           **shown_as_retrieved),
             },
         ),
         "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the copy preset's job)
@@ -134,10 +140,11 @@ def _presets() -> dict[str, WorldPreset]:
             world=small_world,
             size="tiny",
             pretrain=PretrainConfig(world=small_world, steps=12, batch_size=8, seq_len=128, warmup_steps=4, vocab_size=1024),
-            experts={  # the copy preset's prompt set, so that the tests run its renderings end to end
+            experts={  # the copy preset's prompt set and memory order, so that the tests run its renderings end to end
                 "extraction": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=24, prompt_set="memlora-textfirst"),
-                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48, prompt_set="memlora-textfirst"),
-                "generation": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=8, prompt_set="memlora-textfirst"),
+                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48, prompt_set="memlora-textfirst", **shown_as_retrieved),
+                "generation": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=8, prompt_set="memlora-textfirst",
+                                           **shown_as_retrieved),
             },
         ),
     }
@@ -205,11 +212,12 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
     world = generate_world(preset.world)
     train_convs, val_convs = world.split("train"), world.split("val")
     info, experts = {}, {}
+    ranker = RetrievalOrder()  # one embedding table for every stage that orders by retrieval (the embedder loads on first use)
     for stage in stages:
         recipe = preset.experts[stage]
         rng = random.Random(f"world-experts:{seed}:{stage}")
-        train = world_examples(train_convs, stage, recipe.op_key_order, recipe.prompt_set)
-        val = world_examples(val_convs, stage, recipe.op_key_order, recipe.prompt_set)
+        train, val = (world_examples(convs, stage, recipe.op_key_order, recipe.prompt_set, recipe.memory_order, ranker)
+                      for convs in (train_convs, val_convs))
         rng.shuffle(train)
         rng.shuffle(val)
         _say(progress, f"training the {stage} expert ({min(recipe.n_train, len(train))} examples)")
@@ -234,7 +242,8 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 # of a default then changes the keys, as it must. Per class: both configs have an ``lr_schedule``, with other defaults.
 _LATER_OPTIONS = {
     ExpertRecipe: {"dropout": 0.1, "lead_space": False, "copy_attention": 0.0,
-                   "op_key_order": ("id", "text", "event", "old_memory"), "lr_schedule": "constant", "prompt_set": "memlora"},
+                   "op_key_order": ("id", "text", "event", "old_memory"), "lr_schedule": "constant", "prompt_set": "memlora",
+                   "memory_order": "shuffled"},
     PretrainConfig: {"lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,
                      "prev_token_alpha": 0.0},
 }

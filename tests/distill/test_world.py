@@ -284,3 +284,111 @@ def test_world_cli_renders_the_prompt_set_it_is_given(tmp_path):
     bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--conversations", "10", "--prompt-set", "nope"])
     assert isinstance(bad.exception, MemloraError) and "unknown prompt set 'nope'" in str(bad.exception)
     assert not (tmp_path / "e").exists(), "refused before anything is written"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from memlora.runtime.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(threads=1)
+
+
+def _store_of(texts: list[str], embedder):
+    """A real in-memory MemoryStore holding ``texts`` for user "u", and the vectors it indexed."""
+    from memlora.runtime.store import MemoryStore
+    from memlora.runtime.update import ResolvedOp
+
+    store = MemoryStore(None, dim=embedder.dim)
+    vectors = dict(zip(texts, embedder.encode(texts)))
+    store.apply_update("u", [ResolvedOp("ADD", None, t) for t in texts], vectors)
+    return store
+
+
+def test_retrieval_order_shows_generation_memories_as_the_loop_s_search_does(world, embedder):
+    """memory_order="retrieval": the memories of each question are in the order MemoryStore.search (FAISS over the
+    loop's embedder) returns them for that question; the examples are otherwise the shuffled ones."""
+    from memlora.distill.world_export import RetrievalOrder, generation_examples
+
+    conv = world.split("test")[0]
+    shuffled = generation_examples(conv, final_only=True, prompt_set="memlora-textfirst")
+    ordered = generation_examples(conv, final_only=True, prompt_set="memlora-textfirst", memory_order="retrieval",
+                                  ranker=RetrievalOrder(embedder))
+    assert [e["target"] for e in ordered] == [e["target"] for e in shuffled]
+    checked = moved = 0
+    for speaker in conv.speakers:
+        texts = [t for _, t in conv.final_memories[speaker]]
+        store = _store_of(texts, embedder)
+        for a, b, qa in zip(shuffled, ordered, conv.checkpoints[-1].qa):
+            if qa.speaker != speaker:
+                continue
+            lines, lines_shuffled = (_memory_lines(e) for e in (b, a))
+            assert sorted(lines) == sorted(lines_shuffled)
+            (vector,) = embedder.encode([qa.question])
+            expected = [hit.record.text for hit in store.search("u", vector, len(texts))]
+            assert [line[2:].rsplit(" [", 1)[0] for line in lines] == expected  # "- <text> [<timestamp>]"
+            checked += 1
+            moved += lines != lines_shuffled
+        store.close()
+    assert checked >= 4 and moved, "the retrieval order is checked, and differs from the shuffled one"
+
+
+def _memory_lines(example) -> list[str]:
+    return [line for line in example["messages"][-1]["content"].splitlines() if line.startswith("- ")]
+
+
+def test_retrieval_order_renumbers_update_memories_and_their_ops(world, embedder):
+    """memory_order="retrieval": each fact's top-5 memories (MemoryStore.search), first seen first, then the rest;
+    ids renumbered 0..n-1 and the gold ops still replay to the same next state."""
+    from memlora.distill.world_export import RetrievalOrder, update_examples
+
+    conv = world.split("train")[0]
+    shuffled = update_examples(conv)
+    ordered = update_examples(conv, memory_order="retrieval", ranker=RetrievalOrder(embedder))
+    assert len(ordered) == len(shuffled)
+    reordered = 0
+    for a, b in zip(shuffled, ordered):
+        old_a, old_b = a["meta"]["old_memories"], b["meta"]["old_memories"]
+        assert [m["id"] for m in old_b] == [str(i) for i in range(len(old_b))]
+        assert sorted(m["text"] for m in old_b) == sorted(m["text"] for m in old_a)
+        ops_a, ops_b = (_ops(e) for e in (a, b))
+        (kept_a, added_a), (kept_b, added_b) = _apply(old_a, ops_a), _apply(old_b, ops_b)
+        assert sorted(kept_b) == sorted(kept_a) and added_b == added_a
+        if len(old_b) > 1:
+            texts = [m["text"] for m in old_a]
+            store = _store_of(texts, embedder)
+            expected: dict[str, None] = {}
+            for vector in embedder.encode(b["meta"]["facts"]):
+                expected.update(dict.fromkeys(hit.record.text for hit in store.search("u", vector, 5)))
+            store.close()
+            assert [m["text"] for m in old_b][: len(expected)] == list(expected)
+            reordered += [m["text"] for m in old_b] != [m["text"] for m in old_a]
+    assert reordered, "some shown memories move"
+
+
+def _ops(example) -> list:
+    from memlora.distill.world import MemoryOp
+
+    return [MemoryOp(op["event"], op["id"], op["text"], op.get("old_memory")) for op in json.loads(example["target"])["memory"]]
+
+
+def test_unknown_memory_order_is_a_clear_error(world):
+    from memlora.distill.world_export import world_examples
+
+    with pytest.raises(DataError, match="unknown memory order 'sorted'"):
+        world_examples(world.conversations, "generation", memory_order="sorted")
+
+
+def test_world_cli_writes_the_memory_order_it_is_given(tmp_path):
+    from click.testing import CliRunner
+
+    from memlora.distill.cli import cli
+
+    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2", "--prompt-set", "memlora-textfirst"]
+    result = CliRunner().invoke(cli, args + ["--memory-order", "retrieval"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "d" / "train" / "generation.jsonl").read_text().splitlines()]
+    yes = [r for r in rows if r["target"] == "Yes"]
+    hobby_first = [re.search(r"play (\w+)\?$", r["messages"][-1]["content"]).group(1) in _memory_lines(r)[0] for r in yes]
+    assert yes and all(hobby_first), "the memory that answers a Yes question is the first one shown"
+    bad = CliRunner().invoke(cli, args[:3] + ["--memory-order", "sorted"])
+    assert bad.exit_code != 0 and "sorted" in bad.output

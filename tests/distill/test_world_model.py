@@ -113,11 +113,12 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
     assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
     assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
     # later options are per class: the experts' lr_schedule (default "constant") is not the pretraining's (default
-    # "cosine"). The copy preset at a constant rate with the memlora prompts keeps the key of the experts cached before
-    # those options existed.
+    # "cosine"). The copy preset at a constant rate with the memlora prompts and shuffled memories keeps the key of the
+    # experts cached before those options existed.
     import dataclasses
 
-    constant = dataclasses.replace(copy, experts={s: dataclasses.replace(r, lr_schedule="constant", prompt_set="memlora")
+    constant = dataclasses.replace(copy, experts={s: dataclasses.replace(r, lr_schedule="constant", prompt_set="memlora",
+                                                                         memory_order="shuffled")
                                                   for s, r in copy.experts.items()})
     assert world_cache_root(constant, 0).name == "copy-seed0-3fe34f221d59"
     assert world_cache_root(copy, 0).name != world_cache_root(constant, 0).name
@@ -219,3 +220,35 @@ def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
     with pytest.raises(MemloraError, match="one prompt set"):
         build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+
+def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch):
+    """``ExpertRecipe.memory_order="retrieval"`` (the copy preset's, and so the small preset's, update and generation
+    stages) reaches the training and validation examples: the memory a Yes question asks about is shown first, and the
+    update examples' ids are renumbered in the order shown."""
+    import re
+
+    from memlora.distill import train as train_module
+    from memlora.distill.world_experts import build_world_experts
+
+    seen = {}
+
+    def fake_train(base_dir, train, val, out_dir, config):
+        seen[config.stage] = train + val
+        return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
+
+    monkeypatch.setattr(train_module, "train_expert", fake_train)
+    for name in ("copy", "small"):
+        assert {s: r.memory_order for s, r in get_preset(name).experts.items()} == {
+            "extraction": "shuffled", "update": "retrieval", "generation": "retrieval"}
+    (tmp_path / "out").mkdir()
+    build_world_experts(get_preset("small"), tmp_path / "base", tmp_path / "out")
+    yes = [e["messages"][-1]["content"] for e in seen["generation"] if e["target"] == "Yes"]
+    assert yes
+    for content in yes:
+        first = next(line for line in content.splitlines() if line.startswith("- "))
+        hobby = re.search(r"play (\w+)\?$", content).group(1)
+        assert f"Plays {hobby} " in first
+    shown = [e["meta"]["old_memories"] for e in seen["update"] if len(e["meta"]["old_memories"]) > 1]
+    assert shown and all([m["id"] for m in old] == [str(i) for i in range(len(old))] for old in shown)
