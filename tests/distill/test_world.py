@@ -294,7 +294,7 @@ def embedder():
 
 
 def _store_of(texts: list[str], embedder):
-    """A real in-memory MemoryStore holding ``texts`` for user "u", and the vectors it indexed."""
+    """A real in-memory MemoryStore (SQLite + FAISS) holding ``texts`` for user "u"."""
     from memlora.runtime.store import MemoryStore
     from memlora.runtime.update import ResolvedOp
 
@@ -302,6 +302,10 @@ def _store_of(texts: list[str], embedder):
     vectors = dict(zip(texts, embedder.encode(texts)))
     store.apply_update("u", [ResolvedOp("ADD", None, t) for t in texts], vectors)
     return store
+
+
+def _memory_lines(example) -> list[str]:
+    return [line for line in example["messages"][-1]["content"].splitlines() if line.startswith("- ")]
 
 
 def test_retrieval_order_shows_generation_memories_as_the_loop_s_search_does(world, embedder):
@@ -330,10 +334,6 @@ def test_retrieval_order_shows_generation_memories_as_the_loop_s_search_does(wor
             moved += lines != lines_shuffled
         store.close()
     assert checked >= 4 and moved, "the retrieval order is checked, and differs from the shuffled one"
-
-
-def _memory_lines(example) -> list[str]:
-    return [line for line in example["messages"][-1]["content"].splitlines() if line.startswith("- ")]
 
 
 def test_retrieval_order_renumbers_update_memories_and_their_ops(world, embedder):

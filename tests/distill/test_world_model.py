@@ -222,7 +222,6 @@ def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-
 def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch):
     """``ExpertRecipe.memory_order="retrieval"`` (the copy preset's, and so the small preset's, update and generation
     stages) reaches the training and validation examples: the memory a Yes question asks about is shown first, and the
