@@ -350,7 +350,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
         rng.shuffle(examples)
         sets[stage] = examples[: config.examples]
 
-    say("loading the base model, the experts and the embedder")
+    say("loading the base model and the experts")
     engine = TorchEngine(artifacts.base_dir, artifacts.adapters_dir, threads=config.threads)
 
     say("scoring each operation on its own (base alone, then each expert)")
