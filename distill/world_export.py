@@ -120,7 +120,7 @@ def retrieval_ordered(case: UpdateCase, ranker: RetrievalOrder, top: int | None 
     order = ranker.union_rank(case.facts, texts, top)
     new_id = {case.old_memories[i]["id"]: str(n) for n, i in enumerate(order)}
     old = [{"id": str(n), "text": texts[i]} for n, i in enumerate(order)]
-    ops = [dataclasses.replace(op, id=new_id.get(op.id, op.id)) if op.event != "ADD" else op for op in case.ops]
+    ops = [dataclasses.replace(op, id=new_id.get(op.id, op.id)) for op in case.ops]  # ADD ids are not shown ids
     return UpdateCase(old_memories=old, facts=list(case.facts), ops=ops)
 
 
