@@ -13,13 +13,22 @@ adapter is a plain LoRA adapter (nothing changes at inference or in the export).
 
 Alignment (``copy_pointers``): a target token that continues a copied run (the prompt token right after the previous
 target token's single source) points at that one position; otherwise at every occurrence of the token in the prompt.
+
+A Yes/No answer copies nothing, yet it is a lookup too: "Does Anna play chess?" is Yes when " chess" occurs among the
+memories. The yes/no pointer (``yes_no_pointers``, ``yes_no_attention_loss``) says how to look it up, in two steps
+and two layers below the copy head: at the position predicting the answer, a head of the ``read`` layer attends to
+the word asked about (the question's last word, before its "?"), and the same head of the ``find`` layer to that
+word's earlier occurrences in the prompt for Yes, or to position 0 (the attention sink: nothing found) for No. Both
+heads' outputs stay free for the next layers to turn into Yes or No (README, world section, ninth round).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["copy_pointers", "copy_attention_loss"]
+from dataclasses import dataclass
+
+__all__ = ["copy_pointers", "copy_attention_loss", "YesNoTokens", "yes_no_pointers", "yes_no_attention_loss"]
 
 
 def copy_pointers(input_ids: Sequence[int], labels: Sequence[int]) -> list[tuple[int, list[int]]]:
@@ -78,3 +87,60 @@ def copy_attention_loss(attentions, input_ids, labels, layer: int = -1, heads: S
     picked = weights[index[0], index[1], index[2], index[3]]
     mass = torch.zeros(n_groups, dtype=picked.dtype, device=weights.device).index_add_(0, index[4], picked)
     return -torch.log(mass.clamp_min(1e-6)).mean()
+
+
+@dataclass(frozen=True)
+class YesNoTokens:
+    """The token ids the yes/no pointer recognises: the first token of a Yes and of a No target, and the "?"."""
+
+    yes: int
+    no: int
+    mark: int
+
+    @classmethod
+    def of(cls, tokenizer, lead_space: bool = False) -> "YesNoTokens":
+        """The ids in ``tokenizer``, for targets encoded with a leading space or not (``TrainConfig.target_lead_space``)."""
+        space = " " if lead_space else ""
+        yes, no, mark = (tokenizer.encode(text, add_special_tokens=False) for text in (space + "Yes", space + "No", "?"))
+        if len(mark) != 1:
+            raise ValueError(f'the yes/no pointer needs "?" to be one token; this tokenizer makes it {mark}')
+        return cls(yes[0], no[0], mark[0])
+
+
+def yes_no_pointers(input_ids: Sequence[int], labels: Sequence[int], tokens: YesNoTokens) -> tuple[int, int, list[int]] | None:
+    """``(query, asked, found)`` for one encoded example whose target starts with Yes or No (else None): the position
+    predicting the answer's first token, the position of the word asked about (the token before the prompt's last "?")
+    and where the answer says that word is: its earlier occurrences in the prompt for Yes (empty if there are none), ``[0]``
+    for No. None too when the prompt has no "?"."""
+    n_prompt = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    if n_prompt >= len(labels) or labels[n_prompt] not in (tokens.yes, tokens.no) or n_prompt < 2:
+        return None
+    marks = [i for i in range(1, n_prompt) if input_ids[i] == tokens.mark]
+    if not marks:
+        return None
+    asked = marks[-1] - 1
+    if labels[n_prompt] == tokens.no:
+        return n_prompt - 1, asked, [0]
+    return n_prompt - 1, asked, [i for i in range(asked) if input_ids[i] == input_ids[asked]]
+
+
+def yes_no_attention_loss(attentions, input_ids, labels, tokens: YesNoTokens, read_layer: int = 1, find_layer: int = 2,
+                          head: int = 3):
+    """Mean ``-log`` attention of ``head`` at each Yes/No example's answer position: in ``read_layer`` on the word asked
+    about, in ``find_layer`` on where the answer says it is (a Yes without an earlier occurrence only reads). Arguments
+    as ``copy_attention_loss``; 0 when the batch has no Yes/No example."""
+    import torch
+
+    n_heads = attentions[read_layer].shape[1]
+    if not -n_heads <= head < n_heads:
+        raise ValueError(f"yes/no pointer head {head} does not exist: the layers have {n_heads} heads")
+    terms = []
+    for b in range(input_ids.shape[0]):
+        pointer = yes_no_pointers(input_ids[b].tolist(), labels[b].tolist(), tokens)
+        if pointer is None:
+            continue
+        query, asked, found = pointer
+        terms.append(-torch.log(attentions[read_layer][b, head, query, asked].clamp_min(1e-6)))
+        if found:
+            terms.append(-torch.log(attentions[find_layer][b, head, query, found].sum().clamp_min(1e-6)))
+    return torch.stack(terms).mean() if terms else attentions[0].new_zeros(())

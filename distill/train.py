@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import STAGES
-from memlora.distill.copy_attention import copy_attention_loss
+from memlora.distill.copy_attention import YesNoTokens, copy_attention_loss, yes_no_attention_loss
 from memlora.distill.dataset import examples_hash, load_examples, validate_example, write_json_atomic
 from memlora.errors import DataError, MemloraError
 
@@ -124,6 +124,13 @@ class TrainConfig:
     """Layer whose heads the copy-attention loss supervises (negative: from the last)."""
     copy_attention_heads: tuple[int, ...] = (0,)
     """Query heads of that layer the copy-attention loss supervises."""
+    yes_no_pointer: float = 0.0
+    """Weight, inside the copy-attention loss, of the yes/no pointer (``copy_attention.yes_no_attention_loss``): teaches
+    two heads to look up the word a Yes/No question asks about; 0 = off; needs ``copy_attention`` > 0."""
+    yes_no_pointer_layers: tuple[int, int] = (1, 2)
+    """The yes/no pointer's read layer (attends to the word asked) and find layer (to where it occurs, or the sink)."""
+    yes_no_pointer_head: int = 3
+    """The query head the yes/no pointer supervises in both layers (not the copy head)."""
     threads: int | None = None
     """torch CPU threads (None: leave torch's default)."""
     cpu: bool = False
@@ -147,6 +154,12 @@ class TrainConfig:
         if self.copy_attention < 0 or (self.copy_attention and not self.copy_attention_heads):
             raise MemloraError("TrainConfig: copy_attention must be >= 0 and, when on, name at least one head")
         self.copy_attention_heads = tuple(int(h) for h in self.copy_attention_heads)
+        if self.yes_no_pointer < 0 or (self.yes_no_pointer and not self.copy_attention):
+            raise MemloraError("TrainConfig: yes_no_pointer must be >= 0 and is part of the copy-attention loss: "
+                               "when on, copy_attention must be > 0 too")
+        if len(self.yes_no_pointer_layers) != 2:
+            raise MemloraError("TrainConfig.yes_no_pointer_layers names two layers: read, find")
+        self.yes_no_pointer_layers = tuple(int(layer) for layer in self.yes_no_pointer_layers)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise MemloraError(f"TrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -475,6 +488,10 @@ def train_expert(
         raise MemloraError("copy_attention supervises text-only students; switch it off for image examples")
     # the copy-attention loss reads attention probabilities, which only the eager implementation returns
     model, model_config = _load_base(base_dir, config.gradient_checkpointing, "eager" if config.copy_attention else None)
+    try:
+        yes_no_tokens = YesNoTokens.of(tokenizer, config.target_lead_space) if config.yes_no_pointer else None
+    except ValueError as e:
+        raise MemloraError(str(e)) from None
     max_length = config.max_length or _context_length(model_config)
     train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training", vision,
                                                 config.target_lead_space)
@@ -542,6 +559,10 @@ def train_expert(
                     copy_loss = copy_attention_loss(
                         out.attentions, batch["input_ids"], batch["labels"], config.copy_attention_layer, config.copy_attention_heads
                     )
+                    if yes_no_tokens is not None:
+                        copy_loss = copy_loss + config.yes_no_pointer * yes_no_attention_loss(
+                            out.attentions, batch["input_ids"], batch["labels"], yes_no_tokens, *config.yes_no_pointer_layers,
+                            config.yes_no_pointer_head)
                     copy_sum += float(copy_loss.detach())
                     copy_batches += 1
                     loss = out.loss + config.copy_attention * copy_loss

@@ -56,6 +56,9 @@ class ExpertRecipe:
     """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
     copy_attention: float = 0.0
     """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
+    yes_no_pointer: float = 0.0
+    """Weight of the yes/no pointer inside it (``TrainConfig.yes_no_pointer``; 0 = off; README, world section, ninth
+    round)."""
     lr_schedule: str = "constant"
     """Learning rate after warm-up (``TrainConfig.lr_schedule``): "constant", or "cosine" (decays to 0 over the epochs)."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
@@ -70,9 +73,14 @@ class ExpertRecipe:
     before its id and each retrieved memory's text before its timestamp, so that the update expert can copy the id,
     and the generation expert the date, after finding the text (README, world section, seventh round)."""
     memory_order: str = "shuffled"
-    """Update and generation stages: order of the memories shown (``world_export.MEMORY_ORDERS``): "shuffled", or
-    "retrieval" (the loop's order: most similar to the question, or to each fact, first; README, world section, eighth
+    """Update and generation stages: which memories are shown and in what order (``world_export.MEMORY_ORDERS``):
+    "shuffled", "retrieval" (the loop's order: most similar to the question, or to each fact, first; README, world
+    section, eighth round) or "loop" (also the loop's choice: each fact's top 5 of the owner's whole memory; ninth
     round)."""
+    multi_fact_repeats: int = 1
+    """Extraction and update stages: each training example of two or more facts (a turn that states them) is put this
+    many times into the pool the ``n_train`` examples are drawn from (1 = once). An extraction expert that rarely sees
+    such turns writes their first fact and closes the list (README, world section, ninth round)."""
 
 
 @dataclass
@@ -104,7 +112,7 @@ def _presets() -> dict[str, WorldPreset]:
     default_world = WorldConfig()
     # what the copy preset's three experts share
     copy_training = dict(lr=3e-3, dropout=0.0, copy_attention=1.0, lr_schedule="cosine", prompt_set="memlora-textfirst")
-    shown_as_retrieved = dict(memory_order="retrieval")  # the update and generation experts see memories in the loop's order
+    as_the_loop_shows = dict(memory_order="loop")  # the update and generation experts see the memories the loop would show
     small_world = WorldConfig(n_conversations=30, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
     return {
         "plain": WorldPreset(  # the first recipe: plain pretraining, 180-step experts (README: what it cannot do)
@@ -122,17 +130,19 @@ def _presets() -> dict[str, WorldPreset]:
         # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
         # update expert writes each op's text and event before the memory id it refers to; every expert's learning rate
         # decays to 0 over its epochs (cosine); every memory shown to an expert has its text before its id or its
-        # timestamp (prompt set memlora-textfirst), and the memories come in the loop's retrieval order, most similar first.
+        # timestamp (prompt set memlora-textfirst), and the memories are the ones the loop would retrieve, most similar
+        # first; the extraction expert sees every turn of two facts three times, the update expert trains 6 epochs and
+        # the generation expert is also taught how to look up what a Yes/No question asks (the yes/no pointer).
         "copy": WorldPreset(
             name="copy",
             world=default_world,
             pretrain=copy_pretrain_config(default_world),
             experts={
-                "extraction": ExpertRecipe(n_train=6400, epochs=4, max_new_tokens=48, **copy_training),
-                "update": ExpertRecipe(n_train=5120, epochs=2, max_new_tokens=128, op_key_order=("text", "event", "old_memory", "id"),
-                                       **copy_training, **shown_as_retrieved),
-                "generation": ExpertRecipe(n_train=8000, epochs=4, max_new_tokens=12, lead_space=True, **copy_training,
-                                           **shown_as_retrieved),
+                "extraction": ExpertRecipe(n_train=6400, epochs=4, max_new_tokens=48, multi_fact_repeats=3, **copy_training),
+                "update": ExpertRecipe(n_train=5120, epochs=6, max_new_tokens=128, op_key_order=("text", "event", "old_memory", "id"),
+                                       **copy_training, **as_the_loop_shows),
+                "generation": ExpertRecipe(n_train=8000, epochs=4, max_new_tokens=12, lead_space=True, yes_no_pointer=1.0,
+                                           **copy_training, **as_the_loop_shows),
             },
         ),
         "small": WorldPreset(  # the test suite's: the same code path in seconds (quality is the copy preset's job)
@@ -140,11 +150,12 @@ def _presets() -> dict[str, WorldPreset]:
             world=small_world,
             size="tiny",
             pretrain=PretrainConfig(world=small_world, steps=12, batch_size=8, seq_len=128, warmup_steps=4, vocab_size=1024),
-            experts={  # the copy preset's prompt set and memory order, so that the tests run its renderings end to end
-                "extraction": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=24, prompt_set="memlora-textfirst"),
-                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48, prompt_set="memlora-textfirst", **shown_as_retrieved),
+            experts={  # the copy preset's prompt set, memory order and repeats, so that the tests run them end to end
+                "extraction": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=24, prompt_set="memlora-textfirst",
+                                           multi_fact_repeats=3),
+                "update": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=48, prompt_set="memlora-textfirst", **as_the_loop_shows),
                 "generation": ExpertRecipe(n_train=32, n_val=8, max_new_tokens=8, prompt_set="memlora-textfirst",
-                                           **shown_as_retrieved),
+                                           **as_the_loop_shows),
             },
         ),
     }
@@ -218,6 +229,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
         rng = random.Random(f"world-experts:{seed}:{stage}")
         train, val = (world_examples(convs, stage, recipe.op_key_order, recipe.prompt_set, recipe.memory_order, ranker)
                       for convs in (train_convs, val_convs))
+        train = repeat_multi_fact(train, recipe.multi_fact_repeats)
         rng.shuffle(train)
         rng.shuffle(val)
         _say(progress, f"training the {stage} expert ({min(recipe.n_train, len(train))} examples)")
@@ -225,7 +237,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
             stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
             progress=False, plot=True, dropout=recipe.dropout, target_lead_space=recipe.lead_space,
-            copy_attention=recipe.copy_attention, lr_schedule=recipe.lr_schedule,
+            copy_attention=recipe.copy_attention, yes_no_pointer=recipe.yes_no_pointer, lr_schedule=recipe.lr_schedule,
         )
         t0 = time.perf_counter()
         result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
@@ -236,6 +248,13 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
     return info
 
 
+def repeat_multi_fact(examples: list[dict], repeats: int) -> list[dict]:
+    """``examples`` with every example of two or more facts (``meta["facts"]``) ``repeats`` times (others once, order kept)."""
+    if repeats < 1:
+        raise MemloraError(f"ExpertRecipe.multi_fact_repeats must be at least 1, got {repeats}")
+    return [ex for ex in examples for _ in range(repeats if len(ex["meta"].get("facts", ())) >= 2 else 1)]
+
+
 # Options added after the first cached world builds: left out of the cache keys while at these defaults, so adding an
 # option does not invalidate (and rebuild) every existing cache entry whose recipe it does not change. The values are
 # the ones those entries were built with, written out on purpose rather than read from the dataclasses: a later change
@@ -243,7 +262,7 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
 _LATER_OPTIONS = {
     ExpertRecipe: {"dropout": 0.1, "lead_space": False, "copy_attention": 0.0,
                    "op_key_order": ("id", "text", "event", "old_memory"), "lr_schedule": "constant", "prompt_set": "memlora",
-                   "memory_order": "shuffled"},
+                   "memory_order": "shuffled", "multi_fact_repeats": 1, "yes_no_pointer": 0.0},
     PretrainConfig: {"lr_schedule": "cosine", "rope_theta": None, "freeze_embeddings": False, "copy_head_alpha": 0.0,
                      "prev_token_alpha": 0.0},
 }

@@ -23,15 +23,18 @@ from typing import Sequence
 
 import click
 
-from memlora.distill.world import (MEM0_OP_KEYS, SPLITS, UpdateCase, World, WorldConfig, WorldConversation, check_op_key_order,
-                                   generate_world)
+from memlora.distill.world import (MEM0_OP_KEYS, SPLITS, MemoryOp, UpdateCase, World, WorldConfig, WorldConversation,
+                                   check_op_key_order, generate_world)
 from memlora.errors import DataError
 
 WORLD_STAGES = ("extraction", "update", "generation")
 SOURCE = "world"
-MEMORY_ORDERS = ("shuffled", "retrieval")
-"""How the memories shown in an update or generation example are ordered: "shuffled" (seeded), or "retrieval" (as the
-loop shows them: by similarity to the question, or to each fact in turn, best first; ``RetrievalOrder``)."""
+MEMORY_ORDERS = ("shuffled", "retrieval", "loop")
+"""Which memories an update or generation example shows, and in what order: "shuffled" (the world's choice, seeded
+order), "retrieval" (the world's choice, ordered as the loop shows memories: by similarity to the question, or to each
+fact in turn, best first; ``RetrievalOrder``) or "loop" (chosen and ordered as the loop does: for an update, each
+fact's ``top_s`` most similar memories of the owner's whole memory, ``loop_retrieved``; for generation the same as
+"retrieval", the question's ``answer_k`` best)."""
 
 
 class RetrievalOrder:
@@ -66,12 +69,14 @@ class RetrievalOrder:
         scores = [-float(self._vectors[t] @ q) for t in texts]
         return sorted(range(len(texts)), key=lambda i: scores[i])
 
-    def union_rank(self, queries: Sequence[str], texts: Sequence[str], top: int) -> list[int]:
+    def union_rank(self, queries: Sequence[str], texts: Sequence[str], top: int, rest: bool = True) -> list[int]:
         """The update stage's order (``Memory.retrieve_for_update``): each query's ``top`` best, first seen first, then
-        the rest in the first query's order."""
+        (``rest``) the others in the first query's order; without ``rest`` the loop's selection itself."""
         order: dict[int, None] = {}
         for query in queries:
             order.update(dict.fromkeys(self.rank(query, texts)[:top]))
+        if not rest:
+            return list(order)
         if queries:
             order.update(dict.fromkeys(self.rank(queries[0], texts)))
         return list(order) or list(range(len(texts)))
@@ -80,7 +85,7 @@ class RetrievalOrder:
 def _check_memory_order(memory_order: str, ranker: RetrievalOrder | None) -> RetrievalOrder | None:
     if memory_order not in MEMORY_ORDERS:
         raise DataError(f"unknown memory order {memory_order!r}: choose one of {', '.join(MEMORY_ORDERS)}")
-    return (ranker or RetrievalOrder()) if memory_order == "retrieval" else None
+    return (ranker or RetrievalOrder()) if memory_order in ("retrieval", "loop") else None
 
 
 def _chat(messages: list[dict]) -> list[dict]:
@@ -124,23 +129,53 @@ def retrieval_ordered(case: UpdateCase, ranker: RetrievalOrder, top: int | None 
     return UpdateCase(old_memories=old, facts=list(case.facts), ops=ops)
 
 
+def loop_retrieved(case: UpdateCase, memory: Sequence[str], ranker: RetrievalOrder, top: int | None = None) -> UpdateCase:
+    """``case`` as the loop would pose it to the update expert with ``memory`` (the owner's memory texts before the
+    step) in its store: each fact's ``top`` (default ``MemoryConfig.top_s``) most similar memories, their union first
+    seen first, numbered "0".."n-1" (``Memory.retrieve_for_update``). An op on a memory the loop does not show becomes
+    what the loop should do without it: an UPDATE or a NONE is an ADD of the fact, a DELETE nothing. ADD ids follow
+    the shown ones, in op order."""
+    from memlora.runtime.memory import MemoryConfig
+
+    top = MemoryConfig.top_s if top is None else top
+    text_of = {m["id"]: m["text"] for m in case.old_memories}
+    if not set(text_of.values()) <= set(memory):
+        raise DataError("an update case shows memories that are not in the memory it is posed with")
+    order = ranker.union_rank(case.facts, list(memory), top, rest=False)
+    new_id = {memory[i]: str(n) for n, i in enumerate(order)}
+    old = [{"id": str(n), "text": memory[i]} for n, i in enumerate(order)]
+    ops, next_add = [], len(old)
+    for op in case.ops:
+        if op.event != "ADD" and text_of[op.id] in new_id:
+            ops.append(dataclasses.replace(op, id=new_id[text_of[op.id]]))
+        elif op.event != "DELETE":
+            ops.append(MemoryOp("ADD", str(next_add), op.text))
+            next_add += 1
+    return UpdateCase(old_memories=old, facts=list(case.facts), ops=ops)
+
+
 def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
                     memory_order: str = "shuffled", ranker: RetrievalOrder | None = None) -> list[dict]:
     """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations,
     each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``),
-    the memories in ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
+    the memories chosen and ordered by ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
     from memlora.runtime import prompts
 
     op_key_order = check_op_key_order(op_key_order)
     ranker = _check_memory_order(memory_order, ranker)
     if ranker is not None:
-        ranker.embed([t for pair in conv.pairs if pair.update for t in
-                      (*pair.update.facts, *(m["text"] for m in pair.update.old_memories))])
+        ranker.embed([t for pair in conv.pairs if pair.update for t in (*pair.update.facts, *pair.memory_after)])
     out = []
+    memory_before: dict[str, list[str]] = {}  # owner -> memory texts before the pair
     for pair in conv.pairs:
+        memory, memory_before[pair.owner] = memory_before.get(pair.owner, []), pair.memory_after
         if pair.update is None:
             continue
-        case = retrieval_ordered(pair.update, ranker) if ranker is not None else pair.update
+        case = pair.update
+        if memory_order == "retrieval":
+            case = retrieval_ordered(case, ranker)
+        elif memory_order == "loop":
+            case = loop_retrieved(case, memory, ranker)
         dia_ids = [m["dia_id"] for m in pair.messages]
         ops = [op.as_json(op_key_order) for op in case.ops]
         out.append(
@@ -165,9 +200,10 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
     The memories shown are the asking speaker's gold memories with their timestamps (``Memory.answer`` searches that
     speaker's store; facts carry no subject, so ``other_speaker_rate`` > 0 mixes in the other store's as distractors),
     in ``memory_order``: "shuffled", or "retrieval" (most similar to the question first, as ``Memory.answer`` shows
-    them: the memory that answers is then usually the first line).
+    them: the memory that answers is then usually the first line), or "loop" (the same, at most ``answer_k`` of them).
     """
     from memlora.runtime import prompts
+    from memlora.runtime.memory import MemoryConfig
 
     ranker = _check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
@@ -182,9 +218,11 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
             other = conv.speaker_b if qa.speaker == conv.speaker_a else conv.speaker_a
             if rng.random() < other_speaker_rate:
                 memories += ck.memories[other]
-            rng.shuffle(memories)  # always drawn, so that both orders see the same examples
+            rng.shuffle(memories)  # always drawn, so that every order sees the same examples
             if ranker is not None:
                 memories = [memories[i] for i in ranker.rank(qa.question, [text for _, text in memories])]
+            if memory_order == "loop":
+                memories = memories[:MemoryConfig.answer_k]
             out.append(
                 {
                     "id": f"{conv.sample_id}:S{ck.session}:q{k}:generation",
@@ -286,9 +324,9 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
               help="Prompt set the examples are rendered with (memlora | memlora-textfirst | mem0) [default: the "
                    "--build-experts preset's, else memlora].")
 @click.option("--memory-order", default=None, type=click.Choice(MEMORY_ORDERS),
-              help="Order of the memories shown in the update and generation examples: shuffled, or retrieval (the "
-                   "loop's: most similar first, ranked with the loop's embedder) [default: the --build-experts preset's, "
-                   "else shuffled].")
+              help="Memories shown in the update and generation examples: shuffled, retrieval (the loop's order: most "
+                   "similar first, ranked with the loop's embedder) or loop (also the loop's choice: each fact's top 5 "
+                   "of the whole memory) [default: the --build-experts preset's, else shuffled].")
 def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None,
                   update_key_order: str | None, prompt_set: str | None, memory_order: str | None) -> None:
     """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from memlora.distill.copy_attention import copy_attention_loss, copy_pointers
+from memlora.distill.copy_attention import (YesNoTokens, copy_attention_loss, copy_pointers, yes_no_attention_loss,
+                                            yes_no_pointers)
 from memlora.distill.train import TrainConfig, _collate, encode_example, load_tokenizer, train_expert
 from memlora.errors import MemloraError
 from tests.distill.test_train import FAST, toy_examples
@@ -105,9 +106,9 @@ def test_training_with_copy_attention_teaches_the_head_to_look_at_the_copied_tok
 @pytest.mark.parametrize(
     "options, expected",
     [
-        (["--copy-attention", "0.5", "--copy-attention-heads", "0,1", "--target-lead-space"],
-         {"copy_attention": 0.5, "copy_attention_heads": [0, 1], "target_lead_space": True}),
-        ([], {"copy_attention": 0.0, "copy_attention_heads": [0], "target_lead_space": False}),
+        (["--copy-attention", "0.5", "--copy-attention-heads", "0,1", "--target-lead-space", "--yes-no-pointer", "2"],
+         {"copy_attention": 0.5, "copy_attention_heads": [0, 1], "target_lead_space": True, "yes_no_pointer": 2.0}),
+        ([], {"copy_attention": 0.0, "copy_attention_heads": [0], "target_lead_space": False, "yes_no_pointer": 0.0}),
     ],
 )
 def test_cli_passes_the_copy_options_to_training(tiny_model, tmp_path, options, expected):
@@ -138,3 +139,105 @@ def test_cli_refuses_heads_that_are_not_integers(tiny_model, tmp_path):
                                                 "--data", str(data), "-o", str(tmp_path / "o"), "--copy-attention-heads", "a,b"])
     assert result.exit_code != 0 and "is not a comma list of integers" in result.output
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- yes/no pointer
+YN = YesNoTokens(yes=50, no=51, mark=9)
+
+
+@pytest.mark.parametrize(
+    "ids, labels, expected",
+    [
+        # Yes: the word before the last "?" (7, at 5) occurs earlier at 1 and 3; the answer is predicted at 7
+        ([2, 7, 3, 7, 4, 7, 9, 1, 50, 0], [P] * 8 + [50, 0], (7, 5, [1, 3])),
+        # Yes, but the word occurs nowhere before: nothing to find
+        ([2, 3, 4, 7, 9, 1, 50], [P] * 6 + [50], (5, 3, [])),
+        # No: look at position 0 (the sink), even though the word occurs before
+        ([7, 3, 9, 4, 7, 9, 1, 51], [P] * 7 + [51], (6, 4, [0])),
+        # an answer that is not Yes/No, and a prompt without "?": no pointer
+        ([2, 7, 9, 1, 60], [P] * 4 + [60], None),
+        ([2, 7, 3, 1, 50], [P] * 4 + [50], None),
+    ],
+)
+def test_yes_no_pointers_find_the_word_asked_and_where_the_answer_says_it_is(ids, labels, expected):
+    assert yes_no_pointers(ids, labels, YN) == expected
+
+
+def test_yes_no_loss_is_minus_log_of_the_read_and_find_masses():
+    ids = torch.tensor([[2, 7, 3, 7, 4, 7, 9, 1, 50, 0], [7, 3, 9, 4, 7, 9, 1, 51, 0, 0]])
+    labels = torch.tensor([[P] * 8 + [50, 0], [P] * 7 + [51, P, P]])
+    uniform = attention_with({}, 10)
+    read = attention_with({(7, 5): 0.8}, 10)  # example 0: head 0 of the read layer looks at the word asked
+    read = torch.cat([read, attention_with({(6, 4): 0.5}, 10)])  # example 1
+    find = torch.cat([attention_with({(7, 1): 0.3}, 10), attention_with({(6, 0): 0.25}, 10)])
+    attentions = (torch.cat([uniform, uniform]), read, find)
+    loss = yes_no_attention_loss(attentions, ids, labels, YN, read_layer=1, find_layer=2, head=0)
+    # example 0 finds the word at 1 (mass 0.3) and 3 (the rest of row 7 spread evenly: 0.7 / 7)
+    expected = -(math.log(0.8) + math.log(0.3 + 0.1) + math.log(0.5) + math.log(0.25)) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert yes_no_attention_loss(attentions, ids[:, :5], torch.full((2, 5), P), YN, head=0).item() == 0.0
+    with pytest.raises(ValueError, match="head 7 does not exist"):
+        yes_no_attention_loss(attentions, ids, labels, YN, head=7)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(yes_no_pointer=1.0), "copy_attention must be > 0 too"),
+    (dict(yes_no_pointer=-1.0, copy_attention=1.0), "yes_no_pointer must be >= 0"),
+    (dict(yes_no_pointer=1.0, copy_attention=1.0, yes_no_pointer_layers=(1,)), "names two layers"),
+])
+def test_config_refuses_a_yes_no_pointer_it_cannot_run(kwargs, message):
+    with pytest.raises(MemloraError, match=message):
+        TrainConfig(**kwargs).validate()
+
+
+def yes_no_examples(n: int, offset: int = 0) -> list[dict]:
+    """Generation examples: two hobby memories, a question about one of them (Yes) or about another hobby (No)."""
+    from memlora.runtime.prompts import generation_messages
+
+    hobbies = ["chess", "golf", "tennis", "poker", "squash", "cricket"]
+    out = []
+    for i in range(offset, offset + n):
+        held = [hobbies[i % 6], hobbies[(i + 1) % 6]]
+        asked = held[i % 2] if i % 3 else hobbies[(i + 3) % 6]
+        memories = [("1 May 2023", f"Plays {h}") for h in held]
+        out.append({"id": f"yn-{i}", "stage": "generation", "source": "test", "target": "Yes" if asked in held else "No",
+                    "messages": generation_messages(f"Does Anna play {asked}?", memories)})
+    return out
+
+
+def _yes_no_loss_of(base, adapter, examples, config) -> float:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, attn_implementation="eager"), adapter)
+    batch = _collate(tok.pad_token_id)([encode_example(tok, e, lead_space=True) for e in examples])
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+    return float(yes_no_attention_loss(out.attentions, batch["input_ids"], batch["labels"], YesNoTokens.of(tok, True),
+                                       *config.yes_no_pointer_layers, config.yes_no_pointer_head))
+
+
+def test_training_with_the_yes_no_pointer_teaches_both_heads_where_to_look(tiny_model, tmp_path):
+    base = tiny_model("qwen2")  # 2 layers: read in layer 0, find in layer 1
+    train, val = yes_no_examples(24), yes_no_examples(6, offset=30)
+    assert {e["target"] for e in train} == {"Yes", "No"}
+    fast = {**FAST, "stage": "generation", "max_epochs": 3, "patience": 3, "lr": 1e-2, "target_modules": "q_proj,k_proj",
+            "dropout": 0.0, "target_lead_space": True, "copy_attention": 1.0}
+    plain = TrainConfig(**fast)
+    taught = TrainConfig(**fast, yes_no_pointer=1.0, yes_no_pointer_layers=(0, 1), yes_no_pointer_head=3)
+    train_expert(base, train, val, tmp_path / "plain", plain)
+    train_expert(base, train, val, tmp_path / "taught", taught)
+    card = json.loads((tmp_path / "taught" / "training_card.json").read_text())
+    assert card["hyperparameters"]["yes_no_pointer"] == 1.0 and card["hyperparameters"]["yes_no_pointer_layers"] == [0, 1]
+    taught_loss = _yes_no_loss_of(base, tmp_path / "taught", val, taught)
+    plain_loss = _yes_no_loss_of(base, tmp_path / "plain", val, taught)
+    assert taught_loss < plain_loss - 0.5, (taught_loss, plain_loss)
+
+
+def test_yes_no_tokens_are_read_from_the_tokenizer(tiny_model):
+    tok = load_tokenizer(tiny_model("qwen2"))
+    tokens = YesNoTokens.of(tok, lead_space=True)
+    assert tok.decode([tokens.mark]) == "?"
+    assert " Yes".startswith(tok.decode([tokens.yes])) and " No".startswith(tok.decode([tokens.no]))
+    assert YesNoTokens.of(tok).yes == tok.encode("Yes", add_special_tokens=False)[0]

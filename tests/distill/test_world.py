@@ -365,6 +365,78 @@ def test_retrieval_order_renumbers_update_memories_and_their_ops(world, embedder
     assert reordered, "some shown memories move"
 
 
+def test_loop_order_shows_each_fact_s_top_memories_of_the_whole_memory(world, embedder):
+    """memory_order="loop": the memories shown are what the loop retrieves (MemoryStore.search, each fact's top 5 of the
+    owner's whole memory before the step, first seen first); the gold ops still replay to the recorded next state."""
+    from memlora.distill.world_export import RetrievalOrder, update_examples
+
+    conv = world.split("train")[0]
+    loop = update_examples(conv, memory_order="loop", ranker=RetrievalOrder(embedder))
+    pairs = [pair for pair in conv.pairs if pair.update is not None]
+    assert len(loop) == len(pairs)
+    before: dict[str, list[str]] = {}
+    for pair in conv.pairs:
+        before.setdefault(pair.owner, [])
+    narrowed = 0
+    for pair in conv.pairs:
+        memory, before[pair.owner] = before[pair.owner], pair.memory_after
+        if pair.update is None:
+            continue
+        example = loop.pop(0)
+        shown = example["meta"]["old_memories"]
+        expected: dict[str, None] = {}
+        if memory:
+            store = _store_of(memory, embedder)
+            for vector in embedder.encode(pair.update.facts):
+                expected.update(dict.fromkeys(hit.record.text for hit in store.search("u", vector, 5)))
+            store.close()
+        assert [m["text"] for m in shown] == list(expected)
+        assert [m["id"] for m in shown] == [str(i) for i in range(len(shown))]
+        kept, added = _apply(shown, _ops(example))
+        unshown = [t for t in memory if t not in expected]
+        assert sorted(kept + added + unshown) == sorted(pair.memory_after)
+        narrowed += len(memory) > len(shown)
+    assert narrowed, "some steps show fewer memories than the owner has"
+
+
+class _KeywordEmbedder:
+    """Embeds a text as the indicator vector of the keywords it contains, plus a constant (ties keep the given order):
+    a retrieval whose ranking a test can work out by hand."""
+
+    KEYWORDS = ("lives", "works", "food", "plays", "visit")
+    dim = len(KEYWORDS) + 1
+
+    def encode(self, texts):
+        import numpy as np
+
+        return np.array([[float(k in t.lower()) for k in self.KEYWORDS] + [0.1] for t in texts])
+
+
+def test_loop_order_turns_ops_on_memories_it_does_not_show_into_what_the_loop_should_do():
+    """With top 1, a fact's op on a memory that is not retrieved becomes an ADD (UPDATE, NONE) or nothing (DELETE)."""
+    from memlora.distill.world import MemoryOp, UpdateCase
+    from memlora.distill.world_export import RetrievalOrder, loop_retrieved
+
+    memory = ["Lives in Paris", "Works as a chef", "Favourite food is sushi", "Plays chess"]
+    case = UpdateCase(
+        old_memories=[{"id": "0", "text": "Plays chess"}, {"id": "1", "text": "Lives in Paris"},
+                      {"id": "2", "text": "Favourite food is sushi"}, {"id": "3", "text": "Works as a chef"}],
+        facts=["Lives in Rome", "Works as a chef", "Quit chess", "Plans to visit Oslo on 1 May 2024"],
+        ops=[MemoryOp("UPDATE", "1", "Lives in Rome", old_memory="Lives in Paris"), MemoryOp("NONE", "3", "Works as a chef"),
+             MemoryOp("DELETE", "0", "Plays chess"), MemoryOp("ADD", "4", "Plans to visit Oslo on 1 May 2024")],
+    )
+    ranker = RetrievalOrder(_KeywordEmbedder())
+    full = loop_retrieved(case, memory, ranker, top=4)
+    assert [m["text"] for m in full.old_memories] == ["Lives in Paris", "Works as a chef", "Favourite food is sushi", "Plays chess"]
+    assert [(op.event, op.id) for op in full.ops] == [("UPDATE", "0"), ("NONE", "1"), ("DELETE", "3"), ("ADD", "4")]
+    narrow = loop_retrieved(case, memory, ranker, top=1)
+    assert [m["text"] for m in narrow.old_memories] == ["Lives in Paris", "Works as a chef"]
+    assert [(op.event, op.id, op.text) for op in narrow.ops] == [
+        ("UPDATE", "0", "Lives in Rome"), ("NONE", "1", "Works as a chef"), ("ADD", "2", "Plans to visit Oslo on 1 May 2024")]
+    with pytest.raises(DataError, match="not in the memory"):
+        loop_retrieved(case, memory[1:], ranker)
+
+
 def _ops(example) -> list:
     from memlora.distill.world import MemoryOp
 

@@ -113,12 +113,14 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
     assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
     assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
     # later options are per class: the experts' lr_schedule (default "constant") is not the pretraining's (default
-    # "cosine"). The copy preset at a constant rate with the memlora prompts and shuffled memories keeps the key of the
-    # experts cached before those options existed.
+    # "cosine"). The copy preset at a constant rate with the memlora prompts, shuffled memories, no repeats, no yes/no
+    # pointer and its first update epochs keeps the key of the experts cached before those options existed.
     import dataclasses
 
     constant = dataclasses.replace(copy, experts={s: dataclasses.replace(r, lr_schedule="constant", prompt_set="memlora",
-                                                                         memory_order="shuffled")
+                                                                         memory_order="shuffled", multi_fact_repeats=1,
+                                                                         yes_no_pointer=0.0,
+                                                                         epochs=2 if s == "update" else r.epochs)
                                                   for s, r in copy.experts.items()})
     assert world_cache_root(constant, 0).name == "copy-seed0-3fe34f221d59"
     assert world_cache_root(copy, 0).name != world_cache_root(constant, 0).name
@@ -223,9 +225,9 @@ def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
 
 
 def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch):
-    """``ExpertRecipe.memory_order="retrieval"`` (the copy preset's, and so the small preset's, update and generation
+    """``ExpertRecipe.memory_order="loop"`` (the copy preset's, and so the small preset's, update and generation
     stages) reaches the training and validation examples: the memory a Yes question asks about is shown first, and the
-    update examples' ids are renumbered in the order shown."""
+    update examples show at most each fact's top 5, renumbered in the order shown."""
     import re
 
     from memlora.distill import train as train_module
@@ -240,7 +242,7 @@ def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch)
     monkeypatch.setattr(train_module, "train_expert", fake_train)
     for name in ("copy", "small"):
         assert {s: r.memory_order for s, r in get_preset(name).experts.items()} == {
-            "extraction": "shuffled", "update": "retrieval", "generation": "retrieval"}
+            "extraction": "shuffled", "update": "loop", "generation": "loop"}
     (tmp_path / "out").mkdir()
     build_world_experts(get_preset("small"), tmp_path / "base", tmp_path / "out")
     yes = [e["messages"][-1]["content"] for e in seen["generation"] if e["target"] == "Yes"]
@@ -249,5 +251,66 @@ def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch)
         first = next(line for line in content.splitlines() if line.startswith("- "))
         hobby = re.search(r"play (\w+)\?$", content).group(1)
         assert f"Plays {hobby} " in first
-    shown = [e["meta"]["old_memories"] for e in seen["update"] if len(e["meta"]["old_memories"]) > 1]
-    assert shown and all([m["id"] for m in old] == [str(i) for i in range(len(old))] for old in shown)
+    shown = [e["meta"] for e in seen["update"] if len(e["meta"]["old_memories"]) > 1]
+    assert shown and all([m["id"] for m in meta["old_memories"]] == [str(i) for i in range(len(meta["old_memories"]))]
+                         for meta in shown)
+    assert all(len(meta["old_memories"]) <= 5 * len(meta["facts"]) for meta in shown)
+
+
+def test_expert_builds_repeat_the_turns_of_two_facts_in_the_extraction_pool(tmp_path, monkeypatch):
+    """``ExpertRecipe.multi_fact_repeats`` (3 in the copy and small presets' extraction recipes): every training example
+    of two or more facts is in the pool that many times, the others once; validation is untouched."""
+    import dataclasses
+    from collections import Counter
+
+    from memlora.distill import train as train_module
+    from memlora.distill.world_experts import build_world_experts, repeat_multi_fact
+
+    seen = {}
+
+    def fake_train(base_dir, train, val, out_dir, config):
+        seen[config.stage] = (train, val)
+        return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
+
+    monkeypatch.setattr(train_module, "train_expert", fake_train)
+    assert get_preset("copy").experts["extraction"].multi_fact_repeats == 3
+    small = get_preset("small")
+    assert small.experts["extraction"].multi_fact_repeats == 3
+    whole = dataclasses.replace(small.experts["extraction"], n_train=100_000, n_val=100_000)  # the pool, unsampled
+    (tmp_path / "out").mkdir()
+    build_world_experts(dataclasses.replace(small, experts={**small.experts, "extraction": whole}), tmp_path / "base",
+                        tmp_path / "out", stages=("extraction",))
+    train, val = seen["extraction"]
+    times = Counter(e["id"] for e in train)
+    facts = {e["id"]: len(e["meta"]["facts"]) for e in train}
+    assert any(n >= 2 for n in facts.values()) and any(n < 2 for n in facts.values())
+    assert all(times[i] == (3 if facts[i] >= 2 else 1) for i in times)
+    assert len(set(e["id"] for e in val)) == len(val)
+    with pytest.raises(MemloraError, match="at least 1"):
+        repeat_multi_fact(train, 0)
+
+
+def test_expert_builds_pass_the_recipes_yes_no_pointer_to_training(tmp_path, monkeypatch):
+    """``ExpertRecipe.yes_no_pointer`` (the copy preset's generation expert: 1.0, with its copy-attention loss) reaches
+    ``TrainConfig``; the other stages train without it."""
+    import dataclasses
+
+    from memlora.distill import train as train_module
+    from memlora.distill.world_experts import build_world_experts
+
+    seen = {}
+
+    def fake_train(base_dir, train, val, out_dir, config):
+        seen[config.stage] = (config.yes_no_pointer, config.copy_attention)
+        return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
+
+    monkeypatch.setattr(train_module, "train_expert", fake_train)
+    copy = get_preset("copy").experts
+    assert (copy["generation"].yes_no_pointer, copy["generation"].copy_attention) == (1.0, 1.0)
+    assert copy["extraction"].yes_no_pointer == copy["update"].yes_no_pointer == 0.0
+    small = get_preset("small")
+    generation = dataclasses.replace(small.experts["generation"], yes_no_pointer=1.0, copy_attention=1.0)
+    (tmp_path / "out").mkdir()
+    build_world_experts(dataclasses.replace(small, experts={**small.experts, "generation": generation}), tmp_path / "base",
+                        tmp_path / "out")
+    assert seen == {"extraction": (0.0, 0.0), "update": (0.0, 0.0), "generation": (1.0, 1.0)}
