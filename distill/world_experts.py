@@ -1,6 +1,6 @@
 """The world's base model and its three experts, built once and cached: the demo's default and the world benchmark's system.
 
-    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~23 min on 2 CPU cores the first time, then instant
+    art = ensure_world_experts()              # preset "copy" (DEFAULT_PRESET): ~34 min on 2 CPU cores the first time, then instant
     art.base_dir, art.adapters_dir            # a checkpoint dir + an out/-style dir (extraction/ update/ generation/)
     art.world                                 # the WorldConfig the experts were taught on (its test split is held out)
 

@@ -2,7 +2,7 @@
 
 By default it uses the synthetic memory world (``memlora.distill.world``): a tiny base model pretrained from scratch
 on the world's conversations and its three expert adapters (extraction, update, generation), built on the first run
-(about 23 min on 2 CPU cores) and cached. It ingests a held-out world conversation through the memory loop
+(about 34 min on 2 CPU cores) and cached. It ingests a held-out world conversation through the memory loop
 (``memlora.runtime.memory.Memory`` on the PyTorch engine), prints the facts extracted, the update events (ADD /
 UPDATE / DELETE), the final memory table and the answers to questions with the gold answers — and the same
 conversation run by the base model alone, side by side.
@@ -263,7 +263,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         say("memlora demo: the synthetic memory world (a tiny model pretrained from scratch on its conversations + 3 experts)")
         cached = _world_is_cached(options.preset, options.seed)
         if not cached:
-            say("first run: building the world base model and its experts (cached afterwards; about 23 min on 2 quiet CPU cores)")
+            say("first run: building the world base model and its experts (cached afterwards; about 34 min on 2 quiet CPU cores)")
         art = ensure_world_experts(options.preset, seed=options.seed, progress=lambda m: say(f"  - {m}"),
                                    threads=options.threads)
         record["world_build"] = {"cached": cached, "root": str(art.root), **art.build}
