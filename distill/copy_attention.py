@@ -24,9 +24,8 @@ heads' outputs stay free for the next layers to turn into Yes or No (README, wor
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from dataclasses import dataclass
+from typing import Sequence
 
 __all__ = ["copy_pointers", "copy_attention_loss", "YesNoTokens", "yes_no_pointers", "yes_no_attention_loss"]
 
@@ -131,6 +130,9 @@ def yes_no_attention_loss(attentions, input_ids, labels, tokens: YesNoTokens, re
     as ``copy_attention_loss``; 0 when the batch has no Yes/No example."""
     import torch
 
+    bad = [layer for layer in (read_layer, find_layer) if not -len(attentions) <= layer < len(attentions)]
+    if bad:
+        raise ValueError(f"yes/no pointer layers {bad} do not exist: the model has {len(attentions)} layers")
     n_heads = attentions[read_layer].shape[1]
     if not -n_heads <= head < n_heads:
         raise ValueError(f"yes/no pointer head {head} does not exist: the layers have {n_heads} heads")

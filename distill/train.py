@@ -179,7 +179,7 @@ class EpochLog:
     seconds: float = 0.0
     train_tokens: int = 0
     copy_attention_loss: float | None = None
-    """Mean copy-attention loss of the epoch's batches (None: copy_attention off)."""
+    """Mean copy-attention loss of the epoch's batches, the yes/no pointer's included when on (None: copy_attention off)."""
 
 
 @dataclass

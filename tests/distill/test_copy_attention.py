@@ -178,6 +178,8 @@ def test_yes_no_loss_is_minus_log_of_the_read_and_find_masses():
     assert yes_no_attention_loss(attentions, ids[:, :5], torch.full((2, 5), P), YN, head=0).item() == 0.0
     with pytest.raises(ValueError, match="head 7 does not exist"):
         yes_no_attention_loss(attentions, ids, labels, YN, head=7)
+    with pytest.raises(ValueError, match="layers \\[5\\] do not exist"):
+        yes_no_attention_loss(attentions, ids, labels, YN, find_layer=5, head=0)
 
 
 @pytest.mark.parametrize("kwargs, message", [
