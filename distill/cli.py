@@ -162,9 +162,12 @@ def clean_command(data_dir, split, stages, student):
 @click.option("--yes-no-pointer", default=0.0, show_default=True,
               help="Weight, inside the copy-attention loss, of the yes/no pointer (layers 1 and 2, head 3 look up the word "
                    "a Yes/No question asks about); 0 = off; needs --copy-attention.")
+@click.option("--yes-no-pointer-layers", default="1,2", show_default=True, callback=lambda c, p, v: _ints(v),
+              help="The yes/no pointer's read and find layers (comma list of two).")
+@click.option("--yes-no-pointer-head", default=3, show_default=True, help="The query head the yes/no pointer supervises.")
 def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, grad_accum, max_epochs, patience, rank, alpha,
                   dropout, target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
-                  copy_attention_layer, copy_attention_heads, yes_no_pointer):
+                  copy_attention_layer, copy_attention_heads, yes_no_pointer, yes_no_pointer_layers, yes_no_pointer_head):
     """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
     from memlora.distill.dataset import stage_path
     from memlora.distill.search import write_experts_manifest
@@ -177,7 +180,8 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
                          max_epochs=max_epochs, patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
                          precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
                          target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,
-                         copy_attention_heads=copy_attention_heads, yes_no_pointer=yes_no_pointer)
+                         copy_attention_heads=copy_attention_heads, yes_no_pointer=yes_no_pointer,
+                         yes_no_pointer_layers=yes_no_pointer_layers, yes_no_pointer_head=yes_no_pointer_head)
     result = train_expert(base, train_ex, val_ex, out_dir, config)
     if out_dir.name == stage:  # out/<stage>: keep out/experts.json in step for memlora-export
         from accelerate import PartialState

@@ -438,6 +438,19 @@ def suggested_max_new_tokens(target_lengths: Sequence[int]) -> int:
     return int(min(1024, max(16, math.ceil(1.25 * max(target_lengths or [16])))))
 
 
+def _yes_no_tokens(tokenizer, model_config, config: TrainConfig) -> YesNoTokens:
+    """The yes/no pointer's token ids, after checking that its layers and head exist in the model (before training)."""
+    layers, heads = model_config.num_hidden_layers, model_config.num_attention_heads
+    bad = [layer for layer in config.yes_no_pointer_layers if not -layers <= layer < layers]
+    if bad or not -heads <= config.yes_no_pointer_head < heads:
+        raise MemloraError(f"TrainConfig: the yes/no pointer's layers {list(config.yes_no_pointer_layers)} / head "
+                           f"{config.yes_no_pointer_head} do not all exist in a model of {layers} layers x {heads} heads")
+    try:
+        return YesNoTokens.of(tokenizer, config.target_lead_space)
+    except ValueError as e:
+        raise MemloraError(str(e)) from None
+
+
 def train_expert(
     base_dir: str | os.PathLike,
     train_examples: Sequence[dict],
@@ -488,10 +501,7 @@ def train_expert(
         raise MemloraError("copy_attention supervises text-only students; switch it off for image examples")
     # the copy-attention loss reads attention probabilities, which only the eager implementation returns
     model, model_config = _load_base(base_dir, config.gradient_checkpointing, "eager" if config.copy_attention else None)
-    try:
-        yes_no_tokens = YesNoTokens.of(tokenizer, config.target_lead_space) if config.yes_no_pointer else None
-    except ValueError as e:
-        raise MemloraError(str(e)) from None
+    yes_no_tokens = _yes_no_tokens(tokenizer, model_config, config) if config.yes_no_pointer else None
     max_length = config.max_length or _context_length(model_config)
     train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training", vision,
                                                 config.target_lead_space)

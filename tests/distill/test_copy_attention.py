@@ -106,8 +106,10 @@ def test_training_with_copy_attention_teaches_the_head_to_look_at_the_copied_tok
 @pytest.mark.parametrize(
     "options, expected",
     [
-        (["--copy-attention", "0.5", "--copy-attention-heads", "0,1", "--target-lead-space", "--yes-no-pointer", "2"],
-         {"copy_attention": 0.5, "copy_attention_heads": [0, 1], "target_lead_space": True, "yes_no_pointer": 2.0}),
+        (["--copy-attention", "0.5", "--copy-attention-heads", "0,1", "--target-lead-space", "--yes-no-pointer", "2",
+          "--yes-no-pointer-layers", "0,1", "--yes-no-pointer-head", "2"],
+         {"copy_attention": 0.5, "copy_attention_heads": [0, 1], "target_lead_space": True, "yes_no_pointer": 2.0,
+          "yes_no_pointer_layers": [0, 1], "yes_no_pointer_head": 2}),
         ([], {"copy_attention": 0.0, "copy_attention_heads": [0], "target_lead_space": False, "yes_no_pointer": 0.0}),
     ],
 )
@@ -243,3 +245,11 @@ def test_yes_no_tokens_are_read_from_the_tokenizer(tiny_model):
     assert tok.decode([tokens.mark]) == "?"
     assert " Yes".startswith(tok.decode([tokens.yes])) and " No".startswith(tok.decode([tokens.no]))
     assert YesNoTokens.of(tok).yes == tok.encode("Yes", add_special_tokens=False)[0]
+
+
+def test_training_refuses_a_yes_no_pointer_outside_the_model_before_writing(tiny_model, tmp_path):
+    """The tiny model has 2 layers: the default read/find layers (1, 2) do not all exist, and nothing is written."""
+    fast = {**FAST, "stage": "generation", "target_lead_space": True, "copy_attention": 1.0, "yes_no_pointer": 1.0}
+    with pytest.raises(MemloraError, match="do not all exist in a model of 2 layers"):
+        train_expert(tiny_model("qwen2"), yes_no_examples(4), [], tmp_path / "out", TrainConfig(**fast))
+    assert not (tmp_path / "out").exists()
