@@ -118,15 +118,7 @@ def retrieval_ordered(case: UpdateCase, ranker: RetrievalOrder, top: int | None 
     """``case`` with its shown memories in the loop's order (``RetrievalOrder.union_rank`` over its facts; ``top``
     defaults to ``MemoryConfig.top_s``), renumbered "0".."n-1" and the ops' ids renumbered to match (ADD ids, which
     follow the shown ones, are unchanged)."""
-    from memlora.runtime.memory import MemoryConfig
-
-    top = MemoryConfig.top_s if top is None else top
-    texts = [m["text"] for m in case.old_memories]
-    order = ranker.union_rank(case.facts, texts, top)
-    new_id = {case.old_memories[i]["id"]: str(n) for n, i in enumerate(order)}
-    old = [{"id": str(n), "text": texts[i]} for n, i in enumerate(order)]
-    ops = [dataclasses.replace(op, id=new_id.get(op.id, op.id)) for op in case.ops]  # ADD ids are not shown ids
-    return UpdateCase(old_memories=old, facts=list(case.facts), ops=ops)
+    return _posed(case, [m["text"] for m in case.old_memories], ranker, top, rest=True)
 
 
 def loop_retrieved(case: UpdateCase, memory: Sequence[str], ranker: RetrievalOrder, top: int | None = None) -> UpdateCase:
@@ -135,13 +127,21 @@ def loop_retrieved(case: UpdateCase, memory: Sequence[str], ranker: RetrievalOrd
     seen first, numbered "0".."n-1" (``Memory.retrieve_for_update``). An op on a memory the loop does not show becomes
     what the loop should do without it: an UPDATE or a NONE is an ADD of the fact, a DELETE nothing. ADD ids follow
     the shown ones, in op order."""
+    return _posed(case, memory, ranker, top, rest=False)
+
+
+def _posed(case: UpdateCase, memory: Sequence[str], ranker: RetrievalOrder, top: int | None, rest: bool) -> UpdateCase:
+    """``case`` posed over ``memory`` in the order of ``RetrievalOrder.union_rank(facts, memory, top, rest)``: the
+    memories renumbered "0".."n-1", each op's id renumbered through its memory's text, an op on a memory not shown
+    turned into an ADD (UPDATE, NONE) or dropped (DELETE), ADD ids following the shown ones in op order (with ``rest``
+    every memory is shown and the ADD ids do not change)."""
     from memlora.runtime.memory import MemoryConfig
 
     top = MemoryConfig.top_s if top is None else top
     text_of = {m["id"]: m["text"] for m in case.old_memories}
     if not set(text_of.values()) <= set(memory):
         raise DataError("an update case shows memories that are not in the memory it is posed with")
-    order = ranker.union_rank(case.facts, list(memory), top, rest=False)
+    order = ranker.union_rank(case.facts, list(memory), top, rest=rest)
     new_id = {memory[i]: str(n) for n, i in enumerate(order)}
     old = [{"id": str(n), "text": memory[i]} for n, i in enumerate(order)]
     ops, next_add = [], len(old)
