@@ -374,12 +374,10 @@ def test_loop_order_shows_each_fact_s_top_memories_of_the_whole_memory(world, em
     loop = update_examples(conv, memory_order="loop", ranker=RetrievalOrder(embedder))
     pairs = [pair for pair in conv.pairs if pair.update is not None]
     assert len(loop) == len(pairs)
-    before: dict[str, list[str]] = {}
-    for pair in conv.pairs:
-        before.setdefault(pair.owner, [])
+    before: dict[str, list[str]] = {}  # owner -> memory texts before the pair
     narrowed = 0
     for pair in conv.pairs:
-        memory, before[pair.owner] = before[pair.owner], pair.memory_after
+        memory, before[pair.owner] = before.get(pair.owner, []), pair.memory_after
         if pair.update is None:
             continue
         example = loop.pop(0)
