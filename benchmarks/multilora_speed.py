@@ -30,9 +30,13 @@ class MultiLoraSpeedConfig:
     prompt_tokens: int = 256
     """Prompt length (random token ids, the same for every variant)."""
     new_tokens: int = 64
-    """Generated tokens per run (EOS is refused until then)."""
+    """Generated tokens per prefill run (EOS is refused until then)."""
     rounds: int = 5
-    """Interleaved rounds; every number is a median over them."""
+    """Interleaved prefill rounds (each variant: a fresh generator, the prompt, the first token)."""
+    decode_bursts: int = 30
+    """Interleaved decode rounds: each variant's own generator (prompt already in) decodes ``burst_tokens`` per round."""
+    burst_tokens: int = 8
+    """Tokens per decode burst (short bursts spread the load of a shared machine evenly over the variants)."""
     threads: int = 2
     """ONNX Runtime intra-op threads (set in the session options of every variant)."""
     session_options: dict = field(default_factory=dict)
@@ -59,6 +63,8 @@ class VariantSpeed:
     """Weights of the graph + the active adapter + the KV cache at the end of the prompt."""
     roofline_tok_s: float
     decode_vs_roofline: float
+    decode_vs_plain_paired: float
+    """Median over decode rounds of (this variant's burst rate / the plain graph's in the same round)."""
     prefill_samples: list[float] = field(default_factory=list)
     decode_samples: list[float] = field(default_factory=list)
 
@@ -76,14 +82,17 @@ class MultiLoraSpeedReport:
         return asdict(self)
 
     def table(self) -> str:
-        lines = [f"bundle {self.bundle}: prompt {self.config.prompt_tokens}, {self.config.new_tokens} new tokens, "
-                 f"{self.config.threads} threads, {self.config.rounds} rounds (medians); read bandwidth "
-                 f"{self.bandwidth_gb_s:.1f} GB/s; loadavg {self.loadavg_before} -> {self.loadavg_after}",
-                 f"{'variant':<14} {'prefill tok/s':>13} {'decode tok/s':>12} {'prefill/plain':>13} {'decode/plain':>12} "
-                 f"{'MB/token':>8} {'roofline':>8} {'decode/roofline':>15}"]
+        c = self.config
+        header = (f"bundle {self.bundle}: prompt {c.prompt_tokens}, {c.threads} threads; prefill: {c.rounds} rounds; "
+                  f"decode: {c.decode_bursts} interleaved bursts of {c.burst_tokens} tokens (medians); read bandwidth "
+                  f"{self.bandwidth_gb_s:.1f} GB/s; loadavg {self.loadavg_before} -> {self.loadavg_after}")
+        columns = (f"{'variant':<14} {'prefill tok/s':>13} {'decode tok/s':>12} {'prefill/plain':>13} {'decode/plain':>12} "
+                   f"{'paired':>6} {'MB/token':>8} {'roofline':>8} {'decode/roofline':>15}")
+        lines = [header, columns]
         for r in self.rows:
             lines.append(f"{r.name:<14} {r.prefill_tok_s:>13.1f} {r.decode_tok_s:>12.1f} {r.prefill_vs_plain:>13.3f} "
-                         f"{r.decode_vs_plain:>12.3f} {r.bytes_per_token / 1e6:>8.1f} {r.roofline_tok_s:>8.1f} "
+                         f"{r.decode_vs_plain:>12.3f} {r.decode_vs_plain_paired:>6.3f} {r.bytes_per_token / 1e6:>8.1f} "
+                         f"{r.roofline_tok_s:>8.1f} "
                          f"{r.decode_vs_roofline:>15.3f}")
         return "\n".join(lines)
 
@@ -114,24 +123,29 @@ def _load_model(og, model_dir: Path, config: MultiLoraSpeedConfig):
     return og.Model(og_config)
 
 
-def _run_once(og, model, adapters, adapter: str | None, prompt, config: MultiLoraSpeedConfig) -> tuple[float, float]:
-    """(prefill tok/s, decode tok/s) of one generation."""
+def _generator(og, model, adapters, adapter: str | None, max_length: int):
     params = og.GeneratorParams(model)
-    total = len(prompt) + config.new_tokens
-    params.set_search_options(do_sample=False, max_length=total, min_length=total)
+    params.set_search_options(do_sample=False, max_length=max_length, min_length=max_length)
     generator = og.Generator(model, params)
     if adapter is not None:
         generator.set_active_adapter(adapters, adapter)
+    return generator
+
+
+def _prefill_once(og, model, adapters, adapter: str | None, prompt, config: MultiLoraSpeedConfig) -> float:
+    """Prefill tok/s of one fresh generation (the prompt in, the first token out)."""
+    generator = _generator(og, model, adapters, adapter, len(prompt) + config.new_tokens)
     start = time.perf_counter()
     generator.append_tokens(prompt)
     generator.generate_next_token()
-    first = time.perf_counter()
-    steps = 0
-    while steps < config.new_tokens - 1 and not generator.is_done():
+    return len(prompt) / (time.perf_counter() - start)
+
+
+def _decode_burst(generator, tokens: int) -> float:
+    start = time.perf_counter()
+    for _ in range(tokens):
         generator.generate_next_token()
-        steps += 1
-    end = time.perf_counter()
-    return len(prompt) / (first - start), steps / (end - first) if steps else 0.0
+    return tokens / (time.perf_counter() - start)
 
 
 def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpeedConfig | None = None) -> MultiLoraSpeedReport:
@@ -174,21 +188,31 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
             weights[name] = multi_bytes + (bundle.adapter_for(adapter).stat().st_size if adapter else 0)
         for _ in range(config.warmup):
             for _, model, adapter in variants:
-                _run_once(og, model, adapters, adapter, prompt, config)
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
+                _prefill_once(og, model, adapters, adapter, prompt, config)
+        prefill: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for _ in range(config.rounds):
             for name, model, adapter in variants:
-                samples[name].append(_run_once(og, model, adapters, adapter, prompt, config))
-        del adapters, multi, plain
+                prefill[name].append(_prefill_once(og, model, adapters, adapter, prompt, config))
+        decode_length = len(prompt) + (config.decode_bursts + config.warmup) * config.burst_tokens + 1
+        generators = {name: _generator(og, model, adapters, adapter, decode_length) for name, model, adapter in variants}
+        for generator in generators.values():
+            generator.append_tokens(prompt)
+            for _ in range(config.warmup):
+                _decode_burst(generator, config.burst_tokens)
+        decode: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+        for _ in range(config.decode_bursts):
+            for name, generator in generators.items():
+                decode[name].append(_decode_burst(generator, config.burst_tokens))
+        del generators, adapters, multi, plain
     loadavg_after = _loadavg()
 
-    medians = {name: (statistics.median(p for p, _ in s), statistics.median(d for _, d in s)) for name, s in samples.items()}
-    plain_prefill, plain_decode = medians["plain"]
+    plain_prefill, plain_decode = statistics.median(prefill["plain"]), statistics.median(decode["plain"])
     rows = []
     for name, _, _ in variants:
-        prefill, decode = medians[name]
+        prefill_tok_s, decode_tok_s = statistics.median(prefill[name]), statistics.median(decode[name])
+        paired = statistics.median(d / p for d, p in zip(decode[name], decode["plain"]))
         per_token = weights[name] + kv_bytes
         roof = roofline.roofline_tok_s(bandwidth.gb_s, per_token)
-        rows.append(VariantSpeed(name, prefill, decode, prefill / plain_prefill, decode / plain_decode, per_token, roof,
-                                 decode / roof if roof else 0.0, [p for p, _ in samples[name]], [d for _, d in samples[name]]))
+        rows.append(VariantSpeed(name, prefill_tok_s, decode_tok_s, prefill_tok_s / plain_prefill, decode_tok_s / plain_decode,
+                                 per_token, roof, decode_tok_s / roof if roof else 0.0, paired, prefill[name], decode[name]))
     return MultiLoraSpeedReport(str(bundle.root), config, bandwidth.gb_s, loadavg_before, loadavg_after, rows)

@@ -84,7 +84,7 @@ class LoraSlot:
                 "members": [[m.module, m.offset, m.size] for m in self.members]}
 
     @classmethod
-    def from_json(cls, data: dict) -> "LoraSlot":
+    def from_json(cls, data: dict) -> LoraSlot:
         return cls(int(data["layer"]), str(data["projection"]), int(data["in"]), int(data["out"]),
                    tuple(LoraMember(str(m), int(o), int(s)) for m, o, s in data["members"]))
 
