@@ -19,6 +19,7 @@ COMMANDS = {
     "make-model": ("memlora.models:make_model_command", "Build a synthetic model (tiny or a real size) of a real architecture."),
     "chat": ("memlora.runtime.chat:chat", "Chat with a memory that lives on disk (remembers across runs)."),
     "eval": ("memlora.bench.eval_cli:eval_command", "Evaluate the memory system on LoCoMo or the synthetic world."),
+    "pull": ("memlora.export.pull_cli:pull_command", "Download a real base model (smollm2-135m-instruct) or convert a local GGUF."),
     "locomo": ("memlora.distill.locomo:locomo_command", "Check a LoCoMo file: load it and print its counts per category and split."),
 }
 
