@@ -30,6 +30,7 @@ from memlora import STAGES
 from memlora.distill.copy_attention import YesNoTokens, copy_attention_loss, yes_no_attention_loss
 from memlora.distill.dataset import examples_hash, load_examples, validate_example, write_json_atomic
 from memlora.errors import DataError, MemloraError
+from memlora.runtime.chat_template import apply_chat_template
 
 __all__ = [
     "TrainConfig",
@@ -227,8 +228,9 @@ def load_tokenizer(base_dir: str | os.PathLike):
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt (a system
+    message folded into the first user turn when the template takes none, as every engine does)."""
+    return apply_chat_template(tokenizer, messages)
 
 
 def encode_example(tokenizer, example: dict, lead_space: bool = False) -> tuple[list[int], list[int]]:

@@ -29,7 +29,7 @@ from memlora.export.adapters import Expert, read_experts
 from memlora.export.base_model import read_base_model
 from memlora.export.embedder_export import EmbedderExportConfig, export_embedder
 from memlora.export.genai_builder import BuilderConfig, run_builder
-from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
+from memlora.export.manifest import chat_system_role, created_by, list_files, toolchain_versions, write_manifest
 from memlora.export.merge import merge_expert
 from memlora.export.multilora import rewrite_multilora
 from memlora.export.onnx_adapter import write_onnx_adapter
@@ -192,6 +192,7 @@ def export_bundle(config: ExportConfig) -> Path:
                 "experts": {stage: expert_entries[stage] for stage in [e.stage for e in experts]},
                 "embedder": embedder_entry,
                 **({"vision": vision_entry} if vision_entry else {}),
+                "chat": {"system_role": chat_system_role(staging / "model")},
                 "files": list_files(staging),
                 "toolchain": toolchain_versions(),
             }
