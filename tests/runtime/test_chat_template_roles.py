@@ -15,6 +15,8 @@ from memlora.runtime.chat_template import ChatTemplate, apply_chat_template, fol
 TEMPLATES = Path(__file__).parent / "templates"
 SYSTEM, USER = "Extract the facts as JSON.", "Input:\nuser: I moved to Lisbon."
 MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+CHATML = ("<|im_start|>system\nExtract the facts as JSON.<|im_end|>\n"
+          "<|im_start|>user\nInput:\nuser: I moved to Lisbon.<|im_end|>\n<|im_start|>assistant\n")
 
 
 def template(name: str, **specials) -> ChatTemplate:
@@ -34,13 +36,11 @@ def test_gemma_folds_and_never_sees_a_system_role():
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("smollm2-instruct", "<|im_start|>system\nExtract the facts as JSON.<|im_end|>\n"
-                         "<|im_start|>user\nInput:\nuser: I moved to Lisbon.<|im_end|>\n<|im_start|>assistant\n"),
-    ("qwen2.5-instruct", "<|im_start|>system\nExtract the facts as JSON.<|im_end|>\n"
-                         "<|im_start|>user\nInput:\nuser: I moved to Lisbon.<|im_end|>\n<|im_start|>assistant\n"),
-    ("llama-3.2-instruct", "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+    ("smollm2-instruct", CHATML),
+    ("qwen2.5-instruct", CHATML),
+    ("llama-3.2-instruct", ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
                            "Today Date: 26 Jul 2024\n\nExtract the facts as JSON.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
-                           "Input:\nuser: I moved to Lisbon.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+                           "Input:\nuser: I moved to Lisbon.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")),
 ])
 def test_native_templates_keep_the_system_role(name, expected):
     chat = template(name, bos_token="<|begin_of_text|>")
