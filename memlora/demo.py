@@ -245,9 +245,16 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets)
         base_factory, has_experts, prompt_set = None, False, "memlora"
     elif options.model is not None:
-        model_dir = Path(options.model)
+        from memlora.export.pull import MODELS, pull_model
+
+        if options.model in MODELS:  # a real model by name: `memlora pull NAME` (network once, then cached)
+            say(f"pulling {options.model} (memlora pull {options.model}; cached after the first time)")
+            model_dir = pull_model(options.model, progress=say)
+        else:
+            model_dir = Path(options.model)
         if not (model_dir / "config.json").is_file():
-            raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder or 'tiny-random'")
+            raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder, 'tiny-random' "
+                               f"or a model memlora pulls ({', '.join(sorted(MODELS))})")
         engine = _engine_for(str(model_dir), options.adapters, None, options.threads)
         has_experts = bool(engine.adapters)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in STAGES3}
@@ -416,7 +423,7 @@ class _Bar:
 
 
 @click.command("demo")
-@click.option("--model", default=None, help="Local checkpoint dir, or 'tiny-random' (a random tiny model: nonsense). Default: the world model.")
+@click.option("--model", default=None, help="Local checkpoint dir, 'smollm2-135m-instruct' (the real model `memlora pull` fetches), or 'tiny-random' (a random tiny model: nonsense). Default: the world model.")
 @click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None, help="Expert adapters dir (out/<stage>/) for --model.")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle dir (ONNX Runtime GenAI).")
 @click.option("--data", type=click.Choice(["world", "sample"]), default=None,
