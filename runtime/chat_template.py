@@ -127,7 +127,8 @@ def fold_system(messages: Sequence[dict]) -> list[dict]:
 def probe_system_role(source: str) -> str:
     """``native`` when ``source`` renders a system message with its text in the prompt, else ``folded`` (the template
     raises on it, as Gemma-2-it's does, or drops it). Raises ``MemloraError`` when it cannot render even the folded form."""
-    template = ChatTemplate(source, {}, system_role="native")
+    # every special token defined (empty), so a template that concatenates bos_token renders
+    template = ChatTemplate(source, dict.fromkeys(SPECIAL_TOKEN_NAMES, ""), system_role="native")
     probe = [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": "hello"}]
     try:
         if PROBE_SYSTEM in template._render(probe):

@@ -59,6 +59,12 @@ def test_fold_rule():
     assert original[1]["content"] == "u"  # the caller's messages are not changed
 
 
+def test_probe_defines_special_tokens():
+    """A template that concatenates ``bos_token`` (undefined would raise) is probed as native, not refused."""
+    source = "{{ bos_token + messages[0]['content'] }}{% for m in messages[1:] %}|{{ m['content'] }}{% endfor %}"
+    assert probe_system_role(source) == "native"
+
+
 def test_a_template_that_takes_neither_form_is_refused():
     with pytest.raises(MemloraError, match="refused"):
         probe_system_role("{{ raise_exception('no chat at all') }}")
