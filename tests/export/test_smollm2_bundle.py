@@ -68,3 +68,12 @@ def test_int4_bundle_answers_in_english(smollm2_bundle):
     words = answer.text.split()
     assert "Paris" in answer.text, answer.text
     assert len(words) >= 3 and all(w.isascii() for w in words), answer.text
+
+
+def test_int4_bundle_verifies(smollm2_bundle, smollm2_dir, smollm2_experts):
+    """``verify`` on the int4 bundle: every expert runs and is compared with transformers + peft (int4 error reported)."""
+    report = verify_bundle(smollm2_bundle("int4"), smollm2_dir, smollm2_experts, VerifyConfig(prompts=(PROMPT,), steps=8))
+    assert report.ok and report.precision == "int4" and report.tokenizer_match
+    assert {case.stage for case in report.cases} == {"base", "extraction", "update", "generation"}
+    for case in report.cases:  # Q4_1 de-quantized, then int4 again: visible, bounded error
+        assert 0.0 < case.max_abs_diff < 50.0 and 0.0 <= case.agreement <= 1.0, case
