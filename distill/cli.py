@@ -131,44 +131,44 @@ def clean_command(data_dir, split, stages, student):
         click.echo(report.summary())
 
 
-@cli.command("train")
-@click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir.")
-@click.option("--stage", type=click.Choice(STAGES), required=True)
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="out/<stage> dir.")
-@click.option("--lr", default=2e-4, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
-              help="Learning rate after warm-up: constant, or cosine decay to 0 over --epochs.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimiser step.")
-@click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping).")
-@click.option("--patience", default=2, show_default=True)
-@click.option("--rank", default=16, show_default=True)
-@click.option("--alpha", default=32, show_default=True)
-@click.option("--dropout", default=0.1, show_default=True)
-@click.option("--target-modules", default=None, help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear else).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
-@click.option("--max-length", type=int, default=None, help="Longest example in tokens (default: the model's context).")
-@click.option("--drop-too-long", is_flag=True, help="Drop longer examples instead of failing.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present.")
-@click.option("--target-lead-space", is_flag=True, help="Encode targets with a leading space (copyable first word).")
-@click.option("--copy-attention", default=0.0, show_default=True,
-              help="Weight of the copy-attention loss (teaches a head where target tokens sit in the prompt); 0 = off.")
-@click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
-@click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
-              help="Comma list of supervised query heads.")
-@click.option("--yes-no-pointer", default=0.0, show_default=True,
-              help="Weight, inside the copy-attention loss, of the yes/no pointer (layers 1 and 2, head 3 look up the word "
-                   "a Yes/No question asks about); 0 = off; needs --copy-attention.")
-@click.option("--yes-no-pointer-layers", default="1,2", show_default=True, callback=lambda c, p, v: _ints(v),
-              help="The yes/no pointer's read and find layers (comma list of two).")
-@click.option("--yes-no-pointer-head", default=3, show_default=True, help="The query head the yes/no pointer supervises.")
-def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, grad_accum, max_epochs, patience, rank, alpha,
-                  dropout, target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
-                  copy_attention_layer, copy_attention_heads, yes_no_pointer, yes_no_pointer_layers, yes_no_pointer_head):
-    """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
+TRAIN_OPTIONS = (
+    click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir."),
+    click.option("--stage", type=click.Choice(STAGES), required=True),
+    click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True),
+    click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="out/<stage> dir."),
+    click.option("--lr", default=2e-4, show_default=True),
+    click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+                 help="Learning rate after warm-up: constant, or cosine decay to 0 over --epochs."),
+    click.option("--batch-size", default=8, show_default=True),
+    click.option("--grad-accum", "gradient_accumulation", default=1, show_default=True, help="Micro-batches per optimiser step."),
+    click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping)."),
+    click.option("--patience", default=2, show_default=True),
+    click.option("--rank", default=16, show_default=True),
+    click.option("--alpha", default=32, show_default=True),
+    click.option("--dropout", default=0.1, show_default=True),
+    click.option("--target-modules", default=None,
+                 help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear else)."),
+    click.option("--seed", default=0, show_default=True),
+    click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+    click.option("--max-length", type=int, default=None, help="Longest example in tokens (default: the model's context)."),
+    click.option("--drop-too-long", is_flag=True, help="Drop longer examples instead of failing."),
+    click.option("--threads", type=int, default=None, help="torch CPU threads."),
+    click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present."),
+)
+"""The options of ``memlora-train train`` (one per general ``TrainConfig`` field); ``memlora-train world train`` adds the
+world's own."""
+
+
+def train_options(command):
+    """Decorate ``command`` with ``TRAIN_OPTIONS``."""
+    for option in reversed(TRAIN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def train_stage(base: Path, stage: str, data_dir: Path, out_dir: Path, aux_loss=None, lead_space: bool = False,
+                **config_fields) -> None:
+    """Train one expert from ``data_dir``'s train/val examples of ``stage`` and report it (the body of the train commands)."""
     from memlora.distill.dataset import stage_path
     from memlora.distill.search import write_experts_manifest
     from memlora.distill.train import TrainConfig, load_examples, train_expert
@@ -176,13 +176,8 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
     train_ex = load_examples(stage_path(data_dir, "train", stage))
     val_path = stage_path(data_dir, "val", stage)
     val_ex = load_examples(val_path) if val_path.exists() else []
-    config = TrainConfig(stage=stage, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, gradient_accumulation=grad_accum,
-                         max_epochs=max_epochs, patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
-                         precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
-                         target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,
-                         copy_attention_heads=copy_attention_heads, yes_no_pointer=yes_no_pointer,
-                         yes_no_pointer_layers=yes_no_pointer_layers, yes_no_pointer_head=yes_no_pointer_head)
-    result = train_expert(base, train_ex, val_ex, out_dir, config)
+    result = train_expert(base, train_ex, val_ex, out_dir, TrainConfig(stage=stage, **config_fields), aux_loss=aux_loss,
+                          lead_space=lead_space)
     if out_dir.name == stage:  # out/<stage>: keep out/experts.json in step for memlora-export
         from accelerate import PartialState
 
@@ -191,6 +186,13 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
                                                             "max_new_tokens": result.card["suggested_max_new_tokens"]}})
     click.echo(f"{stage}: best epoch {result.best_epoch}, val loss {result.initial_val_loss} -> {result.best_val_loss}, "
                f"{result.tokens_per_s:.0f} tokens/s; written to {out_dir}")
+
+
+@cli.command("train")
+@train_options
+def train_command(base, stage, data_dir, out_dir, **config_fields):
+    """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
+    train_stage(base, stage, data_dir, out_dir, **config_fields)
 
 
 @cli.command("search")
@@ -238,10 +240,42 @@ def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, 
     click.echo(f"chosen: {report.chosen} ({name} {report.best_score:.4f} vs base {report.base_score:.4f}); written to {out_dir}")
 
 
+@cli.group("world")
+def world_group() -> None:
+    """The synthetic memory world: export its data, or train an expert with its own losses."""
+
+
+@world_group.command("train")
+@train_options
+@click.option("--target-lead-space", is_flag=True, help="Encode targets with a leading space (copyable first word).")
+@click.option("--copy-attention", default=0.0, show_default=True,
+              help="Weight of the copy-attention loss (teaches a head where target tokens sit in the prompt); 0 = off.")
+@click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
+@click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
+              help="Comma list of supervised query heads.")
+@click.option("--yes-no-pointer", default=0.0, show_default=True,
+              help="Weight, inside the copy-attention loss, of the yes/no pointer (layers 1 and 2, head 3 look up the word "
+                   "a Yes/No question asks about); 0 = off; needs --copy-attention.")
+@click.option("--yes-no-pointer-layers", default="1,2", show_default=True, callback=lambda c, p, v: _ints(v),
+              help="The yes/no pointer's read and find layers (comma list of two).")
+@click.option("--yes-no-pointer-head", default=3, show_default=True, help="The query head the yes/no pointer supervises.")
+def world_train_command(base, stage, data_dir, out_dir, target_lead_space, copy_attention, copy_attention_layer,
+                        copy_attention_heads, yes_no_pointer, yes_no_pointer_layers, yes_no_pointer_head, **config_fields):
+    """Train one expert like `memlora-train train`, plus the world's copy-attention loss and yes/no pointer."""
+    from memlora.distill.copy_attention import CopyAttentionLoss
+    from memlora.errors import MemloraError
+
+    if yes_no_pointer and not copy_attention:
+        raise MemloraError("--yes-no-pointer is part of the copy-attention loss: it needs --copy-attention > 0 too")
+    aux = CopyAttentionLoss(copy_attention, copy_attention_layer, copy_attention_heads, yes_no_pointer, yes_no_pointer_layers,
+                            yes_no_pointer_head, lead_space=target_lead_space) if copy_attention else None
+    train_stage(base, stage, data_dir, out_dir, aux_loss=aux, lead_space=target_lead_space, **config_fields)
+
+
 from memlora.distill.vqa_teacher import vqa_teacher_command as _vqa_teacher_command  # noqa: E402  (MemLoRA-V teacher)
 from memlora.distill.world_export import world_command as _world_command  # noqa: E402  (the synthetic world)
 
-cli.add_command(_world_command)
+world_group.add_command(_world_command, "export")
 cli.add_command(_vqa_teacher_command)
 
 

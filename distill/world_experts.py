@@ -53,12 +53,12 @@ class ExpertRecipe:
     dropout: float = 0.1
     """LoRA dropout."""
     lead_space: bool = False
-    """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
+    """Targets encoded with a leading space (``train_expert``'s ``lead_space``)."""
     copy_attention: float = 0.0
-    """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
+    """Weight of the copy-attention loss (``copy_attention.CopyAttentionLoss``, the trainer's auxiliary loss; 0 = off)."""
     yes_no_pointer: float = 0.0
-    """Weight of the yes/no pointer inside it (``TrainConfig.yes_no_pointer``; 0 = off; README, world section, ninth
-    round)."""
+    """Weight of the yes/no pointer inside it (``CopyAttentionLoss.yes_no_pointer``; 0 = off; README, world section,
+    ninth round)."""
     lr_schedule: str = "constant"
     """Learning rate after warm-up (``TrainConfig.lr_schedule``): "constant", or "cosine" (decays to 0 over the epochs)."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
@@ -214,6 +214,7 @@ def build_world_base(preset: WorldPreset, out_dir: Path, seed: int = 0) -> dict:
 def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None,
                         stages: tuple[str, ...] = WORLD_STAGES) -> dict:
     """Train the experts of ``stages`` on the world's ground truth into ``out_dir/<stage>/`` + ``experts.json``."""
+    from memlora.distill.copy_attention import CopyAttentionLoss
     from memlora.distill.train import TrainConfig, train_expert
 
     sets = {recipe.prompt_set for recipe in preset.experts.values()}
@@ -236,11 +237,16 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
         config = TrainConfig(
             stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
-            progress=False, plot=True, dropout=recipe.dropout, target_lead_space=recipe.lead_space,
-            copy_attention=recipe.copy_attention, yes_no_pointer=recipe.yes_no_pointer, lr_schedule=recipe.lr_schedule,
+            progress=False, plot=True, dropout=recipe.dropout, lr_schedule=recipe.lr_schedule,
         )
+        aux = (CopyAttentionLoss(recipe.copy_attention, yes_no_pointer=recipe.yes_no_pointer, lead_space=recipe.lead_space)
+               if recipe.copy_attention else None)
+        if recipe.yes_no_pointer and aux is None:
+            raise MemloraError(f"preset {preset.name!r}: the {stage} expert's yes/no pointer is part of the copy-attention "
+                               "loss: it needs copy_attention > 0 too")
         t0 = time.perf_counter()
-        result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
+        result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config, aux_loss=aux,
+                              lead_space=recipe.lead_space)
         info[stage] = {"seconds": round(time.perf_counter() - t0, 1), "initial_val_loss": result.initial_val_loss,
                        "best_val_loss": result.best_val_loss, "n_train": min(recipe.n_train, len(train))}
         experts[stage] = {"path": stage, "prompt_set": recipe.prompt_set, "max_new_tokens": recipe.max_new_tokens}

@@ -259,12 +259,12 @@ def test_world_cli_writes_the_update_key_order_it_is_given(tmp_path):
 
     from memlora.distill.cli import cli
 
-    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
+    args = ["world", "export", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
     result = CliRunner().invoke(cli, args + ["--update-key-order", "text,event,id,old_memory"])
     assert result.exit_code == 0, result.output
     first = json.loads((tmp_path / "d" / "train" / "update.jsonl").read_text().splitlines()[0])
     assert list(json.loads(first["target"])["memory"][0])[:3] == ["text", "event", "id"]
-    bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--update-key-order", "text,event"])
+    bad = CliRunner().invoke(cli, ["world", "export", "-o", str(tmp_path / "e"), "--update-key-order", "text,event"])
     assert isinstance(bad.exception, DataError) and "exactly once" in str(bad.exception)  # main() prints it as one line
     assert not (tmp_path / "e").exists(), "refused before anything is generated or written"
 
@@ -275,13 +275,13 @@ def test_world_cli_renders_the_prompt_set_it_is_given(tmp_path):
     from memlora.distill.cli import cli
     from memlora.errors import MemloraError
 
-    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
+    args = ["world", "export", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
     result = CliRunner().invoke(cli, args + ["--prompt-set", "memlora-textfirst"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "d" / "train" / "update.jsonl").read_text().splitlines()]
     shown = [r for r in rows if r["meta"]["old_memories"]]
     assert shown and all('Old memories: [{"text": ' in r["messages"][-1]["content"] for r in shown)
-    bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--conversations", "10", "--prompt-set", "nope"])
+    bad = CliRunner().invoke(cli, ["world", "export", "-o", str(tmp_path / "e"), "--conversations", "10", "--prompt-set", "nope"])
     assert isinstance(bad.exception, MemloraError) and "unknown prompt set 'nope'" in str(bad.exception)
     assert not (tmp_path / "e").exists(), "refused before anything is written"
 
@@ -453,7 +453,7 @@ def test_world_cli_writes_the_memory_order_it_is_given(tmp_path):
 
     from memlora.distill.cli import cli
 
-    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2", "--prompt-set", "memlora-textfirst"]
+    args = ["world", "export", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2", "--prompt-set", "memlora-textfirst"]
     result = CliRunner().invoke(cli, args + ["--memory-order", "retrieval"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "d" / "train" / "generation.jsonl").read_text().splitlines()]

@@ -292,7 +292,7 @@ def test_expert_builds_repeat_the_turns_of_two_facts_in_the_extraction_pool(tmp_
 
 def test_expert_builds_pass_the_recipes_yes_no_pointer_to_training(tmp_path, monkeypatch):
     """``ExpertRecipe.yes_no_pointer`` (the copy preset's generation expert: 1.0, with its copy-attention loss) reaches
-    ``TrainConfig``; the other stages train without it."""
+    the trainer's auxiliary loss (``CopyAttentionLoss``); the other stages train without one."""
     import dataclasses
 
     from memlora.distill import train as train_module
@@ -300,8 +300,8 @@ def test_expert_builds_pass_the_recipes_yes_no_pointer_to_training(tmp_path, mon
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
-        seen[config.stage] = (config.yes_no_pointer, config.copy_attention)
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
+        seen[config.stage] = (aux_loss.yes_no_pointer, aux_loss.copy_attention) if aux_loss is not None else (0.0, 0.0)
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
     monkeypatch.setattr(train_module, "train_expert", fake_train)
