@@ -13,22 +13,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from memlora import STAGES
-from memlora.cli import run_cli
-from memlora.distill.train import LR_SCHEDULES
+from memlora.cli_support import run_cli
+from memlora.distill.cleaning import clean_split
+from memlora.distill.conversations import load_conversations
+from memlora.distill.dataset import SPLITS, stage_path
+from memlora.distill.locomo import default_locomo_path, split_conversations
+from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
+from memlora.distill.train import LR_SCHEDULES, TrainConfig, load_examples, train_expert
+from memlora.distill.vqa_teacher import VQATeacherConfig, run_vqa_teacher
+from memlora.errors import DataError
+
+# observations, search and teacher_run run the memory loop: they are imported inside the commands that use them, so that
+# FAISS, numpy and the engines stay off the import path of `memlora-train --help`
 
 SPLIT_CHOICE = click.Choice(["train", "val", "test"])
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma list of numbers") from None
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -36,10 +45,6 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _conversations(locomo: Path | None, conversations: Path | None, split: str):
-    from memlora.distill.conversations import load_conversations
-    from memlora.distill.locomo import default_locomo_path, split_conversations
-    from memlora.errors import DataError
-
     if conversations is not None:
         return load_conversations(conversations)  # the user's own file: all of it is this split
     path = locomo or default_locomo_path()
@@ -77,8 +82,7 @@ def cli() -> None:
 def teacher_command(teacher_spec, model, locomo, conversations, split, data_dir, concurrency, timeout, max_retries, max_tokens,
                     api_key_env, prompt_set, top_s, answer_k, teacher_answers, max_batches):
     """Run the memory loop with a teacher and record every operation (resumable: rerun to continue)."""
-    from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
-    from memlora.distill.teacher_run import TeacherRunConfig, run_teacher
+    from memlora.distill.teacher_run import TeacherRunConfig, run_teacher  # the memory loop: see the note above
 
     convs = _conversations(locomo, conversations, split)
     teacher = make_teacher(teacher_spec, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
@@ -101,7 +105,7 @@ def teacher_command(teacher_spec, model, locomo, conversations, split, data_dir,
 @click.option("--answer-k", default=30, show_default=True, help="Memories per speaker in a question's context.")
 def observations_command(locomo, split, data_dir, empty_ratio, max_batches, answer_k):
     """No-teacher data: LoCoMo's observations as extraction/update targets (+ gold answers for generation)."""
-    from memlora.distill.observations import ObservationConfig, build_observation_data
+    from memlora.distill.observations import ObservationConfig, build_observation_data  # the memory loop: see above
     from memlora.runtime.embedder import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
@@ -120,8 +124,6 @@ def observations_command(locomo, split, data_dir, empty_ratio, max_batches, answ
               help="Student model dir: drop examples longer than its context, stamp its tokenizer.")
 def clean_command(data_dir, split, stages, student):
     """Clean raw teacher records into training examples (paper 3.2 / A.2)."""
-    from memlora.distill.cleaning import clean_split
-    from memlora.distill.dataset import SPLITS
 
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
     for sp in (SPLITS if split == "all" else (split,)):
@@ -169,9 +171,7 @@ def train_options(command):
 def train_stage(base: Path, stage: str, data_dir: Path, out_dir: Path, aux_loss=None, lead_space: bool = False,
                 **config_fields) -> None:
     """Train one expert from ``data_dir``'s train/val examples of ``stage`` and report it (the body of the train commands)."""
-    from memlora.distill.dataset import stage_path
-    from memlora.distill.search import write_experts_manifest
-    from memlora.distill.train import TrainConfig, load_examples, train_expert
+    from memlora.distill.search import write_experts_manifest  # the memory loop: see the note above
 
     train_ex = load_examples(stage_path(data_dir, "train", stage))
     val_path = stage_path(data_dir, "val", stage)
@@ -203,8 +203,8 @@ def train_command(base, stage, data_dir, out_dir, **config_fields):
               help="Your own validation conversations (JSONL) instead of LoCoMo's val split.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--stages", default="extraction,update,generation", show_default=True)
-@click.option("--lrs", default="1e-4,2e-4,5e-4", show_default=True, callback=lambda c, p, v: _floats(v))
-@click.option("--batch-sizes", default="4,8", show_default=True, callback=lambda c, p, v: _ints(v))
+@click.option("--lrs", default="1e-4,2e-4,5e-4", show_default=True, callback=lambda c, p, v: float_list(v))
+@click.option("--batch-sizes", default="4,8", show_default=True, callback=lambda c, p, v: int_list(v))
 @click.option("--top-k", default=2, show_default=True, help="Candidates kept per stage.")
 @click.option("--epochs", "max_epochs", default=10, show_default=True)
 @click.option("--patience", default=2, show_default=True)
@@ -216,9 +216,7 @@ def train_command(base, stage, data_dir, out_dir, **config_fields):
 def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, batch_sizes, top_k, max_epochs, patience,
                    judge_url, judge_model, max_questions, max_batches, threads):
     """Algorithm B1: grid over lr x batch size, pipeline-scored on val; writes out/ for memlora-export."""
-    from memlora.distill.dataset import stage_path
-    from memlora.distill.search import SearchConfig, judge_metric, l_proxy, search_experts
-    from memlora.distill.train import TrainConfig, load_examples
+    from memlora.distill.search import SearchConfig, judge_metric, l_proxy, search_experts  # the memory loop: see above
 
     wanted = tuple(s.strip() for s in stages.split(",") if s.strip())
     examples = {}
@@ -240,43 +238,27 @@ def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, 
     click.echo(f"chosen: {report.chosen} ({name} {report.best_score:.4f} vs base {report.base_score:.4f}); written to {out_dir}")
 
 
-@cli.group("world")
-def world_group() -> None:
-    """The synthetic memory world: export its data, or train an expert with its own losses."""
-
-
-@world_group.command("train")
-@train_options
-@click.option("--target-lead-space", is_flag=True, help="Encode targets with a leading space (copyable first word).")
-@click.option("--copy-attention", default=0.0, show_default=True,
-              help="Weight of the copy-attention loss (teaches a head where target tokens sit in the prompt); 0 = off.")
-@click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
-@click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
-              help="Comma list of supervised query heads.")
-@click.option("--yes-no-pointer", default=0.0, show_default=True,
-              help="Weight, inside the copy-attention loss, of the yes/no pointer (layers 1 and 2, head 3 look up the word "
-                   "a Yes/No question asks about); 0 = off; needs --copy-attention.")
-@click.option("--yes-no-pointer-layers", default="1,2", show_default=True, callback=lambda c, p, v: _ints(v),
-              help="The yes/no pointer's read and find layers (comma list of two).")
-@click.option("--yes-no-pointer-head", default=3, show_default=True, help="The query head the yes/no pointer supervises.")
-def world_train_command(base, stage, data_dir, out_dir, target_lead_space, copy_attention, copy_attention_layer,
-                        copy_attention_heads, yes_no_pointer, yes_no_pointer_layers, yes_no_pointer_head, **config_fields):
-    """Train one expert like `memlora-train train`, plus the world's copy-attention loss and yes/no pointer."""
-    from memlora.distill.copy_attention import CopyAttentionLoss
-    from memlora.errors import MemloraError
-
-    if yes_no_pointer and not copy_attention:
-        raise MemloraError("--yes-no-pointer is part of the copy-attention loss: it needs --copy-attention > 0 too")
-    aux = CopyAttentionLoss(copy_attention, copy_attention_layer, copy_attention_heads, yes_no_pointer, yes_no_pointer_layers,
-                            yes_no_pointer_head, lead_space=target_lead_space) if copy_attention else None
-    train_stage(base, stage, data_dir, out_dir, aux_loss=aux, lead_space=target_lead_space, **config_fields)
-
-
-from memlora.distill.vqa_teacher import vqa_teacher_command as _vqa_teacher_command  # noqa: E402  (MemLoRA-V teacher)
-from memlora.distill.world_export import world_command as _world_command  # noqa: E402  (the synthetic world)
-
-world_group.add_command(_world_command, "export")
-cli.add_command(_vqa_teacher_command)
+@cli.command("vqa-teacher")
+@click.option("--endpoint", required=True, help="OpenAI-compatible base URL of the teacher VLM (e.g. http://localhost:8000/v1).")
+@click.option("--model", "model_name", required=True, help="Model name the server serves (the paper: OpenGVLab/InternVL3-78B).")
+@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path), help="Folder of images (searched recursively).")
+@click.option("-o", "--out", "data_dir", required=True, type=click.Path(path_type=Path), help="DATA dir to write <split>/vqa.jsonl into.")
+@click.option("--types", default="2,3,4", show_default=True, help="Instruction types of appendix C.1 to ask, comma-separated.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
+@click.option("--max-tokens", default=256, show_default=True, help="Teacher completion budget per request.")
+def vqa_teacher_command(endpoint: str, model_name: str, images_dir: Path, data_dir: Path, types: str, timeout: float,
+                        max_tokens: int) -> None:
+    """Ask a teacher VLM for question/answer/reason triples about a folder of images (paper appendix C.1)."""
+    try:
+        chosen = tuple(int(t) for t in types.split(",") if t.strip())
+    except ValueError:
+        raise DataError(f"--types must be comma-separated integers 1..8, got {types!r}") from None
+    teacher = OpenAIChatTeacher(endpoint, model_name, timeout=timeout, max_tokens=max_tokens, concurrency=1)
+    try:
+        counts = run_vqa_teacher(teacher, images_dir, data_dir, VQATeacherConfig(types=chosen))
+    finally:
+        teacher.close()
+    click.echo(f"vqa examples written to {data_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def main(args=None) -> None:

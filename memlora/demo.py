@@ -1,6 +1,6 @@
 """``memlora demo``: the whole memory job end to end, on the built-in default, on a laptop CPU (seconds once built).
 
-By default it uses the synthetic memory world (``memlora.distill.world``): a tiny base model pretrained from scratch
+By default it uses the synthetic memory world (``memlora.world.generator``): a tiny base model pretrained from scratch
 on the world's conversations and its three expert adapters (extraction, update, generation), built on the first run
 (about 34 min on 2 CPU cores) and cached. It ingests a held-out world conversation through the memory loop
 (``memlora.runtime.memory.Memory`` on the PyTorch engine), prints the facts extracted, the update events (ADD /
@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
-from memlora import DEFAULT_WORLD_PRESET
+from memlora.distill.locomo import ingestion_batches, load_locomo
 from memlora.errors import MemloraError
+from memlora.export.adapters import trained_prompt_set
+from memlora.models import ensure_model
+from memlora.paths import data_file
+from memlora.world.evaluation import normalize_answer
+from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts, get_preset, world_cache_root
+from memlora.world.generator import generate_world
 
 STAGES3 = ("extraction", "update", "generation")
 TINY_RANDOM = "tiny-random"
@@ -76,7 +80,6 @@ class SystemRun:
 # ------------------------------------------------------------------------------------------------------------ data
 def world_demo_data(world_config, index: int = 0) -> DemoData:
     """Held-out test conversation ``index`` of the world: batches with gold facts, final-state questions with gold answers."""
-    from memlora.distill.world import generate_world
 
     test = generate_world(world_config).split("test")
     if not 0 <= index < len(test):
@@ -90,8 +93,6 @@ def world_demo_data(world_config, index: int = 0) -> DemoData:
 
 def sample_demo_data() -> DemoData:
     """The project's own sample conversation (``memlora/data/sample_conversation.json``), LoCoMo-shaped."""
-    from memlora.distill.locomo import ingestion_batches, load_locomo
-    from memlora.paths import data_file
 
     conv = load_locomo(data_file("sample_conversation.json"))[0]
     batches = [{"user_id": b.user_id, "messages": b.messages, "timestamp": b.timestamp, "gold_facts": None}
@@ -107,7 +108,6 @@ def sample_demo_data() -> DemoData:
 # ------------------------------------------------------------------------------------------------------------ running
 def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRun:
     """Ingest ``data`` through a fresh memory and answer its questions; ``progress(n)`` advances a bar."""
-    from memlora.bench.world_eval import normalize_answer
 
     run = SystemRun(label)
     memory = memory_factory()
@@ -198,7 +198,7 @@ class DemoOptions:
     """Ingest only the first N message batches (None: the whole conversation)."""
     compare_base: bool = True
     """Also run the same conversation on the base model alone (adapters off), side by side."""
-    preset: str = DEFAULT_WORLD_PRESET
+    preset: str = DEFAULT_PRESET
     """World preset of the default system."""
     seed: int = 0
     """Seed of the world base model and experts."""
@@ -209,8 +209,6 @@ class DemoOptions:
 def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     """Run the demo; return the JSON-able record of what it did."""
     import torch
-
-    from memlora.export.adapters import trained_prompt_set
 
     t_start = time.perf_counter()
     torch.set_num_threads(int(options.threads))
@@ -235,8 +233,6 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
     elif options.model == TINY_RANDOM:
-        from memlora.models import ensure_model
-
         say("building the random tiny model (qwen2, seed 0): it has never learned anything, so it produces nonsense by design")
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
         system = f"random tiny model {base_dir}"
@@ -258,8 +254,6 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
                                         prompt_set) if has_experts else None)
         budgets.update(_expert_budgets(options.adapters))
     else:
-        from memlora.distill.world_experts import ensure_world_experts
-
         say("memlora demo: the synthetic memory world (a tiny model pretrained from scratch on its conversations + 3 experts)")
         cached = _world_is_cached(options.preset, options.seed)
         if not cached:
@@ -280,8 +274,6 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     data_kind = options.data or ("sample" if options.model == TINY_RANDOM else "world")
     if data_kind == "world":
         if world_config is None:
-            from memlora.distill.world_experts import get_preset
-
             world_config = get_preset(options.preset).world
         data = world_demo_data(world_config, options.conversation)
     elif data_kind == "sample":
@@ -322,8 +314,6 @@ def _expert_budgets(adapters_dir: Path | None) -> dict[str, int]:
 
 
 def _world_is_cached(preset: str, seed: int) -> bool:
-    from memlora.distill.world_experts import get_preset, world_cache_root
-
     return (world_cache_root(get_preset(preset), seed) / "build.json").is_file()
 
 
@@ -402,7 +392,9 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-class _Bar:
+class ProgressBar:
+    """The demo's progress bar (tqdm) over the loop's message pairs."""
+
     def __init__(self, total: int):
         from tqdm.auto import tqdm
 
@@ -413,34 +405,3 @@ class _Bar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-@click.command("demo")
-@click.option("--model", default=None, help="Local checkpoint dir, or 'tiny-random' (a random tiny model: nonsense). Default: the world model.")
-@click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None, help="Expert adapters dir (out/<stage>/) for --model.")
-@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle dir (ONNX Runtime GenAI).")
-@click.option("--data", type=click.Choice(["world", "sample"]), default=None,
-              help="world: a held-out world conversation with gold answers; sample: the shipped sample conversation.")
-@click.option("--conversation", type=int, default=0, show_default=True, help="Which held-out world test conversation.")
-@click.option("--max-batches", type=int, default=None, help="Ingest only the first N message pairs (a quick look).")
-@click.option("--no-compare", is_flag=True, help="Do not run the base model alone side by side.")
-@click.option("--preset", default=DEFAULT_WORLD_PRESET, show_default=True, help="World preset: copy | plain | small.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world model and experts.")
-@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write what the demo did (events, memories, answers, timings) to this file.")
-def demo(model, adapters, bundle, data, conversation, max_batches, no_compare, preset, seed, threads, json_path) -> None:
-    """Run the memory loop end to end on the built-in default (the synthetic world) and print what it did."""
-    from rich.console import Console
-
-    console = Console()
-    options = DemoOptions(model=model, adapters=adapters, bundle=bundle, data=data, conversation=conversation,
-                          max_batches=max_batches, compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
-    record = run_demo(options, say=console.print, progress_factory=_Bar)
-    print_record(record, console)
-    console.print(f"total {record['timings']['total_s']:.1f}s (setup {record['timings']['setup_s']:.1f}s)")
-    if json_path:
-        from memlora.distill.dataset import write_json_atomic
-
-        write_json_atomic(json_path, record)
-        console.print(f"wrote {json_path}")

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from memlora.bench.eval_cli import eval_command
+from memlora.cli import eval_command
 from memlora.bench.locomo_eval import RESULTS_FILE, EvalConfig, EvalParts, run_locomo_eval
 from memlora.bench.metrics import AnswerScorer, ScorerConfig
 

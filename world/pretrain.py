@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from memlora.distill.world import WorldConfig, WorldConversation, generate_world
+from memlora.world.generator import WorldConfig, WorldConversation, generate_world
 from memlora.errors import MemloraError
 
 PRETRAIN_RECIPE_VERSION = 1

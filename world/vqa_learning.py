@@ -1,6 +1,6 @@
 """The VQA expert's learning experiment on the tiny VLM, per seed and over seeds (MemLoRA-V, paper 3.3 / Table 2).
 
-For each seed: a tiny Qwen2.5-VL whose language model is pretrained (``memlora.vlm_pretrain.pretrain_vlm_world``: world
+For each seed: a tiny Qwen2.5-VL whose language model is pretrained (``memlora.world.vlm_pretrain.pretrain_vlm_world``: world
 text + scene text, grafted; random vision tower, standardised projector), the procedural VQA set (``distill/vqa_data``),
 the VQA expert trained with LoRA on the language model (``memlora-train``'s trainer), then on the test split:
 
@@ -14,7 +14,7 @@ the VQA expert trained with LoRA on the language model (``memlora-train``'s trai
                       mentions the counted number, the small region's colour or the odd shape);
 - ``majority``:       always the most frequent train answer of the question's type.
 
-    python -m memlora.bench.vqa_learning --seeds 0 1 2 --work runs/vqa-learning     # about 3-4 min per seed, 1 thread
+    memlora-train world vqa-learning --seeds 0 --seeds 1 --seeds 2 --work runs/vqa-learning     # about 3-4 min per seed, 1 thread
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
-
-import click
 
 from memlora.distill.vqa_data import QUESTION_TYPES
 from memlora.errors import MemloraError
@@ -79,10 +77,10 @@ class VQALearningConfig:
 
 def build_pretrained_vlm(out_dir: str | Path, seed: int, cfg: VQALearningConfig) -> Path:
     """The tiny Qwen2.5-VL with a world + scene-text pretrained language model, seeded, in ``out_dir`` (new or empty)."""
-    from memlora.distill.world import WorldConfig
-    from memlora.distill.world_model import PretrainConfig
+    from memlora.world.generator import WorldConfig
+    from memlora.world.pretrain import PretrainConfig
     from memlora.models import build_model
-    from memlora.vlm_pretrain import SceneTextConfig, pretrain_vlm_world
+    from memlora.world.vlm_pretrain import SceneTextConfig, pretrain_vlm_world
 
     out = build_model("qwen2_5_vl", "tiny", out_dir, seed=seed)
     pretrain = PretrainConfig(world=WorldConfig(n_conversations=cfg.world_conversations), steps=cfg.pretrain_steps,
@@ -212,22 +210,3 @@ def run_seeds(work_dir: str | Path, seeds: Sequence[int] = (0, 1, 2), cfg: VQALe
     (work / "vqa_learning.json").write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))
     (work / "vqa_learning.md").write_text(format_table(summary) + "\n")
     return {"runs": runs, "summary": summary}
-
-
-@click.command("vqa-learning")
-@click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True, help="Seeds (model, data, LoRA).")
-@click.option("--work", "work_dir", required=True, type=click.Path(file_okay=False), help="Working dir (models, data, results).")
-@click.option("--types", default=",".join(QUESTION_TYPES), show_default=True, help="Question types (comma-separated).")
-@click.option("--n-train", default=VQALearningConfig.n_train, show_default=True, type=int, help="Train examples.")
-@click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
-def vqa_learning_command(seeds, work_dir, types, n_train, threads):
-    """Train and score the VQA expert on the pretrained tiny VLM for each seed; print the table (mean +- sd)."""
-    wanted = tuple(t.strip() for t in types.split(",") if t.strip())
-    if not wanted or set(wanted) - set(QUESTION_TYPES):
-        raise click.BadParameter(f"choose from {', '.join(QUESTION_TYPES)}", param_hint="--types")
-    result = run_seeds(work_dir, seeds, VQALearningConfig(threads=threads, types=wanted, n_train=n_train))
-    click.echo(format_table(result["summary"]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    vqa_learning_command()

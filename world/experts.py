@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
 
-from memlora.distill.world import MEM0_OP_KEYS, WorldConfig, generate_world
-from memlora.distill.world_export import WORLD_STAGES, RetrievalOrder, world_examples
-from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
-from memlora import DEFAULT_WORLD_PRESET
+from memlora.world.generator import MEM0_OP_KEYS, WorldConfig, generate_world
+from memlora.world.examples import WORLD_STAGES, RetrievalOrder, world_examples
+from memlora.world.pretrain import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
 from memlora.errors import MemloraError
 
 EXPERTS_RECIPE_VERSION = 1
@@ -162,7 +161,7 @@ def _presets() -> dict[str, WorldPreset]:
 
 
 PRESETS = tuple(_presets())
-DEFAULT_PRESET = DEFAULT_WORLD_PRESET
+DEFAULT_PRESET = "copy"
 """The preset of `memlora demo` and `memlora eval --world` when none is named."""
 
 
@@ -214,7 +213,7 @@ def build_world_base(preset: WorldPreset, out_dir: Path, seed: int = 0) -> dict:
 def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None,
                         stages: tuple[str, ...] = WORLD_STAGES) -> dict:
     """Train the experts of ``stages`` on the world's ground truth into ``out_dir/<stage>/`` + ``experts.json``."""
-    from memlora.distill.copy_attention import CopyAttentionLoss
+    from memlora.world.copy_attention import CopyAttentionLoss
     from memlora.distill.train import TrainConfig, train_expert
 
     sets = {recipe.prompt_set for recipe in preset.experts.values()}

@@ -21,10 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-import click
-
-from memlora.distill.world import (MEM0_OP_KEYS, SPLITS, MemoryOp, UpdateCase, World, WorldConfig, WorldConversation,
-                                   check_op_key_order, generate_world)
+from memlora.world.generator import (MEM0_OP_KEYS, SPLITS, MemoryOp, UpdateCase, World, WorldConversation,
+                                   check_op_key_order)
 from memlora.errors import DataError
 
 WORLD_STAGES = ("extraction", "update", "generation")
@@ -305,46 +303,3 @@ def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
         write_json_atomic(path, [to_locomo_sample(c) for c in world.split(split)])
         paths[split] = path
     return paths
-
-
-# --------------------------------------------------------------------------------------------------------------- CLI
-@click.command("world")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Data dir: writes <out>/<split>/<stage>.jsonl and <out>/locomo/<split>.json.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the world.")
-@click.option("--conversations", "n_conversations", default=WorldConfig.n_conversations, show_default=True, type=int,
-              help="Conversations (split train/val/test by conversation).")
-@click.option("--sessions", "n_sessions", default=WorldConfig.n_sessions, show_default=True, type=int, help="Sessions per conversation.")
-@click.option("--build-experts", "preset", default=None, metavar="PRESET",
-              help="Also build (or reuse) the cached world base model + experts of this preset (copy | plain | small) and print where.")
-@click.option("--update-key-order", default=None, metavar="KEYS",
-              help="Key order of the update targets' ops, comma-separated [default: the --build-experts preset's, else "
-                   "Mem0's id,text,event,old_memory].")
-@click.option("--prompt-set", default=None, metavar="NAME",
-              help="Prompt set the examples are rendered with (memlora | memlora-textfirst | mem0) [default: the "
-                   "--build-experts preset's, else memlora].")
-@click.option("--memory-order", default=None, type=click.Choice(MEMORY_ORDERS),
-              help="Memories shown in the update and generation examples: shuffled, retrieval (the loop's order: most "
-                   "similar first, ranked with the loop's embedder) or loop (also the loop's choice: each fact's top 5 "
-                   "of the whole memory) [default: the --build-experts preset's, else shuffled].")
-def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None,
-                  update_key_order: str | None, prompt_set: str | None, memory_order: str | None) -> None:
-    """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
-    op_key_order = check_op_key_order(update_key_order.split(",")) if update_key_order else None
-    if preset:
-        from memlora.distill.world_experts import ensure_world_experts
-
-        art = ensure_world_experts(preset, seed=seed, progress=click.echo)
-        click.echo(f"world base model: {art.base_dir}\nexperts: {art.adapters_dir}")
-        world_config = art.world
-        op_key_order = op_key_order or art.preset.experts["update"].op_key_order
-        prompt_set = prompt_set or art.preset.experts["update"].prompt_set
-        memory_order = memory_order or art.preset.experts["generation"].memory_order
-    else:
-        world_config = WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions)
-    world = generate_world(world_config)
-    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS, prompt_set or "memlora", memory_order or "shuffled")
-    paths = export_world_locomo(world, out_dir / "locomo")
-    for split in SPLITS:
-        stages = ", ".join(f"{stage} {n}" for stage, n in counts[split].items())
-        click.echo(f"{split}: {len(world.split(split))} conversations; {stages}; LoCoMo-shaped: {paths[split]}")

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from memlora.distill.copy_attention import (CopyAttentionLoss, YesNoTokens, copy_attention_loss, copy_pointers,
+from memlora.world.copy_attention import (CopyAttentionLoss, YesNoTokens, copy_attention_loss, copy_pointers,
                                             yes_no_attention_loss, yes_no_pointers)
 from memlora.distill.train import TrainConfig, _collate, encode_example, load_tokenizer, train_expert
 from memlora.errors import MemloraError
@@ -116,7 +116,7 @@ def test_training_with_copy_attention_teaches_the_head_to_look_at_the_copied_tok
 def test_world_train_cli_passes_the_copy_options_to_training(tiny_model, tmp_path, options, expected):
     from click.testing import CliRunner
 
-    from memlora.distill import cli as train_cli
+    from memlora import cli as memlora_cli
     from memlora.distill.dataset import stage_path, write_jsonl_atomic
 
     data = tmp_path / "DATA"
@@ -124,7 +124,7 @@ def test_world_train_cli_passes_the_copy_options_to_training(tiny_model, tmp_pat
     out = tmp_path / "out" / "extraction"
     args = ["world", "train", "--base", str(tiny_model("qwen2")), "--stage", "extraction", "--data", str(data), "-o", str(out),
             "--epochs", "1", "--threads", "2", "--batch-size", "4", *options]
-    result = CliRunner().invoke(train_cli.cli, args, standalone_mode=False)
+    result = CliRunner().invoke(memlora_cli.train_cli, args, standalone_mode=False)
     assert result.exception is None, result.output
     hyper = json.loads((out / "training_card.json").read_text())["hyperparameters"]
     assert {k: hyper[k] for k in expected} == expected
@@ -133,11 +133,11 @@ def test_world_train_cli_passes_the_copy_options_to_training(tiny_model, tmp_pat
 def test_cli_refuses_heads_that_are_not_integers(tiny_model, tmp_path):
     from click.testing import CliRunner
 
-    from memlora.distill import cli as train_cli
+    from memlora import cli as memlora_cli
 
     data = tmp_path / "DATA"
     (data / "train").mkdir(parents=True)
-    result = CliRunner().invoke(train_cli.cli, ["world", "train", "--base", str(tiny_model("qwen2")), "--stage", "extraction",
+    result = CliRunner().invoke(memlora_cli.train_cli, ["world", "train", "--base", str(tiny_model("qwen2")), "--stage", "extraction",
                                                 "--data", str(data), "-o", str(tmp_path / "o"), "--copy-attention-heads", "a,b"])
     assert result.exit_code != 0 and "is not a comma list of integers" in result.output
     assert not (tmp_path / "o").exists()

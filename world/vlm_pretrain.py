@@ -5,7 +5,7 @@ near 1.3, so no LoRA makes any token confident. A real user's VLM has a pretrain
 the only way we can (no weights can be downloaded):
 
 1. a tiny Qwen2 of exactly the VLM's text shape is pretrained from scratch on the synthetic world's raw conversation text
-   (``memlora.distill.world_model.pretrain_world_model``: retrained BPE tokenizer, never-seen tokens initialised from the
+   (``memlora.world.pretrain.pretrain_world_model``: retrained BPE tokenizer, never-seen tokens initialised from the
    seen tokens' mean/covariance);
 2. it continues on scene text (``scene_text_corpus``: sentences about shapes, colours, corners, counts, 30% of them as
    JSON records; no image, no question/answer) mixed with world text. Without this the words of the VQA answers
@@ -87,7 +87,7 @@ def graft_language_model(vlm_dir: str | os.PathLike, lm_dir: str | os.PathLike, 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from memlora.distill.world_model import init_unseen_embeddings, replace_files
+    from memlora.world.pretrain import init_unseen_embeddings, replace_files
     from memlora.vlm_models import build_vlm_model
 
     vlm_dir, lm_dir = Path(vlm_dir), Path(lm_dir)
@@ -278,7 +278,7 @@ def continue_pretraining(lm_dir: str | os.PathLike, texts: dict[str, str], confi
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from memlora.distill.world_model import causal_lm_step
+    from memlora.world.pretrain import causal_lm_step
 
     lm_dir = Path(lm_dir)
     if config.threads:
@@ -318,8 +318,8 @@ def continue_pretraining(lm_dir: str | os.PathLike, texts: dict[str, str], confi
 
 
 def world_text(world_config=None) -> str:
-    """The synthetic world's train conversations as plain ``Speaker: text`` lines (``memlora.distill.world``)."""
-    from memlora.distill.world import WorldConfig, generate_world
+    """The synthetic world's train conversations as plain ``Speaker: text`` lines (``memlora.world.generator``)."""
+    from memlora.world.generator import WorldConfig, generate_world
 
     world = generate_world(world_config or WorldConfig())
     return "\n\n".join("\n".join(f"{t.speaker}: {t.text}" for t in session.turns)
@@ -332,7 +332,7 @@ def pretrain_vlm_world(vlm_dir: str | os.PathLike, seed: int = 0, config=None, s
     model's defaults), continue on scene text mixed with world text (``scene``; None = ``SceneTextConfig()``), and graft
     it into the VLM in ``vlm_dir`` (built by ``memlora.models.build_model``; projector standardised on ``align_images``
     unlabelled scenes); returns ``vlm_dir``."""
-    from memlora.distill.world_model import PretrainConfig, pretrain_world_model
+    from memlora.world.pretrain import PretrainConfig, pretrain_world_model
     from memlora.models import build_model
 
     vlm_dir = Path(vlm_dir)
