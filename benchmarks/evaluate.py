@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memlora.bench.judge import JudgeConfig
+from memlora.judge import JudgeConfig
 from memlora.bench.locomo_eval import EvalConfig, EvalParts, reset_out_dir, run_locomo_eval
 from memlora.bench.metrics import ScorerConfig
 from memlora.errors import MemloraError
+
+from memlora import LOOP_STAGES
 
 RETRIEVAL_CHOICES = {"vector": ("vector",), "hybrid": ("hybrid",), "both": ("vector", "hybrid"),
                      "all": ("vector", "hybrid", "hybrid+recency")}
@@ -42,7 +44,7 @@ def build_engine(model: Path | None, adapters: Path | None, bundle: Path | None,
 def stage_labels(engine, memories: str) -> dict[str, str]:
     """What serves each stage: the expert adapter's name, ``base`` or LoCoMo's observations (oracle)."""
     names = tuple(getattr(engine, "adapters", ()) or ()) if engine is not None else ()
-    labels = {s: (f"{s} expert" if s in names else "base") for s in ("extraction", "update", "generation")}
+    labels = {s: (f"{s} expert" if s in names else "base") for s in LOOP_STAGES}
     if memories == "oracle":
         labels["extraction"] = labels["update"] = "oracle (LoCoMo observations)"
     if engine is None:
@@ -60,7 +62,7 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
     """Evaluate on LoCoMo with Mem0's protocol (L, J, F1, BLEU-1, evidence recall per category); returns the report.
     Arguments as the options of ``memlora eval``."""
     from memlora.bench.embedding_cache import CachedEmbedder
-    from memlora.bench.judge import JudgeClient
+    from memlora.judge import JudgeClient
     from memlora.bench.metrics import AnswerScorer
     from memlora.distill.locomo import default_locomo_path, load_locomo
     from memlora.runtime.embedder import SentenceTransformerEmbedder

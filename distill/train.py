@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from memlora import STAGES
-from memlora.distill.dataset import examples_hash, load_examples, validate_example, write_json_atomic
+from memlora.distill.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
+from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
 
 __all__ = [
@@ -224,11 +225,6 @@ def load_tokenizer(base_dir: str | os.PathLike):
     return tok
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def encode_example(tokenizer, example: dict, lead_space: bool = False) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example: prompt tokens labelled -100, then target tokens + EOS. ``lead_space``: the
     target is encoded as `` <target>`` (its first word then tokenizes as in running text)."""
@@ -316,8 +312,6 @@ def _collate(pad_id: int):
             mask[r, : len(ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
         if any(len(row) > 2 for row in rows):  # image examples: memlora.distill.vqa_train.collate_vision adds pixels
-            from memlora.distill.vqa_train import collate_vision
-
             batch.update(collate_vision(rows, width))
         return batch
 
@@ -472,8 +466,6 @@ def train_expert(
     tok_sha = tokenizer_fingerprint(tokenizer)
     vision = None
     if any(ex.get("images") for ex in list(train_examples) + list(val_examples)):
-        from memlora.distill.vqa_train import VisionExampleEncoder
-
         vision = VisionExampleEncoder(base_dir)  # refuses a text-only base with a clear ImageError
     check_examples(train_examples, config.stage, tok_sha, "training", allow_images=vision is not None)
     check_examples(val_examples, config.stage, tok_sha, "validation", allow_images=vision is not None)

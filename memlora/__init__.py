@@ -15,4 +15,8 @@ world; ``memlora.cli`` and ``memlora.demo`` on top (``tests/test_layers.py`` che
 __version__ = "0.1.0"
 
 STAGES = ("extraction", "update", "generation", "vqa")
-"""The memory operations, one expert adapter each (paper 3.2 and 3.3)."""
+"""The memory operations, one expert adapter each (paper 3.2 and 3.3); the text memory loop's three come first, in the
+order the loop runs them."""
+
+LOOP_STAGES = STAGES[:3]
+"""The text memory loop's stages in pipeline order (extraction, update, generation): ``STAGES`` without vqa."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memlora import LOOP_STAGES
 from memlora.distill.locomo import ingestion_batches, load_locomo
 from memlora.errors import MemloraError
 from memlora.export.adapters import trained_prompt_set
@@ -31,7 +32,6 @@ from memlora.world.evaluation import normalize_answer
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts, get_preset, world_cache_root
 from memlora.world.generator import generate_world
 
-STAGES3 = ("extraction", "update", "generation")
 TINY_RANDOM = "tiny-random"
 DEFAULT_BUDGETS = {"extraction": 64, "update": 160, "generation": 16}
 
@@ -214,7 +214,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     torch.set_num_threads(int(options.threads))
     record: dict[str, Any] = {"format": 1, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}}
     budgets = dict(DEFAULT_BUDGETS)
-    stage_adapters_all = {s: s for s in STAGES3}
+    stage_adapters_all = {s: s for s in LOOP_STAGES}
     world_config = None
     timings: dict[str, float] = {}
 
@@ -229,7 +229,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     if options.bundle is not None:
         system = f"bundle {options.bundle} (ONNX Runtime GenAI)"
         factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all, budgets)
-        base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in STAGES3}, budgets)
+        base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
     elif options.model == TINY_RANDOM:
@@ -238,7 +238,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         system = f"random tiny model {base_dir}"
         budgets.update(extraction=24, update=48, generation=16)  # nonsense needs no long budget
         engine = _engine_for(str(base_dir), None, None, options.threads)
-        factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets)
+        factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         base_factory, has_experts, prompt_set = None, False, "memlora"
     elif options.model is not None:
         model_dir = Path(options.model)
@@ -246,11 +246,11 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
             raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder or 'tiny-random'")
         engine = _engine_for(str(model_dir), options.adapters, None, options.threads)
         has_experts = bool(engine.adapters)
-        stage_adapters = {s: (s if s in engine.adapters else None) for s in STAGES3}
+        stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
         prompt_set = trained_prompt_set(options.adapters)
         factory = _memory_factory(engine, options.threads, stage_adapters, budgets, prompt_set=prompt_set)
-        base_factory = (_memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder,
+        base_factory = (_memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, factory.embedder,
                                         prompt_set) if has_experts else None)
         budgets.update(_expert_budgets(options.adapters))
     else:
@@ -267,7 +267,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
         prompt_set = trained_prompt_set(art.adapters_dir)
         factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets, prompt_set=prompt_set)
-        base_factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder, prompt_set)
+        base_factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, factory.embedder, prompt_set)
         has_experts = True
     timings["setup_s"] = round(time.perf_counter() - t0, 2)
 
@@ -308,7 +308,7 @@ def _expert_budgets(adapters_dir: Path | None) -> dict[str, int]:
         return {}
     try:
         experts = json.loads((Path(adapters_dir) / "experts.json").read_text())["experts"]
-        return {s: int(e["max_new_tokens"]) for s, e in experts.items() if s in STAGES3 and "max_new_tokens" in e}
+        return {s: int(e["max_new_tokens"]) for s, e in experts.items() if s in LOOP_STAGES and "max_new_tokens" in e}
     except (ValueError, KeyError, TypeError):
         return {}
 

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from memlora import LOOP_STAGES
 from memlora.world.experts import DEFAULT_PRESET
 from memlora.errors import MemloraError
 
-STAGES3 = ("extraction", "update", "generation")
 
 ABLATION = (
     ("base alone", {"extraction": None, "update": None, "generation": None}),
@@ -334,14 +334,14 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     if not test:
         raise MemloraError("the world has no test conversations to evaluate")
     experts = json.loads((artifacts.adapters_dir / "experts.json").read_text())["experts"]
-    budgets = {s: int(experts[s]["max_new_tokens"]) for s in STAGES3}
+    budgets = {s: int(experts[s]["max_new_tokens"]) for s in LOOP_STAGES}
     prompt_set = experts_prompt_set(artifacts.adapters_dir)  # the examples and every loop are rendered as the experts learnt
 
     rng = random.Random(f"world-eval:{config.seed}")
     sets = {}
     embedder = SentenceTransformerEmbedder(threads=config.threads)
     ranker = RetrievalOrder(embedder)
-    for stage in STAGES3:
+    for stage in LOOP_STAGES:
         order = artifacts.preset.experts[stage].memory_order  # the memories shown in the order the expert learnt them in
         if stage == "generation":
             examples = [ex for conv in world.split("test") for ex in _final_generation(conv, prompt_set, order, ranker)]
@@ -355,8 +355,8 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
     say("scoring each operation on its own (base alone, then each expert)")
     isolated = {
-        "base": _isolated(engine, {s: None for s in STAGES3}, sets, budgets),
-        "experts": _isolated(engine, {s: s for s in STAGES3}, sets, budgets),
+        "base": _isolated(engine, {s: None for s in LOOP_STAGES}, sets, budgets),
+        "experts": _isolated(engine, {s: s for s in LOOP_STAGES}, sets, budgets),
     }
 
     rows = ABLATION if config.ablation else (ABLATION[0], ABLATION[-1])
@@ -365,8 +365,8 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
         from memlora.runtime.ort_engine import OrtGenAIEngine
 
         ort = OrtGenAIEngine(bundle_dir, threads=config.threads)
-        systems.append((f"bundle {label} (ONNX Runtime GenAI)", ort, {s: s for s in STAGES3}))
-        isolated[f"bundle {label}"] = _isolated(ort, {s: s for s in STAGES3}, sets, budgets)
+        systems.append((f"bundle {label} (ONNX Runtime GenAI)", ort, {s: s for s in LOOP_STAGES}))
+        isolated[f"bundle {label}"] = _isolated(ort, {s: s for s in LOOP_STAGES}, sets, budgets)
 
     table = []
     for label, eng, stage_adapters in systems:

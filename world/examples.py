@@ -21,11 +21,11 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
+from memlora import LOOP_STAGES
 from memlora.world.generator import (MEM0_OP_KEYS, SPLITS, MemoryOp, UpdateCase, World, WorldConversation,
                                    check_op_key_order)
 from memlora.errors import DataError
 
-WORLD_STAGES = ("extraction", "update", "generation")
 SOURCE = "world"
 MEMORY_ORDERS = ("shuffled", "retrieval", "loop")
 """Which memories an update or generation example shows, and in what order: "shuffled" (the world's choice, seeded
@@ -246,7 +246,7 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
     from memlora.runtime import prompts
 
     if stage not in STAGE_BUILDERS:
-        raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
+        raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
     ranker = _check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
     build = partial(STAGE_BUILDERS[stage], prompt_set=prompt_set)
@@ -269,7 +269,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
     for split in SPLITS:
         convs = world.split(split)
         counts[split] = {}
-        for stage in WORLD_STAGES:
+        for stage in LOOP_STAGES:
             examples = world_examples(convs, stage, op_key_order, prompt_set, memory_order, ranker)
             counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), examples)
     return counts

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
 
+from memlora import LOOP_STAGES
 from memlora.world.generator import MEM0_OP_KEYS, WorldConfig, generate_world
-from memlora.world.examples import WORLD_STAGES, RetrievalOrder, world_examples
+from memlora.world.examples import RetrievalOrder, world_examples
 from memlora.world.pretrain import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
 from memlora.errors import MemloraError
 
@@ -211,7 +212,7 @@ def build_world_base(preset: WorldPreset, out_dir: Path, seed: int = 0) -> dict:
 
 
 def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None,
-                        stages: tuple[str, ...] = WORLD_STAGES) -> dict:
+                        stages: tuple[str, ...] = LOOP_STAGES) -> dict:
     """Train the experts of ``stages`` on the world's ground truth into ``out_dir/<stage>/`` + ``experts.json``."""
     from memlora.world.copy_attention import CopyAttentionLoss
     from memlora.distill.train import TrainConfig, train_expert

@@ -23,6 +23,7 @@ class ScriptedEngine:
     """Answers from a table question -> reply text (no model): to check the scoring against known right/wrong replies."""
 
     adapters = ("vqa",)
+    supports_images = True
 
     def __init__(self, replies: dict[str, str]):
         self.replies, self.calls = replies, []

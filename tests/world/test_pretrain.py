@@ -154,7 +154,7 @@ def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_pa
 
     seen, schedules = {}, {}
 
-    def fake_train(base_dir, train, val, out_dir, config):  # records what would be trained on, and how
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):  # records what would be trained on, and how
         seen[config.stage] = (train, val)
         schedules[config.stage] = config.lr_schedule
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
@@ -187,7 +187,7 @@ def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, mon
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
         seen[config.stage] = train + val
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
@@ -235,7 +235,7 @@ def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch)
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
         seen[config.stage] = train + val
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
@@ -268,7 +268,7 @@ def test_expert_builds_repeat_the_turns_of_two_facts_in_the_extraction_pool(tmp_
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
         seen[config.stage] = (train, val)
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
