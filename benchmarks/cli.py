@@ -14,9 +14,8 @@ The synthetic world's benchmark is `memlora eval --world` (``memlora.world`` sit
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import click
 

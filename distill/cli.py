@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from memlora import STAGES
 from memlora.cli_support import run_cli
 from memlora.distill.cleaning import clean_split

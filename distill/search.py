@@ -29,13 +29,12 @@ from memlora.distill.dataset import write_json_atomic
 from memlora.distill.locomo import Conversation, ingestion_batches
 from memlora.distill.teacher_run import answer_context
 from memlora.distill.train import TrainConfig, train_expert
+from memlora.errors import DataError, MemloraError
+from memlora.judge import JudgeClient, JudgeConfig
 from memlora.runtime import prompts
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.parsing import strip_reasoning
 from memlora.runtime.store import MemoryStore
-
-from memlora.errors import DataError, MemloraError
-from memlora.judge import JudgeClient, JudgeConfig
 from memlora.text_metrics import rouge1_f, token_f1
 
 Metric = Callable[[str, str, str], float]

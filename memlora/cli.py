@@ -169,7 +169,7 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
     if world_preset:  # the synthetic world (owned by memlora.world.evaluation)
         world_eval_from_cli(world_preset, out_dir, json_path, threads, bundle, quiet)
         return
-    from memlora.bench.eval_report import markdown
+    from memlora.bench.eval_report import markdown  # FAISS, torch or the engines: off the import path until used
 
     report = evaluate_locomo(locomo_path, split, tuple(conversations), model, adapters, bundle, memories, retrieval,
                              retrieval_only, top_k, limit, max_sessions, judge_url, judge_model, judge_no_json_mode,

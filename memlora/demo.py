@@ -142,18 +142,19 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
 def _engine_for(model: str | None, adapters: Path | None, bundle: Path | None, threads: int):
     if bundle is not None:
         try:
+            # FAISS, torch or the engines: off the import path until used
             from memlora.runtime.ort_engine import OrtGenAIEngine
         except ImportError as exc:  # pragma: no cover - onnxruntime-genai is a dependency
             raise MemloraError(f"--bundle needs memlora.runtime.ort_engine (onnxruntime-genai): {exc}") from exc
         return OrtGenAIEngine(bundle, threads=threads)
-    from memlora.runtime.torch_engine import TorchEngine
+    from memlora.runtime.torch_engine import TorchEngine  # FAISS, torch or the engines: off the import path until used
 
     return TorchEngine(model, adapters, threads=threads)
 
 
 def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, budgets: dict):
     """``Memory.from_bundle`` when the runtime has it (bundle engine + bundle embedder), else the ORT engine + default embedder."""
-    from memlora.runtime.memory import Memory
+    from memlora.runtime.memory import Memory  # FAISS, torch or the engines: off the import path until used
 
     if hasattr(Memory, "from_bundle"):
         def factory():
@@ -166,6 +167,7 @@ def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, bud
 
 
 def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, embedder=None, prompt_set: str = "memlora"):
+    # FAISS, torch or the engines: off the import path until used
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore

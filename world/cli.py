@@ -17,10 +17,20 @@ from memlora.distill.cli import int_list, train_options, train_stage
 from memlora.errors import MemloraError
 from memlora.world.copy_attention import CopyAttentionLoss
 from memlora.world.evaluation import WorldEvalConfig, markdown, run_world_eval
-from memlora.world.examples import MEMORY_ORDERS, check_op_key_order, export_world_jsonl, export_world_locomo
+from memlora.world.examples import (
+    MEMORY_ORDERS,
+    check_op_key_order,
+    export_world_jsonl,
+    export_world_locomo,
+)
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
 from memlora.world.generator import MEM0_OP_KEYS, SPLITS, WorldConfig, generate_world
-from memlora.world.vqa_learning import QUESTION_TYPES, VQALearningConfig, format_table, run_seeds
+from memlora.world.vqa_learning import (
+    QUESTION_TYPES,
+    VQALearningConfig,
+    format_table,
+    run_seeds,
+)
 
 
 @click.group("world", context_settings={"help_option_names": ["-h", "--help"]})

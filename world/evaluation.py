@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from memlora import LOOP_STAGES
-from memlora.world.experts import DEFAULT_PRESET
+from memlora.distill.dataset import write_json_atomic
 from memlora.errors import MemloraError
-
+from memlora.runtime.parsing import parse_facts, parse_memory_update
+from memlora.world.examples import RetrievalOrder, generation_examples, world_examples
+from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
+from memlora.world.generator import generate_world
 
 ABLATION = (
     ("base alone", {"extraction": None, "update": None, "generation": None}),
@@ -170,8 +173,6 @@ class AnswerScore:
 
 # ------------------------------------------------------------------------------------------------- isolated operations
 def score_extraction(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 64) -> dict:
-    from memlora.runtime.parsing import parse_facts
-
     score = ExtractionScore()
     for ex in examples:
         text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
@@ -180,8 +181,6 @@ def score_extraction(engine, adapter: str | None, examples: Sequence[dict], max_
 
 
 def score_update(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 160) -> dict:
-    from memlora.runtime.parsing import parse_memory_update
-
     score = UpdateScore()
     for ex in examples:
         text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
@@ -316,9 +315,8 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
     from tqdm.auto import tqdm
 
-    from memlora.world.generator import generate_world
-    from memlora.world.experts import ensure_world_experts
-    from memlora.world.examples import RetrievalOrder, world_examples
+    # FAISS, torch or the engines: off the import path until used
+
     from memlora.export.adapters import experts_prompt_set
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
@@ -362,6 +360,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     rows = ABLATION if config.ablation else (ABLATION[0], ABLATION[-1])
     systems: list[tuple[str, Any, dict]] = [(label, engine, stage_adapters) for label, stage_adapters in rows]
     for label, bundle_dir in config.bundles.items():
+        # FAISS, torch or the engines: off the import path until used
         from memlora.runtime.ort_engine import OrtGenAIEngine
 
         ort = OrtGenAIEngine(bundle_dir, threads=config.threads)
@@ -404,8 +403,6 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
 
 def _final_generation(conv, prompt_set: str = "memlora", memory_order: str = "shuffled", ranker=None) -> list[dict]:
-    from memlora.world.examples import generation_examples
-
     return generation_examples(conv, other_speaker_rate=0.0, final_only=True, prompt_set=prompt_set, memory_order=memory_order,
                                ranker=ranker)
 
@@ -487,8 +484,6 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_report(report: dict, out: Path) -> None:
-    from memlora.distill.dataset import write_json_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))

@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import LOOP_STAGES
-from memlora.world.generator import (MEM0_OP_KEYS, SPLITS, MemoryOp, UpdateCase, World, WorldConversation,
-                                   check_op_key_order)
+from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.errors import DataError
+from memlora.runtime import prompts
+from memlora.world.generator import (
+    MEM0_OP_KEYS,
+    SPLITS,
+    MemoryOp,
+    UpdateCase,
+    World,
+    WorldConversation,
+    check_op_key_order,
+)
 
 SOURCE = "world"
 MEMORY_ORDERS = ("shuffled", "retrieval", "loop")
@@ -53,6 +62,7 @@ class RetrievalOrder:
         if not todo:
             return
         if self._embedder is None:
+            # FAISS, torch or the engines: off the import path until used
             from memlora.runtime.embedder import SentenceTransformerEmbedder
 
             self._embedder = SentenceTransformerEmbedder()
@@ -93,8 +103,6 @@ def _chat(messages: list[dict]) -> list[dict]:
 
 def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's canonical facts."""
-    from memlora.runtime import prompts
-
     out = []
     for pair in conv.pairs:
         dia_ids = [m["dia_id"] for m in pair.messages]
@@ -133,7 +141,7 @@ def _posed(case: UpdateCase, memory: Sequence[str], ranker: RetrievalOrder, top:
     memories renumbered "0".."n-1", each op's id renumbered through its memory's text, an op on a memory not shown
     turned into an ADD (UPDATE, NONE) or dropped (DELETE), ADD ids following the shown ones in op order (with ``rest``
     every memory is shown and the ADD ids do not change)."""
-    from memlora.runtime.memory import MemoryConfig
+    from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
     top = MemoryConfig.top_s if top is None else top
     text_of = {m["id"]: m["text"] for m in case.old_memories}
@@ -157,8 +165,6 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
     """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations,
     each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``),
     the memories chosen and ordered by ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
-    from memlora.runtime import prompts
-
     op_key_order = check_op_key_order(op_key_order)
     ranker = _check_memory_order(memory_order, ranker)
     if ranker is not None:
@@ -200,8 +206,7 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
     in ``memory_order``: "shuffled", or "retrieval" (most similar to the question first, as ``Memory.answer`` shows
     them: the memory that answers is then usually the first line), or "loop" (the same, at most ``answer_k`` of them).
     """
-    from memlora.runtime import prompts
-    from memlora.runtime.memory import MemoryConfig
+    from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
     ranker = _check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
@@ -243,8 +248,6 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
     """Every example of ``stage`` for the given conversations, in conversation order (``op_key_order``: the update
     targets' key order, see ``update_examples``; ``prompt_set``: ``memlora.runtime.prompts.PROMPT_SETS``;
     ``memory_order``: ``MEMORY_ORDERS``, for the update and generation stages)."""
-    from memlora.runtime import prompts
-
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
@@ -260,8 +263,6 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
 def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS,
                        prompt_set: str = "memlora", memory_order: str = "shuffled") -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
-    from memlora.distill.dataset import stage_path, write_jsonl_atomic
-
     op_key_order = check_op_key_order(op_key_order)
     ranker = _check_memory_order(memory_order, None)
 
@@ -295,8 +296,6 @@ def to_locomo_sample(conv: WorldConversation) -> dict:
 
 def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
     """Write ``<out_dir>/<split>.json`` (a LoCoMo-format list of samples per split); returns the paths."""
-    from memlora.distill.dataset import write_json_atomic
-
     paths = {}
     for split in SPLITS:
         path = Path(out_dir) / f"{split}.json"

@@ -26,8 +26,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from memlora.distill.vqa_data import QUESTION_TYPES
+from memlora import models
+from memlora.bench.vqa_eval import evaluate_vqa
+from memlora.distill import train as training
+from memlora.distill.dataset import load_examples, stage_path
+from memlora.distill.vqa_data import (
+    QUESTION_TYPES,
+    VQABenchmarkConfig,
+    majority_baseline,
+    write_vqa_benchmark,
+)
 from memlora.errors import MemloraError
+from memlora.world import vlm_pretrain
+from memlora.world.generator import WorldConfig
+from memlora.world.pretrain import PretrainConfig
 
 CAPTION_PROMPT = "Describe the image in one short sentence."
 """What the base VLM is asked at ingestion in the caption-only route."""
@@ -77,15 +89,11 @@ class VQALearningConfig:
 
 def build_pretrained_vlm(out_dir: str | Path, seed: int, cfg: VQALearningConfig) -> Path:
     """The tiny Qwen2.5-VL with a world + scene-text pretrained language model, seeded, in ``out_dir`` (new or empty)."""
-    from memlora.world.generator import WorldConfig
-    from memlora.world.pretrain import PretrainConfig
-    from memlora.models import build_model
-    from memlora.world.vlm_pretrain import SceneTextConfig, pretrain_vlm_world
 
-    out = build_model("qwen2_5_vl", "tiny", out_dir, seed=seed)
+    out = models.build_model("qwen2_5_vl", "tiny", out_dir, seed=seed)
     pretrain = PretrainConfig(world=WorldConfig(n_conversations=cfg.world_conversations), steps=cfg.pretrain_steps,
                               seq_len=128, threads=cfg.threads, progress=cfg.progress)
-    return pretrain_vlm_world(out, seed=seed, config=pretrain, scene=SceneTextConfig(steps=cfg.scene_steps, threads=cfg.threads),
+    return vlm_pretrain.pretrain_vlm_world(out, seed=seed, config=pretrain, scene=vlm_pretrain.SceneTextConfig(steps=cfg.scene_steps, threads=cfg.threads),
                               align_images=cfg.align_images)
 
 
@@ -120,11 +128,7 @@ def run_seed(work_dir: str | Path, seed: int, cfg: VQALearningConfig | None = No
     """One seed: model, data, VQA expert, and the four reports + majority on the test split (see the module docstring)."""
     import torch
 
-    from memlora.bench.vqa_eval import evaluate_vqa
-    from memlora.distill.dataset import load_examples, stage_path
-    from memlora.distill.train import TrainConfig, train_expert
-    from memlora.distill.vqa_data import VQABenchmarkConfig, majority_baseline, write_vqa_benchmark
-    from memlora.runtime.torch_vlm_engine import TorchVLMEngine
+    from memlora.runtime.torch_vlm_engine import TorchVLMEngine  # torch and transformers: off the import path
 
     cfg = cfg or VQALearningConfig()
     torch.set_num_threads(cfg.threads)
@@ -135,7 +139,7 @@ def run_seed(work_dir: str | Path, seed: int, cfg: VQALearningConfig | None = No
     data = work / "data"
     write_vqa_benchmark(data, VQABenchmarkConfig(train=cfg.n_train, val=cfg.n_val, test=cfg.n_test, seed=seed, types=cfg.types))
     train, val, test = (load_examples(stage_path(data, split, "vqa")) for split in ("train", "val", "test"))
-    result = train_expert(base, train, val, work / "out" / "vqa", TrainConfig(
+    result = training.train_expert(base, train, val, work / "out" / "vqa", training.TrainConfig(
         stage="vqa", rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
         patience=cfg.patience, seed=seed, threads=cfg.threads, progress=cfg.progress, plot=False))
     trained = time.perf_counter()
