@@ -122,3 +122,8 @@ def prompt_hash(messages: list[dict], n: int = 12) -> str:
     """Short stable hash of a chat prompt (part of the deterministic example ids)."""
     blob = json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:n]
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

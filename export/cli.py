@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from memlora.cli import run_cli
+from memlora.cli_support import run_cli
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 

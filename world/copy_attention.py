@@ -24,10 +24,13 @@ heads' outputs stay free for the next layers to turn into Yes or No (README, wor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
-__all__ = ["copy_pointers", "copy_attention_loss", "YesNoTokens", "yes_no_pointers", "yes_no_attention_loss"]
+from memlora.errors import MemloraError
+
+__all__ = ["copy_pointers", "copy_attention_loss", "YesNoTokens", "yes_no_pointers", "yes_no_attention_loss",
+           "CopyAttentionLoss"]
 
 
 def copy_pointers(input_ids: Sequence[int], labels: Sequence[int]) -> list[tuple[int, list[int]]]:
@@ -98,7 +101,7 @@ class YesNoTokens:
 
     @classmethod
     def of(cls, tokenizer, lead_space: bool = False) -> "YesNoTokens":
-        """The ids in ``tokenizer``, for targets encoded with a leading space or not (``TrainConfig.target_lead_space``)."""
+        """The ids in ``tokenizer``, for targets encoded with a leading space or not (``train_expert``'s ``lead_space``)."""
         space = " " if lead_space else ""
         yes, no, mark = (tokenizer.encode(text, add_special_tokens=False) for text in (space + "Yes", space + "No", "?"))
         if len(mark) != 1:
@@ -146,3 +149,71 @@ def yes_no_attention_loss(attentions, input_ids, labels, tokens: YesNoTokens, re
         if found:
             terms.append(-torch.log(attentions[find_layer][b, head, query, found].sum().clamp_min(1e-6)))
     return torch.stack(terms).mean() if terms else attentions[0].new_zeros(())
+
+
+@dataclass
+class CopyAttentionLoss:
+    """The copy-attention loss (with the yes/no pointer inside it) as ``train_expert``'s auxiliary loss
+    (``memlora.distill.train.AuxiliaryLoss``): ``loss = out.loss + copy_attention * (copy + yes_no_pointer * yes/no)``."""
+
+    copy_attention: float = 1.0
+    """Weight of the copy-attention loss: teaches a head where target tokens sit in the prompt."""
+    copy_attention_layer: int = -1
+    """Layer whose heads the copy-attention loss supervises (negative: from the last)."""
+    copy_attention_heads: tuple[int, ...] = (0,)
+    """Query heads of that layer the copy-attention loss supervises."""
+    yes_no_pointer: float = 0.0
+    """Weight, inside the copy-attention loss, of the yes/no pointer (``yes_no_attention_loss``): teaches two heads to
+    look up the word a Yes/No question asks about; 0 = off."""
+    yes_no_pointer_layers: tuple[int, int] = (1, 2)
+    """The yes/no pointer's read layer (attends to the word asked) and find layer (to where it occurs, or the sink)."""
+    yes_no_pointer_head: int = 3
+    """The query head the yes/no pointer supervises in both layers (not the copy head)."""
+    lead_space: bool = False
+    """Targets are encoded with a leading space (the yes/no pointer reads " Yes" / " No" then)."""
+    attn_implementation: str | None = field(default="eager", init=False)
+    """The loss reads attention probabilities, which only the eager implementation returns."""
+    forward_kwargs: dict = field(default_factory=lambda: {"output_attentions": True}, init=False)
+    tokens: YesNoTokens | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.copy_attention <= 0 or not self.copy_attention_heads:
+            raise MemloraError("copy_attention must be > 0 and name at least one head (leave the loss out to switch it off)")
+        self.copy_attention_heads = tuple(int(h) for h in self.copy_attention_heads)
+        if self.yes_no_pointer < 0:
+            raise MemloraError("yes_no_pointer must be >= 0")
+        if len(self.yes_no_pointer_layers) != 2:
+            raise MemloraError("yes_no_pointer_layers names two layers: read, find")
+        self.yes_no_pointer_layers = tuple(int(layer) for layer in self.yes_no_pointer_layers)
+
+    @property
+    def weight(self) -> float:
+        return self.copy_attention
+
+    def prepare(self, tokenizer, model_config) -> None:
+        """The yes/no pointer's token ids, after checking that its layers and head exist in the model (before training)."""
+        if not self.yes_no_pointer:
+            return
+        layers, heads = model_config.num_hidden_layers, model_config.num_attention_heads
+        bad = [layer for layer in self.yes_no_pointer_layers if not -layers <= layer < layers]
+        if bad or not -heads <= self.yes_no_pointer_head < heads:
+            raise MemloraError(f"the yes/no pointer's layers {list(self.yes_no_pointer_layers)} / head "
+                               f"{self.yes_no_pointer_head} do not all exist in a model of {layers} layers x {heads} heads")
+        try:
+            self.tokens = YesNoTokens.of(tokenizer, self.lead_space)
+        except ValueError as e:
+            raise MemloraError(str(e)) from None
+
+    def __call__(self, outputs, batch: dict):
+        loss = copy_attention_loss(outputs.attentions, batch["input_ids"], batch["labels"], self.copy_attention_layer,
+                                   self.copy_attention_heads)
+        if self.tokens is not None:
+            loss = loss + self.yes_no_pointer * yes_no_attention_loss(
+                outputs.attentions, batch["input_ids"], batch["labels"], self.tokens, *self.yes_no_pointer_layers,
+                self.yes_no_pointer_head)
+        return loss
+
+    def hyperparameters(self) -> dict:
+        return {"copy_attention": self.copy_attention, "copy_attention_layer": self.copy_attention_layer,
+                "copy_attention_heads": list(self.copy_attention_heads), "yes_no_pointer": self.yes_no_pointer,
+                "yes_no_pointer_layers": list(self.yes_no_pointer_layers), "yes_no_pointer_head": self.yes_no_pointer_head}

@@ -21,13 +21,20 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-import click
-
-from memlora.distill.world import (MEM0_OP_KEYS, SPLITS, MemoryOp, UpdateCase, World, WorldConfig, WorldConversation,
-                                   check_op_key_order, generate_world)
+from memlora import LOOP_STAGES
+from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.errors import DataError
+from memlora.runtime import prompts
+from memlora.world.generator import (
+    MEM0_OP_KEYS,
+    SPLITS,
+    MemoryOp,
+    UpdateCase,
+    World,
+    WorldConversation,
+    check_op_key_order,
+)
 
-WORLD_STAGES = ("extraction", "update", "generation")
 SOURCE = "world"
 MEMORY_ORDERS = ("shuffled", "retrieval", "loop")
 """Which memories an update or generation example shows, and in what order: "shuffled" (the world's choice, seeded
@@ -55,6 +62,7 @@ class RetrievalOrder:
         if not todo:
             return
         if self._embedder is None:
+            # FAISS, torch or the engines: off the import path until used
             from memlora.runtime.embedder import SentenceTransformerEmbedder
 
             self._embedder = SentenceTransformerEmbedder()
@@ -95,8 +103,6 @@ def _chat(messages: list[dict]) -> list[dict]:
 
 def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's canonical facts."""
-    from memlora.runtime import prompts
-
     out = []
     for pair in conv.pairs:
         dia_ids = [m["dia_id"] for m in pair.messages]
@@ -135,7 +141,7 @@ def _posed(case: UpdateCase, memory: Sequence[str], ranker: RetrievalOrder, top:
     memories renumbered "0".."n-1", each op's id renumbered through its memory's text, an op on a memory not shown
     turned into an ADD (UPDATE, NONE) or dropped (DELETE), ADD ids following the shown ones in op order (with ``rest``
     every memory is shown and the ADD ids do not change)."""
-    from memlora.runtime.memory import MemoryConfig
+    from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
     top = MemoryConfig.top_s if top is None else top
     text_of = {m["id"]: m["text"] for m in case.old_memories}
@@ -159,8 +165,6 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
     """One example per ingestion step that has facts: shown memories (ids "0".."n-1") + facts -> the gold operations,
     each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``),
     the memories chosen and ordered by ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
-    from memlora.runtime import prompts
-
     op_key_order = check_op_key_order(op_key_order)
     ranker = _check_memory_order(memory_order, ranker)
     if ranker is not None:
@@ -202,8 +206,7 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
     in ``memory_order``: "shuffled", or "retrieval" (most similar to the question first, as ``Memory.answer`` shows
     them: the memory that answers is then usually the first line), or "loop" (the same, at most ``answer_k`` of them).
     """
-    from memlora.runtime import prompts
-    from memlora.runtime.memory import MemoryConfig
+    from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
     ranker = _check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
@@ -245,10 +248,8 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
     """Every example of ``stage`` for the given conversations, in conversation order (``op_key_order``: the update
     targets' key order, see ``update_examples``; ``prompt_set``: ``memlora.runtime.prompts.PROMPT_SETS``;
     ``memory_order``: ``MEMORY_ORDERS``, for the update and generation stages)."""
-    from memlora.runtime import prompts
-
     if stage not in STAGE_BUILDERS:
-        raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(WORLD_STAGES)}")
+        raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
     ranker = _check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
     build = partial(STAGE_BUILDERS[stage], prompt_set=prompt_set)
@@ -262,8 +263,6 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
 def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequence[str] = MEM0_OP_KEYS,
                        prompt_set: str = "memlora", memory_order: str = "shuffled") -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
-    from memlora.distill.dataset import stage_path, write_jsonl_atomic
-
     op_key_order = check_op_key_order(op_key_order)
     ranker = _check_memory_order(memory_order, None)
 
@@ -271,7 +270,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
     for split in SPLITS:
         convs = world.split(split)
         counts[split] = {}
-        for stage in WORLD_STAGES:
+        for stage in LOOP_STAGES:
             examples = world_examples(convs, stage, op_key_order, prompt_set, memory_order, ranker)
             counts[split][stage] = write_jsonl_atomic(stage_path(data_dir, split, stage), examples)
     return counts
@@ -297,54 +296,9 @@ def to_locomo_sample(conv: WorldConversation) -> dict:
 
 def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
     """Write ``<out_dir>/<split>.json`` (a LoCoMo-format list of samples per split); returns the paths."""
-    from memlora.distill.dataset import write_json_atomic
-
     paths = {}
     for split in SPLITS:
         path = Path(out_dir) / f"{split}.json"
         write_json_atomic(path, [to_locomo_sample(c) for c in world.split(split)])
         paths[split] = path
     return paths
-
-
-# --------------------------------------------------------------------------------------------------------------- CLI
-@click.command("world")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Data dir: writes <out>/<split>/<stage>.jsonl and <out>/locomo/<split>.json.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the world.")
-@click.option("--conversations", "n_conversations", default=WorldConfig.n_conversations, show_default=True, type=int,
-              help="Conversations (split train/val/test by conversation).")
-@click.option("--sessions", "n_sessions", default=WorldConfig.n_sessions, show_default=True, type=int, help="Sessions per conversation.")
-@click.option("--build-experts", "preset", default=None, metavar="PRESET",
-              help="Also build (or reuse) the cached world base model + experts of this preset (copy | plain | small) and print where.")
-@click.option("--update-key-order", default=None, metavar="KEYS",
-              help="Key order of the update targets' ops, comma-separated [default: the --build-experts preset's, else "
-                   "Mem0's id,text,event,old_memory].")
-@click.option("--prompt-set", default=None, metavar="NAME",
-              help="Prompt set the examples are rendered with (memlora | memlora-textfirst | mem0) [default: the "
-                   "--build-experts preset's, else memlora].")
-@click.option("--memory-order", default=None, type=click.Choice(MEMORY_ORDERS),
-              help="Memories shown in the update and generation examples: shuffled, retrieval (the loop's order: most "
-                   "similar first, ranked with the loop's embedder) or loop (also the loop's choice: each fact's top 5 "
-                   "of the whole memory) [default: the --build-experts preset's, else shuffled].")
-def world_command(out_dir: Path, seed: int, n_conversations: int, n_sessions: int, preset: str | None,
-                  update_key_order: str | None, prompt_set: str | None, memory_order: str | None) -> None:
-    """Generate the synthetic memory world and export it (distillation JSONL with exact ground truth + LoCoMo-shaped JSON)."""
-    op_key_order = check_op_key_order(update_key_order.split(",")) if update_key_order else None
-    if preset:
-        from memlora.distill.world_experts import ensure_world_experts
-
-        art = ensure_world_experts(preset, seed=seed, progress=click.echo)
-        click.echo(f"world base model: {art.base_dir}\nexperts: {art.adapters_dir}")
-        world_config = art.world
-        op_key_order = op_key_order or art.preset.experts["update"].op_key_order
-        prompt_set = prompt_set or art.preset.experts["update"].prompt_set
-        memory_order = memory_order or art.preset.experts["generation"].memory_order
-    else:
-        world_config = WorldConfig(seed=seed, n_conversations=n_conversations, n_sessions=n_sessions)
-    world = generate_world(world_config)
-    counts = export_world_jsonl(world, out_dir, op_key_order or MEM0_OP_KEYS, prompt_set or "memlora", memory_order or "shuffled")
-    paths = export_world_locomo(world, out_dir / "locomo")
-    for split in SPLITS:
-        stages = ", ".join(f"{stage} {n}" for stage, n in counts[split].items())
-        click.echo(f"{split}: {len(world.split(split))} conversations; {stages}; LoCoMo-shaped: {paths[split]}")

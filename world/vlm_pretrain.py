@@ -5,7 +5,7 @@ near 1.3, so no LoRA makes any token confident. A real user's VLM has a pretrain
 the only way we can (no weights can be downloaded):
 
 1. a tiny Qwen2 of exactly the VLM's text shape is pretrained from scratch on the synthetic world's raw conversation text
-   (``memlora.distill.world_model.pretrain_world_model``: retrained BPE tokenizer, never-seen tokens initialised from the
+   (``memlora.world.pretrain.pretrain_world_model``: retrained BPE tokenizer, never-seen tokens initialised from the
    seen tokens' mean/covariance);
 2. it continues on scene text (``scene_text_corpus``: sentences about shapes, colours, corners, counts, 30% of them as
    JSON records; no image, no question/answer) mixed with world text. Without this the words of the VQA answers
@@ -38,7 +38,25 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from memlora import models
+from memlora.distill.vqa_data import (
+    COLOURS,
+    CORNERS,
+    SHAPES,
+    VQABenchmarkConfig,
+    generate_split,
+)
 from memlora.errors import MemloraError
+from memlora.runtime.vision_processor import PLACEHOLDERS, VisionProcessor
+from memlora.vlm_models import build_vlm_model
+from memlora.world.generator import WorldConfig, generate_world
+from memlora.world.pretrain import (
+    PretrainConfig,
+    causal_lm_step,
+    init_unseen_embeddings,
+    pretrain_world_model,
+    replace_files,
+)
 
 GRAFT_RECIPE_VERSION = 1
 
@@ -85,10 +103,12 @@ def graft_language_model(vlm_dir: str | os.PathLike, lm_dir: str | os.PathLike, 
     scenes (``align_projector``; 0 = skip). Files are replaced one by one with ``os.replace``; returns ``vlm_dir``.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+    )
 
-    from memlora.distill.world_model import init_unseen_embeddings, replace_files
-    from memlora.vlm_models import build_vlm_model
 
     vlm_dir, lm_dir = Path(vlm_dir), Path(lm_dir)
     info = _read_info(vlm_dir)
@@ -121,8 +141,6 @@ def graft_language_model(vlm_dir: str | os.PathLike, lm_dir: str | os.PathLike, 
         vlm.eval()
         alignment = None
         if align_images:
-            from memlora.runtime.vision_processor import VisionProcessor
-
             alignment = align_projector(vlm, VisionProcessor(out), calibration_images(align_images, seed=seed))
         vlm.save_pretrained(out, safe_serialization=True)
         new_info = json.loads((out / "memlora_model.json").read_text())
@@ -168,8 +186,6 @@ def image_features(model, processor, image):
 
 
 def processor_placeholder(processor) -> str:
-    from memlora.runtime.vision_processor import PLACEHOLDERS
-
     return PLACEHOLDERS[processor.model_type][0]
 
 
@@ -199,8 +215,6 @@ def align_projector(model, processor, images, target_std: float | None = None) -
 def calibration_images(n: int, seed: int = 0, side: int = 112) -> list:
     """Unlabelled procedural scenes (``memlora.distill.vqa_data`` drawings from their own seed stream, never a benchmark
     split's) for ``align_projector``."""
-    from memlora.distill.vqa_data import VQABenchmarkConfig, generate_split
-
     cfg = VQABenchmarkConfig(seed=10_000_019 + seed, side=side)
     return [item.image for item in generate_split("train", n, cfg)]
 
@@ -231,7 +245,6 @@ def scene_text_corpus(n_sentences: int, seed: int = 0, json_share: float = 0.3) 
     it has no question, no answer and never the VQA output's keys."""
     import random
 
-    from memlora.distill.vqa_data import COLOURS, CORNERS, SHAPES
 
     rng = random.Random(f"memlora-scene-text/{seed}")
     colours, numbers = list(COLOURS), ["one", "two", "three", "four", "five", "1", "2", "3", "4", "5"]
@@ -278,7 +291,6 @@ def continue_pretraining(lm_dir: str | os.PathLike, texts: dict[str, str], confi
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from memlora.distill.world_model import causal_lm_step
 
     lm_dir = Path(lm_dir)
     if config.threads:
@@ -318,9 +330,7 @@ def continue_pretraining(lm_dir: str | os.PathLike, texts: dict[str, str], confi
 
 
 def world_text(world_config=None) -> str:
-    """The synthetic world's train conversations as plain ``Speaker: text`` lines (``memlora.distill.world``)."""
-    from memlora.distill.world import WorldConfig, generate_world
-
+    """The synthetic world's train conversations as plain ``Speaker: text`` lines (``memlora.world.generator``)."""
     world = generate_world(world_config or WorldConfig())
     return "\n\n".join("\n".join(f"{t.speaker}: {t.text}" for t in session.turns)
                          for conv in world.split("train") for session in conv.sessions)
@@ -332,8 +342,6 @@ def pretrain_vlm_world(vlm_dir: str | os.PathLike, seed: int = 0, config=None, s
     model's defaults), continue on scene text mixed with world text (``scene``; None = ``SceneTextConfig()``), and graft
     it into the VLM in ``vlm_dir`` (built by ``memlora.models.build_model``; projector standardised on ``align_images``
     unlabelled scenes); returns ``vlm_dir``."""
-    from memlora.distill.world_model import PretrainConfig, pretrain_world_model
-    from memlora.models import build_model
 
     vlm_dir = Path(vlm_dir)
     info = _read_info(vlm_dir)
@@ -345,7 +353,7 @@ def pretrain_vlm_world(vlm_dir: str | os.PathLike, seed: int = 0, config=None, s
     scene = scene or SceneTextConfig()
     tmp = Path(tempfile.mkdtemp(prefix="memlora-vlm-lm-", dir=vlm_dir.parent))
     try:
-        lm_dir = build_model("qwen2", LM_SIZE_FOR_VLM[size], tmp / "lm", seed=seed)
+        lm_dir = models.build_model("qwen2", LM_SIZE_FOR_VLM[size], tmp / "lm", seed=seed)
         pretrain_world_model(lm_dir, seed=seed, config=config)
         texts = {"world": world_text(config.world), "scene": scene_text_corpus(scene.sentences, seed=seed)}
         scene_losses = continue_pretraining(lm_dir, texts, scene, seed=seed)

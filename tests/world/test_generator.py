@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from memlora.distill.world import (
+from memlora.world.generator import (
     CANONICAL,
     SPLITS,
     WorldConfig,
@@ -28,7 +28,7 @@ def world():
 
 
 def _fingerprint(world) -> str:
-    from memlora.distill.world_export import to_locomo_sample, world_examples
+    from memlora.world.examples import to_locomo_sample, world_examples
 
     blob = [to_locomo_sample(c) for c in world.conversations]
     blob += [world_examples(world.conversations, s) for s in ("extraction", "update", "generation")]
@@ -168,7 +168,7 @@ def test_facts_use_the_canonical_forms_and_surface_forms_vary(world):
 
 def test_locomo_shaped_export_reads_like_locomo(world, tmp_path):
     from memlora.distill.locomo import ingestion_batches, load_locomo
-    from memlora.distill.world_export import export_world_locomo
+    from memlora.world.examples import export_world_locomo
 
     paths = export_world_locomo(world, tmp_path)
     convs = load_locomo(paths["test"])
@@ -186,7 +186,7 @@ def test_locomo_shaped_export_reads_like_locomo(world, tmp_path):
 
 def test_distillation_jsonl_export_matches_the_runtime_prompts(world, tmp_path):
     from memlora.distill.dataset import load_examples, stage_path
-    from memlora.distill.world_export import export_world_jsonl
+    from memlora.world.examples import export_world_jsonl
     from memlora.runtime import prompts
     from memlora.runtime.parsing import parse_facts, parse_memory_update
 
@@ -226,7 +226,7 @@ def test_conversation_index_out_of_range_is_a_clear_error():
 @pytest.mark.parametrize("order", [("id", "text", "event", "old_memory"), ("text", "event", "id", "old_memory"),
                                    ("text", "event", "old_memory", "id")])
 def test_update_key_order_changes_only_the_order_of_the_target_keys(world, order):
-    from memlora.distill.world_export import world_examples
+    from memlora.world.examples import world_examples
     from memlora.runtime.parsing import parse_memory_update
 
     mem0 = world_examples(world.conversations, "update")
@@ -245,7 +245,7 @@ def test_update_key_order_changes_only_the_order_of_the_target_keys(world, order
 @pytest.mark.parametrize("order", [("id", "text", "event"), ("id", "text", "event", "old_memory", "id"),
                                    ("id", "text", "event", "memory")])
 def test_bad_update_key_order_is_a_clear_error(world, order, tmp_path):
-    from memlora.distill.world_export import export_world_jsonl, world_examples
+    from memlora.world.examples import export_world_jsonl, world_examples
 
     with pytest.raises(DataError, match="exactly once"):
         world_examples(world.conversations, "update", order)
@@ -257,14 +257,14 @@ def test_bad_update_key_order_is_a_clear_error(world, order, tmp_path):
 def test_world_cli_writes_the_update_key_order_it_is_given(tmp_path):
     from click.testing import CliRunner
 
-    from memlora.distill.cli import cli
+    from memlora.cli import train_cli as cli
 
-    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
+    args = ["world", "export", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
     result = CliRunner().invoke(cli, args + ["--update-key-order", "text,event,id,old_memory"])
     assert result.exit_code == 0, result.output
     first = json.loads((tmp_path / "d" / "train" / "update.jsonl").read_text().splitlines()[0])
     assert list(json.loads(first["target"])["memory"][0])[:3] == ["text", "event", "id"]
-    bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--update-key-order", "text,event"])
+    bad = CliRunner().invoke(cli, ["world", "export", "-o", str(tmp_path / "e"), "--update-key-order", "text,event"])
     assert isinstance(bad.exception, DataError) and "exactly once" in str(bad.exception)  # main() prints it as one line
     assert not (tmp_path / "e").exists(), "refused before anything is generated or written"
 
@@ -272,16 +272,16 @@ def test_world_cli_writes_the_update_key_order_it_is_given(tmp_path):
 def test_world_cli_renders_the_prompt_set_it_is_given(tmp_path):
     from click.testing import CliRunner
 
-    from memlora.distill.cli import cli
+    from memlora.cli import train_cli as cli
     from memlora.errors import MemloraError
 
-    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
+    args = ["world", "export", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2"]
     result = CliRunner().invoke(cli, args + ["--prompt-set", "memlora-textfirst"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "d" / "train" / "update.jsonl").read_text().splitlines()]
     shown = [r for r in rows if r["meta"]["old_memories"]]
     assert shown and all('Old memories: [{"text": ' in r["messages"][-1]["content"] for r in shown)
-    bad = CliRunner().invoke(cli, ["world", "-o", str(tmp_path / "e"), "--conversations", "10", "--prompt-set", "nope"])
+    bad = CliRunner().invoke(cli, ["world", "export", "-o", str(tmp_path / "e"), "--conversations", "10", "--prompt-set", "nope"])
     assert isinstance(bad.exception, MemloraError) and "unknown prompt set 'nope'" in str(bad.exception)
     assert not (tmp_path / "e").exists(), "refused before anything is written"
 
@@ -311,7 +311,7 @@ def _memory_lines(example) -> list[str]:
 def test_retrieval_order_shows_generation_memories_as_the_loop_s_search_does(world, embedder):
     """memory_order="retrieval": the memories of each question are in the order MemoryStore.search (FAISS over the
     loop's embedder) returns them for that question; the examples are otherwise the shuffled ones."""
-    from memlora.distill.world_export import RetrievalOrder, generation_examples
+    from memlora.world.examples import RetrievalOrder, generation_examples
 
     conv = world.split("test")[0]
     shuffled = generation_examples(conv, final_only=True, prompt_set="memlora-textfirst")
@@ -339,7 +339,7 @@ def test_retrieval_order_shows_generation_memories_as_the_loop_s_search_does(wor
 def test_retrieval_order_renumbers_update_memories_and_their_ops(world, embedder):
     """memory_order="retrieval": each fact's top-5 memories (MemoryStore.search), first seen first, then the rest;
     ids renumbered 0..n-1 and the gold ops still replay to the same next state."""
-    from memlora.distill.world_export import RetrievalOrder, update_examples
+    from memlora.world.examples import RetrievalOrder, update_examples
 
     conv = world.split("train")[0]
     shuffled = update_examples(conv)
@@ -368,7 +368,7 @@ def test_retrieval_order_renumbers_update_memories_and_their_ops(world, embedder
 def test_loop_order_shows_each_fact_s_top_memories_of_the_whole_memory(world, embedder):
     """memory_order="loop": the memories shown are what the loop retrieves (MemoryStore.search, each fact's top 5 of the
     owner's whole memory before the step, first seen first); the gold ops still replay to the recorded next state."""
-    from memlora.distill.world_export import RetrievalOrder, update_examples
+    from memlora.world.examples import RetrievalOrder, update_examples
 
     conv = world.split("train")[0]
     loop = update_examples(conv, memory_order="loop", ranker=RetrievalOrder(embedder))
@@ -412,8 +412,8 @@ class _KeywordEmbedder:
 
 def test_loop_order_turns_ops_on_memories_it_does_not_show_into_what_the_loop_should_do():
     """With top 1, a fact's op on a memory that is not retrieved becomes an ADD (UPDATE, NONE) or nothing (DELETE)."""
-    from memlora.distill.world import MemoryOp, UpdateCase
-    from memlora.distill.world_export import RetrievalOrder, loop_retrieved
+    from memlora.world.generator import MemoryOp, UpdateCase
+    from memlora.world.examples import RetrievalOrder, loop_retrieved
 
     memory = ["Lives in Paris", "Works as a chef", "Favourite food is sushi", "Plays chess"]
     case = UpdateCase(
@@ -436,13 +436,13 @@ def test_loop_order_turns_ops_on_memories_it_does_not_show_into_what_the_loop_sh
 
 
 def _ops(example) -> list:
-    from memlora.distill.world import MemoryOp
+    from memlora.world.generator import MemoryOp
 
     return [MemoryOp(op["event"], op["id"], op["text"], op.get("old_memory")) for op in json.loads(example["target"])["memory"]]
 
 
 def test_unknown_memory_order_is_a_clear_error(world):
-    from memlora.distill.world_export import world_examples
+    from memlora.world.examples import world_examples
 
     with pytest.raises(DataError, match="unknown memory order 'sorted'"):
         world_examples(world.conversations, "generation", memory_order="sorted")
@@ -451,9 +451,9 @@ def test_unknown_memory_order_is_a_clear_error(world):
 def test_world_cli_writes_the_memory_order_it_is_given(tmp_path):
     from click.testing import CliRunner
 
-    from memlora.distill.cli import cli
+    from memlora.cli import train_cli as cli
 
-    args = ["world", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2", "--prompt-set", "memlora-textfirst"]
+    args = ["world", "export", "-o", str(tmp_path / "d"), "--conversations", "10", "--sessions", "2", "--prompt-set", "memlora-textfirst"]
     result = CliRunner().invoke(cli, args + ["--memory-order", "retrieval"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "d" / "train" / "generation.jsonl").read_text().splitlines()]

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from memlora.distill.copy_attention import (YesNoTokens, copy_attention_loss, copy_pointers, yes_no_attention_loss,
-                                            yes_no_pointers)
+from memlora.world.copy_attention import (CopyAttentionLoss, YesNoTokens, copy_attention_loss, copy_pointers,
+                                            yes_no_attention_loss, yes_no_pointers)
 from memlora.distill.train import TrainConfig, _collate, encode_example, load_tokenizer, train_expert
 from memlora.errors import MemloraError
 from tests.distill.test_train import FAST, toy_examples
@@ -69,9 +69,9 @@ def test_no_copyable_target_gives_zero_and_a_bad_head_is_refused():
         copy_attention_loss((att,), torch.tensor([[1, 2, 2]]), torch.tensor([[P, P, 2]]), heads=(5,))
 
 
-def test_config_refuses_a_negative_weight():
-    with pytest.raises(MemloraError, match="copy_attention must be >= 0"):
-        TrainConfig(copy_attention=-1.0).validate()
+def test_loss_refuses_a_weight_that_is_not_positive():
+    with pytest.raises(MemloraError, match="copy_attention must be > 0"):
+        CopyAttentionLoss(copy_attention=-1.0)
 
 
 def _copy_loss_of(base, adapter, examples) -> float:
@@ -91,12 +91,12 @@ def test_training_with_copy_attention_teaches_the_head_to_look_at_the_copied_tok
     train, val = toy_examples(24), toy_examples(6, offset=40)
     fast = {**FAST, "max_epochs": 3, "patience": 3, "lr": 1e-2, "target_modules": "q_proj,k_proj", "dropout": 0.0}
     plain = train_expert(base, train, val, tmp_path / "plain", TrainConfig(**fast))
-    taught = train_expert(base, train, val, tmp_path / "taught", TrainConfig(**fast, copy_attention=1.0))
+    taught = train_expert(base, train, val, tmp_path / "taught", TrainConfig(**fast), aux_loss=CopyAttentionLoss(1.0))
     card = json.loads((tmp_path / "taught" / "training_card.json").read_text())
     assert card["hyperparameters"]["copy_attention"] == 1.0 and card["hyperparameters"]["copy_attention_heads"] == [0]
-    logged = [e["copy_attention_loss"] for e in card["epochs"][1:]]
+    logged = [e["aux_loss"] for e in card["epochs"][1:]]
     assert all(x is not None for x in logged) and logged[-1] < logged[0]
-    assert all(e.copy_attention_loss is None for e in plain.epochs)
+    assert all(e.aux_loss is None for e in plain.epochs)
     # on held-out examples the supervised head puts clearly more mass on the copied tokens than the unsupervised one
     taught_loss, plain_loss = _copy_loss_of(base, tmp_path / "taught", val), _copy_loss_of(base, tmp_path / "plain", val)
     assert taught_loss < 1.5 and taught_loss < plain_loss - 0.5  # measured: 0.37 vs 12.4
@@ -110,21 +110,21 @@ def test_training_with_copy_attention_teaches_the_head_to_look_at_the_copied_tok
           "--yes-no-pointer-layers", "0,1", "--yes-no-pointer-head", "2"],
          {"copy_attention": 0.5, "copy_attention_heads": [0, 1], "target_lead_space": True, "yes_no_pointer": 2.0,
           "yes_no_pointer_layers": [0, 1], "yes_no_pointer_head": 2}),
-        ([], {"copy_attention": 0.0, "copy_attention_heads": [0], "target_lead_space": False, "yes_no_pointer": 0.0}),
+        ([], {"target_lead_space": False}),
     ],
 )
-def test_cli_passes_the_copy_options_to_training(tiny_model, tmp_path, options, expected):
+def test_world_train_cli_passes_the_copy_options_to_training(tiny_model, tmp_path, options, expected):
     from click.testing import CliRunner
 
-    from memlora.distill import cli as train_cli
+    from memlora import cli as memlora_cli
     from memlora.distill.dataset import stage_path, write_jsonl_atomic
 
     data = tmp_path / "DATA"
     write_jsonl_atomic(stage_path(data, "train", "extraction"), toy_examples(4))
     out = tmp_path / "out" / "extraction"
-    args = ["train", "--base", str(tiny_model("qwen2")), "--stage", "extraction", "--data", str(data), "-o", str(out),
+    args = ["world", "train", "--base", str(tiny_model("qwen2")), "--stage", "extraction", "--data", str(data), "-o", str(out),
             "--epochs", "1", "--threads", "2", "--batch-size", "4", *options]
-    result = CliRunner().invoke(train_cli.cli, args, standalone_mode=False)
+    result = CliRunner().invoke(memlora_cli.train_cli, args, standalone_mode=False)
     assert result.exception is None, result.output
     hyper = json.loads((out / "training_card.json").read_text())["hyperparameters"]
     assert {k: hyper[k] for k in expected} == expected
@@ -133,11 +133,11 @@ def test_cli_passes_the_copy_options_to_training(tiny_model, tmp_path, options, 
 def test_cli_refuses_heads_that_are_not_integers(tiny_model, tmp_path):
     from click.testing import CliRunner
 
-    from memlora.distill import cli as train_cli
+    from memlora import cli as memlora_cli
 
     data = tmp_path / "DATA"
     (data / "train").mkdir(parents=True)
-    result = CliRunner().invoke(train_cli.cli, ["train", "--base", str(tiny_model("qwen2")), "--stage", "extraction",
+    result = CliRunner().invoke(memlora_cli.train_cli, ["world", "train", "--base", str(tiny_model("qwen2")), "--stage", "extraction",
                                                 "--data", str(data), "-o", str(tmp_path / "o"), "--copy-attention-heads", "a,b"])
     assert result.exit_code != 0 and "is not a comma list of integers" in result.output
     assert not (tmp_path / "o").exists()
@@ -185,13 +185,13 @@ def test_yes_no_loss_is_minus_log_of_the_read_and_find_masses():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(yes_no_pointer=1.0), "copy_attention must be > 0 too"),
+    (dict(yes_no_pointer=1.0, copy_attention=0.0), "copy_attention must be > 0"),
     (dict(yes_no_pointer=-1.0, copy_attention=1.0), "yes_no_pointer must be >= 0"),
     (dict(yes_no_pointer=1.0, copy_attention=1.0, yes_no_pointer_layers=(1,)), "names two layers"),
 ])
-def test_config_refuses_a_yes_no_pointer_it_cannot_run(kwargs, message):
+def test_loss_refuses_a_yes_no_pointer_it_cannot_run(kwargs, message):
     with pytest.raises(MemloraError, match=message):
-        TrainConfig(**kwargs).validate()
+        CopyAttentionLoss(**kwargs)
 
 
 def yes_no_examples(n: int, offset: int = 0) -> list[dict]:
@@ -209,7 +209,7 @@ def yes_no_examples(n: int, offset: int = 0) -> list[dict]:
     return out
 
 
-def _yes_no_loss_of(base, adapter, examples, config) -> float:
+def _yes_no_loss_of(base, adapter, examples, config: CopyAttentionLoss) -> float:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -227,11 +227,11 @@ def test_training_with_the_yes_no_pointer_teaches_both_heads_where_to_look(tiny_
     train, val = yes_no_examples(24), yes_no_examples(6, offset=30)
     assert {e["target"] for e in train} == {"Yes", "No"}
     fast = {**FAST, "stage": "generation", "max_epochs": 3, "patience": 3, "lr": 1e-2, "target_modules": "q_proj,k_proj",
-            "dropout": 0.0, "target_lead_space": True, "copy_attention": 1.0}
-    plain = TrainConfig(**fast)
-    taught = TrainConfig(**fast, yes_no_pointer=1.0, yes_no_pointer_layers=(0, 1), yes_no_pointer_head=3)
-    train_expert(base, train, val, tmp_path / "plain", plain)
-    train_expert(base, train, val, tmp_path / "taught", taught)
+            "dropout": 0.0}
+    plain = CopyAttentionLoss(1.0, lead_space=True)
+    taught = CopyAttentionLoss(1.0, yes_no_pointer=1.0, yes_no_pointer_layers=(0, 1), yes_no_pointer_head=3, lead_space=True)
+    train_expert(base, train, val, tmp_path / "plain", TrainConfig(**fast), aux_loss=plain, lead_space=True)
+    train_expert(base, train, val, tmp_path / "taught", TrainConfig(**fast), aux_loss=taught, lead_space=True)
     card = json.loads((tmp_path / "taught" / "training_card.json").read_text())
     assert card["hyperparameters"]["yes_no_pointer"] == 1.0 and card["hyperparameters"]["yes_no_pointer_layers"] == [0, 1]
     taught_loss = _yes_no_loss_of(base, tmp_path / "taught", val, taught)
@@ -249,7 +249,8 @@ def test_yes_no_tokens_are_read_from_the_tokenizer(tiny_model):
 
 def test_training_refuses_a_yes_no_pointer_outside_the_model_before_writing(tiny_model, tmp_path):
     """The tiny model has 2 layers: the default read/find layers (1, 2) do not all exist, and nothing is written."""
-    fast = {**FAST, "stage": "generation", "target_lead_space": True, "copy_attention": 1.0, "yes_no_pointer": 1.0}
+    aux = CopyAttentionLoss(1.0, yes_no_pointer=1.0, lead_space=True)
     with pytest.raises(MemloraError, match="do not all exist in a model of 2 layers"):
-        train_expert(tiny_model("qwen2"), yes_no_examples(4), [], tmp_path / "out", TrainConfig(**fast))
+        train_expert(tiny_model("qwen2"), yes_no_examples(4), [], tmp_path / "out", TrainConfig(**{**FAST, "stage": "generation"}),
+                     aux_loss=aux, lead_space=True)
     assert not (tmp_path / "out").exists()

@@ -21,11 +21,20 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
 
-from memlora.distill.world import MEM0_OP_KEYS, WorldConfig, generate_world
-from memlora.distill.world_export import WORLD_STAGES, RetrievalOrder, world_examples
-from memlora.distill.world_model import PRETRAIN_RECIPE_VERSION, PretrainConfig, copy_pretrain_config, pretrain_world_model
-from memlora import DEFAULT_WORLD_PRESET
+from memlora import LOOP_STAGES, models
+from memlora.distill import train as training
 from memlora.errors import MemloraError
+from memlora.models import build_into_cache
+from memlora.paths import cache_dir
+from memlora.world.copy_attention import CopyAttentionLoss
+from memlora.world.examples import RetrievalOrder, world_examples
+from memlora.world.generator import MEM0_OP_KEYS, WorldConfig, generate_world
+from memlora.world.pretrain import (
+    PRETRAIN_RECIPE_VERSION,
+    PretrainConfig,
+    copy_pretrain_config,
+    pretrain_world_model,
+)
 
 EXPERTS_RECIPE_VERSION = 1
 
@@ -53,12 +62,12 @@ class ExpertRecipe:
     dropout: float = 0.1
     """LoRA dropout."""
     lead_space: bool = False
-    """Targets encoded with a leading space (``TrainConfig.target_lead_space``)."""
+    """Targets encoded with a leading space (``train_expert``'s ``lead_space``)."""
     copy_attention: float = 0.0
-    """Weight of the copy-attention loss (``TrainConfig.copy_attention``; 0 = off)."""
+    """Weight of the copy-attention loss (``copy_attention.CopyAttentionLoss``, the trainer's auxiliary loss; 0 = off)."""
     yes_no_pointer: float = 0.0
-    """Weight of the yes/no pointer inside it (``TrainConfig.yes_no_pointer``; 0 = off; README, world section, ninth
-    round)."""
+    """Weight of the yes/no pointer inside it (``CopyAttentionLoss.yes_no_pointer``; 0 = off; README, world section,
+    ninth round)."""
     lr_schedule: str = "constant"
     """Learning rate after warm-up (``TrainConfig.lr_schedule``): "constant", or "cosine" (decays to 0 over the epochs)."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
@@ -162,7 +171,7 @@ def _presets() -> dict[str, WorldPreset]:
 
 
 PRESETS = tuple(_presets())
-DEFAULT_PRESET = DEFAULT_WORLD_PRESET
+DEFAULT_PRESET = "copy"
 """The preset of `memlora demo` and `memlora eval --world` when none is named."""
 
 
@@ -202,20 +211,16 @@ def _say(progress: Progress | None, message: str) -> None:
 
 def build_world_base(preset: WorldPreset, out_dir: Path, seed: int = 0) -> dict:
     """Build the random base (``memlora.models.build_model``) and pretrain it on the world; returns timing info."""
-    from memlora.models import build_model
-
     t0 = time.perf_counter()
-    build_model(preset.arch, preset.size, out_dir, seed=seed)
+    models.build_model(preset.arch, preset.size, out_dir, seed=seed)
     pretrain_world_model(out_dir, seed=seed, config=preset.pretrain)
     info = json.loads((out_dir / "memlora_model.json").read_text())
     return {"seconds": round(time.perf_counter() - t0, 1), "parameters": info["parameters"], **info["pretraining"]}
 
 
 def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None,
-                        stages: tuple[str, ...] = WORLD_STAGES) -> dict:
+                        stages: tuple[str, ...] = LOOP_STAGES) -> dict:
     """Train the experts of ``stages`` on the world's ground truth into ``out_dir/<stage>/`` + ``experts.json``."""
-    from memlora.distill.train import TrainConfig, train_expert
-
     sets = {recipe.prompt_set for recipe in preset.experts.values()}
     if len(sets) != 1:
         raise MemloraError(f"preset {preset.name!r}: its experts use the prompt sets {', '.join(sorted(sets))}; one memory loop "
@@ -233,14 +238,19 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
         rng.shuffle(train)
         rng.shuffle(val)
         _say(progress, f"training the {stage} expert ({min(recipe.n_train, len(train))} examples)")
-        config = TrainConfig(
+        config = training.TrainConfig(
             stage=stage, target_modules=recipe.target_modules, rank=recipe.rank, alpha=recipe.alpha, lr=recipe.lr,
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
-            progress=False, plot=True, dropout=recipe.dropout, target_lead_space=recipe.lead_space,
-            copy_attention=recipe.copy_attention, yes_no_pointer=recipe.yes_no_pointer, lr_schedule=recipe.lr_schedule,
+            progress=False, plot=True, dropout=recipe.dropout, lr_schedule=recipe.lr_schedule,
         )
+        aux = (CopyAttentionLoss(recipe.copy_attention, yes_no_pointer=recipe.yes_no_pointer, lead_space=recipe.lead_space)
+               if recipe.copy_attention else None)
+        if recipe.yes_no_pointer and aux is None:
+            raise MemloraError(f"preset {preset.name!r}: the {stage} expert's yes/no pointer is part of the copy-attention "
+                               "loss: it needs copy_attention > 0 too")
         t0 = time.perf_counter()
-        result = train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config)
+        result = training.train_expert(base_dir, train[: recipe.n_train], val[: recipe.n_val], out_dir / stage, config, aux_loss=aux,
+                              lead_space=recipe.lead_space)
         info[stage] = {"seconds": round(time.perf_counter() - t0, 1), "initial_val_loss": result.initial_val_loss,
                        "best_val_loss": result.best_val_loss, "n_train": min(recipe.n_train, len(train))}
         experts[stage] = {"path": stage, "prompt_set": recipe.prompt_set, "max_new_tokens": recipe.max_new_tokens}
@@ -286,8 +296,6 @@ def _fingerprint(obj) -> str:
 
 def base_cache_dir(preset: WorldPreset, seed: int) -> Path:
     """Cache entry of the pretrained base: keyed on what changes its bytes (shape, world, pretraining, seed)."""
-    from memlora.paths import cache_dir
-
     key = _fingerprint({"arch": preset.arch, "size": preset.size, "pretrain": _key_fields(preset.pretrain),
                         "world": asdict(preset.world), "recipe": PRETRAIN_RECIPE_VERSION, "seed": seed})
     return cache_dir("world", "bases") / f"{preset.arch}-{preset.size}-seed{seed}-{key}"
@@ -295,16 +303,12 @@ def base_cache_dir(preset: WorldPreset, seed: int) -> Path:
 
 def world_cache_root(preset: WorldPreset, seed: int) -> Path:
     """Cache entry of the experts (and the build record) of ``preset``."""
-    from memlora.paths import cache_dir
-
     return cache_dir("world") / f"{preset.name}-seed{seed}-{preset.fingerprint()}"
 
 
 def _atomic_build(final: Path, build: Callable[[Path], dict]) -> dict:
     """Run ``build(tmp_dir)``, record its info as ``build.json`` and rename the dir to ``final``
     (``memlora.models.build_into_cache``: a killed build leaves only a ``.building-*`` dir); returns the info."""
-    from memlora.models import build_into_cache
-
     def build_and_record(tmp: Path) -> None:
         info = build(tmp)
         (tmp / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -1,6 +1,6 @@
 """The VQA expert's learning experiment on the tiny VLM, per seed and over seeds (MemLoRA-V, paper 3.3 / Table 2).
 
-For each seed: a tiny Qwen2.5-VL whose language model is pretrained (``memlora.vlm_pretrain.pretrain_vlm_world``: world
+For each seed: a tiny Qwen2.5-VL whose language model is pretrained (``memlora.world.vlm_pretrain.pretrain_vlm_world``: world
 text + scene text, grafted; random vision tower, standardised projector), the procedural VQA set (``distill/vqa_data``),
 the VQA expert trained with LoRA on the language model (``memlora-train``'s trainer), then on the test split:
 
@@ -14,7 +14,7 @@ the VQA expert trained with LoRA on the language model (``memlora-train``'s trai
                       mentions the counted number, the small region's colour or the odd shape);
 - ``majority``:       always the most frequent train answer of the question's type.
 
-    python -m memlora.bench.vqa_learning --seeds 0 1 2 --work runs/vqa-learning     # about 3-4 min per seed, 1 thread
+    memlora-train world vqa-learning --seeds 0 --seeds 1 --seeds 2 --work runs/vqa-learning     # about 3-4 min per seed, 1 thread
 """
 
 from __future__ import annotations
@@ -26,10 +26,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import click
-
-from memlora.distill.vqa_data import QUESTION_TYPES
+from memlora import models
+from memlora.bench.vqa_eval import evaluate_vqa
+from memlora.distill import train as training
+from memlora.distill.dataset import load_examples, stage_path
+from memlora.distill.vqa_data import (
+    QUESTION_TYPES,
+    VQABenchmarkConfig,
+    majority_baseline,
+    write_vqa_benchmark,
+)
 from memlora.errors import MemloraError
+from memlora.world import vlm_pretrain
+from memlora.world.generator import WorldConfig
+from memlora.world.pretrain import PretrainConfig
 
 CAPTION_PROMPT = "Describe the image in one short sentence."
 """What the base VLM is asked at ingestion in the caption-only route."""
@@ -79,15 +89,11 @@ class VQALearningConfig:
 
 def build_pretrained_vlm(out_dir: str | Path, seed: int, cfg: VQALearningConfig) -> Path:
     """The tiny Qwen2.5-VL with a world + scene-text pretrained language model, seeded, in ``out_dir`` (new or empty)."""
-    from memlora.distill.world import WorldConfig
-    from memlora.distill.world_model import PretrainConfig
-    from memlora.models import build_model
-    from memlora.vlm_pretrain import SceneTextConfig, pretrain_vlm_world
 
-    out = build_model("qwen2_5_vl", "tiny", out_dir, seed=seed)
+    out = models.build_model("qwen2_5_vl", "tiny", out_dir, seed=seed)
     pretrain = PretrainConfig(world=WorldConfig(n_conversations=cfg.world_conversations), steps=cfg.pretrain_steps,
                               seq_len=128, threads=cfg.threads, progress=cfg.progress)
-    return pretrain_vlm_world(out, seed=seed, config=pretrain, scene=SceneTextConfig(steps=cfg.scene_steps, threads=cfg.threads),
+    return vlm_pretrain.pretrain_vlm_world(out, seed=seed, config=pretrain, scene=vlm_pretrain.SceneTextConfig(steps=cfg.scene_steps, threads=cfg.threads),
                               align_images=cfg.align_images)
 
 
@@ -122,11 +128,7 @@ def run_seed(work_dir: str | Path, seed: int, cfg: VQALearningConfig | None = No
     """One seed: model, data, VQA expert, and the four reports + majority on the test split (see the module docstring)."""
     import torch
 
-    from memlora.bench.vqa_eval import evaluate_vqa
-    from memlora.distill.dataset import load_examples, stage_path
-    from memlora.distill.train import TrainConfig, train_expert
-    from memlora.distill.vqa_data import VQABenchmarkConfig, majority_baseline, write_vqa_benchmark
-    from memlora.runtime.torch_vlm_engine import TorchVLMEngine
+    from memlora.runtime.torch_vlm_engine import TorchVLMEngine  # torch and transformers: off the import path
 
     cfg = cfg or VQALearningConfig()
     torch.set_num_threads(cfg.threads)
@@ -137,7 +139,7 @@ def run_seed(work_dir: str | Path, seed: int, cfg: VQALearningConfig | None = No
     data = work / "data"
     write_vqa_benchmark(data, VQABenchmarkConfig(train=cfg.n_train, val=cfg.n_val, test=cfg.n_test, seed=seed, types=cfg.types))
     train, val, test = (load_examples(stage_path(data, split, "vqa")) for split in ("train", "val", "test"))
-    result = train_expert(base, train, val, work / "out" / "vqa", TrainConfig(
+    result = training.train_expert(base, train, val, work / "out" / "vqa", training.TrainConfig(
         stage="vqa", rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
         patience=cfg.patience, seed=seed, threads=cfg.threads, progress=cfg.progress, plot=False))
     trained = time.perf_counter()
@@ -212,22 +214,3 @@ def run_seeds(work_dir: str | Path, seeds: Sequence[int] = (0, 1, 2), cfg: VQALe
     (work / "vqa_learning.json").write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))
     (work / "vqa_learning.md").write_text(format_table(summary) + "\n")
     return {"runs": runs, "summary": summary}
-
-
-@click.command("vqa-learning")
-@click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True, help="Seeds (model, data, LoRA).")
-@click.option("--work", "work_dir", required=True, type=click.Path(file_okay=False), help="Working dir (models, data, results).")
-@click.option("--types", default=",".join(QUESTION_TYPES), show_default=True, help="Question types (comma-separated).")
-@click.option("--n-train", default=VQALearningConfig.n_train, show_default=True, type=int, help="Train examples.")
-@click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
-def vqa_learning_command(seeds, work_dir, types, n_train, threads):
-    """Train and score the VQA expert on the pretrained tiny VLM for each seed; print the table (mean +- sd)."""
-    wanted = tuple(t.strip() for t in types.split(",") if t.strip())
-    if not wanted or set(wanted) - set(QUESTION_TYPES):
-        raise click.BadParameter(f"choose from {', '.join(QUESTION_TYPES)}", param_hint="--types")
-    result = run_seeds(work_dir, seeds, VQALearningConfig(threads=threads, types=wanted, n_train=n_train))
-    click.echo(format_table(result["summary"]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    vqa_learning_command()

@@ -2,7 +2,7 @@
 
     report = run_world_eval(WorldEvalConfig(out_dir="runs/world"))      # report.json, report.md, report.png
     memlora eval --world                                               # the same, from the CLI
-    memlora-bench world                                                # idem (when registered)
+    memlora-train world eval --preset copy                             # idem, with every option of the benchmark
 
 Scores (all on the world's TEST split, never seen in pretraining or expert training):
 
@@ -27,10 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from memlora import DEFAULT_WORLD_PRESET
+from memlora import LOOP_STAGES
+from memlora.distill.dataset import write_json_atomic
 from memlora.errors import MemloraError
-
-STAGES3 = ("extraction", "update", "generation")
+from memlora.runtime.parsing import parse_facts, parse_memory_update
+from memlora.world.examples import RetrievalOrder, generation_examples, world_examples
+from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
+from memlora.world.generator import generate_world
 
 ABLATION = (
     ("base alone", {"extraction": None, "update": None, "generation": None}),
@@ -170,8 +173,6 @@ class AnswerScore:
 
 # ------------------------------------------------------------------------------------------------- isolated operations
 def score_extraction(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 64) -> dict:
-    from memlora.runtime.parsing import parse_facts
-
     score = ExtractionScore()
     for ex in examples:
         text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
@@ -180,8 +181,6 @@ def score_extraction(engine, adapter: str | None, examples: Sequence[dict], max_
 
 
 def score_update(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 160) -> dict:
-    from memlora.runtime.parsing import parse_memory_update
-
     score = UpdateScore()
     for ex in examples:
         text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
@@ -284,8 +283,8 @@ class WorldEvalConfig:
 
     out_dir: str = "runs/world-eval"
     """Report folder: report.json, report.md, report.png."""
-    preset: str = DEFAULT_WORLD_PRESET
-    """World preset (``memlora.distill.world_experts.PRESETS``) whose cached base + experts are evaluated."""
+    preset: str = DEFAULT_PRESET
+    """World preset (``memlora.world.experts.PRESETS``) whose cached base + experts are evaluated."""
     seed: int = 0
     """Seed of the base model and experts."""
     conversations: int = 8
@@ -316,9 +315,8 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
     from tqdm.auto import tqdm
 
-    from memlora.distill.world import generate_world
-    from memlora.distill.world_experts import ensure_world_experts
-    from memlora.distill.world_export import RetrievalOrder, world_examples
+    # FAISS, torch or the engines: off the import path until used
+
     from memlora.export.adapters import experts_prompt_set
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
@@ -334,14 +332,14 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     if not test:
         raise MemloraError("the world has no test conversations to evaluate")
     experts = json.loads((artifacts.adapters_dir / "experts.json").read_text())["experts"]
-    budgets = {s: int(experts[s]["max_new_tokens"]) for s in STAGES3}
+    budgets = {s: int(experts[s]["max_new_tokens"]) for s in LOOP_STAGES}
     prompt_set = experts_prompt_set(artifacts.adapters_dir)  # the examples and every loop are rendered as the experts learnt
 
     rng = random.Random(f"world-eval:{config.seed}")
     sets = {}
     embedder = SentenceTransformerEmbedder(threads=config.threads)
     ranker = RetrievalOrder(embedder)
-    for stage in STAGES3:
+    for stage in LOOP_STAGES:
         order = artifacts.preset.experts[stage].memory_order  # the memories shown in the order the expert learnt them in
         if stage == "generation":
             examples = [ex for conv in world.split("test") for ex in _final_generation(conv, prompt_set, order, ranker)]
@@ -355,18 +353,19 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
     say("scoring each operation on its own (base alone, then each expert)")
     isolated = {
-        "base": _isolated(engine, {s: None for s in STAGES3}, sets, budgets),
-        "experts": _isolated(engine, {s: s for s in STAGES3}, sets, budgets),
+        "base": _isolated(engine, {s: None for s in LOOP_STAGES}, sets, budgets),
+        "experts": _isolated(engine, {s: s for s in LOOP_STAGES}, sets, budgets),
     }
 
     rows = ABLATION if config.ablation else (ABLATION[0], ABLATION[-1])
     systems: list[tuple[str, Any, dict]] = [(label, engine, stage_adapters) for label, stage_adapters in rows]
     for label, bundle_dir in config.bundles.items():
+        # FAISS, torch or the engines: off the import path until used
         from memlora.runtime.ort_engine import OrtGenAIEngine
 
         ort = OrtGenAIEngine(bundle_dir, threads=config.threads)
-        systems.append((f"bundle {label} (ONNX Runtime GenAI)", ort, {s: s for s in STAGES3}))
-        isolated[f"bundle {label}"] = _isolated(ort, {s: s for s in STAGES3}, sets, budgets)
+        systems.append((f"bundle {label} (ONNX Runtime GenAI)", ort, {s: s for s in LOOP_STAGES}))
+        isolated[f"bundle {label}"] = _isolated(ort, {s: s for s in LOOP_STAGES}, sets, budgets)
 
     table = []
     for label, eng, stage_adapters in systems:
@@ -404,8 +403,6 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
 
 
 def _final_generation(conv, prompt_set: str = "memlora", memory_order: str = "shuffled", ranker=None) -> list[dict]:
-    from memlora.distill.world_export import generation_examples
-
     return generation_examples(conv, other_speaker_rate=0.0, final_only=True, prompt_set=prompt_set, memory_order=memory_order,
                                ranker=ranker)
 
@@ -487,67 +484,11 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_report(report: dict, out: Path) -> None:
-    from memlora.distill.dataset import write_json_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))
     plot(report, out / "report.png")
 
 
-__all__ = ["WorldEvalConfig", "run_world_eval", "world_command", "world_eval_from_cli", "run_conversation", "summarize_runs", "ExtractionScore", "UpdateScore",
+__all__ = ["WorldEvalConfig", "run_world_eval", "run_conversation", "summarize_runs", "ExtractionScore", "UpdateScore",
            "AnswerScore", "normalize_answer", "effective_ops", "ABLATION"]
-
-
-def world_eval_from_cli(preset: str, out_dir, json_path, threads: int, bundle=None, quiet: bool = False) -> dict:
-    """What ``memlora eval --world`` runs: the world benchmark into ``out_dir`` (default runs/world-eval), Markdown printed."""
-    import click
-
-    out = str(out_dir) if out_dir and str(out_dir) != "runs/locomo-eval" else WorldEvalConfig.out_dir
-    config = WorldEvalConfig(out_dir=out, preset=preset, threads=threads, progress=not quiet,
-                             bundles={"bundle": str(bundle)} if bundle else {})
-    report = run_world_eval(config)
-    click.echo(markdown(report))
-    click.echo(f"report: {Path(out) / 'report.md'}, {Path(out) / 'report.json'}, {Path(out) / 'report.png'}")
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2))
-        click.echo(f"wrote {json_path}")
-    return report
-
-
-def _world_command():
-    import click
-
-    @click.command("world")
-    @click.option("--preset", default=DEFAULT_WORLD_PRESET, show_default=True, help="World preset (copy | plain | small).")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world base model and experts.")
-    @click.option("--conversations", type=int, default=WorldEvalConfig.conversations, show_default=True,
-                  help="Held-out test conversations ingested end to end per system.")
-    @click.option("--examples", type=int, default=WorldEvalConfig.examples, show_default=True,
-                  help="Held-out examples per stage for the isolated scores.")
-    @click.option("--no-ablation", is_flag=True, help="Only base alone and all experts (skip the stage-by-stage rows).")
-    @click.option("--bundle", "bundles", multiple=True, metavar="LABEL=DIR",
-                  help="Also evaluate an exported bundle on ONNX Runtime GenAI (repeatable), e.g. int4=bundles/world-int4.")
-    @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
-    @click.option("--out", "out_dir", default="runs/world-eval", show_default=True, help="Report folder.")
-    @click.option("--quiet", is_flag=True, help="No progress bars.")
-    def world(preset, seed, conversations, examples, no_ablation, bundles, threads, out_dir, quiet):
-        """World benchmark: per-operation scores vs exact ground truth; base alone, Table 4 ablation, bundles."""
-        parsed = {}
-        for item in bundles:
-            label, sep, path = item.partition("=")
-            if not sep or not label or not path:
-                raise MemloraError(f"--bundle {item!r}: expected LABEL=DIR, e.g. int4=bundles/world-int4")
-            parsed[label] = path
-        config = WorldEvalConfig(out_dir=out_dir, preset=preset, seed=seed, conversations=conversations, examples=examples,
-                                 ablation=not no_ablation, bundles=parsed, threads=threads, progress=not quiet)
-        report = run_world_eval(config)
-        click.echo(markdown(report))
-        click.echo(f"report: {Path(out_dir) / 'report.md'}, {Path(out_dir) / 'report.json'}, {Path(out_dir) / 'report.png'}")
-
-    return world
-
-
-world_command = _world_command()
-"""``memlora-bench world`` (register in ``memlora.bench.cli``)."""

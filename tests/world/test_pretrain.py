@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from memlora.distill.world import WorldConfig
-from memlora.distill.world_experts import base_cache_dir, get_preset, world_cache_root
-from memlora.distill.world_model import PretrainConfig, pretrain_world_model
+from memlora.world.generator import WorldConfig
+from memlora.world.experts import base_cache_dir, get_preset, world_cache_root
+from memlora.world.pretrain import PretrainConfig, pretrain_world_model
 from memlora.errors import MemloraError
 from memlora.models import build_model
 
@@ -127,8 +127,8 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
 
 
 def test_make_model_world_copy_pretrains_with_the_copy_recipe(tmp_path, monkeypatch):
-    from memlora.distill import world_model
-    from memlora.models import pretrain_model
+    from memlora.world import pretrain as world_model
+    from memlora.world.pretrained import pretrain_model
 
     recipe = world_model.copy_pretrain_config()
     assert (recipe.copy_head_alpha, recipe.freeze_embeddings, recipe.rope_theta, recipe.lr_schedule) == (1.0, True, 1e4, "constant")
@@ -150,11 +150,11 @@ def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_pa
     import json
 
     from memlora.distill import train as train_module
-    from memlora.distill.world_experts import build_world_experts
+    from memlora.world.experts import build_world_experts
 
     seen, schedules = {}, {}
 
-    def fake_train(base_dir, train, val, out_dir, config):  # records what would be trained on, and how
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):  # records what would be trained on, and how
         seen[config.stage] = (train, val)
         schedules[config.stage] = config.lr_schedule
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
@@ -182,12 +182,12 @@ def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, mon
     import json
 
     from memlora.distill import train as train_module
-    from memlora.distill.world_experts import build_world_experts
+    from memlora.world.experts import build_world_experts
     from memlora.export.adapters import experts_prompt_set
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
         seen[config.stage] = train + val
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
@@ -215,7 +215,7 @@ def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
     """One memory loop renders every stage with one prompt set: a preset whose experts disagree fails before training."""
     import dataclasses
 
-    from memlora.distill.world_experts import build_world_experts
+    from memlora.world.experts import build_world_experts
 
     small = get_preset("small")
     preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], prompt_set="memlora")})
@@ -231,11 +231,11 @@ def test_expert_builds_show_memories_in_the_recipes_order(tmp_path, monkeypatch)
     import re
 
     from memlora.distill import train as train_module
-    from memlora.distill.world_experts import build_world_experts
+    from memlora.world.experts import build_world_experts
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
         seen[config.stage] = train + val
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
@@ -264,11 +264,11 @@ def test_expert_builds_repeat_the_turns_of_two_facts_in_the_extraction_pool(tmp_
     from collections import Counter
 
     from memlora.distill import train as train_module
-    from memlora.distill.world_experts import build_world_experts, repeat_multi_fact
+    from memlora.world.experts import build_world_experts, repeat_multi_fact
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
         seen[config.stage] = (train, val)
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
@@ -292,16 +292,16 @@ def test_expert_builds_repeat_the_turns_of_two_facts_in_the_extraction_pool(tmp_
 
 def test_expert_builds_pass_the_recipes_yes_no_pointer_to_training(tmp_path, monkeypatch):
     """``ExpertRecipe.yes_no_pointer`` (the copy preset's generation expert: 1.0, with its copy-attention loss) reaches
-    ``TrainConfig``; the other stages train without it."""
+    the trainer's auxiliary loss (``CopyAttentionLoss``); the other stages train without one."""
     import dataclasses
 
     from memlora.distill import train as train_module
-    from memlora.distill.world_experts import build_world_experts
+    from memlora.world.experts import build_world_experts
 
     seen = {}
 
-    def fake_train(base_dir, train, val, out_dir, config):
-        seen[config.stage] = (config.yes_no_pointer, config.copy_attention)
+    def fake_train(base_dir, train, val, out_dir, config, aux_loss=None, lead_space=False):
+        seen[config.stage] = (aux_loss.yes_no_pointer, aux_loss.copy_attention) if aux_loss is not None else (0.0, 0.0)
         return train_module.TrainResult(out_dir, best_epoch=0, best_val_loss=None, initial_val_loss=None)
 
     monkeypatch.setattr(train_module, "train_expert", fake_train)

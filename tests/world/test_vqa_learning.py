@@ -1,7 +1,7 @@
 """Learning test of the VQA expert (MemLoRA-V) on the tiny Qwen2.5-VL, and the language-model graft it needs.
 
 A random tiny VLM cannot learn any format (tied embeddings of std 0.02 and final-norm gain 1 cap every logit near 1.3), so
-the base is what a real user has in miniature: a VLM whose LANGUAGE MODEL is pretrained (``memlora.vlm_pretrain``: a tiny
+the base is what a real user has in miniature: a VLM whose LANGUAGE MODEL is pretrained (``memlora.world.vlm_pretrain``: a tiny
 Qwen2 pretrained on the synthetic world's text and on scene text, grafted into the VLM), with the random vision
 tower frozen and the projector's output standardised on unlabelled scenes. The VQA expert is LoRA on the language model.
 """
@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from memlora.bench.vqa_learning import VQALearningConfig, run_seed, strictly_valid_vqa
+from memlora.world.vqa_learning import VQALearningConfig, run_seed, strictly_valid_vqa
 from memlora.errors import MemloraError
 
 # One seed, colour questions only, sized for CI (measured: ~50 s with 1 thread on 2 busy cores: model 16-18 s, training
@@ -58,7 +58,7 @@ def test_vqa_expert_reads_the_colour_from_the_image_full_size(tmp_path):
 
 
 def test_summary_over_seeds_and_table():
-    from memlora.bench.vqa_learning import format_table, summarize
+    from memlora.world.vqa_learning import format_table, summarize
 
     def report(v):
         return {"v": v, "valid_json": 1.0, "strict_json": 1.0, "s_per_answer": 0.1, "v_by_type": {"colour": v}}
@@ -92,7 +92,7 @@ def test_graft_puts_the_language_model_in_the_vlm(tiny_model, tmp_path, arch):
 
     from memlora.models import build_model
     from memlora.runtime.vision_processor import VisionProcessor
-    from memlora.vlm_pretrain import calibration_images, graft_language_model, image_features
+    from memlora.world.vlm_pretrain import calibration_images, graft_language_model, image_features
 
     torch.set_num_threads(1)
     lm_dir = tiny_model("qwen2")
@@ -128,7 +128,7 @@ def test_graft_refuses_a_language_model_of_another_shape(tiny_model, tmp_path):
     from transformers import AutoConfig
 
     from memlora.models import build_model
-    from memlora.vlm_pretrain import check_graftable, graft_language_model
+    from memlora.world.vlm_pretrain import check_graftable, graft_language_model
 
     vlm = build_model("qwen2_5_vl", "tiny", tmp_path / "vlm", seed=0)
     before = sorted((p.name, p.stat().st_size) for p in vlm.iterdir())
@@ -145,8 +145,9 @@ def test_graft_refuses_a_language_model_of_another_shape(tiny_model, tmp_path):
 
 def test_make_model_pretrain_world_routes_a_vlm_to_the_graft(tmp_path, monkeypatch):
     """``memlora make-model --arch qwen2_5_vl --pretrain world`` (``pretrain_model``) grafts the VLM."""
-    import memlora.vlm_pretrain as vlm_pretrain
-    from memlora.models import build_model, pretrain_model
+    import memlora.world.vlm_pretrain as vlm_pretrain
+    from memlora.models import build_model
+    from memlora.world.pretrained import pretrain_model
 
     calls = []
     monkeypatch.setattr(vlm_pretrain, "pretrain_vlm_world", lambda path, seed=0: calls.append((path, seed)))

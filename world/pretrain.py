@@ -24,8 +24,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from memlora.distill.world import WorldConfig, WorldConversation, generate_world
 from memlora.errors import MemloraError
+from memlora.models import (
+    CORPUS_NAME,
+    IM_END,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+    build_tokenizer,
+    make_config,
+)
+from memlora.paths import data_file
+from memlora.runtime import prompts
+from memlora.world.generator import WorldConfig, WorldConversation, generate_world
 
 PRETRAIN_RECIPE_VERSION = 1
 
@@ -87,9 +97,6 @@ def _chat_render(tokenizer, conv: WorldConversation) -> str:
 
 def _tokenizer_corpus(conversations: list[WorldConversation]) -> str:
     """World text (paragraph per session) + the project's tokenizer corpus (prompts, JSON, dates) for the BPE trainer."""
-    from memlora.models import CORPUS_NAME
-    from memlora.paths import data_file
-    from memlora.runtime import prompts
 
     paragraphs = []
     for conv in conversations:
@@ -267,10 +274,9 @@ def pretrain_world_model(model_dir: str | os.PathLike, seed: int = 0, config: Pr
     Rewrites the tokenizer, weights and ``memlora_model.json`` in place (each file atomically); returns ``model_dir``.
     """
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
     from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from memlora.models import IM_END, PAD_TOKEN, SPECIAL_TOKENS, build_tokenizer, make_config
 
     config = config or PretrainConfig()
     if config.lr_schedule not in ("cosine", "constant"):

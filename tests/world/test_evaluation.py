@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from memlora.bench.world_eval import (
+from memlora.world.evaluation import (
     AnswerScore,
     ConversationRun,
     ExtractionScore,
@@ -145,7 +145,7 @@ def test_answer_shown(gold, memories, shown):
 def test_world_eval_runs_the_real_loop_and_reports_where_answers_go(tmp_path):
     """``run_world_eval`` on the small preset (built on first use, shared with the demo tests): real engine, MiniLM,
     SQLite/FAISS store; every end-to-end question lands in exactly one kind and the report shows the breakdown."""
-    from memlora.bench.world_eval import WorldEvalConfig, run_world_eval
+    from memlora.world.evaluation import WorldEvalConfig, run_world_eval
 
     report = run_world_eval(WorldEvalConfig(out_dir=str(tmp_path), preset="small", conversations=1, examples=4,
                                             ablation=False, progress=False))
