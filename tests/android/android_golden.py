@@ -14,7 +14,8 @@ Files (each ``{"format": 1, "cases": [...]}``):
 - ``retrieval.json``: search rankings and scores for given vectors (ties included).
 - ``manifest.json`` + ``bundles/``: verdicts of ``load_bundle`` on a valid bundle and on tampered copies.
 
-CLI: ``memlora-export golden -o DIR``.
+Regenerate them by hand (to read them): ``python tests/android/android_golden.py OUT_DIR``; the tests write them afresh
+into a temporary folder at every run.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Callable
-
-import click
 
 from memlora.errors import MemloraError
 
@@ -920,11 +919,10 @@ EXTRA_WRITERS: dict[str, Callable[[Path], Path]] = {"manifest": write_manifest_c
 """Sections that write more than one JSON file (the manifest cases build bundle directories)."""
 
 
-@click.command("golden")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the fixture JSON files (and the test bundles) into.")
-def golden_command(out_dir: Path) -> None:
-    """Write the Android bridge's golden fixtures, computed by the Python runtime."""
-    written = write_golden(out_dir)
-    for section, path in written.items():
-        click.echo(f"{section}: {path}")
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/android/android_golden.py OUT_DIR")
+    for section, path in write_golden(sys.argv[1]).items():
+        print(f"{section}: {path}")
