@@ -93,10 +93,12 @@ public final class BundleManifest {
   public final List<String> unlisted;
   /** The verified manifest as typed Gson models (created_by, toolchain, ...); null if a loose field does not fit. */
   public final BundleJson json;
+  /** The manifest's {@code "chat"} object (the chat template as a form, read by {@link ChatForm}); null when absent. */
+  public final Map<String, Object> chat;
 
   private BundleManifest(File root, long formatVersion, String architecture, String modelType, String precision,
       File baseDir, Map<String, Long> loraUnion, Map<String, Expert> experts, Embedder embedder,
-      List<String> unlisted, BundleJson json) {
+      List<String> unlisted, BundleJson json, Map<String, Object> chat) {
     this.root = root;
     this.formatVersion = formatVersion;
     this.architecture = architecture;
@@ -108,6 +110,7 @@ public final class BundleManifest {
     this.embedder = embedder;
     this.unlisted = Collections.unmodifiableList(unlisted);
     this.json = json;
+    this.chat = chat;
   }
 
   /** The model dir serving {@code stage} (the base for null, absent stages and externalized experts). */
@@ -501,7 +504,8 @@ public final class BundleManifest {
     return new BundleManifest(root, formatVersion,
         base.containsKey("architecture") ? PyRepr.str(base.get("architecture")) : "",
         base.containsKey("model_type") ? PyRepr.str(base.get("model_type")) : "",
-        precision, baseDir, union, experts, embedder, unlisted, typed);
+        precision, baseDir, union, experts, embedder, unlisted, typed,
+        manifest.get("chat") instanceof Map ? (Map<String, Object>) manifest.get("chat") : null);
   }
 
   private static void collectUnlisted(File dir, String prefix, Map<String, Object> files, List<String> out) {

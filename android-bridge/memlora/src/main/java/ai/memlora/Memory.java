@@ -89,7 +89,7 @@ public final class Memory implements Closeable {
     OrtEmbedder embedder = OrtEmbedder.fromBundle(bundle, cfg.threads);
     OrtGenAiEngine engine = null;
     try {
-      engine = new OrtGenAiEngine(bundle);
+      engine = new OrtGenAiEngine(bundle, cfg.threads);
       for (BundleManifest.Expert e : bundle.experts.values()) {
         if (e.maxNewTokens instanceof Number && !cfg.maxNewTokens.containsKey(e.stage)) {
           cfg.maxNewTokens.put(e.stage, ((Number) e.maxNewTokens).intValue());

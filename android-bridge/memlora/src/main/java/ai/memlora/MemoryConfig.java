@@ -22,7 +22,7 @@ public final class MemoryConfig {
   public int answerK = 30;
   /** Generation budget per stage (left-out stages take the defaults below). */
   public Map<String, Integer> maxNewTokens = defaultMaxNewTokens();
-  /** Intra-op threads for the embedder (0: ONNX Runtime's default). */
+  /** Intra-op threads of the engine's decoder sessions and of the embedder (0: ONNX Runtime's default). */
   public int threads;
 
   public static Map<String, Integer> defaultMaxNewTokens() {
