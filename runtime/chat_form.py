@@ -23,8 +23,9 @@ first user message's content becomes ``system_content + "\\n\\n" + user_content`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from memlora.errors import BundleError, MemloraError
 
@@ -98,7 +99,7 @@ class ChatForm:
                 "no_system_prefix": self.no_system_prefix, "generation_prompt": self.generation_prompt, "trim": self.trim}
 
     @classmethod
-    def from_chat_json(cls, chat: object, where: str = "bundle.json") -> "ChatForm":
+    def from_chat_json(cls, chat: object, where: str = "bundle.json") -> ChatForm:
         """The form of a manifest's ``"chat"`` object; ``BundleError`` when it is missing or malformed."""
         if not isinstance(chat, dict) or not isinstance(chat.get("form"), dict):
             raise BundleError(f"{where}: no chat form ('chat': {{'form': ...}}); re-export the bundle with this memlora")

@@ -18,7 +18,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the helper modules beside this file (android_golden, genai_java)
 
-import genai_java  # noqa: E402
+import genai_java
 
 REPO = HERE.parents[1]
 MODULE = REPO / "android-bridge" / "memlora" / "src"
@@ -71,7 +71,7 @@ class CompiledBridge:
         cmd = ["java", "-Dfile.encoding=UTF-8", *self.genai.java_options(),
                *(f"-D{k}={v}" for k, v in (props or {}).items()), "-cp", self.classpath, main_class, *args]
         env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +92,7 @@ def compiled(tmp_path_factory, genai_java_api) -> CompiledBridge:
     argfile.write_text("\n".join(str(f) for f in java_sources()))
     cp = os.pathsep.join([str(genai_java_api.classes), *map(str, jars)])
     cmd = ["javac", "--release", "8", "-Xlint:all", "-Werror", "-encoding", "UTF-8", "-cp", cp, "-d", str(out), f"@{argfile}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"javac failed:\n{proc.stdout}\n{proc.stderr}"
     return CompiledBridge(out, jars, genai_java_api)
 

@@ -49,7 +49,6 @@ def test_python_reads_the_store_java_wrote(compiled, golden_dir, interop_dir):
     import json
 
     import numpy as np
-
     from memlora.runtime.store import MemoryStore
 
     if not (interop_dir / "memory.db").is_file():
@@ -69,3 +68,10 @@ def test_python_reads_the_store_java_wrote(compiled, golden_dir, interop_dir):
         assert store.batch_seq == expected["batch_seq"]
         for memory_id, vector in expected["vectors"].items():
             np.testing.assert_allclose(store.vector(memory_id), vector, atol=1e-6)
+
+
+def test_no_template_string_reaches_genai():
+    """Prompts are rendered by ``ChatForm`` only: the shipped sources never call GenAI's ``applyChatTemplate`` (whose
+    JNI layer aborts the JVM on a null template); ``ChatFormGoldenTest`` checks the refusal of a bundle without a form."""
+    for source in (MODULE / "main" / "java").rglob("*.java"):
+        assert ".applyChatTemplate(" not in source.read_text(encoding="utf-8"), source
