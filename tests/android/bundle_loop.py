@@ -69,6 +69,7 @@ def world_script(n_batches: int = 4, n_questions: int = 4) -> list[dict]:
 
 def bundle_loop_cases(bundle_dir: Path, script: list[dict]) -> dict[str, Any]:
     from memlora.runtime.memory import Memory
+    from memlora.runtime.ort_engine import _session_overlay
     from memlora.runtime.store import MemoryStore
     from memlora.runtime.update import ResolvedOp
 
@@ -100,7 +101,8 @@ def bundle_loop_cases(bundle_dir: Path, script: list[dict]) -> dict[str, Any]:
             case["state"] = {"records": {u: jsonable(memory.store.get_all(u)) for u in users},
                              "rejections": jsonable(memory.store.rejections()), "batch_seq": memory.store.batch_seq}
             cases.append(case)
-        config = {"id": "config", "bundle": str(bundle_dir), "threads": THREADS, "dim": embedder.dim,
+        config = {"id": "config", "bundle": str(bundle_dir), "threads": THREADS,
+                  "session_overlay": json.dumps(_session_overlay(THREADS)), "dim": embedder.dim,
                   "prompt_set": memory.config.prompt_set, "max_new_tokens": dict(memory.config.max_new_tokens),
                   "top_s": memory.config.top_s, "answer_k": memory.config.answer_k,
                   "stage_adapters": memory.stage_adapters, "vectors": embedder.table}

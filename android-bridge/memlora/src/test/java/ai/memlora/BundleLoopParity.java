@@ -84,6 +84,7 @@ public class BundleLoopParity {
     Memory memory = Memory.fromBundle(bundle, engine, embedder, store, config);
     Golden.Report report = new Golden.Report("bundle loop");
     report.check("threads", cfg.get("threads"), (long) ort.threads());
+    report.check("session_overlay", cfg.get("session_overlay"), OrtGenAiEngine.sessionOverlay(ort.threads()));
     report.check("prompt_set", cfg.get("prompt_set"), config.promptSet);
     Map<String, Object> budgets = new LinkedHashMap<String, Object>();
     for (String stage : MemoryConfig.STAGES) {
