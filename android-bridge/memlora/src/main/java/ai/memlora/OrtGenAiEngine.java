@@ -2,6 +2,7 @@ package ai.memlora;
 
 import ai.onnxruntime.genai.Adapters;
 import ai.onnxruntime.genai.Config;
+import ai.onnxruntime.genai.GenAI;
 import ai.onnxruntime.genai.GenAIException;
 import ai.onnxruntime.genai.Generator;
 import ai.onnxruntime.genai.GeneratorParams;
@@ -84,6 +85,7 @@ public final class OrtGenAiEngine implements Engine {
         eosIds.add(((Number) e).intValue());
       }
     }
+    GenAI.setTelemetry(false); // no telemetry events, as Python's disable_telemetry_events()
     try {
       base = load(bundle.baseDir);
       adapters = new Adapters(base.model);
