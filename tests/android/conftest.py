@@ -32,11 +32,14 @@ JARS = {
 }
 
 
-def unavailable(reason: str) -> None:
+INSTALL_HINT = "install it with .ci/install-java-deps.sh"
+
+
+def unavailable(reason: str, hint: str = INSTALL_HINT) -> None:
     """Skip locally; in CI (CI=true, where the install steps provided everything) a missing tool is a failure."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI must provide it: .ci/install-java-deps.sh, ../shared/vendor)")
-    pytest.skip(f"{reason}; install it with .ci/install-java-deps.sh")
+        pytest.fail(f"{reason} (CI must provide it; {hint})")
+    pytest.skip(f"{reason}; {hint}")
 
 
 def _jars() -> list[Path]:
@@ -80,7 +83,9 @@ def genai_java_api() -> genai_java.GenAIJava:
     try:
         return genai_java.build_genai_java()
     except genai_java.Unavailable as exc:
-        unavailable(str(exc))
+        hint = (f"it comes with the checkout's ../shared/vendor/ (or set ${genai_java.VENDOR_ENV})"
+                if exc.args and "GenAI Java sources" in str(exc) else INSTALL_HINT)
+        unavailable(str(exc), hint)
 
 
 @pytest.fixture(scope="session")

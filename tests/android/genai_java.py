@@ -94,7 +94,7 @@ def build_genai_java(vendor: Path | None = None) -> GenAIJava:
     vendor folder, the JDK, ``g++`` or the wheels are missing."""
     vendor = vendor or vendor_dir()
     if not (vendor / "java" / "ai" / "onnxruntime" / "genai").is_dir() or not (vendor / "native").is_dir():
-        raise Unavailable(f"{vendor} not found: the ONNX Runtime GenAI Java sources (set ${VENDOR_ENV} to their folder)")
+        raise Unavailable(f"{vendor} not found: the ONNX Runtime GenAI Java sources")
     if shutil.which("g++") is None:
         raise Unavailable("g++ not found (apt-get install g++)")
     jdk = _jdk_home()
