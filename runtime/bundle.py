@@ -117,6 +117,9 @@ class Bundle:
     unlisted: list[str] = field(default_factory=list)
     vision: VisionEntry | None = None
     """Vision encoder + embedding of a vision-language bundle (None: a text model)."""
+    chat: dict | None = None
+    """``"chat"``: the chat template as a form for runtimes without Jinja (``memlora.runtime.chat_form``), None in bundles
+    exported before it existed."""
 
     def model_dir_for(self, stage: str | None) -> Path:
         """The model dir that serves ``stage`` (the base for None, absent stages and externalized experts)."""
@@ -323,6 +326,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         manifest=manifest,
         unlisted=unlisted,
         vision=vision,
+        chat=manifest.get("chat") if isinstance(manifest.get("chat"), dict) else None,
     )
 
 

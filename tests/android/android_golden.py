@@ -14,7 +14,8 @@ Files (each ``{"format": 1, "cases": [...]}``):
 - ``retrieval.json``: search rankings and scores for given vectors (ties included).
 - ``manifest.json`` + ``bundles/``: verdicts of ``load_bundle`` on a valid bundle and on tampered copies.
 
-CLI: ``memlora-export golden -o DIR``.
+Regenerate them by hand (to read them): ``python tests/android/android_golden.py OUT_DIR``; the tests write them afresh
+into a temporary folder at every run.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Callable
-
-import click
 
 from memlora.errors import MemloraError
 
@@ -890,6 +889,94 @@ def loop_cases() -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Chat forms: the Jinja rendering of fixture conversations, which the Java ChatForm must reproduce byte for byte
+# --------------------------------------------------------------------------------------------------------------------
+
+SMOLLM2_LIKE_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+LLAMA3_LIKE_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+GEMMA_LIKE_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+
+
+def _chat_templates() -> dict[str, tuple[str, dict, str]]:
+    """name -> (Jinja source, special tokens, system_role): the tiny models' ChatML, a default system message, a BOS
+    with trimmed contents, a folded system role."""
+    from memlora.models import CHAT_TEMPLATE
+
+    return {
+        "chatml": (CHAT_TEMPLATE, {}, "native"),
+        "default-system": (SMOLLM2_LIKE_TEMPLATE, {}, "native"),
+        "bos-trim": (LLAMA3_LIKE_TEMPLATE, {"bos_token": "<|begin_of_text|>"}, "native"),
+        "folded": (GEMMA_LIKE_TEMPLATE, {"bos_token": "<bos>"}, "folded"),
+    }
+
+
+def chat_form_cases() -> list[dict]:
+    from memlora.errors import BundleError
+    from memlora.export.chat_form import check_conversations, derive_chat_form
+    from memlora.runtime import prompts
+    from memlora.runtime.chat_form import ChatForm, fold_system
+    from memlora.runtime.chat_template import ChatTemplate
+
+    conversations = check_conversations() + [
+        prompts.extraction_messages(CONVERSATIONS[0], prompt_set="memlora"),
+        prompts.extraction_messages(CONVERSATIONS[2], prompt_set="mem0"),
+        prompts.update_messages(OLD_MEMORIES[1], FACT_LISTS[2], prompt_set="memlora"),
+        prompts.generation_messages(QUESTIONS[1], [tuple(x) for x in MEMORY_LINES[2]], prompt_set="memlora-textfirst"),
+    ]
+    cases: list[dict] = []
+    for name, (source, specials, system_role) in _chat_templates().items():
+        template = ChatTemplate(source, specials)
+        form = derive_chat_form(template, system_role)
+        chat = {"system_role": system_role, "form": form.form_json()}
+        for conversation in conversations:
+            jinja_input = fold_system(conversation) if system_role == "folded" else conversation
+            for generation_prompt in (True, False):
+                expected = template.render(jinja_input, add_generation_prompt=generation_prompt)
+                assert form.render(conversation, generation_prompt) == expected  # the export's own check
+                cases.append({"id": f"{name}-{len(cases)}", "chat": chat, "messages": conversation,
+                              "add_generation_prompt": generation_prompt, "expected": expected})
+        cases.append({"id": f"{name}-bad-role", "chat": chat, "messages": [{"role": "tool", "content": "x"}],
+                      "add_generation_prompt": True, "error": _error(lambda: form.render([{"role": "tool", "content": "x"}]))})
+    valid = cases[0]["chat"]
+    for name, chat in [("no-chat", None), ("no-form", {"system_role": "native"}), ("form-null", {"form": None}),
+                       ("bad-system-role", {**valid, "system_role": "inline"}),
+                       ("trim-string", {**valid, "form": {**valid["form"], "trim": "yes"}}),
+                       ("no-assistant", {**valid, "form": {**valid["form"], "roles": {"user": valid["form"]["roles"]["user"]}}}),
+                       ("before-null", {**valid, "form": {**valid["form"], "roles": {**valid["form"]["roles"], "user": {"before": None, "after": ""}}}}),
+                       ("prompt-missing", {**valid, "form": {k: v for k, v in valid["form"].items() if k != "generation_prompt"}})]:
+        try:
+            ChatForm.from_chat_json(chat, "bundle.json")
+            raise AssertionError(f"{name}: the chat object was accepted")
+        except BundleError as exc:
+            cases.append({"id": f"refused-{name}", "chat": chat, "load_error": str(exc)})
+    return cases
+
+
+def _error(fn: Callable[[], Any]) -> str:
+    try:
+        fn()
+    except MemloraError as exc:
+        return str(exc)
+    raise AssertionError("no error raised")
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -900,6 +987,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], list[dict]]]] = {
     "store": ("store.json", store_cases),
     "retrieval": ("retrieval.json", retrieval_cases),
     "loop": ("loop.json", loop_cases),
+    "chat_form": ("chat_form.json", chat_form_cases),
 }
 """Fixture files that need nothing but the runtime modules (store, retrieval and manifest are added below)."""
 
@@ -920,11 +1008,10 @@ EXTRA_WRITERS: dict[str, Callable[[Path], Path]] = {"manifest": write_manifest_c
 """Sections that write more than one JSON file (the manifest cases build bundle directories)."""
 
 
-@click.command("golden")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the fixture JSON files (and the test bundles) into.")
-def golden_command(out_dir: Path) -> None:
-    """Write the Android bridge's golden fixtures, computed by the Python runtime."""
-    written = write_golden(out_dir)
-    for section, path in written.items():
-        click.echo(f"{section}: {path}")
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/android/android_golden.py OUT_DIR")
+    for section, path in write_golden(sys.argv[1]).items():
+        print(f"{section}: {path}")
