@@ -777,6 +777,8 @@ LOOP_DIM = 8
 class ScriptedEngine:
     """An engine that returns the next scripted output and records every call (the loop's view of an engine)."""
 
+    supports_images = False
+
     def __init__(self, adapters=("extraction", "update", "generation")):
         self.adapters = list(adapters)
         self.outputs: list[str] = []
@@ -916,7 +918,7 @@ GEMMA_LIKE_TEMPLATE = (
 def _chat_templates() -> dict[str, tuple[str, dict, str]]:
     """name -> (Jinja source, special tokens, system_role): the tiny models' ChatML, a default system message, a BOS
     with trimmed contents, a folded system role."""
-    from memlora.models import CHAT_TEMPLATE
+    from memlora.tokenizer import CHAT_TEMPLATE
 
     return {
         "chatml": (CHAT_TEMPLATE, {}, "native"),
