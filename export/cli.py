@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from memlora.cli import run_cli
+from memlora.cli_support import run_cli
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -69,28 +69,7 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
         click.echo(f"android assets: {write_android_assets(path, android_assets)}")
 
 
-class BuildByDefaultGroup(click.Group):
-    """A group that builds when invoked with options and no subcommand (``memlora-export --base ... -o ...``)."""
-
-    def lazy_commands(self) -> dict[str, str]:
-        return {"golden": "memlora.export.golden:golden_command"}
-
-    def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands()))
-
-    def get_command(self, ctx, name):
-        if name in self.lazy_commands():
-            import importlib
-
-            module, attr = self.lazy_commands()[name].split(":")
-            try:
-                return getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError):
-                return None
-        return super().get_command(ctx, name)
-
-
-@click.group(cls=BuildByDefaultGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @build_options
 @click.pass_context
 def export_group(ctx, **kwargs) -> None:

@@ -46,14 +46,6 @@ def created_by() -> str:
         return "memlora"
 
 
-def chat_system_role(model_dir: str | Path) -> str:
-    """``native`` / ``folded``: whether the chat template of ``model_dir`` takes a system message (the manifest's
-    ``chat.system_role``, decided once here so every runtime renders the same prompt)."""
-    from memlora.runtime.chat_template import ChatTemplate
-
-    return ChatTemplate.from_model_dir(model_dir).system_role
-
-
 def write_manifest(root: str | Path, manifest: dict) -> Path:
     """Atomically write ``root/bundle.json``."""
     root = Path(root)

@@ -117,6 +117,9 @@ class Bundle:
     unlisted: list[str] = field(default_factory=list)
     vision: VisionEntry | None = None
     """Vision encoder + embedding of a vision-language bundle (None: a text model)."""
+    chat: dict | None = None
+    """``"chat"``: the chat template as a form for runtimes without Jinja (``memlora.runtime.chat_form``), None in bundles
+    exported before it existed."""
     system_role: str | None = None
     """The manifest's ``chat.system_role`` (``native`` / ``folded``); None in bundles written before it was recorded:
     then the chat template is probed when loaded."""
@@ -326,12 +329,13 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         manifest=manifest,
         unlisted=unlisted,
         vision=vision,
+        chat=manifest.get("chat") if isinstance(manifest.get("chat"), dict) else None,
         system_role=_system_role(manifest, where),
     )
 
 
 def _system_role(manifest: dict, where: str) -> str | None:
-    from memlora.runtime.chat_template import SYSTEM_ROLES
+    from memlora.runtime.chat_form import SYSTEM_ROLES
 
     chat = manifest.get("chat")
     if chat is None:

@@ -14,9 +14,8 @@ fast tokenizers wrap), without adding special tokens.
 
 System role: some templates refuse a system message (Gemma-2-it raises "System role not supported"). Whether a template
 takes one is decided once per model by rendering a probe (``probe_system_role``): ``"native"`` when the probe renders
-with the system text in it, else ``"folded"``. A folded template never sees a system role: ``fold_system`` removes the
-system message and the first user message's content becomes ``system + "\\n\\n" + user`` (no user message: the system
-text becomes one). Every stage applies the same decision: training and the PyTorch engine through
+with the system text in it, else ``"folded"``. A folded template never sees a system role: ``chat_form.fold_system``
+removes the system message and the first user message's content becomes ``system + "\\n\\n" + user``. Every stage applies the same decision: training and the PyTorch engine through
 ``apply_chat_template`` (a transformers tokenizer), the bundle engines through ``ChatTemplate.render``, the Java bridge
 from the bundle manifest's ``"chat": {"system_role": ...}``.
 """
@@ -31,11 +30,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memlora.errors import MemloraError
+from memlora.runtime.chat_form import SYSTEM_ROLES, fold_system
 
-SYSTEM_ROLES = ("native", "folded")
-"""How a model's template gets a system message: as a system turn (``native``) or folded into the first user turn."""
-FOLD_SEPARATOR = "\n\n"
-"""Between the system text and the first user message's content when folded."""
 PROBE_SYSTEM = "memlora-system-probe"
 """The system text of the probe render (any text a template would copy verbatim)."""
 
@@ -106,21 +102,6 @@ class ChatTemplate:
             )
         except jinja2.exceptions.TemplateError as exc:
             raise MemloraError(f"the chat template refused these messages: {exc}") from exc
-
-
-def fold_system(messages: Sequence[dict]) -> list[dict]:
-    """``messages`` without system turns: the system text (several system messages joined by ``FOLD_SEPARATOR``) is
-    put before the first user message's content, separated by ``FOLD_SEPARATOR``; with no user message it becomes one."""
-    system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
-    rest = [dict(m) for m in messages if m.get("role") != "system"]
-    if not system:
-        return rest
-    text = FOLD_SEPARATOR.join(system)
-    for message in rest:
-        if message.get("role") == "user":
-            message["content"] = text + FOLD_SEPARATOR + str(message.get("content") or "")
-            return rest
-    return [{"role": "user", "content": text}, *rest]
 
 
 @lru_cache(maxsize=64)

@@ -93,12 +93,12 @@ bytes are reproducible). About 20 s once on 2 cores, then cached."""
 @pytest.fixture(scope="session")
 def pretrained_tiny_lm() -> Path:
     """Path of a ``tiny`` qwen2 PRETRAINED on the synthetic world's raw conversation text (language modelling only; world
-    tokenizer, never-seen tokens initialised from the seen ones), built once by ``memlora.distill.world_model`` and cached
+    tokenizer, never-seen tokens initialised from the seen ones), built once by ``memlora.world.pretrain`` and cached
     under ``$MEMLORA_CACHE/models`` keyed on the recipe and the world/pretraining source (a changed world rebuilds it)."""
     import hashlib
     import json
 
-    from memlora.distill import world, world_model
+    from memlora.world import generator as world, world_model
     from memlora.models import build_into_cache, build_model
     from memlora.paths import cache_dir
 

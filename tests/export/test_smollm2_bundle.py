@@ -21,7 +21,7 @@ def test_fp32_bundle_matches_transformers_peft_for_32_steps(smollm2_bundle, smol
     bundle = load_bundle(path)
     assert bundle.lora_union == {"q_proj": 16, "k_proj": 16, "v_proj": 16, "o_proj": 16, "gate_proj": 16, "up_proj": 16,
                                  "down_proj": 16}
-    assert bundle.system_role == "native" and bundle.manifest["chat"] == {"system_role": "native"}
+    assert bundle.system_role == "native" and bundle.manifest["chat"]["system_role"] == "native"
     report = verify_bundle(path, smollm2_dir, smollm2_experts, VerifyConfig(prompts=(PROMPT,), steps=32))
     assert report.ok, report.failures
     assert report.tokenizer_match

@@ -31,8 +31,8 @@ def test_gemma_folds_and_never_sees_a_system_role():
     expected = ("<bos><start_of_turn>user\nExtract the facts as JSON.\n\nInput:\nuser: I moved to Lisbon.<end_of_turn>\n"
                 "<start_of_turn>model\n")
     assert gemma.render(MESSAGES) == expected
-    # a system message alone becomes the user turn
-    assert gemma.render(MESSAGES[:1]) == "<bos><start_of_turn>user\nExtract the facts as JSON.<end_of_turn>\n<start_of_turn>model\n"
+    with pytest.raises(MemloraError, match="needs a user message"):  # nothing to fold into
+        gemma.render(MESSAGES[:1])
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -54,6 +54,8 @@ def test_fold_rule():
                           {"role": "assistant", "content": "a"}, {"role": "user", "content": "u2"}])
     assert folded == [{"role": "user", "content": "s\n\nu1"}, {"role": "assistant", "content": "a"},
                       {"role": "user", "content": "u2"}]
+    with pytest.raises(MemloraError, match="first message, and only one"):
+        fold_system([{"role": "user", "content": "u"}, {"role": "system", "content": "s"}])
     original = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     fold_system(original)
     assert original[1]["content"] == "u"  # the caller's messages are not changed
@@ -78,7 +80,7 @@ def test_training_torch_and_bundle_paths_render_the_same_prompt(tiny_model, tmp_
     ``apply_chat_template`` (training, TorchEngine) exactly what ``ChatTemplate`` renders (bundle engines)."""
     from transformers import AutoTokenizer
 
-    from memlora.distill.train import render_prompt
+    from memlora.distill.dataset import render_prompt
 
     source = (TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model("qwen2")))
