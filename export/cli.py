@@ -31,8 +31,8 @@ def build_options(func):
                      help="Bundle directory to create (default with --adapters: bundle/ beside the adapters dir)."),
         click.option("--precision", type=click.Choice(["int4", "fp32"]), default="int4", show_default=True,
                      help="Base weight precision. int4 (RTN block 32, LoRA kept fp32) is the default because the bundle is "
-                          "meant for a phone: about 1/6 of the fp32 size (SmolLM2-135M: 86 MB vs 540 MB) and faster "
-                          "decoding; fp32 matches transformers + peft to 1e-4 (verify fails beyond that)."),
+                          "meant for a phone: about 1/6 of the fp32 size (SmolLM2-135M: 90 MB vs 544 MB) to download "
+                          "and hold in memory; fp32 matches transformers + peft to 1e-4 (verify fails beyond that)."),
         click.option("--mode", type=click.Choice(["externalize", "merge"]), default="externalize", show_default=True,
                      help="externalize: runtime adapters on one multi-LoRA graph; merge: each expert its own model."),
         click.option("--merge", "merge", multiple=True, metavar="STAGE", help="Merge this expert, externalize the rest (repeatable)."),
