@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from memlora.bench.metrics import MetricUnavailable
+from memlora.errors import MetricUnavailable
 
 PREFIX_SPACE_TYPES = ("roberta", "xlm-roberta", "bart", "longformer", "gpt2", "deberta")
 

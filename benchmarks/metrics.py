@@ -1,7 +1,7 @@
 """Answer-quality and retrieval metrics for LoCoMo, computed the way Mem0's evaluation computes them.
 
 Per answer (prediction vs gold):
-- ``token_f1``: Mem0's token F1 — lower-case, ``.,!?`` replaced by spaces, whitespace split, *set* overlap.
+- (``memlora.text_metrics``, shared with the expert selection of ``memlora.distill.search``) ``token_f1``: Mem0's token F1 — lower-case, ``.,!?`` replaced by spaces, whitespace split, *set* overlap.
 - ``bleu1``: Mem0's BLEU-1 — nltk ``sentence_bleu`` with weights (1, 0, 0, 0) and smoothing method1 on the lower-cased
   strings tokenised by nltk's Treebank word tokenizer. Mem0 calls ``word_tokenize`` (punkt sentence split first); punkt
   cannot be downloaded here, so we pass ``preserve_line=True``: identical except that a period ending a *non-final*
@@ -30,83 +30,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from memlora.errors import MemloraError
+from memlora.errors import MemloraError, MetricUnavailable
+from memlora.text_metrics import (  # noqa: F401 (re-exported)
+    MEM0_PUNCTUATION,
+    bleu1,
+    clean_text,
+    exact_match,
+    rouge1_f,
+    simple_tokenize,
+    token_f1,
+    treebank_tokenize,
+)
 
-MEM0_PUNCTUATION = ".,!?"
 L_PARTS = ("rouge1_f", "meteor", "bertscore_f1", "sbert")
 """The parts of the paper's composite metric L, in the paper's order."""
-
-
-class MetricUnavailable(MemloraError):
-    """A metric cannot be computed here (its data or model is missing); the message says how to make it available."""
-
-
-def _text(value) -> str:
-    return "" if value is None else str(value).strip()
-
-
-# --- token F1 / BLEU-1 / ROUGE-1 / V ---------------------------------------------------------------------------------
-
-
-def simple_tokenize(text) -> list[str]:
-    """Mem0's tokenisation for F1: lower-case, ``.,!?`` to spaces, split on whitespace."""
-    text = str(text).lower()
-    for ch in MEM0_PUNCTUATION:
-        text = text.replace(ch, " ")
-    return text.split()
-
-
-def token_f1(prediction, reference) -> float:
-    """Mem0's token F1: harmonic mean of precision and recall over the *sets* of tokens."""
-    pred, ref = set(simple_tokenize(_text(prediction))), set(simple_tokenize(_text(reference)))
-    if not pred or not ref:
-        return 0.0
-    common = len(pred & ref)
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def treebank_tokenize(text: str) -> list[str]:
-    """nltk's word tokenizer without the punkt sentence split (needs no downloaded data)."""
-    from nltk.tokenize import word_tokenize
-
-    return word_tokenize(text, preserve_line=True)
-
-
-def bleu1(prediction, reference) -> float:
-    """Mem0's BLEU-1: nltk ``sentence_bleu`` weights (1,0,0,0), smoothing method1, lower-cased Treebank tokens."""
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-
-    pred, ref = _text(prediction), _text(reference)
-    if not pred or not ref:
-        return 0.0
-    hyp = treebank_tokenize(pred.lower())
-    refs = [treebank_tokenize(ref.lower())]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nltk warns about zero higher-order counts, which weight 0 makes irrelevant
-        return float(sentence_bleu(refs, hyp, weights=(1, 0, 0, 0), smoothing_function=SmoothingFunction().method1))
-
-
-@lru_cache(maxsize=1)
-def _rouge_scorer():
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
-
-
-def rouge1_f(prediction, reference) -> float:
-    """ROUGE-1 F-measure (rouge_score, Porter stemmer), as Mem0's ``calculate_rouge_scores``."""
-    pred, ref = _text(prediction), _text(reference)
-    if not pred or not ref:
-        return 0.0
-    return float(_rouge_scorer().score(ref, pred)["rouge1"].fmeasure)
-
-
-def exact_match(prediction, reference) -> float:
-    """The paper's V: 1.0 when the strings are equal after lower-casing and stripping, else 0.0."""
-    return float(_text(prediction).lower() == _text(reference).lower())
 
 
 # --- METEOR (nltk + WordNet from Debian) ------------------------------------------------------------------------------
@@ -170,7 +107,7 @@ class Meteor:
     def __call__(self, prediction, reference) -> float:
         from nltk.translate.meteor_score import meteor_score
 
-        pred, ref = _text(prediction), _text(reference)
+        pred, ref = clean_text(prediction), clean_text(reference)
         if not pred or not ref:
             return 0.0
         return float(meteor_score([ref.split()], pred.split(), wordnet=self.wordnet))
@@ -200,7 +137,7 @@ class SbertSimilarity:
 
         if len(predictions) != len(references):
             raise ValueError("predictions and references differ in length")
-        preds, refs = [_text(p) for p in predictions], [_text(r) for r in references]
+        preds, refs = [clean_text(p) for p in predictions], [clean_text(r) for r in references]
         keep = [i for i, (p, r) in enumerate(zip(preds, refs)) if p and r]
         out = [0.0] * len(preds)
         if keep:

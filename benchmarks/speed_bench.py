@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 from memlora.errors import MemloraError
 
+from memlora import STAGES
+
 SCHEMA = "memlora-bench/1"
 BIG = 10**9  # min_new_tokens that makes an engine ignore EOS for the whole budget
 
@@ -212,7 +214,7 @@ def run_bench(config: BenchConfig) -> dict:
             runs[variant] = ort_run(f"ort-{variant}@sub", bundles[variant], sub)
     if "plain" in bundles:  # where the multi-LoRA loss comes from: the graph itself, or the adapter math?
         runs["graph"] = ort_run("ort-multilora-no-adapter@sub", bundles["multilora"], sub,
-                                stage_adapters={s: None for s in ("extraction", "update", "generation", "vqa")})
+                                stage_adapters={s: None for s in STAGES})
     try:
         runs["mem0"] = ort_run("ort-mem0-prompts@sub", bundles["multilora"], sub, prompt_set="mem0", stages=("extraction", "update"))
     except MemloraError as exc:  # e.g. Mem0's long prompts do not fit a tiny model's context

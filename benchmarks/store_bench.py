@@ -10,12 +10,11 @@ vectors mean). For each N it measures, on a fresh on-disk store:
   (b) two users splitting the memories (the bitmap ID filter that keeps users apart);
 - index save time and size, and reopen time with a current index (load) and after deleting it (rebuild from SQLite).
 
-Usage: ``python -m memlora.bench.store_bench --n 10000 --n 100000`` (prints a table, writes JSON to ``--out``).
+Usage: ``memlora-bench store --n 10000 --n 100000`` (prints a table, writes JSON to ``--out``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -24,7 +23,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import click
 import faiss
 import numpy as np
 
@@ -172,24 +170,3 @@ def format_table(report: dict) -> str:
     lines = [" | ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-@click.command()
-@click.option("--n", "sizes", type=int, multiple=True, help="Store size; repeat for several (default 10000 and 100000).")
-@click.option("--queries", type=int, default=StoreBenchConfig.queries, show_default=True, help="Timed searches per scenario.")
-@click.option("--adds", type=int, default=StoreBenchConfig.adds, show_default=True, help="Timed add batches on the full store.")
-@click.option("--k", type=int, default=StoreBenchConfig.k, show_default=True, help="Hits per search.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("store_bench.json"), show_default=True,
-              help="Where to write the JSON report.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Directory for the stores (default: a temp dir).")
-def main(sizes, queries, adds, k, out, workdir):
-    """Benchmark the memory store: add and search throughput over N memories (1 FAISS thread)."""
-    config = StoreBenchConfig(sizes=list(sizes) or [10_000, 100_000], queries=queries, adds=adds, k=k, workdir=workdir)
-    report = run_store_bench(config)
-    click.echo(format_table(report))
-    out.write_text(json.dumps(report, indent=2))
-    click.echo(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Expert-training throughput: tokens/s of LoRA training steps on a synthetic model (random weights, real shape).
 
-    python -m memlora.bench.train_throughput --model tiny
-    python -m memlora.bench.train_throughput --model qwen2.5-0.5b --steps 3 --seq-len 256
+    memlora-bench train-throughput --model tiny
+    memlora-bench train-throughput --model qwen2.5-0.5b --steps 3 --seq-len 256
 
 For each LoRA placement (q_proj,v_proj as extraction/update use; all-linear as generation/vqa use) it runs a few
 AdamW steps of the real training step (forward, completion-only loss, backward, optimiser) on random token batches
@@ -10,10 +10,7 @@ of a fixed shape and reports tokens/s over the timed steps (the first ``--warmup
 
 from __future__ import annotations
 
-import json
 import time
-
-import click
 
 
 def measure(model_dir, target_modules, steps: int, warmup: int, batch_size: int, seq_len: int, threads: int | None) -> dict:
@@ -48,35 +45,3 @@ def measure(model_dir, target_modules, steps: int, warmup: int, batch_size: int,
     return {"target_modules": target_modules if isinstance(target_modules, str) else ",".join(target_modules),
             "trainable_parameters": int(sum(p.numel() for p in params)), "steps": steps, "batch_size": batch_size,
             "seq_len": seq_len, "seconds": round(timed, 3), "tokens_per_s": round(tokens / timed, 1)}
-
-
-@click.command()
-@click.option("--model", "size", type=click.Choice(["tiny", "qwen2.5-0.5b"]), default="tiny", show_default=True,
-              help="Synthetic qwen2 model size (random weights).")
-@click.option("--model-dir", default=None, help="Use this local checkpoint instead of a synthetic one.")
-@click.option("--steps", default=5, show_default=True, help="Timed steps per placement.")
-@click.option("--warmup", default=1, show_default=True, help="Untimed steps first.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--seq-len", default=256, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def main(size, model_dir, steps, warmup, batch_size, seq_len, threads, as_json):
-    """Training tokens/s with LoRA on q,v and on all linear layers."""
-    import torch
-
-    from memlora.models import ensure_model
-
-    path = model_dir or ensure_model("qwen2", size)
-    rows = [measure(path, tm, steps, warmup, batch_size, seq_len, threads) for tm in (["q_proj", "v_proj"], "all-linear")]
-    result = {"model": model_dir or f"qwen2 {size} (random weights)", "device": "cpu", "threads": torch.get_num_threads(),
-              "results": rows}
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(f"{result['model']}, {result['threads']} threads, batch {batch_size} x {seq_len} tokens")
-        for r in rows:
-            click.echo(f"  LoRA {r['target_modules']:<16} {r['tokens_per_s']:>10.1f} tokens/s  ({r['trainable_parameters']:,} trainable)")
-
-
-if __name__ == "__main__":
-    main()

@@ -82,39 +82,3 @@ def evaluate_vqa(engine, examples: Sequence[dict], adapter: str | None = "vqa", 
         valid_json=sum(o["valid"] for o in outputs) / max(n, 1),
         s_per_answer=seconds / max(n, 1), tokens_per_answer=tokens / max(n, 1), outputs=outputs,
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------- CLI
-import click  # noqa: E402
-
-
-@click.command("vqa")
-@click.option("--model", "model_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Local VLM dir (PyTorch engine).")
-@click.option("--bundle", "bundle_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="A VLM bundle of memlora-export (its 'vqa' expert, on onnxruntime); with --model too: side by side.")
-@click.option("--adapters", default=None, type=click.Path(exists=True, file_okay=False), help="out/ of memlora-train (uses out/vqa).")
-@click.option("--data", "data_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="DATA dir with <split>/vqa.jsonl (default: the procedural set, generated).")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--route", default="both", show_default=True, type=click.Choice(["image", "caption", "both"]),
-              help="image: the image is kept (MemLoRA-V); caption: caption text only (Mem0 baseline).")
-@click.option("--limit", default=None, type=int, help="Evaluate only the first N examples (generated: N questions).")
-@click.option("--threads", default=1, show_default=True, type=int)
-@click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="Write the report (with every output) here.")
-def vqa_command(model_dir, bundle_dir, adapters, data_dir, split, route, limit, threads, json_out):
-    """V (exact match), valid-JSON rate and s/answer of the VQA expert, image-kept vs caption-only side by side."""
-    from memlora.bench.vqa_bench import VQABenchConfig, run_vqa_bench, vqa_markdown
-
-    config = VQABenchConfig(model=model_dir, adapters=adapters, bundle=bundle_dir, data=data_dir, split=split, n=limit,
-                            routes=ROUTES if route == "both" else (route,), threads=threads, progress=True)
-    report = run_vqa_bench(config)
-    click.echo(vqa_markdown(report))
-    if json_out:
-        report.write_json(json_out)
-
-
-if __name__ == "__main__":  # python -m memlora.bench.vqa_eval (the same as memlora-bench --vqa --vqa-route both)
-    from memlora.cli import run_cli
-
-    run_cli(vqa_command)

@@ -229,7 +229,7 @@ def clean_records(records: Iterable[dict], stage: str) -> tuple[list[dict], Stag
 def clean_split(
     data_dir: str | Path,
     split: str,
-    stages: Sequence[str] = ("extraction", "update", "generation", "vqa"),
+    stages: Sequence[str] = STAGES,
     student=None,
     out_dir: str | Path | None = None,
 ) -> CleaningReport:

@@ -15,20 +15,30 @@ from pathlib import Path
 import click
 
 from memlora import STAGES
-from memlora.cli import run_cli
-from memlora.distill.train import LR_SCHEDULES
+from memlora.cli_support import run_cli
+from memlora.distill.cleaning import clean_split
+from memlora.distill.conversations import load_conversations
+from memlora.distill.dataset import SPLITS, stage_path
+from memlora.distill.locomo import default_locomo_path, split_conversations
+from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
+from memlora.distill.train import LR_SCHEDULES, TrainConfig, load_examples, train_expert
+from memlora.distill.vqa_teacher import VQATeacherConfig, run_vqa_teacher
+from memlora.errors import DataError
+
+# observations, search and teacher_run run the memory loop: they are imported inside the commands that use them, so that
+# FAISS, numpy and the engines stay off the import path of `memlora-train --help`
 
 SPLIT_CHOICE = click.Choice(["train", "val", "test"])
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma list of numbers") from None
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -36,10 +46,6 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _conversations(locomo: Path | None, conversations: Path | None, split: str):
-    from memlora.distill.conversations import load_conversations
-    from memlora.distill.locomo import default_locomo_path, split_conversations
-    from memlora.errors import DataError
-
     if conversations is not None:
         return load_conversations(conversations)  # the user's own file: all of it is this split
     path = locomo or default_locomo_path()
@@ -77,8 +83,7 @@ def cli() -> None:
 def teacher_command(teacher_spec, model, locomo, conversations, split, data_dir, concurrency, timeout, max_retries, max_tokens,
                     api_key_env, prompt_set, top_s, answer_k, teacher_answers, max_batches):
     """Run the memory loop with a teacher and record every operation (resumable: rerun to continue)."""
-    from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
-    from memlora.distill.teacher_run import TeacherRunConfig, run_teacher
+    from memlora.distill.teacher_run import TeacherRunConfig, run_teacher  # the memory loop: see the note above
 
     convs = _conversations(locomo, conversations, split)
     teacher = make_teacher(teacher_spec, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
@@ -101,7 +106,7 @@ def teacher_command(teacher_spec, model, locomo, conversations, split, data_dir,
 @click.option("--answer-k", default=30, show_default=True, help="Memories per speaker in a question's context.")
 def observations_command(locomo, split, data_dir, empty_ratio, max_batches, answer_k):
     """No-teacher data: LoCoMo's observations as extraction/update targets (+ gold answers for generation)."""
-    from memlora.distill.observations import ObservationConfig, build_observation_data
+    from memlora.distill.observations import ObservationConfig, build_observation_data  # the memory loop: see above
     from memlora.runtime.embedder import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
@@ -120,8 +125,6 @@ def observations_command(locomo, split, data_dir, empty_ratio, max_batches, answ
               help="Student model dir: drop examples longer than its context, stamp its tokenizer.")
 def clean_command(data_dir, split, stages, student):
     """Clean raw teacher records into training examples (paper 3.2 / A.2)."""
-    from memlora.distill.cleaning import clean_split
-    from memlora.distill.dataset import SPLITS
 
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
     for sp in (SPLITS if split == "all" else (split,)):
@@ -131,58 +134,51 @@ def clean_command(data_dir, split, stages, student):
         click.echo(report.summary())
 
 
-@cli.command("train")
-@click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir.")
-@click.option("--stage", type=click.Choice(STAGES), required=True)
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="out/<stage> dir.")
-@click.option("--lr", default=2e-4, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
-              help="Learning rate after warm-up: constant, or cosine decay to 0 over --epochs.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimiser step.")
-@click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping).")
-@click.option("--patience", default=2, show_default=True)
-@click.option("--rank", default=16, show_default=True)
-@click.option("--alpha", default=32, show_default=True)
-@click.option("--dropout", default=0.1, show_default=True)
-@click.option("--target-modules", default=None, help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear else).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
-@click.option("--max-length", type=int, default=None, help="Longest example in tokens (default: the model's context).")
-@click.option("--drop-too-long", is_flag=True, help="Drop longer examples instead of failing.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present.")
-@click.option("--target-lead-space", is_flag=True, help="Encode targets with a leading space (copyable first word).")
-@click.option("--copy-attention", default=0.0, show_default=True,
-              help="Weight of the copy-attention loss (teaches a head where target tokens sit in the prompt); 0 = off.")
-@click.option("--copy-attention-layer", default=-1, show_default=True, help="Layer of the supervised head(s).")
-@click.option("--copy-attention-heads", default="0", show_default=True, callback=lambda c, p, v: _ints(v),
-              help="Comma list of supervised query heads.")
-@click.option("--yes-no-pointer", default=0.0, show_default=True,
-              help="Weight, inside the copy-attention loss, of the yes/no pointer (layers 1 and 2, head 3 look up the word "
-                   "a Yes/No question asks about); 0 = off; needs --copy-attention.")
-@click.option("--yes-no-pointer-layers", default="1,2", show_default=True, callback=lambda c, p, v: _ints(v),
-              help="The yes/no pointer's read and find layers (comma list of two).")
-@click.option("--yes-no-pointer-head", default=3, show_default=True, help="The query head the yes/no pointer supervises.")
-def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, grad_accum, max_epochs, patience, rank, alpha,
-                  dropout, target_modules, seed, precision, max_length, drop_too_long, threads, cpu, target_lead_space, copy_attention,
-                  copy_attention_layer, copy_attention_heads, yes_no_pointer, yes_no_pointer_layers, yes_no_pointer_head):
-    """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
-    from memlora.distill.dataset import stage_path
-    from memlora.distill.search import write_experts_manifest
-    from memlora.distill.train import TrainConfig, load_examples, train_expert
+TRAIN_OPTIONS = (
+    click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir."),
+    click.option("--stage", type=click.Choice(STAGES), required=True),
+    click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True),
+    click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="out/<stage> dir."),
+    click.option("--lr", default=2e-4, show_default=True),
+    click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+                 help="Learning rate after warm-up: constant, or cosine decay to 0 over --epochs."),
+    click.option("--batch-size", default=8, show_default=True),
+    click.option("--grad-accum", "gradient_accumulation", default=1, show_default=True, help="Micro-batches per optimiser step."),
+    click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping)."),
+    click.option("--patience", default=2, show_default=True),
+    click.option("--rank", default=16, show_default=True),
+    click.option("--alpha", default=32, show_default=True),
+    click.option("--dropout", default=0.1, show_default=True),
+    click.option("--target-modules", default=None,
+                 help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear else)."),
+    click.option("--seed", default=0, show_default=True),
+    click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+    click.option("--max-length", type=int, default=None, help="Longest example in tokens (default: the model's context)."),
+    click.option("--drop-too-long", is_flag=True, help="Drop longer examples instead of failing."),
+    click.option("--threads", type=int, default=None, help="torch CPU threads."),
+    click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present."),
+)
+"""The options of ``memlora-train train`` (one per general ``TrainConfig`` field); ``memlora-train world train`` adds the
+world's own."""
+
+
+def train_options(command):
+    """Decorate ``command`` with ``TRAIN_OPTIONS``."""
+    for option in reversed(TRAIN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def train_stage(base: Path, stage: str, data_dir: Path, out_dir: Path, aux_loss=None, lead_space: bool = False,
+                **config_fields) -> None:
+    """Train one expert from ``data_dir``'s train/val examples of ``stage`` and report it (the body of the train commands)."""
+    from memlora.distill.search import write_experts_manifest  # the memory loop: see the note above
 
     train_ex = load_examples(stage_path(data_dir, "train", stage))
     val_path = stage_path(data_dir, "val", stage)
     val_ex = load_examples(val_path) if val_path.exists() else []
-    config = TrainConfig(stage=stage, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, gradient_accumulation=grad_accum,
-                         max_epochs=max_epochs, patience=patience, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, seed=seed,
-                         precision=precision, max_length=max_length, drop_too_long=drop_too_long, threads=threads, cpu=cpu,
-                         target_lead_space=target_lead_space, copy_attention=copy_attention, copy_attention_layer=copy_attention_layer,
-                         copy_attention_heads=copy_attention_heads, yes_no_pointer=yes_no_pointer,
-                         yes_no_pointer_layers=yes_no_pointer_layers, yes_no_pointer_head=yes_no_pointer_head)
-    result = train_expert(base, train_ex, val_ex, out_dir, config)
+    result = train_expert(base, train_ex, val_ex, out_dir, TrainConfig(stage=stage, **config_fields), aux_loss=aux_loss,
+                          lead_space=lead_space)
     if out_dir.name == stage:  # out/<stage>: keep out/experts.json in step for memlora-export
         from accelerate import PartialState
 
@@ -193,6 +189,13 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
                f"{result.tokens_per_s:.0f} tokens/s; written to {out_dir}")
 
 
+@cli.command("train")
+@train_options
+def train_command(base, stage, data_dir, out_dir, **config_fields):
+    """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
+    train_stage(base, stage, data_dir, out_dir, **config_fields)
+
+
 @cli.command("search")
 @click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
@@ -201,8 +204,8 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
               help="Your own validation conversations (JSONL) instead of LoCoMo's val split.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--stages", default="extraction,update,generation", show_default=True)
-@click.option("--lrs", default="1e-4,2e-4,5e-4", show_default=True, callback=lambda c, p, v: _floats(v))
-@click.option("--batch-sizes", default="4,8", show_default=True, callback=lambda c, p, v: _ints(v))
+@click.option("--lrs", default="1e-4,2e-4,5e-4", show_default=True, callback=lambda c, p, v: float_list(v))
+@click.option("--batch-sizes", default="4,8", show_default=True, callback=lambda c, p, v: int_list(v))
 @click.option("--top-k", default=2, show_default=True, help="Candidates kept per stage.")
 @click.option("--epochs", "max_epochs", default=10, show_default=True)
 @click.option("--patience", default=2, show_default=True)
@@ -214,9 +217,7 @@ def train_command(base, stage, data_dir, out_dir, lr, lr_schedule, batch_size, g
 def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, batch_sizes, top_k, max_epochs, patience,
                    judge_url, judge_model, max_questions, max_batches, threads):
     """Algorithm B1: grid over lr x batch size, pipeline-scored on val; writes out/ for memlora-export."""
-    from memlora.distill.dataset import stage_path
-    from memlora.distill.search import SearchConfig, judge_metric, l_proxy, search_experts
-    from memlora.distill.train import TrainConfig, load_examples
+    from memlora.distill.search import SearchConfig, judge_metric, l_proxy, search_experts  # the memory loop: see above
 
     wanted = tuple(s.strip() for s in stages.split(",") if s.strip())
     examples = {}
@@ -238,11 +239,27 @@ def search_command(base, data_dir, locomo, conversations, out_dir, stages, lrs, 
     click.echo(f"chosen: {report.chosen} ({name} {report.best_score:.4f} vs base {report.base_score:.4f}); written to {out_dir}")
 
 
-from memlora.distill.vqa_teacher import vqa_teacher_command as _vqa_teacher_command  # noqa: E402  (MemLoRA-V teacher)
-from memlora.distill.world_export import world_command as _world_command  # noqa: E402  (the synthetic world)
-
-cli.add_command(_world_command)
-cli.add_command(_vqa_teacher_command)
+@cli.command("vqa-teacher")
+@click.option("--endpoint", required=True, help="OpenAI-compatible base URL of the teacher VLM (e.g. http://localhost:8000/v1).")
+@click.option("--model", "model_name", required=True, help="Model name the server serves (the paper: OpenGVLab/InternVL3-78B).")
+@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path), help="Folder of images (searched recursively).")
+@click.option("-o", "--out", "data_dir", required=True, type=click.Path(path_type=Path), help="DATA dir to write <split>/vqa.jsonl into.")
+@click.option("--types", default="2,3,4", show_default=True, help="Instruction types of appendix C.1 to ask, comma-separated.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
+@click.option("--max-tokens", default=256, show_default=True, help="Teacher completion budget per request.")
+def vqa_teacher_command(endpoint: str, model_name: str, images_dir: Path, data_dir: Path, types: str, timeout: float,
+                        max_tokens: int) -> None:
+    """Ask a teacher VLM for question/answer/reason triples about a folder of images (paper appendix C.1)."""
+    try:
+        chosen = tuple(int(t) for t in types.split(",") if t.strip())
+    except ValueError:
+        raise DataError(f"--types must be comma-separated integers 1..8, got {types!r}") from None
+    teacher = OpenAIChatTeacher(endpoint, model_name, timeout=timeout, max_tokens=max_tokens, concurrency=1)
+    try:
+        counts = run_vqa_teacher(teacher, images_dir, data_dir, VQATeacherConfig(types=chosen))
+    finally:
+        teacher.close()
+    click.echo(f"vqa examples written to {data_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def main(args=None) -> None:

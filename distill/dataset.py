@@ -16,6 +16,7 @@ from typing import Iterable
 
 from memlora import STAGES
 from memlora.errors import DataError
+from memlora.runtime.chat_template import apply_chat_template
 
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("id", "stage", "messages", "target")
@@ -122,3 +123,9 @@ def prompt_hash(messages: list[dict], n: int = 12) -> str:
     """Short stable hash of a chat prompt (part of the deterministic example ids)."""
     blob = json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:n]
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt (a system
+    message folded into the first user turn when the template takes none, as every engine does)."""
+    return apply_chat_template(tokenizer, messages)

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import click
-
 from memlora.errors import DataError
 
 SPLITS: dict[str, list[str]] = {
@@ -325,18 +323,3 @@ def summarize(conversations: list[Conversation]) -> dict:
             for split in SPLITS
         },
     }
-
-
-@click.command("locomo")
-@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def locomo_command(path: Path | None, as_json: bool) -> None:
-    """Load a LoCoMo file (default: $MEMLORA_LOCOMO or ../shared/data/locomo/locomo10.json) and print its counts."""
-    path = path or default_locomo_path()
-    stats = summarize(load_locomo(path))
-    if as_json:
-        click.echo(json.dumps(stats, indent=2))
-        return
-    click.echo(f"{path}")
-    for key, value in stats.items():
-        click.echo(f"  {key}: {value}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from memlora import STAGES
+from memlora import LOOP_STAGES, STAGES
 from memlora.distill.cleaning import dumps, parse_update_prompt
 from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.distill.locomo import Conversation, ingestion_batches
@@ -53,7 +53,7 @@ class ObservationConfig:
     """Keep at most this many {"facts": []} extraction examples per non-empty one (None: keep all)."""
     categories: tuple[int, ...] = (1, 2, 3, 4)
     """QA categories that become generation examples."""
-    stages: tuple[str, ...] = ("extraction", "update", "generation")
+    stages: tuple[str, ...] = LOOP_STAGES
     """Stages to write."""
     max_batches: int | None = None
     """Only the first N ingestion batches of each speaker store (smoke runs and tests)."""
@@ -136,7 +136,7 @@ def observation_examples(conversations: Sequence[Conversation], config: Observat
 
         embedder = SentenceTransformerEmbedder()
     report = ObservationReport()
-    out: dict[str, list[dict]] = {s: [] for s in ("extraction", "update", "generation")}
+    out: dict[str, list[dict]] = {s: [] for s in LOOP_STAGES}
     empties: list[dict] = []
     for conv in conversations:
         placed = place_observations(conv)

@@ -24,33 +24,31 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from memlora import LOOP_STAGES
 from memlora.distill.dataset import write_json_atomic
 from memlora.distill.locomo import Conversation, ingestion_batches
 from memlora.distill.teacher_run import answer_context
 from memlora.distill.train import TrainConfig, train_expert
 from memlora.errors import DataError, MemloraError
+from memlora.judge import JudgeClient, JudgeConfig
 from memlora.runtime import prompts
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.parsing import strip_reasoning
 from memlora.runtime.store import MemoryStore
+from memlora.text_metrics import rouge1_f, token_f1
 
 Metric = Callable[[str, str, str], float]
 """``metric(question, prediction, gold) -> score in [0, 1]``."""
 
-PIPELINE_ORDER = ("extraction", "update", "generation")
 
 
 def l_proxy(question: str, prediction: str, gold: str) -> float:
     """The default selection metric: mean of ROUGE-1 F (rouge_score, stemmed) and Mem0's token F1."""
-    from memlora.bench.metrics import rouge1_f, token_f1
-
     return 0.5 * (rouge1_f(prediction, gold) + token_f1(prediction, gold))
 
 
 def judge_metric(url: str, model: str, **judge_options) -> Metric:
-    """The LLM-as-a-judge metric (J) of ``memlora.bench.judge`` as a selection metric: 1 for CORRECT, 0 for WRONG."""
-    from memlora.bench.judge import JudgeClient, JudgeConfig
-
+    """The LLM-as-a-judge metric (J) of ``memlora.judge`` as a selection metric: 1 for CORRECT, 0 for WRONG."""
     client = JudgeClient(JudgeConfig(url=url, model=model, **judge_options))
 
     def metric(question: str, prediction: str, gold: str) -> float:
@@ -63,7 +61,7 @@ def judge_metric(url: str, model: str, **judge_options) -> Metric:
 class SearchConfig:
     """The grid and the selection settings."""
 
-    stages: tuple[str, ...] = PIPELINE_ORDER
+    stages: tuple[str, ...] = LOOP_STAGES
     """Stages to search, in pipeline order (those without training data are skipped and served by the base)."""
     lrs: tuple[float, ...] = (1e-4, 2e-4, 5e-4)
     """Learning rates of the grid."""

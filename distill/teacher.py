@@ -305,8 +305,3 @@ def make_teacher(spec: str, model: str | None = None, **kwargs) -> Teacher:
     return LocalTransformersTeacher(spec, **local)
 
 
-def run_teacher(*args, **kwargs):
-    """Run the memory loop's operations with a teacher over conversations (see ``memlora.distill.teacher_run``)."""
-    from memlora.distill.teacher_run import run_teacher as _run
-
-    return _run(*args, **kwargs)

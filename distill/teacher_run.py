@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from memlora import STAGES
+from memlora import LOOP_STAGES, STAGES
 from memlora.distill.dataset import prompt_hash, stage_path, write_json_atomic
 from memlora.distill.locomo import Conversation, ingestion_batches
 from memlora.distill.rawlog import RawLog
@@ -34,7 +34,6 @@ from memlora.runtime.engine import Generation
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.store import MemoryStore, SearchHit
 
-LOOP_STAGES = ("extraction", "update", "generation")
 
 
 @dataclass

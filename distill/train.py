@@ -24,15 +24,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 from memlora import STAGES
-from memlora.distill.copy_attention import YesNoTokens, copy_attention_loss, yes_no_attention_loss
-from memlora.distill.dataset import examples_hash, load_examples, validate_example, write_json_atomic
+from memlora.distill.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
+from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
 
 __all__ = [
     "TrainConfig",
+    "AuxiliaryLoss",
     "TrainResult",
     "EpochLog",
     "train_expert",
@@ -115,22 +116,6 @@ class TrainConfig:
     """Batch size for validation loss (None: 2 x batch_size)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory on big students."""
-    target_lead_space: bool = False
-    """Encode each target as " <target>": its first word is then tokenized as in running text (byte-level BPE: " Paris",
-    the prompt's own token, not "P"+"aris"), so it can be copied; the engines strip answers."""
-    copy_attention: float = 0.0
-    """Weight of the copy-attention loss (``memlora.distill.copy_attention``): teaches a head where target tokens sit in the prompt; 0 = off."""
-    copy_attention_layer: int = -1
-    """Layer whose heads the copy-attention loss supervises (negative: from the last)."""
-    copy_attention_heads: tuple[int, ...] = (0,)
-    """Query heads of that layer the copy-attention loss supervises."""
-    yes_no_pointer: float = 0.0
-    """Weight, inside the copy-attention loss, of the yes/no pointer (``copy_attention.yes_no_attention_loss``): teaches
-    two heads to look up the word a Yes/No question asks about; 0 = off; needs ``copy_attention`` > 0."""
-    yes_no_pointer_layers: tuple[int, int] = (1, 2)
-    """The yes/no pointer's read layer (attends to the word asked) and find layer (to where it occurs, or the sink)."""
-    yes_no_pointer_head: int = 3
-    """The query head the yes/no pointer supervises in both layers (not the copy head)."""
     threads: int | None = None
     """torch CPU threads (None: leave torch's default)."""
     cpu: bool = False
@@ -151,15 +136,6 @@ class TrainConfig:
                 raise MemloraError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.patience < 0 or not (0.0 <= self.dropout < 1.0) or self.lr <= 0:
             raise MemloraError("TrainConfig: need patience >= 0, 0 <= dropout < 1 and lr > 0")
-        if self.copy_attention < 0 or (self.copy_attention and not self.copy_attention_heads):
-            raise MemloraError("TrainConfig: copy_attention must be >= 0 and, when on, name at least one head")
-        self.copy_attention_heads = tuple(int(h) for h in self.copy_attention_heads)
-        if self.yes_no_pointer < 0 or (self.yes_no_pointer and not self.copy_attention):
-            raise MemloraError("TrainConfig: yes_no_pointer must be >= 0 and is part of the copy-attention loss: "
-                               "when on, copy_attention must be > 0 too")
-        if len(self.yes_no_pointer_layers) != 2:
-            raise MemloraError("TrainConfig.yes_no_pointer_layers names two layers: read, find")
-        self.yes_no_pointer_layers = tuple(int(layer) for layer in self.yes_no_pointer_layers)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise MemloraError(f"TrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -178,8 +154,31 @@ class EpochLog:
     val_loss: float | None
     seconds: float = 0.0
     train_tokens: int = 0
-    copy_attention_loss: float | None = None
-    """Mean copy-attention loss of the epoch's batches, the yes/no pointer's included when on (None: copy_attention off)."""
+    aux_loss: float | None = None
+    """Mean auxiliary loss of the epoch's batches, unweighted (None: no auxiliary loss)."""
+
+
+class AuxiliaryLoss(Protocol):
+    """An extra loss ``train_expert`` adds to the next-token loss: ``loss = out.loss + weight * aux(out, batch)``.
+
+    The trainer knows only this interface; losses that serve one use (the synthetic world's copy-attention loss,
+    ``memlora.world.copy_attention``) live with that use, the way peft keeps its variants outside its core."""
+
+    weight: float
+    """Factor of the auxiliary loss in the training loss."""
+    attn_implementation: str | None
+    """Attention implementation the base must be loaded with (``"eager"`` to read attention probabilities), or None."""
+    forward_kwargs: dict
+    """Extra keyword arguments of the model's forward pass (``{"output_attentions": True}``)."""
+
+    def prepare(self, tokenizer, model_config) -> None:
+        """Check that the loss fits this tokenizer and model before training; raise ``MemloraError`` if not."""
+
+    def __call__(self, outputs, batch: dict) -> Any:
+        """The unweighted loss (a scalar tensor) of one batch's forward ``outputs``."""
+
+    def hyperparameters(self) -> dict:
+        """Its options, recorded in the training card's hyperparameters."""
 
 
 @dataclass
@@ -226,14 +225,9 @@ def load_tokenizer(base_dir: str | os.PathLike):
     return tok
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the engines feed the model: the chat template plus the assistant generation prompt."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def encode_example(tokenizer, example: dict, lead_space: bool = False) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example: prompt tokens labelled -100, then target tokens + EOS. ``lead_space``: the
-    target is encoded as `` <target>`` (``TrainConfig.target_lead_space``)."""
+    target is encoded as `` <target>`` (its first word then tokenizes as in running text)."""
     prompt_ids = tokenizer(render_prompt(tokenizer, example["messages"]), add_special_tokens=False)["input_ids"]
     target = (" " + example["target"]) if lead_space else example["target"]
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -318,8 +312,6 @@ def _collate(pad_id: int):
             mask[r, : len(ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
         if any(len(row) > 2 for row in rows):  # image examples: memlora.distill.vqa_train.collate_vision adds pixels
-            from memlora.distill.vqa_train import collate_vision
-
             batch.update(collate_vision(rows, width))
         return batch
 
@@ -438,27 +430,19 @@ def suggested_max_new_tokens(target_lengths: Sequence[int]) -> int:
     return int(min(1024, max(16, math.ceil(1.25 * max(target_lengths or [16])))))
 
 
-def _yes_no_tokens(tokenizer, model_config, config: TrainConfig) -> YesNoTokens:
-    """The yes/no pointer's token ids, after checking that its layers and head exist in the model (before training)."""
-    layers, heads = model_config.num_hidden_layers, model_config.num_attention_heads
-    bad = [layer for layer in config.yes_no_pointer_layers if not -layers <= layer < layers]
-    if bad or not -heads <= config.yes_no_pointer_head < heads:
-        raise MemloraError(f"TrainConfig: the yes/no pointer's layers {list(config.yes_no_pointer_layers)} / head "
-                           f"{config.yes_no_pointer_head} do not all exist in a model of {layers} layers x {heads} heads")
-    try:
-        return YesNoTokens.of(tokenizer, config.target_lead_space)
-    except ValueError as e:
-        raise MemloraError(str(e)) from None
-
-
 def train_expert(
     base_dir: str | os.PathLike,
     train_examples: Sequence[dict],
     val_examples: Sequence[dict],
     out_dir: str | os.PathLike,
     config: TrainConfig | None = None,
+    aux_loss: AuxiliaryLoss | None = None,
+    lead_space: bool = False,
 ) -> TrainResult:
-    """Train one LoRA expert on ``train_examples`` with early stopping on ``val_examples``; write it to ``out_dir``."""
+    """Train one LoRA expert on ``train_examples`` with early stopping on ``val_examples``; write it to ``out_dir``.
+
+    ``aux_loss``: an optional extra loss (``AuxiliaryLoss``) added to the next-token loss. ``lead_space``: encode each
+    target as `` <target>`` (``encode_example``)."""
     import peft
     import torch
     import transformers
@@ -482,8 +466,6 @@ def train_expert(
     tok_sha = tokenizer_fingerprint(tokenizer)
     vision = None
     if any(ex.get("images") for ex in list(train_examples) + list(val_examples)):
-        from memlora.distill.vqa_train import VisionExampleEncoder
-
         vision = VisionExampleEncoder(base_dir)  # refuses a text-only base with a clear ImageError
     check_examples(train_examples, config.stage, tok_sha, "training", allow_images=vision is not None)
     check_examples(val_examples, config.stage, tok_sha, "validation", allow_images=vision is not None)
@@ -497,16 +479,17 @@ def train_expert(
     set_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    if config.copy_attention and vision is not None:
-        raise MemloraError("copy_attention supervises text-only students; switch it off for image examples")
-    # the copy-attention loss reads attention probabilities, which only the eager implementation returns
-    model, model_config = _load_base(base_dir, config.gradient_checkpointing, "eager" if config.copy_attention else None)
-    yes_no_tokens = _yes_no_tokens(tokenizer, model_config, config) if config.yes_no_pointer else None
+    if aux_loss is not None and vision is not None:
+        raise MemloraError("an auxiliary loss supervises text-only students; leave it out for image examples")
+    model, model_config = _load_base(base_dir, config.gradient_checkpointing,
+                                     aux_loss.attn_implementation if aux_loss is not None else None)
+    if aux_loss is not None:
+        aux_loss.prepare(tokenizer, model_config)
     max_length = config.max_length or _context_length(model_config)
     train_rows, dropped_train = encode_examples(tokenizer, train_examples, max_length, config.drop_too_long, "training", vision,
-                                                config.target_lead_space)
+                                                lead_space)
     val_rows, dropped_val = encode_examples(tokenizer, val_examples, max_length, config.drop_too_long, "validation", vision,
-                                            config.target_lead_space)
+                                            lead_space)
     if not train_rows:
         raise DataError(f"every training example is longer than {max_length} tokens: nothing left to train on")
 
@@ -554,7 +537,7 @@ def train_expert(
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         t0, ep_tokens = time.perf_counter(), 0
-        copy_sum, copy_batches = 0.0, 0
+        aux_sum, aux_batches = 0.0, 0
         loss_sum = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         bar = tqdm(
             train_loader,
@@ -564,18 +547,12 @@ def train_expert(
         )
         for batch in bar:
             with accelerator.accumulate(model):
-                if config.copy_attention:
-                    out = model(**batch, output_attentions=True)
-                    copy_loss = copy_attention_loss(
-                        out.attentions, batch["input_ids"], batch["labels"], config.copy_attention_layer, config.copy_attention_heads
-                    )
-                    if yes_no_tokens is not None:
-                        copy_loss = copy_loss + config.yes_no_pointer * yes_no_attention_loss(
-                            out.attentions, batch["input_ids"], batch["labels"], yes_no_tokens, *config.yes_no_pointer_layers,
-                            config.yes_no_pointer_head)
-                    copy_sum += float(copy_loss.detach())
-                    copy_batches += 1
-                    loss = out.loss + config.copy_attention * copy_loss
+                if aux_loss is not None:
+                    out = model(**batch, **aux_loss.forward_kwargs)
+                    extra = aux_loss(out, batch)
+                    aux_sum += float(extra.detach())
+                    aux_batches += 1
+                    loss = out.loss + aux_loss.weight * extra
                 else:
                     out = model(**batch)
                     loss = out.loss
@@ -597,8 +574,8 @@ def train_expert(
         train_tokens += ep_tokens
         vl = val_loss()
         epochs.append(EpochLog(epoch, float(loss_sum[0] / max(loss_sum[1], 1)), vl, round(ep_seconds, 3), ep_tokens))
-        if copy_batches:
-            epochs[-1].copy_attention_loss = round(copy_sum / copy_batches, 4)
+        if aux_batches:
+            epochs[-1].aux_loss = round(aux_sum / aux_batches, 4)
         if accelerator.is_main_process and config.progress:
             tqdm.write(f"[{config.stage}] epoch {epoch}: train {epochs[-1].train_loss:.4f}" + (f"  val {vl:.4f}" if vl is not None else ""))
         improved = vl is None or best_loss is None or vl < best_loss - config.min_delta
@@ -639,7 +616,8 @@ def train_expert(
             "train_tokens_per_epoch": sum(len(row[0]) for row in train_rows),
             "max_target_tokens": max(target_lengths),
         },
-        "hyperparameters": {**_jsonable(asdict(config)), "target_modules": target_modules},
+        "hyperparameters": {**_jsonable(asdict(config)), "target_modules": target_modules, "target_lead_space": lead_space,
+                            **_jsonable(aux_loss.hyperparameters() if aux_loss is not None else {})},
         "precision": accelerator.mixed_precision if accelerator.mixed_precision != "no" else "fp32",
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,

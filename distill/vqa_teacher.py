@@ -19,8 +19,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from memlora.errors import DataError, ImageError
 
 INSTRUCTION_PROMPT = (
@@ -159,29 +157,3 @@ def run_vqa_teacher(teacher, images_dir: str | Path, data_dir: str | Path, confi
         counts[split] = write_jsonl_atomic(stage_path(data_dir, split, "vqa"), clean[split])
         write_jsonl_atomic(stage_path(data_dir, split, "vqa", raw=True), raw[split])
     return counts
-
-
-@click.command("vqa-teacher")
-@click.option("--endpoint", required=True, help="OpenAI-compatible base URL of the teacher VLM (e.g. http://localhost:8000/v1).")
-@click.option("--model", "model_name", required=True, help="Model name the server serves (the paper: OpenGVLab/InternVL3-78B).")
-@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path), help="Folder of images (searched recursively).")
-@click.option("-o", "--out", "data_dir", required=True, type=click.Path(path_type=Path), help="DATA dir to write <split>/vqa.jsonl into.")
-@click.option("--types", default="2,3,4", show_default=True, help="Instruction types of appendix C.1 to ask, comma-separated.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
-@click.option("--max-tokens", default=256, show_default=True, help="Teacher completion budget per request.")
-def vqa_teacher_command(endpoint: str, model_name: str, images_dir: Path, data_dir: Path, types: str, timeout: float,
-                        max_tokens: int) -> None:
-    """Ask a teacher VLM for question/answer/reason triples about a folder of images (paper appendix C.1)."""
-    from memlora.distill.teacher import OpenAIChatTeacher
-
-    try:
-        chosen = tuple(int(t) for t in types.split(",") if t.strip())
-    except ValueError:
-        raise DataError(f"--types must be comma-separated integers 1..8, got {types!r}") from None
-    teacher = OpenAIChatTeacher(endpoint, model_name, timeout=timeout, max_tokens=max_tokens, concurrency=1)
-    try:
-        counts = run_vqa_teacher(teacher, images_dir, data_dir, VQATeacherConfig(types=chosen))
-    finally:
-        teacher.close()
-    click.echo(f"vqa examples written to {data_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from memlora.distill.dataset import render_prompt
 from memlora.errors import DataError, ImageError
 from memlora.runtime.images import load_rgb
 from memlora.runtime.vision_processor import VisionProcessor, place_images
@@ -34,8 +35,6 @@ class VisionExampleEncoder:
 
     def encode(self, tokenizer, example: dict) -> tuple[list[int], list[int], dict]:
         import torch
-
-        from memlora.distill.train import render_prompt
 
         images = []
         for p in example["images"]:

@@ -9,7 +9,8 @@ Passes, in order (each in its own module):
    no externalized expert: the plain base graph;
 3. merged experts: ``merge_and_unload`` then a builder run each (``merge``) -> ``merged/<stage>/``;
 4. the embedder (``embedder_export``);
-5. ``bundle.json`` with checksums (``manifest``), checked by ``memlora.runtime.bundle.load_bundle``.
+5. ``bundle.json`` with checksums (``manifest``) and the chat template as a checked form (``chat_form``), read by
+   ``memlora.runtime.bundle.load_bundle``.
 
 Everything is written into a temporary directory beside the output and renamed into place at the end: a failed export leaves
 no partial bundle (and an existing bundle is only replaced with ``overwrite``).
@@ -29,6 +30,7 @@ from memlora.export.adapters import Expert, read_experts
 from memlora.export.base_model import read_base_model
 from memlora.export.embedder_export import EmbedderExportConfig, export_embedder
 from memlora.export.genai_builder import BuilderConfig, run_builder
+from memlora.export.chat_form import chat_entry
 from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
 from memlora.export.merge import merge_expert
 from memlora.export.multilora import add_lora_branches
@@ -189,6 +191,7 @@ def export_bundle(config: ExportConfig) -> Path:
                 },
                 "experts": {stage: expert_entries[stage] for stage in [e.stage for e in experts]},
                 "embedder": embedder_entry,
+                "chat": chat_entry(staging / "model"),
                 **({"vision": vision_entry} if vision_entry else {}),
                 "files": list_files(staging),
                 "toolchain": toolchain_versions(),

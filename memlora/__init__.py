@@ -4,15 +4,19 @@ The package is one namespace over the repository's top-level folders:
 
 - ``memlora.runtime``  (``runtime/``)    on-device: prompts, parsing, memory store, embedder, engines, the memory loop
 - ``memlora.export``   (``export/``)     trained adapters -> verified ONNX Runtime GenAI multi-LoRA bundle
-- ``memlora.distill``  (``distill/``)    teacher data, cleaning, expert training, LoCoMo and the synthetic world
+- ``memlora.distill``  (``distill/``)    teacher data, cleaning, expert training, LoCoMo
 - ``memlora.bench``    (``benchmarks/``) speed and quality harness
+- ``memlora.world``    (``world/``)      the synthetic memory world: generator, pretraining, presets, evaluation
+
+Layers only look down: ``memlora.errors``/``paths``/``models`` at the bottom, then runtime, export, distill, bench,
+world; ``memlora.cli`` and ``memlora.demo`` on top (``tests/test_layers.py`` checks it).
 """
 
 __version__ = "0.1.0"
 
 STAGES = ("extraction", "update", "generation", "vqa")
-"""The memory operations, one expert adapter each (paper 3.2 and 3.3)."""
+"""The memory operations, one expert adapter each (paper 3.2 and 3.3); the text memory loop's three come first, in the
+order the loop runs them."""
 
-DEFAULT_WORLD_PRESET = "copy"
-"""The synthetic-world preset (``memlora.distill.world_experts``) of ``memlora demo`` and ``memlora eval --world`` when
-none is named; here, not there, so that the CLIs can name it without importing the world."""
+LOOP_STAGES = STAGES[:3]
+"""The text memory loop's stages in pipeline order (extraction, update, generation): ``STAGES`` without vqa."""

@@ -1,6 +1,6 @@
 """``memlora demo``: the whole memory job end to end, on the built-in default, on a laptop CPU (seconds once built).
 
-By default it uses the synthetic memory world (``memlora.distill.world``): a tiny base model pretrained from scratch
+By default it uses the synthetic memory world (``memlora.world.generator``): a tiny base model pretrained from scratch
 on the world's conversations and its three expert adapters (extraction, update, generation), built on the first run
 (about 34 min on 2 CPU cores) and cached. It ingests a held-out world conversation through the memory loop
 (``memlora.runtime.memory.Memory`` on the PyTorch engine), prints the facts extracted, the update events (ADD /
@@ -22,12 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
-from memlora import DEFAULT_WORLD_PRESET
+from memlora import LOOP_STAGES
+from memlora.distill.locomo import ingestion_batches, load_locomo
 from memlora.errors import MemloraError
+from memlora.export.adapters import trained_prompt_set
+from memlora.export.pull import MODELS, pull_model
+from memlora.models import ensure_model
+from memlora.paths import data_file
+from memlora.world.evaluation import normalize_answer
+from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts, get_preset, world_cache_root
+from memlora.world.generator import generate_world
 
-STAGES3 = ("extraction", "update", "generation")
 TINY_RANDOM = "tiny-random"
 DEFAULT_BUDGETS = {"extraction": 64, "update": 160, "generation": 16}
 
@@ -76,7 +81,6 @@ class SystemRun:
 # ------------------------------------------------------------------------------------------------------------ data
 def world_demo_data(world_config, index: int = 0) -> DemoData:
     """Held-out test conversation ``index`` of the world: batches with gold facts, final-state questions with gold answers."""
-    from memlora.distill.world import generate_world
 
     test = generate_world(world_config).split("test")
     if not 0 <= index < len(test):
@@ -90,8 +94,6 @@ def world_demo_data(world_config, index: int = 0) -> DemoData:
 
 def sample_demo_data() -> DemoData:
     """The project's own sample conversation (``memlora/data/sample_conversation.json``), LoCoMo-shaped."""
-    from memlora.distill.locomo import ingestion_batches, load_locomo
-    from memlora.paths import data_file
 
     conv = load_locomo(data_file("sample_conversation.json"))[0]
     batches = [{"user_id": b.user_id, "messages": b.messages, "timestamp": b.timestamp, "gold_facts": None}
@@ -107,7 +109,6 @@ def sample_demo_data() -> DemoData:
 # ------------------------------------------------------------------------------------------------------------ running
 def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRun:
     """Ingest ``data`` through a fresh memory and answer its questions; ``progress(n)`` advances a bar."""
-    from memlora.bench.world_eval import normalize_answer
 
     run = SystemRun(label)
     memory = memory_factory()
@@ -142,18 +143,19 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
 def _engine_for(model: str | None, adapters: Path | None, bundle: Path | None, threads: int):
     if bundle is not None:
         try:
+            # FAISS, torch or the engines: off the import path until used
             from memlora.runtime.ort_engine import OrtGenAIEngine
         except ImportError as exc:  # pragma: no cover - onnxruntime-genai is a dependency
             raise MemloraError(f"--bundle needs memlora.runtime.ort_engine (onnxruntime-genai): {exc}") from exc
         return OrtGenAIEngine(bundle, threads=threads)
-    from memlora.runtime.torch_engine import TorchEngine
+    from memlora.runtime.torch_engine import TorchEngine  # FAISS, torch or the engines: off the import path until used
 
     return TorchEngine(model, adapters, threads=threads)
 
 
 def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, budgets: dict):
     """``Memory.from_bundle`` when the runtime has it (bundle engine + bundle embedder), else the ORT engine + default embedder."""
-    from memlora.runtime.memory import Memory
+    from memlora.runtime.memory import Memory  # FAISS, torch or the engines: off the import path until used
 
     if hasattr(Memory, "from_bundle"):
         def factory():
@@ -166,6 +168,7 @@ def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, bud
 
 
 def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, embedder=None, prompt_set: str = "memlora"):
+    # FAISS, torch or the engines: off the import path until used
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
@@ -198,7 +201,7 @@ class DemoOptions:
     """Ingest only the first N message batches (None: the whole conversation)."""
     compare_base: bool = True
     """Also run the same conversation on the base model alone (adapters off), side by side."""
-    preset: str = DEFAULT_WORLD_PRESET
+    preset: str = DEFAULT_PRESET
     """World preset of the default system."""
     seed: int = 0
     """Seed of the world base model and experts."""
@@ -210,13 +213,11 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     """Run the demo; return the JSON-able record of what it did."""
     import torch
 
-    from memlora.export.adapters import trained_prompt_set
-
     t_start = time.perf_counter()
     torch.set_num_threads(int(options.threads))
     record: dict[str, Any] = {"format": 1, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}}
     budgets = dict(DEFAULT_BUDGETS)
-    stage_adapters_all = {s: s for s in STAGES3}
+    stage_adapters_all = {s: s for s in LOOP_STAGES}
     world_config = None
     timings: dict[str, float] = {}
 
@@ -231,35 +232,36 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     if options.bundle is not None:
         system = f"bundle {options.bundle} (ONNX Runtime GenAI)"
         factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all, budgets)
-        base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in STAGES3}, budgets)
+        base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
     elif options.model == TINY_RANDOM:
-        from memlora.models import ensure_model
-
         say("building the random tiny model (qwen2, seed 0): it has never learned anything, so it produces nonsense by design")
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
         system = f"random tiny model {base_dir}"
         budgets.update(extraction=24, update=48, generation=16)  # nonsense needs no long budget
         engine = _engine_for(str(base_dir), None, None, options.threads)
-        factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets)
+        factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         base_factory, has_experts, prompt_set = None, False, "memlora"
     elif options.model is not None:
-        model_dir = Path(options.model)
+        if options.model in MODELS:  # a real model by name: `memlora pull NAME` (network once, then cached)
+            say(f"pulling {options.model} (memlora pull {options.model}; cached after the first time)")
+            model_dir = pull_model(options.model, progress=say)
+        else:
+            model_dir = Path(options.model)
         if not (model_dir / "config.json").is_file():
-            raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder or 'tiny-random'")
+            raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder, 'tiny-random' "
+                               f"or a model memlora pulls ({', '.join(sorted(MODELS))})")
         engine = _engine_for(str(model_dir), options.adapters, None, options.threads)
         has_experts = bool(engine.adapters)
-        stage_adapters = {s: (s if s in engine.adapters else None) for s in STAGES3}
+        stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
         prompt_set = trained_prompt_set(options.adapters)
         factory = _memory_factory(engine, options.threads, stage_adapters, budgets, prompt_set=prompt_set)
-        base_factory = (_memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder,
+        base_factory = (_memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, factory.embedder,
                                         prompt_set) if has_experts else None)
         budgets.update(_expert_budgets(options.adapters))
     else:
-        from memlora.distill.world_experts import ensure_world_experts
-
         say("memlora demo: the synthetic memory world (a tiny model pretrained from scratch on its conversations + 3 experts)")
         cached = _world_is_cached(options.preset, options.seed)
         if not cached:
@@ -273,15 +275,13 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
         prompt_set = trained_prompt_set(art.adapters_dir)
         factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets, prompt_set=prompt_set)
-        base_factory = _memory_factory(engine, options.threads, {s: None for s in STAGES3}, budgets, factory.embedder, prompt_set)
+        base_factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, factory.embedder, prompt_set)
         has_experts = True
     timings["setup_s"] = round(time.perf_counter() - t0, 2)
 
     data_kind = options.data or ("sample" if options.model == TINY_RANDOM else "world")
     if data_kind == "world":
         if world_config is None:
-            from memlora.distill.world_experts import get_preset
-
             world_config = get_preset(options.preset).world
         data = world_demo_data(world_config, options.conversation)
     elif data_kind == "sample":
@@ -316,14 +316,12 @@ def _expert_budgets(adapters_dir: Path | None) -> dict[str, int]:
         return {}
     try:
         experts = json.loads((Path(adapters_dir) / "experts.json").read_text())["experts"]
-        return {s: int(e["max_new_tokens"]) for s, e in experts.items() if s in STAGES3 and "max_new_tokens" in e}
+        return {s: int(e["max_new_tokens"]) for s, e in experts.items() if s in LOOP_STAGES and "max_new_tokens" in e}
     except (ValueError, KeyError, TypeError):
         return {}
 
 
 def _world_is_cached(preset: str, seed: int) -> bool:
-    from memlora.distill.world_experts import get_preset, world_cache_root
-
     return (world_cache_root(get_preset(preset), seed) / "build.json").is_file()
 
 
@@ -402,7 +400,9 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-class _Bar:
+class ProgressBar:
+    """The demo's progress bar (tqdm) over the loop's message pairs."""
+
     def __init__(self, total: int):
         from tqdm.auto import tqdm
 
@@ -413,34 +413,3 @@ class _Bar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-@click.command("demo")
-@click.option("--model", default=None, help="Local checkpoint dir, or 'tiny-random' (a random tiny model: nonsense). Default: the world model.")
-@click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None, help="Expert adapters dir (out/<stage>/) for --model.")
-@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle dir (ONNX Runtime GenAI).")
-@click.option("--data", type=click.Choice(["world", "sample"]), default=None,
-              help="world: a held-out world conversation with gold answers; sample: the shipped sample conversation.")
-@click.option("--conversation", type=int, default=0, show_default=True, help="Which held-out world test conversation.")
-@click.option("--max-batches", type=int, default=None, help="Ingest only the first N message pairs (a quick look).")
-@click.option("--no-compare", is_flag=True, help="Do not run the base model alone side by side.")
-@click.option("--preset", default=DEFAULT_WORLD_PRESET, show_default=True, help="World preset: copy | plain | small.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world model and experts.")
-@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write what the demo did (events, memories, answers, timings) to this file.")
-def demo(model, adapters, bundle, data, conversation, max_batches, no_compare, preset, seed, threads, json_path) -> None:
-    """Run the memory loop end to end on the built-in default (the synthetic world) and print what it did."""
-    from rich.console import Console
-
-    console = Console()
-    options = DemoOptions(model=model, adapters=adapters, bundle=bundle, data=data, conversation=conversation,
-                          max_batches=max_batches, compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
-    record = run_demo(options, say=console.print, progress_factory=_Bar)
-    print_record(record, console)
-    console.print(f"total {record['timings']['total_s']:.1f}s (setup {record['timings']['setup_s']:.1f}s)")
-    if json_path:
-        from memlora.distill.dataset import write_json_atomic
-
-        write_json_atomic(json_path, record)
-        console.print(f"wrote {json_path}")

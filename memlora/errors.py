@@ -19,3 +19,7 @@ class DataError(MemloraError):
 
 class ImageError(MemloraError):
     """An image is unreadable, truncated, too large, or given to a text-only model."""
+
+
+class MetricUnavailable(MemloraError):
+    """A metric cannot be computed here (its data or model is missing); the message says how to make it available."""

@@ -14,45 +14,25 @@ onnxruntime-genai builder load the directory exactly like a downloaded checkpoin
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import click
-
+from memlora import vlm_models
 from memlora.errors import MemloraError
-from memlora.paths import cache_dir, data_file
+from memlora.paths import cache_dir, remove_stale_temps, data_file
+from memlora.tokenizer import (CHAT_TEMPLATE, CORPUS_NAME, IM_END, IM_START, PAD_TOKEN, SPECIAL_TOKENS,  # noqa: F401 (re-exported)
+                               TOKENIZER_VOCAB_SIZE, build_tokenizer, fork_rng)
 
 # Bump when anything that changes the bytes of a built model changes (cache entries are keyed on it).
 RECIPE_VERSION = 1
 
 TEXT_ARCHS = ("qwen2", "gemma2", "llama")
 VLM_ARCHS = ("qwen2_5_vl", "internvl3")
-
-PAD_TOKEN = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END)
-TOKENIZER_VOCAB_SIZE = 2048
-CORPUS_NAME = "tokenizer_corpus.txt"
-
-# Qwen2's pre-tokenizer split (digits one at a time, words with a leading space), then byte-level without a second regex.
-PRETOKENIZE_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -106,66 +86,12 @@ SIZES: dict[str, dict[str, ModelShape]] = {
 }
 
 # tiny-world (added by the world engineer): the demo's default base, a little larger than tiny so that it can learn the
-# memory operations of the synthetic world; pretrained from scratch by memlora.distill.world_model (--pretrain world).
+# memory operations of the synthetic world; pretrained from scratch by memlora.world.pretrain (--pretrain world).
 SIZES["tiny-world"] = {"qwen2": ModelShape("qwen2", dict(
     SIZES["tiny"]["qwen2"].fields, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
     intermediate_size=384, max_window_layers=4))}
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-# ----------------------------------------------------------------------------------------------------------- tokenizer
-def build_tokenizer(out_dir=None, corpus: str | os.PathLike | None = None, vocab_size: int = TOKENIZER_VOCAB_SIZE):
-    """Train the byte-level BPE tokenizer (deterministic) and return it as a ``PreTrainedTokenizerFast``.
-
-    With ``out_dir`` it is also saved there (tokenizer.json + tokenizer_config.json with the ChatML chat template).
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus_path = Path(corpus) if corpus is not None else data_file(CORPUS_NAME)
-    if not corpus_path.is_file():
-        raise MemloraError(f"tokenizer corpus not found: {corpus_path}")
-    text = corpus_path.read_text(encoding="utf-8")
-    # paragraphs as training units, in file order (the trainer's counts do not depend on order, but keep it fixed)
-    paragraphs = [p for p in text.split("\n\n") if p.strip()]
-
-    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(paragraphs, trainer=trainer, length=len(paragraphs))
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=IM_END, pad_token=PAD_TOKEN, unk_token=None, bos_token=None,
-        additional_special_tokens=[IM_START, IM_END], model_max_length=32768, clean_up_tokenization_spaces=False,
-        chat_template=CHAT_TEMPLATE,
-    )
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        fast.save_pretrained(out)
-        _normalise_tokenizer_files(out)
-    return fast
-
-
-def _normalise_tokenizer_files(out: Path) -> None:
-    """Rewrite tokenizer_config.json with sorted keys and the ChatML template inline (stable bytes across runs)."""
-    cfg_path = out / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["chat_template"] = CHAT_TEMPLATE
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    jinja = out / "chat_template.jinja"
-    if jinja.exists():  # keep one source of truth for the template
-        jinja.unlink()
 
 
 # -------------------------------------------------------------------------------------------------------------- shapes
@@ -229,7 +155,7 @@ def build_model(arch: str, size: str, out_dir, seed: int = 0, dtype: str = "floa
     config = make_config(arch, size, vocab_size=len(tokenizer), special_ids=special_ids)
     config.dtype = dtype
 
-    with _fork_rng(seed):
+    with fork_rng(seed):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.eval()
     model.generation_config = GenerationConfig(
@@ -241,25 +167,6 @@ def build_model(arch: str, size: str, out_dir, seed: int = 0, dtype: str = "floa
         {"recipe_version": RECIPE_VERSION, "arch": arch, "size": size, "seed": seed, "dtype": dtype,
          "parameters": sum(p.numel() for p in model.parameters()), "random_weights": True}, indent=2, sort_keys=True) + "\n")
     return out
-
-
-class _fork_rng:
-    """Seed torch's CPU generator for the duration of a block and restore the caller's state afterwards."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        import torch
-
-        self._state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.random.set_rng_state(self._state)
-        return False
 
 
 def _prepare_out_dir(out_dir) -> Path:
@@ -279,46 +186,39 @@ def _prepare_out_dir(out_dir) -> Path:
 
 
 def _build_vlm(arch: str, size: str, out: Path, seed: int) -> Path:
-    try:
-        vlm = importlib.import_module("memlora.vlm_models")
-    except ModuleNotFoundError as exc:
-        if exc.name != "memlora.vlm_models":
-            raise
-        raise MemloraError(f"arch {arch!r} needs memlora.vlm_models, which is not installed in this build") from None
     with tempfile.TemporaryDirectory(prefix="memlora-tok-") as tmp:
         build_tokenizer(tmp)
-        return Path(vlm.build_vlm_model(arch, size, out, seed, tokenizer_dir=Path(tmp)))
+        return Path(vlm_models.build_vlm_model(arch, size, out, seed, tokenizer_dir=Path(tmp)))
 
 
 # --------------------------------------------------------------------------------------------------------------- cache
-def model_cache_key(arch: str, size: str, seed: int = 0, dtype: str = "float32", pretrain: str | None = None) -> str:
-    """Directory name of a cached model: everything that changes its bytes, plus the corpus hash."""
+def model_cache_key(arch: str, size: str, seed: int = 0, dtype: str = "float32", pretrain_tag: str | None = None) -> str:
+    """Directory name of a cached model: everything that changes its bytes, plus the corpus hash. ``pretrain_tag`` names
+    the pretraining run on the built model and its recipe version (a changed recipe rebuilds)."""
     corpus = hashlib.sha256(data_file(CORPUS_NAME).read_bytes()).hexdigest()[:10]
-    tail = ""
-    if pretrain:  # the pretraining recipe's version is part of the key too, so a changed recipe rebuilds
-        version = getattr(importlib.import_module(pretrainer(pretrain).__module__), "PRETRAIN_RECIPE_VERSION", 0)
-        tail = f"-{pretrain}{version}"
-        if arch in VLM_ARCHS:  # a VLM's language model is grafted (memlora.vlm_pretrain): its recipe counts too
-            tail += f"-graft{importlib.import_module('memlora.vlm_pretrain').GRAFT_RECIPE_VERSION}"
+    tail = f"-{pretrain_tag}" if pretrain_tag else ""
     return f"{arch}-{size}-seed{seed}-{dtype}{tail}-r{RECIPE_VERSION}-{corpus}"
 
 
-def ensure_model(arch: str = "qwen2", size: str = "tiny", seed: int = 0, dtype: str = "float32", pretrain: str | None = None) -> Path:
-    """Path of the cached model (built on first use). Built in a temp dir and renamed, so a killed build leaves nothing half-done."""
+def ensure_model(arch: str = "qwen2", size: str = "tiny", seed: int = 0, dtype: str = "float32",
+                 pretrain_tag: str | None = None, pretrain: Callable[[Path], object] | None = None) -> Path:
+    """Path of the cached model (built on first use). Built in a temp dir and renamed, so a killed build leaves nothing
+    half-done. ``pretrain`` (with its ``pretrain_tag``, part of the cache key) runs on the built model before it is cached
+    (``memlora.world.pretrained``: the synthetic world's pretraining)."""
     if arch not in VLM_ARCHS:
         resolve_shape(arch, size)
-    if pretrain:
-        pretrainer(pretrain)  # fail before building when it is not available
+    if (pretrain is None) != (pretrain_tag is None):
+        raise MemloraError("ensure_model: a pretraining and its cache tag go together")
     root = cache_dir("models")
-    final = root / model_cache_key(arch, size, seed, dtype, pretrain)
+    final = root / model_cache_key(arch, size, seed, dtype, pretrain_tag)
     if final.is_dir():
         return final
     _remove_stale_builds(root)
 
     def build(tmp: Path) -> None:
         build_model(arch, size, tmp, seed=seed, dtype=dtype)
-        if pretrain:
-            pretrain_model(pretrain, tmp, seed=seed)
+        if pretrain is not None:
+            pretrain(tmp)
 
     return build_into_cache(final, build)
 
@@ -340,81 +240,6 @@ def build_into_cache(final: Path, build) -> Path:
     return final
 
 
-STALE_BUILD_SECONDS = 6 * 3600
-
-
 def _remove_stale_builds(root: Path) -> None:
-    """Delete temp build dirs a killed process left behind (untouched for STALE_BUILD_SECONDS; a live build is younger)."""
-    import time
-
-    for tmp in root.glob(".building-*"):
-        try:
-            if time.time() - tmp.stat().st_mtime > STALE_BUILD_SECONDS:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
-
-
-PRETRAIN_KINDS = ("world", "world-copy")
-"""world: the synthetic memory world's text (the ``plain`` preset's recipe); world-copy: the same text with a fixed copy
-head and frozen random embeddings (the demo's default ``copy`` preset's recipe; text models only)."""
-
-
-def pretrainer(kind: str):
-    """The function that pretrains a built model in place for ``kind``; a clear ``MemloraError`` when it is not available."""
-    if kind not in PRETRAIN_KINDS:
-        raise MemloraError(f"unknown pretraining {kind!r}: choose one of {', '.join(PRETRAIN_KINDS)}")
-    try:
-        world = importlib.import_module("memlora.distill.world_model")
-    except ModuleNotFoundError as exc:
-        if exc.name != "memlora.distill.world_model":
-            raise
-        raise MemloraError("--pretrain world is not available: memlora.distill.world_model is not part of this build") from None
-    return world.pretrain_world_model_copy if kind == "world-copy" else world.pretrain_world_model
-
-
-def pretrain_model(kind: str, model_dir, seed: int = 0) -> Path:
-    """Pretrain a freshly built model in place (``world``: on the synthetic memory world, by ``memlora.distill.world_model``;
-    for a VLM, a world-pretrained Qwen2 of its text shape is grafted in as its language model by ``memlora.vlm_pretrain``)."""
-    run = pretrainer(kind)
-    info = Path(model_dir) / "memlora_model.json"
-    if info.is_file() and json.loads(info.read_text()).get("arch") in VLM_ARCHS:
-        if kind != "world":
-            raise MemloraError(f"--pretrain {kind} is for text models; a VLM takes --pretrain world (its grafted language model)")
-        from memlora.vlm_pretrain import pretrain_vlm_world
-
-        pretrain_vlm_world(Path(model_dir), seed=seed)
-        return Path(model_dir)
-    run(Path(model_dir), seed=seed)
-    return Path(model_dir)
-
-
-# ----------------------------------------------------------------------------------------------------------------- CLI
-@click.command("make-model")
-@click.option("--arch", default="qwen2", show_default=True, help=f"Architecture: {', '.join(TEXT_ARCHS + VLM_ARCHS)}.")
-@click.option("--size", default="tiny", show_default=True, help=f"Shape: {', '.join(SIZES)} (a real shape fits one arch).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights (same seed = same bytes).")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES), help="Weight dtype saved.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output dir (new or empty). Default: the user cache (reused when already built).")
-@click.option("--pretrain", type=click.Choice(PRETRAIN_KINDS), default=None, help="Pretrain the random model (world: on the synthetic memory world; world-copy: the same with the demo's copy head).")
-def make_model_command(arch: str, size: str, seed: int, dtype: str, out_dir: Path | None, pretrain: str | None) -> None:
-    """Build a synthetic model (random weights, local tokenizer) of a real architecture, loadable like any checkpoint."""
-    if arch not in VLM_ARCHS:
-        resolve_shape(arch, size)  # fail fast, before any heavy import or any file is written
-    if pretrain:
-        pretrainer(pretrain)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Writing model shards" bars are noise here
-    if out_dir is None:
-        path = ensure_model(arch, size, seed=seed, dtype=dtype, pretrain=pretrain)
-    else:
-        path = build_model(arch, size, out_dir, seed=seed, dtype=dtype)
-        if pretrain:
-            pretrain_model(pretrain, path, seed=seed)
-    info_path = path / "memlora_model.json"
-    params = json.loads(info_path.read_text()).get("parameters") if info_path.exists() else None
-    click.echo(f"model written to {path}")
-    if params is not None:
-        click.echo(f"parameters: {params:,} ({arch}, {size}, seed {seed}, random weights)")
+    """Delete temp build dirs a killed process left behind (``remove_stale_temps``)."""
+    remove_stale_temps(root, ".building-*")

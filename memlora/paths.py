@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import platformdirs
@@ -19,3 +21,17 @@ def cache_dir(*parts: str) -> Path:
 def data_file(name: str) -> Path:
     """A data file shipped inside the ``memlora`` package (``memlora/data/<name>``)."""
     return Path(__file__).resolve().parent / "data" / name
+
+
+STALE_TEMP_SECONDS = 6 * 3600
+"""A temporary build/download dir untouched this long was left by a killed process (a live one is younger)."""
+
+
+def remove_stale_temps(root: Path, pattern: str) -> None:
+    """Delete the temporary dirs matching ``pattern`` under ``root`` that a killed process left behind."""
+    for tmp in root.glob(pattern):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass

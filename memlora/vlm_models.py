@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from memlora.errors import MemloraError
+from memlora.tokenizer import IM_END, PAD_TOKEN, build_tokenizer, fork_rng
 
 RECIPE_VERSION = 1
 
@@ -167,12 +168,10 @@ def image_seq_length_internvl(shape: VLMShape) -> int:
 def build_vlm_model(arch: str, size: str, out_dir, seed: int = 0, tokenizer_dir=None) -> Path:
     """Build a random ``arch`` VLM at ``size`` into ``out_dir`` (which ``build_model`` prepared); returns ``out_dir``.
 
-    ``tokenizer_dir`` holds the project's text tokenizer (``memlora.models.build_tokenizer``); image tokens are added here.
+    ``tokenizer_dir`` holds the project's text tokenizer (``memlora.tokenizer.build_tokenizer``); image tokens are added here.
     """
     import torch
     from transformers import GenerationConfig
-
-    from memlora.models import IM_END, PAD_TOKEN, _fork_rng, build_tokenizer
 
     shape = resolve_vlm_shape(arch, size)
     model_type = ARCH_MODEL_TYPE[arch]
@@ -188,7 +187,7 @@ def build_vlm_model(arch: str, size: str, out_dir, seed: int = 0, tokenizer_dir=
     ids = {"pad": tok.convert_tokens_to_ids(PAD_TOKEN), "eos": tok.convert_tokens_to_ids(IM_END)}
     config, model_class, image_processor, processor_config = (_qwen2_5_vl if arch == "qwen2_5_vl" else _internvl3)(shape, tok, ids)
 
-    with _fork_rng(seed):
+    with fork_rng(seed):
         model = model_class(config).to(torch.float32)
     model.eval()
     model.generation_config = GenerationConfig(

@@ -117,6 +117,12 @@ class Bundle:
     unlisted: list[str] = field(default_factory=list)
     vision: VisionEntry | None = None
     """Vision encoder + embedding of a vision-language bundle (None: a text model)."""
+    chat: dict | None = None
+    """``"chat"``: the chat template as a form for runtimes without Jinja (``memlora.runtime.chat_form``), None in bundles
+    exported before it existed."""
+    system_role: str | None = None
+    """The manifest's ``chat.system_role`` (``native`` / ``folded``); None in bundles written before it was recorded:
+    then the chat template is probed when loaded."""
 
     def model_dir_for(self, stage: str | None) -> Path:
         """The model dir that serves ``stage`` (the base for None, absent stages and externalized experts)."""
@@ -323,7 +329,23 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         manifest=manifest,
         unlisted=unlisted,
         vision=vision,
+        chat=manifest.get("chat") if isinstance(manifest.get("chat"), dict) else None,
+        system_role=_system_role(manifest, where),
     )
+
+
+def _system_role(manifest: dict, where: str) -> str | None:
+    from memlora.runtime.chat_form import SYSTEM_ROLES
+
+    chat = manifest.get("chat")
+    if chat is None:
+        return None
+    if not isinstance(chat, dict):
+        raise BundleError(f"{where}: 'chat' must be a JSON object, got {type(chat).__name__}")
+    role = chat.get("system_role")
+    if role is not None and role not in SYSTEM_ROLES:
+        raise BundleError(f"{where}: chat.system_role {role!r} is not one of {SYSTEM_ROLES}")
+    return role
 
 
 def open_bundle(source: str | os.PathLike | Bundle, verify: bool = True) -> Bundle:
@@ -357,7 +379,7 @@ def read_bundle_text(bundle: Bundle) -> BundleText:
     genai = json.loads((model_dir / "genai_config.json").read_text())["model"]
     eos = genai.get("eos_token_id")
     return BundleText(
-        chat_template=ChatTemplate.from_model_dir(model_dir),
+        chat_template=ChatTemplate.from_model_dir(model_dir, system_role=bundle.system_role),
         tokenizer=Tokenizer.from_file(str(model_dir / "tokenizer.json")),
         genai=genai,
         context_length=int(genai.get("context_length") or 0) or None,

@@ -12,10 +12,10 @@ at a time, so a script (or a test) can pipe a conversation in. Commands: ``/memo
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import click
+from typing import TextIO
 
 from memlora.errors import MemloraError
 from memlora.paths import cache_dir
@@ -86,38 +86,33 @@ class ChatSession:
         return ChatTurn(f"unknown command {name!r}; {COMMANDS_HELP}")
 
 
-@click.command("chat")
-@click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path), help="A memlora-export bundle.")
-@click.option("--user", "user_id", required=True, help="Whose memory this is (one store holds many users).")
-@click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Store folder (default: under the memlora cache, one per bundle).")
-@click.option("--threads", type=int, default=None, help="CPU threads for the model and the embedder.")
-@click.option("--no-verify", is_flag=True, help="Skip the bundle's sha256 checks (faster start).")
-def chat(bundle_dir: Path, user_id: str, store_dir: Path | None, threads: int | None, no_verify: bool) -> None:
-    """Chat with a memory that lives on disk (remembers across runs)."""
-    from memlora.runtime.memory import Memory
+def run_chat(bundle_dir: Path, user_id: str, store_dir: Path | None = None, threads: int | None = None, verify: bool = True,
+             stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+    """The chat loop of ``memlora chat``: read lines from ``stdin`` until EOF or /quit, answer each on ``stdout``
+    (prompts and errors on ``stderr``); the memory is closed on the way out."""
+    from memlora.runtime.memory import Memory  # the engines, FAISS and torch: off the import path of `memlora --help`
 
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     store_dir = store_dir or default_store_dir(bundle_dir)
-    memory = Memory.from_bundle(str(bundle_dir), store_dir=str(store_dir), verify=not no_verify, threads=threads)
-    stdin = click.get_text_stream("stdin")
+    memory = Memory.from_bundle(str(bundle_dir), store_dir=str(store_dir), verify=verify, threads=threads)
     interactive = stdin.isatty()
     try:
         session = ChatSession(memory, user_id)
         count = len(memory.get_all(user_id))
-        click.echo(f"memlora chat: {user_id}, {count} memories in {store_dir}. {COMMANDS_HELP}", err=True)
+        print(f"memlora chat: {user_id}, {count} memories in {store_dir}. {COMMANDS_HELP}", file=stderr, flush=True)
         while True:
             if interactive:
-                click.echo("you> ", nl=False, err=True)
+                print("you> ", end="", file=stderr, flush=True)
             line = stdin.readline()
             if not line:
                 break
             try:
                 turn = session.handle(line)
             except MemloraError as exc:
-                click.echo(f"error: {exc}", err=True)
+                print(f"error: {exc}", file=stderr, flush=True)
                 continue
             if turn.reply:
-                click.echo(turn.reply)
+                print(turn.reply, file=stdout, flush=True)
             if turn.quit:
                 break
     finally:

@@ -11,6 +11,13 @@ fast tokenizers wrap), without adding special tokens.
 
     template = ChatTemplate.from_model_dir(bundle / "model")
     text = template.render([{"role": "user", "content": "Hi"}])     # '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+
+System role: some templates refuse a system message (Gemma-2-it raises "System role not supported"). Whether a template
+takes one is decided once per model by rendering a probe (``probe_system_role``): ``"native"`` when the probe renders
+with the system text in it, else ``"folded"``. A folded template never sees a system role: ``chat_form.fold_system``
+removes the system message and the first user message's content becomes ``system + "\\n\\n" + user``. Every stage applies the same decision: training and the PyTorch engine through
+``apply_chat_template`` (a transformers tokenizer), the bundle engines through ``ChatTemplate.render``, the Java bridge
+from the bundle manifest's ``"chat": {"system_role": ...}``.
 """
 
 from __future__ import annotations
@@ -18,10 +25,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 from memlora.errors import MemloraError
+from memlora.runtime.chat_form import SYSTEM_ROLES, fold_system
+
+PROBE_SYSTEM = "memlora-system-probe"
+"""The system text of the probe render (any text a template would copy verbatim)."""
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 """The tokenizer_config.json entries transformers passes to a template as variables (``special_tokens_map``)."""
@@ -56,19 +68,30 @@ class ChatTemplate:
     """The Jinja template text."""
     special_tokens: dict[str, str]
     """``bos_token``, ``eos_token``, ... as strings (absent when the tokenizer has none)."""
+    system_role: str | None = None
+    """``native`` or ``folded`` (see the module doc); None: decided here by ``probe_system_role``."""
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> "ChatTemplate":
+    def from_model_dir(cls, model_dir: str | Path, system_role: str | None = None) -> "ChatTemplate":
         config_file = Path(model_dir) / "tokenizer_config.json"
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
         specials = {name: text for name in SPECIAL_TOKEN_NAMES if (text := _token_text(config.get(name))) is not None}
-        return cls(read_chat_template(model_dir), specials)
+        return cls(read_chat_template(model_dir), specials, system_role)
 
     def __post_init__(self) -> None:
         self._compiled = _compile(self.source)
+        if self.system_role is None:
+            self.system_role = probe_system_role(self.source)
+        elif self.system_role not in SYSTEM_ROLES:
+            raise MemloraError(f"system_role {self.system_role!r} is not one of {SYSTEM_ROLES}")
 
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = True, **variables: Any) -> str:
-        """The prompt text of ``messages`` (keys whose value is None are dropped, as transformers does)."""
+        """The prompt text of ``messages`` (keys whose value is None are dropped, as transformers does); a system
+        message is folded into the first user turn when the template takes none."""
+        return self._render(fold_system(messages) if self.system_role == "folded" else messages,
+                            add_generation_prompt, **variables)
+
+    def _render(self, messages: Sequence[dict], add_generation_prompt: bool = True, **variables: Any) -> str:
         import jinja2
 
         chat = [{k: v for k, v in dict(m).items() if v is not None} for m in messages]
@@ -79,6 +102,31 @@ class ChatTemplate:
             )
         except jinja2.exceptions.TemplateError as exc:
             raise MemloraError(f"the chat template refused these messages: {exc}") from exc
+
+
+@lru_cache(maxsize=64)
+def probe_system_role(source: str) -> str:
+    """``native`` when ``source`` renders a system message with its text in the prompt, else ``folded`` (the template
+    raises on it, as Gemma-2-it's does, or drops it). Raises ``MemloraError`` when it cannot render even the folded form."""
+    # every special token defined (empty), so a template that concatenates bos_token renders
+    template = ChatTemplate(source, dict.fromkeys(SPECIAL_TOKEN_NAMES, ""), system_role="native")
+    probe = [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": "hello"}]
+    try:
+        if PROBE_SYSTEM in template._render(probe):
+            return "native"
+    except MemloraError:
+        pass
+    template._render(fold_system(probe))  # a template that takes neither form is unusable: say so now
+    return "folded"
+
+
+def apply_chat_template(tokenizer, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+    """``tokenizer.apply_chat_template(..., tokenize=False)`` with the system message folded when the tokenizer's
+    template takes none: what training and the PyTorch engine feed the model."""
+    source = getattr(tokenizer, "chat_template", None)
+    if isinstance(source, str) and probe_system_role(source) == "folded":
+        messages = fold_system(messages)
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def _compile(source: str):

@@ -48,6 +48,8 @@ class Engine(Protocol):
 
     adapters: Sequence[str]
     """Names of the expert adapters this engine can activate."""
+    supports_images: bool
+    """Whether ``generate`` takes ``images`` (a vision-language model); text engines say False."""
 
     def generate(
         self,

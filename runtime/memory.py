@@ -296,7 +296,7 @@ class Memory:
                 raise ImageError(f"no retrieved memory of {user_id!r} carries a stored image for: {question!r}")
             image = self.images.open(image_ref)
         if image is not None:
-            if not getattr(self.engine, "supports_images", False):
+            if not self.engine.supports_images:
                 raise ImageError(f"{type(self.engine).__name__} has no vision: answering about an image needs a VLM engine")
             generation = self._run("vqa", prompts.vqa_messages(question, self.config.prompt_set), images=[image])
             parsed = parse_vqa(generation.text)

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from memlora import STAGES
 from memlora.errors import AdapterError, ImageError, MemloraError
+from memlora.runtime.chat_template import apply_chat_template
 from memlora.runtime.engine import Generation, Message, Timings
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
@@ -166,8 +167,9 @@ class TorchEngine:
 
     # -- Engine protocol -------------------------------------------------------------------------------------------
     def render(self, messages: list[Message]) -> list[int]:
-        """Token ids of ``messages`` rendered with the chat template plus the assistant generation prompt."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """Token ids of ``messages`` rendered with the chat template plus the assistant generation prompt (a system
+        message folded into the first user turn when the template takes none)."""
+        text = apply_chat_template(self.tokenizer, messages)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def count_tokens(self, text: str) -> int:

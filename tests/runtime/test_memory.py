@@ -355,6 +355,7 @@ class RecordingEngine:
 
     def __init__(self, inner):
         self.inner, self.adapters, self.calls = inner, inner.adapters, []
+        self.supports_images = inner.supports_images
 
     def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options):
         generation = self.inner.generate(messages, adapter, images, max_new_tokens, **options)

@@ -268,7 +268,7 @@ def test_a_missing_expert_and_an_image_give_clear_errors_and_the_store_is_untouc
 def test_chat_remembers_across_runs(bundle, tmp_path):
     from click.testing import CliRunner
 
-    from memlora.runtime.chat import chat
+    from memlora.cli import chat
     from memlora.runtime.store import MemoryStore
 
     store = tmp_path / "chat-store"

@@ -16,7 +16,9 @@ import java.util.Map;
  * {@code assets/memlora/bundle.json} + every listed file) to a real directory, because ONNX Runtime
  * GenAI loads models from file paths. Only files the manifest lists are copied, each path checked to
  * stay inside the target; the copy is staged and renamed into place, and skipped when the installed
- * manifest is byte-identical. {@link BundleManifest#load} then verifies sizes and sha256.
+ * manifest is byte-identical. The staged copy is verified in full (sizes + sha256) before it is moved into
+ * place, and a stamp of what was verified is written beside it ({@link BundleManifest#writeStamp}), so
+ * {@link BundleManifest#open} (what {@link Memory#open} calls) only compares sizes and modification times.
  */
 public final class BundleInstaller {
   /** Asset folder written by {@code --android-assets} ({@code export/android_assets.py: ASSET_SUBDIR}). */
@@ -86,10 +88,13 @@ public final class BundleInstaller {
       } finally {
         out.close();
       }
+      BundleManifest.load(staging, true); // the full check, once
       deleteTree(target);
+      BundleManifest.stampFile(target).delete();
       if (!staging.renameTo(target)) {
         throw new IOException("cannot move " + staging + " to " + target);
       }
+      BundleManifest.writeStamp(target);
     } finally {
       deleteTree(staging);
     }

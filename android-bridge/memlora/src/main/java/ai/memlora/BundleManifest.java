@@ -93,10 +93,12 @@ public final class BundleManifest {
   public final List<String> unlisted;
   /** The verified manifest as typed Gson models (created_by, toolchain, ...); null if a loose field does not fit. */
   public final BundleJson json;
+  /** The manifest's {@code "chat"} object (the chat template as a form, read by {@link ChatForm}); null when absent. */
+  public final Map<String, Object> chat;
 
   private BundleManifest(File root, long formatVersion, String architecture, String modelType, String precision,
       File baseDir, Map<String, Long> loraUnion, Map<String, Expert> experts, Embedder embedder,
-      List<String> unlisted, BundleJson json) {
+      List<String> unlisted, BundleJson json, Map<String, Object> chat) {
     this.root = root;
     this.formatVersion = formatVersion;
     this.architecture = architecture;
@@ -108,6 +110,7 @@ public final class BundleManifest {
     this.embedder = embedder;
     this.unlisted = Collections.unmodifiableList(unlisted);
     this.json = json;
+    this.chat = chat;
   }
 
   /** The model dir serving {@code stage} (the base for null, absent stages and externalized experts). */
@@ -303,6 +306,88 @@ public final class BundleManifest {
     while ((n = in.read(buf)) > 0) {
       sink.accept(buf, n);
     }
+  }
+
+  /** Beside a bundle dir {@code X}: {@code X.verified}, what {@link #open} checks instead of hashing every file. */
+  public static File stampFile(File root) {
+    File abs = root.getAbsoluteFile();
+    return new File(abs.getParentFile(), abs.getName() + ".verified");
+  }
+
+  /**
+   * The stamp of a bundle as it is now: the sha256 of its {@code bundle.json}, then one line per listed file with its
+   * size and modification time (stat calls only; null when a listed file is missing).
+   */
+  @SuppressWarnings("unchecked")
+  static String currentStamp(File root) {
+    File manifestFile = new File(root, MANIFEST);
+    StringBuilder out = new StringBuilder();
+    try {
+      out.append("manifest ").append(sha256File(manifestFile)).append('\n');
+    } catch (IOException e) {
+      return null;
+    }
+    Object files = readManifest(root).get("files");
+    if (!(files instanceof Map)) {
+      return null;
+    }
+    for (String rel : ((Map<String, Object>) files).keySet()) {
+      File f = safePath(root, rel, "file");
+      if (!f.isFile()) {
+        return null;
+      }
+      out.append(rel).append('\t').append(f.length()).append('\t').append(f.lastModified()).append('\n');
+    }
+    return out.toString();
+  }
+
+  /**
+   * Records that {@code root} was verified in full (sizes + sha256) as it is now; {@link #open} then skips the hashing
+   * while every listed file keeps its size and modification time. Best effort: an unwritable parent only costs a
+   * full check at the next open.
+   */
+  public static void writeStamp(File root) {
+    String stamp = currentStamp(root);
+    if (stamp == null) {
+      return;
+    }
+    File file = stampFile(root);
+    File tmp = new File(file.getPath() + ".tmp");
+    try {
+      java.io.OutputStream out = new java.io.FileOutputStream(tmp);
+      try {
+        out.write(stamp.getBytes(StandardCharsets.UTF_8));
+      } finally {
+        out.close();
+      }
+      if (!tmp.renameTo(file)) {
+        tmp.delete();
+      }
+    } catch (IOException e) {
+      tmp.delete();
+    }
+  }
+
+  /**
+   * {@link #load} for the app: the full check (sizes + sha256) the first time, then, while the stamp beside the bundle
+   * ({@link #stampFile}) matches the manifest's digest and every listed file's size and modification time, only the
+   * path and size checks. A changed, added or replaced file fails the stamp and gets the full check again.
+   */
+  public static BundleManifest open(File root) {
+    File stamp = stampFile(root);
+    String current = currentStamp(root);
+    if (current != null && stamp.isFile()) {
+      try {
+        if (current.equals(new String(readAll(stamp), StandardCharsets.UTF_8))) {
+          return load(root, false);
+        }
+      } catch (IOException e) {
+        // unreadable stamp: verify in full below
+      }
+    }
+    BundleManifest bundle = load(root, true);
+    writeStamp(root);
+    return bundle;
   }
 
   /** Hex sha256 of a file, streamed. */
@@ -501,7 +586,8 @@ public final class BundleManifest {
     return new BundleManifest(root, formatVersion,
         base.containsKey("architecture") ? PyRepr.str(base.get("architecture")) : "",
         base.containsKey("model_type") ? PyRepr.str(base.get("model_type")) : "",
-        precision, baseDir, union, experts, embedder, unlisted, typed);
+        precision, baseDir, union, experts, embedder, unlisted, typed,
+        manifest.get("chat") instanceof Map ? (Map<String, Object>) manifest.get("chat") : null);
   }
 
   private static void collectUnlisted(File dir, String prefix, Map<String, Object> files, List<String> out) {

@@ -80,25 +80,18 @@ public final class Memory implements Closeable {
   }
 
   /**
-   * The three-line setup on a device: verify the bundle (sizes + sha256), load the engine and the
-   * embedder from it, open the store in {@code storeDir} (created).
+   * The three-line setup on a device: verify the bundle (in full at its first open, then sizes and mtimes:
+   * {@link BundleManifest#open}), load the engine (with {@code config.threads}) and the embedder from it, open the
+   * store in {@code storeDir} (created).
    */
   public static Memory open(File bundleDir, File storeDir, MemoryConfig config) {
-    BundleManifest bundle = BundleManifest.load(bundleDir, true);
+    BundleManifest bundle = BundleManifest.open(bundleDir);
     MemoryConfig cfg = config != null ? config : new MemoryConfig();
     OrtEmbedder embedder = OrtEmbedder.fromBundle(bundle, cfg.threads);
     OrtGenAiEngine engine = null;
     try {
-      engine = new OrtGenAiEngine(bundle);
-      for (BundleManifest.Expert e : bundle.experts.values()) {
-        if (e.maxNewTokens instanceof Number && !cfg.maxNewTokens.containsKey(e.stage)) {
-          cfg.maxNewTokens.put(e.stage, ((Number) e.maxNewTokens).intValue());
-        }
-      }
-      if (cfg.promptSet == null) {
-        cfg.promptSet = bundle.sharedPromptSet(); // null (experts disagree): "memlora", as in Python
-      }
-      return new Memory(engine, embedder, MemoryStore.open(storeDir, embedder.dim()), cfg);
+      engine = new OrtGenAiEngine(bundle, cfg.threads);
+      return fromBundle(bundle, engine, embedder, MemoryStore.open(storeDir, embedder.dim()), cfg);
     } catch (RuntimeException e) {
       embedder.close();
       if (engine != null) {
@@ -106,6 +99,25 @@ public final class Memory implements Closeable {
       }
       throw e;
     }
+  }
+
+  /**
+   * The loop over a bundle's engine (Python's {@code Memory.from_bundle}): the per-stage token budgets and the prompt
+   * set come from the manifest unless {@code config} sets them.
+   */
+  public static Memory fromBundle(BundleManifest bundle, Engine engine, Embedder embedder, MemoryStore store,
+      MemoryConfig config) {
+    MemoryConfig cfg = config != null ? config : new MemoryConfig();
+    for (BundleManifest.Expert e : bundle.experts.values()) {
+      if (e.maxNewTokens instanceof Number && ((Number) e.maxNewTokens).longValue() != 0
+          && !cfg.maxNewTokens.containsKey(e.stage)) {
+        cfg.maxNewTokens.put(e.stage, ((Number) e.maxNewTokens).intValue());
+      }
+    }
+    if (cfg.promptSet == null) {
+      cfg.promptSet = bundle.sharedPromptSet(); // null (experts disagree): "memlora", as in Python
+    }
+    return new Memory(engine, embedder, store, cfg);
   }
 
   public MemoryStore store() {

@@ -21,8 +21,8 @@ public final class MemoryConfig {
   /** Memories retrieved for answer generation and the default k of search (Mem0's LoCoMo protocol: 30). */
   public int answerK = 30;
   /** Generation budget per stage (left-out stages take the defaults below). */
-  public Map<String, Integer> maxNewTokens = defaultMaxNewTokens();
-  /** Intra-op threads for the embedder (0: ONNX Runtime's default). */
+  public Map<String, Integer> maxNewTokens = new LinkedHashMap<String, Integer>();
+  /** Intra-op threads of the engine's decoder sessions and of the embedder (0: ONNX Runtime's default). */
   public int threads;
 
   public static Map<String, Integer> defaultMaxNewTokens() {

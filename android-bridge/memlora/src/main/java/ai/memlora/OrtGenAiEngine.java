@@ -1,6 +1,8 @@
 package ai.memlora;
 
 import ai.onnxruntime.genai.Adapters;
+import ai.onnxruntime.genai.Config;
+import ai.onnxruntime.genai.GenAI;
 import ai.onnxruntime.genai.GenAIException;
 import ai.onnxruntime.genai.Generator;
 import ai.onnxruntime.genai.GeneratorParams;
@@ -8,18 +10,25 @@ import ai.onnxruntime.genai.Model;
 import ai.onnxruntime.genai.Sequences;
 import ai.onnxruntime.genai.Tokenizer;
 import java.io.File;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * {@link Engine} on ONNX Runtime GenAI for a verified bundle (Python's {@code OrtGenAIEngine}): one base
  * {@link Model} with every externalized expert loaded into one {@link Adapters} container, plus one Model
- * per merged expert. Each call builds a NEW {@link Generator} (an adapter, once active, stays active for
- * the generator's life: {@code setActiveAdapter} is additive), activates the stage's adapter BEFORE
- * appending the prompt tokens, and decodes greedily.
+ * per merged expert, each loaded through a {@link Config} carrying the session threads. Each call renders the
+ * prompt with the bundle's {@link ChatForm} (the same bytes as Python's Jinja rendering; no template string
+ * ever reaches GenAI's {@code applyChatTemplate}), builds a NEW {@link Generator} (an adapter, once active,
+ * stays active for the generator's life: {@code setActiveAdapter} is additive), activates the stage's adapter
+ * BEFORE appending the prompt tokens, and decodes greedily until an EOS id of {@code genai_config.json}, the
+ * token budget or the context length, as Python does.
  */
 public final class OrtGenAiEngine implements Engine {
   private static final class Served {
@@ -32,14 +41,51 @@ public final class OrtGenAiEngine implements Engine {
     }
   }
 
-  private final Served base;
-  private final Adapters adapters;
+  private final ChatForm form;
+  private final int threads;
+  private final int contextLength;
+  private final Set<Integer> eosIds = new LinkedHashSet<Integer>();
+  private Served base;
+  private Adapters adapters;
   private final Map<String, Served> merged = new LinkedHashMap<String, Served>();
   private final List<String> externalized = new ArrayList<String>();
   private final List<String> names = new ArrayList<String>();
 
-  /** Loads the base model, its adapters and the merged experts of {@code bundle}. */
+  /** {@link #OrtGenAiEngine(BundleManifest, int)} with ONNX Runtime's default threads. */
   public OrtGenAiEngine(BundleManifest bundle) {
+    this(bundle, 0);
+  }
+
+  /**
+   * Loads the base model, its adapters and the merged experts of {@code bundle}; {@code threads} &gt; 0 sets the
+   * decoder sessions' intra-op threads (and one inter-op thread), as Python's {@code threads}. A bundle without a
+   * chat form is refused before anything is loaded.
+   */
+  @SuppressWarnings("unchecked")
+  public OrtGenAiEngine(BundleManifest bundle, int threads) {
+    form = ChatForm.fromChatJson(bundle.chat, bundle.root.getPath() + "/" + BundleManifest.MANIFEST);
+    this.threads = threads;
+    Map<String, Object> genai;
+    File configFile = new File(bundle.baseDir, "genai_config.json");
+    try {
+      Object parsed = BundleManifest.jsonLoads(new String(BundleManifest.readAll(configFile), StandardCharsets.UTF_8));
+      Object model = parsed instanceof Map ? ((Map<String, Object>) parsed).get("model") : null;
+      if (!(model instanceof Map)) {
+        throw new BundleException(configFile + ": no 'model' object");
+      }
+      genai = (Map<String, Object>) model;
+    } catch (IOException | StrictJson.Invalid e) {
+      throw new BundleException(configFile + ": cannot read it (" + e.getMessage() + ")");
+    }
+    Object context = genai.get("context_length");
+    contextLength = context instanceof Number ? ((Number) context).intValue() : 0;
+    Object eos = genai.get("eos_token_id");
+    for (Object e : eos instanceof List ? (List<Object>) eos : Collections.singletonList(eos)) {
+      if (e instanceof Number) {
+        eosIds.add(((Number) e).intValue());
+      }
+    }
+    GenAI.setTelemetry(false); // no telemetry events, as Python's disable_telemetry_events()
     try {
       base = load(bundle.baseDir);
       adapters = new Adapters(base.model);
@@ -58,9 +104,48 @@ public final class OrtGenAiEngine implements Engine {
     }
   }
 
-  private static Served load(File dir) throws GenAIException {
-    Model model = new Model(dir.getPath());
+  /**
+   * The JSON overlaid on {@code genai_config.json} for {@code threads} (Python's {@code _session_overlay}); "" for 0.
+   */
+  public static String sessionOverlay(int threads) {
+    if (threads <= 0) {
+      return "";
+    }
+    Map<String, Object> options = new LinkedHashMap<String, Object>();
+    options.put("intra_op_num_threads", (long) threads);
+    options.put("inter_op_num_threads", 1L);
+    Map<String, Object> decoder = new LinkedHashMap<String, Object>();
+    decoder.put("session_options", options);
+    Map<String, Object> model = new LinkedHashMap<String, Object>();
+    model.put("decoder", decoder);
+    Map<String, Object> root = new LinkedHashMap<String, Object>();
+    root.put("model", model);
+    return PyJson.dumps(root, ", ", ": ", false);
+  }
+
+  private Served load(File dir) throws GenAIException {
+    Config config = new Config(dir.getPath());
+    Model model;
+    try {
+      String overlay = sessionOverlay(threads);
+      if (!overlay.isEmpty()) {
+        config.overlay(overlay);
+      }
+      model = new Model(config);
+    } finally {
+      config.close();
+    }
     return new Served(model, new Tokenizer(model));
+  }
+
+  /** Intra-op threads the models were loaded with (0: ONNX Runtime's default). */
+  public int threads() {
+    return threads;
+  }
+
+  /** The bundle's chat form. */
+  public ChatForm chatForm() {
+    return form;
   }
 
   @Override
@@ -81,23 +166,45 @@ public final class OrtGenAiEngine implements Engine {
     throw new AdapterException("unknown adapter " + PyRepr.repr(adapter) + "; the bundle has " + names);
   }
 
+  /** The prompt text of {@code messages} (chat form + generation prompt). */
+  public String render(List<ChatMessage> messages) {
+    return form.render(messages, true);
+  }
+
+  /** Token ids of the rendered prompt (what {@link #generate} appends). */
+  public int[] promptIds(List<ChatMessage> messages) {
+    return encode(base.tokenizer, render(messages));
+  }
+
+  private static int[] encode(Tokenizer tokenizer, String text) {
+    try {
+      Sequences encoded = tokenizer.encode(text);
+      try {
+        return encoded.getSequence(0);
+      } finally {
+        encoded.close();
+      }
+    } catch (GenAIException e) {
+      throw new MemloraException("tokenization failed: " + e.getMessage(), e);
+    }
+  }
+
   @Override
   public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens) {
     Served served = servedFor(adapter);
     long t0 = System.nanoTime();
+    int[] promptIds = encode(served.tokenizer, render(messages));
+    if (contextLength > 0 && promptIds.length >= contextLength) {
+      throw new MemloraException("prompt of " + promptIds.length + " tokens does not fit the model's context of "
+          + contextLength);
+    }
+    int budget = contextLength > 0 ? Math.min(maxNewTokens, contextLength - promptIds.length) : maxNewTokens;
+    budget = Math.max(budget, 1);
     GeneratorParams params = null;
     Generator generator = null;
     try {
-      String prompt = served.tokenizer.applyChatTemplate(null, ChatMessage.toJson(messages), null, true);
-      int[] promptIds;
-      Sequences encoded = served.tokenizer.encode(prompt);
-      try {
-        promptIds = encoded.getSequence(0);
-      } finally {
-        encoded.close();
-      }
       params = new GeneratorParams(served.model);
-      params.setSearchOption("max_length", promptIds.length + maxNewTokens);
+      params.setSearchOption("max_length", promptIds.length + budget);
       params.setSearchOption("do_sample", false);
       long tSwitch = System.nanoTime();
       generator = new Generator(served.model, params);
@@ -108,18 +215,23 @@ public final class OrtGenAiEngine implements Engine {
       generator.appendTokens(promptIds);
       List<Integer> ids = new ArrayList<Integer>();
       long tFirst = 0;
-      while (!generator.isDone() && ids.size() < maxNewTokens) {
+      while (ids.size() < budget) {
         generator.generateNextToken();
-        ids.add(generator.getLastTokenInSequence(0));
+        int token = generator.getLastTokenInSequence(0);
+        ids.add(token);
         if (tFirst == 0) {
           tFirst = System.nanoTime();
         }
+        if (eosIds.contains(token) || generator.isDone()) {
+          break;
+        }
       }
-      int[] out = new int[ids.size()];
-      for (int k = 0; k < out.length; k++) {
-        out[k] = ids.get(k);
+      int n = !ids.isEmpty() && eosIds.contains(ids.get(ids.size() - 1)) ? ids.size() - 1 : ids.size();
+      int[] textIds = new int[n];
+      for (int k = 0; k < n; k++) {
+        textIds[k] = ids.get(k);
       }
-      String text = served.tokenizer.decode(out);
+      String text = served.tokenizer.decode(textIds);
       long tEnd = System.nanoTime();
       double prefill = tFirst == 0 ? 0 : (tFirst - t0) / 1e9;
       double decode = tFirst == 0 ? 0 : (tEnd - tFirst) / 1e9;
@@ -138,30 +250,24 @@ public final class OrtGenAiEngine implements Engine {
 
   @Override
   public int countTokens(String text) {
-    try {
-      Sequences s = base.tokenizer.encode(text);
-      try {
-        return s.getSequence(0).length;
-      } finally {
-        s.close();
-      }
-    } catch (GenAIException e) {
-      throw new MemloraException("tokenization failed: " + e.getMessage(), e);
-    }
+    return encode(base.tokenizer, text).length;
   }
 
   @Override
   public void close() {
     if (adapters != null) {
       adapters.close();
+      adapters = null;
     }
     for (Served s : merged.values()) {
       s.tokenizer.close();
       s.model.close();
     }
+    merged.clear();
     if (base != null) {
       base.tokenizer.close();
       base.model.close();
+      base = null;
     }
   }
 }

@@ -15,7 +15,10 @@ import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
 
-/** Installing a bundle from "assets" (a directory here) gives a bundle that verifies; bad manifests copy nothing. */
+/**
+ * Installing a bundle from "assets" (a directory here) gives a bundle that verifies, with a stamp of the full check;
+ * bad manifests copy nothing; {@link BundleManifest#open} re-hashes only when a file's size or mtime changed.
+ */
 public class BundleInstallerTest {
   @Rule public TemporaryFolder tmp = new TemporaryFolder();
 
@@ -41,6 +44,46 @@ public class BundleInstallerTest {
     assertTrue(marker.setLastModified(stamp));
     BundleInstaller.install(dir(assets), "valid", target); // same manifest: nothing copied again
     assertEquals(stamp, marker.lastModified());
+  }
+
+  @Test
+  public void installVerifiesOnceAndOpenChecksSizesAndMtimes() throws IOException {
+    File target = new File(tmp.getRoot(), "app/files/memlora-bundle");
+    BundleInstaller.install(dir(new File(Golden.dir(), "bundles")), "valid", target);
+    File stampFile = BundleManifest.stampFile(target);
+    assertTrue("install writes the stamp of its full check", stampFile.isFile());
+    assertEquals(BundleManifest.currentStamp(target), new String(BundleManifest.readAll(stampFile), StandardCharsets.UTF_8));
+    assertEquals("int4", BundleManifest.open(target).precision);
+
+    File model = new File(target, "model/model.onnx");
+    byte[] original = BundleManifest.readAll(model);
+    long mtime = model.lastModified();
+    byte[] changed = original.clone();
+    changed[0] ^= 1;
+    write(model, changed);
+    assertTrue(model.setLastModified(mtime));
+    // the cheap check's trade-off, stated: a same-size change that keeps the mtime is not re-hashed
+    assertEquals("int4", BundleManifest.open(target).precision);
+    assertTrue(model.setLastModified(mtime - 5_000));
+    try {
+      BundleManifest.open(target);
+      fail("a changed file with a new mtime was not re-hashed");
+    } catch (BundleException expected) {
+      assertTrue(expected.getMessage(), expected.getMessage().contains("fails its sha256 check"));
+    }
+    write(model, original);
+    assertTrue(model.setLastModified(mtime - 10_000));
+    assertEquals("int4", BundleManifest.open(target).precision); // full check passes, stamp renewed
+    assertEquals(BundleManifest.currentStamp(target), new String(BundleManifest.readAll(stampFile), StandardCharsets.UTF_8));
+  }
+
+  private static void write(File f, byte[] data) throws IOException {
+    FileOutputStream out = new FileOutputStream(f);
+    try {
+      out.write(data);
+    } finally {
+      out.close();
+    }
   }
 
   @Test

@@ -23,7 +23,7 @@ final class Golden {
     String path = System.getProperty("memlora.golden");
     if (path == null || path.isEmpty()) {
       throw new AssertionError(
-          "system property memlora.golden is not set: run `memlora-export golden -o DIR` and pass -Dmemlora.golden=DIR");
+          "system property memlora.golden is not set: run `python tests/android/android_golden.py DIR` and pass -Dmemlora.golden=DIR");
     }
     return new File(path);
   }

@@ -1,0 +1,114 @@
+"""What ``memlora eval`` runs on LoCoMo: the engine, the memories and the scorers its options name, wired into
+``memlora.bench.locomo_eval`` (the command itself lives in ``memlora.cli``).
+
+    memlora eval --locomo locomo10.json --split test --memories oracle --retrieval-only --retrieval both
+    memlora eval --split test --model models/gemma-2-2b-it --adapters out/ --memories loop \\
+        --judge http://judge:8000/v1 --judge-model openai/gpt-oss-120b --out runs/g2b --json g2b.json
+    memlora eval --vqa --model models/tiny-qwen-vl --adapters out/ --bundle bundle/ --limit 30   # V and s/answer (VQA)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memlora.judge import JudgeConfig
+from memlora.bench.locomo_eval import EvalConfig, EvalParts, reset_out_dir, run_locomo_eval
+from memlora.bench.metrics import ScorerConfig
+from memlora.errors import MemloraError
+
+from memlora import LOOP_STAGES
+
+RETRIEVAL_CHOICES = {"vector": ("vector",), "hybrid": ("hybrid",), "both": ("vector", "hybrid"),
+                     "all": ("vector", "hybrid", "hybrid+recency")}
+
+
+def build_engine(model: Path | None, adapters: Path | None, bundle: Path | None, threads: int | None):
+    """TorchEngine on a local checkpoint (+ expert adapters) or OrtGenAIEngine on an exported bundle; None when neither."""
+    if model and bundle:
+        raise MemloraError("give either --model (with --adapters) or --bundle, not both")
+    if adapters and not model:
+        raise MemloraError("--adapters needs --model (the base checkpoint they were trained on)")
+    if model:
+        from memlora.runtime.torch_engine import TorchEngine
+
+        return TorchEngine(model, adapters, threads=threads)
+    if bundle:
+        try:
+            from memlora.runtime.ort_engine import OrtGenAIEngine
+        except ImportError as exc:
+            raise MemloraError(f"--bundle needs memlora.runtime.ort_engine (onnxruntime-genai): {exc}") from exc
+        return OrtGenAIEngine(bundle, threads=threads)
+    return None
+
+
+def stage_labels(engine, memories: str) -> dict[str, str]:
+    """What serves each stage: the expert adapter's name, ``base`` or LoCoMo's observations (oracle)."""
+    names = tuple(getattr(engine, "adapters", ()) or ()) if engine is not None else ()
+    labels = {s: (f"{s} expert" if s in names else "base") for s in LOOP_STAGES}
+    if memories == "oracle":
+        labels["extraction"] = labels["update"] = "oracle (LoCoMo observations)"
+    if engine is None:
+        labels["generation"] = "none (retrieval only)"
+    return labels
+
+
+def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conversations: tuple[str, ...] = (),
+                    model: Path | None = None, adapters: Path | None = None, bundle: Path | None = None,
+                    memories: str = "oracle", retrieval: str = "vector", retrieval_only: bool = False, top_k: int = 30,
+                    limit: int | None = None, max_sessions: int | None = None, judge_url: str | None = None,
+                    judge_model: str | None = None, judge_no_json_mode: bool = False, bertscore_model: Path | None = None,
+                    prompt_set: str | None = None, max_new_tokens: int = 64, threads: int = 2,
+                    out_dir: Path = Path("runs/locomo-eval"), restart: bool = False, quiet: bool = False) -> dict:
+    """Evaluate on LoCoMo with Mem0's protocol (L, J, F1, BLEU-1, evidence recall per category); returns the report.
+    Arguments as the options of ``memlora eval``."""
+    from memlora.bench.embedding_cache import CachedEmbedder
+    from memlora.judge import JudgeClient
+    from memlora.bench.metrics import AnswerScorer
+    from memlora.distill.locomo import default_locomo_path, load_locomo
+    from memlora.runtime.embedder import SentenceTransformerEmbedder
+
+    if bool(judge_url) != bool(judge_model):
+        raise MemloraError("--judge and --judge-model go together")
+    if retrieval_only and (judge_url or bertscore_model):
+        raise MemloraError("--retrieval-only produces no answers: drop --judge/--bertscore-model")
+    judge_config = JudgeConfig(url=judge_url, model=judge_model, json_mode=not judge_no_json_mode) if judge_url else None
+    if prompt_set is None:
+        from memlora.export.adapters import trained_prompt_set
+
+        prompt_set = trained_prompt_set(adapters, bundle)
+    config = EvalConfig(
+        out_dir=str(out_dir), split=split, conversations=tuple(conversations), memories=memories,
+        retrieval=RETRIEVAL_CHOICES[retrieval], top_k=top_k, retrieval_only=retrieval_only, limit=limit, max_sessions=max_sessions,
+        prompt_set=prompt_set, max_new_tokens=max_new_tokens,
+        scorer=ScorerConfig(bertscore_model=str(bertscore_model) if bertscore_model else None), judge=judge_config,
+        model_label=" + ".join(str(p.name) for p in (model, adapters, bundle) if p) or "none",
+    )
+    if not retrieval_only and not (model or bundle):
+        raise MemloraError("answers need a model: give --model (+ --adapters) or --bundle, or use --retrieval-only")
+    if memories == "loop" and not (model or bundle):
+        raise MemloraError("--memories loop runs extraction and update: give --model (+ --adapters) or --bundle")
+    conversations_data = load_locomo(locomo_path or default_locomo_path())
+    if restart:
+        reset_out_dir(out_dir)
+
+    embedder = CachedEmbedder(SentenceTransformerEmbedder(threads=threads))
+    needs_engine = not retrieval_only or memories == "loop"
+    engine = build_engine(model, adapters, bundle, threads) if needs_engine else None
+    memory_factory = None
+    if memories == "loop":
+        from memlora.runtime.memory import Memory, MemoryConfig
+        from memlora.runtime.store import MemoryStore
+
+        def memory_factory(store_dir: Path):
+            return Memory(engine, embedder, MemoryStore(str(store_dir), dim=embedder.dim),
+                          MemoryConfig(store_dir=str(store_dir), prompt_set=prompt_set, answer_k=top_k))
+
+    parts = EvalParts(
+        embedder=embedder, engine=None if retrieval_only else engine, memory_factory=memory_factory,
+        scorer=None if retrieval_only else AnswerScorer(config.scorer, embedder=embedder),
+        judge=JudgeClient(judge_config) if judge_config else None, stage_labels=stage_labels(engine, memories),
+    )
+    return run_locomo_eval(conversations_data, config, parts, progress=not quiet)
+
+
+__all__ = ["evaluate_locomo", "build_engine", "stage_labels", "RETRIEVAL_CHOICES"]
