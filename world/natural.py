@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memlora.distill.locomo import Conversation, QA, Session, Turn, parse_locomo_date
+from memlora.distill.locomo import QA, Conversation, Session, Turn, ingestion_batches, parse_locomo_date
 from memlora.errors import DataError
 from memlora.paths import data_file
 from memlora.runtime.parsing import EVENTS
@@ -163,7 +163,8 @@ def parse_natural(doc, where: str = "<natural>") -> list[NaturalConversation]:
     doc = _obj(doc, where, "the file", ("format", "version", "conversations"))
     if doc["format"] != FORMAT or doc["version"] != VERSION:
         _fail(where, f"format {doc['format']!r} version {doc['version']!r}; this reader reads {FORMAT!r} version {VERSION}")
-    convs = [_conversation(c, f"{where}: conversation {i}") for i, c in enumerate(_list(doc["conversations"], where, "conversations"))]
+    raw = _list(doc["conversations"], where, "conversations")
+    convs = [_conversation(c, f"{where}: conversation {i}") for i, c in enumerate(raw)]
     ids = [c.sample_id for c in convs]
     if len(set(ids)) != len(ids):
         _fail(where, f"duplicate sample_id among {ids}")
@@ -274,6 +275,31 @@ def replay(sessions: list[NaturalSession], speakers, where: str = "<natural>") -
                 elif event == "DELETE":
                     del state[mid]
     return {s: list(memory[s].values()) for s in speakers}
+
+
+def gold_steps(conv: NaturalConversation):
+    """``(batch, facts, ops, memory_before)`` per ingestion step (``ingestion_batches``: Mem0's protocol order): the
+    owner's gold facts and ops in the message pair and the owner's memory before it (stable id -> text, in insertion
+    order)."""
+    turn_of = {t.dia_id: t for t in conv.turns()}
+    memory: dict[str, dict[str, str]] = {s: {} for s in conv.speakers}  # owner -> stable id -> text
+    for batch in ingestion_batches(conv.to_locomo()):
+        owned = [turn_of[m["dia_id"]] for m in batch.messages if turn_of[m["dia_id"]].speaker == batch.user_id]
+        facts = [f for t in owned for f in t.facts]
+        ops = [op for t in owned for op in t.ops]
+        before = dict(memory[batch.user_id])
+        for op in ops:
+            if op["event"] in ("ADD", "UPDATE"):
+                memory[batch.user_id][op["id"]] = op["text"]
+            elif op["event"] == "DELETE":
+                del memory[batch.user_id][op["id"]]
+        yield batch, facts, ops, before
+
+
+def demo_batches(conv: NaturalConversation) -> list[dict]:
+    """What ``memlora demo`` ingests: ``[{"user_id", "messages", "timestamp", "gold_facts"}]`` in ingestion order."""
+    return [{"user_id": b.user_id, "messages": b.messages, "timestamp": b.timestamp, "gold_facts": facts}
+            for b, facts, _, _ in gold_steps(conv)]
 
 
 def summarize(convs: list[NaturalConversation]) -> dict:
