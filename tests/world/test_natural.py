@@ -45,12 +45,15 @@ def test_shipped_files_pass_the_schema_check_and_have_the_promised_shape():
 
 
 @pytest.mark.parametrize("conv", ALL, ids=lambda c: c.sample_id)
-def test_questions_cite_turns_that_exist(conv):
+def test_questions_cite_turns_that_exist_and_state_the_asker_s_facts(conv):
     dia_ids = {t.dia_id for t in conv.turns()}
     assert conv.qa
     for qa in conv.qa:
         assert qa.evidence and set(qa.evidence) <= dia_ids
         assert qa.speaker in conv.speakers and qa.answer.strip()
+        turns = {t.dia_id: t for t in conv.turns()}
+        assert any(turns[e].speaker == qa.speaker and turns[e].facts for e in qa.evidence), \
+            f"{qa.question!r}: no evidence turn states a fact of {qa.speaker}, whose memories answer it"
 
 
 def _vector(text: str, dim: int = 16) -> np.ndarray:
