@@ -170,7 +170,8 @@ def natural_group() -> None:
 
 @natural_group.command("export")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Data dir: writes <out>/{train,val,test}/<stage>.jsonl (test = the kept-aside demo conversation).")
+              help="Data dir: writes <out>/{train,val,test}/<stage>.jsonl (test = the kept-aside demo conversation) and "
+                   "<out>/locomo/{train,val,test}.json.")
 @click.option("--mix-world", "world_ratio", default=0.0, show_default=True, type=float,
               help="World examples per natural example in train and val (0 = natural only).")
 @click.option("--world-seed", default=0, show_default=True, type=int, help="Seed of the world mixed in.")

@@ -113,6 +113,24 @@ class NaturalConversation:
         return Conversation(self.sample_id, self.speaker_a, self.speaker_b, sessions, qa, [])
 
 
+def to_locomo_sample(conv: NaturalConversation) -> dict:
+    """The conversation as a LoCoMo JSON sample (``memlora.distill.locomo.load_locomo`` reads it; observations = the
+    gold facts, cited by dia_id), so ``memlora eval`` can run on it."""
+    conversation: dict = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
+    observation: dict = {}
+    for session in conv.sessions:
+        key = f"session_{session.index}"
+        conversation[f"{key}_date_time"] = session.date_time
+        conversation[key] = [{"speaker": t.speaker, "dia_id": t.dia_id, "text": t.text} for t in session.turns]
+        per_speaker: dict[str, list] = {conv.speaker_a: [], conv.speaker_b: []}
+        for t in session.turns:
+            per_speaker[t.speaker].extend([fact, t.dia_id] for fact in t.facts)
+        observation[f"{key}_observation"] = per_speaker
+    qa = [{"question": q.question, "answer": q.answer, "evidence": list(q.evidence), "category": q.category} for q in conv.qa]
+    return {"sample_id": conv.sample_id, "conversation": conversation, "qa": qa, "observation": observation,
+            "session_summary": {}, "event_summary": {}}
+
+
 def natural_path(split: str) -> Path:
     """The shipped file of ``split`` (``NATURAL_SPLITS``)."""
     if split not in NATURAL_SPLITS:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import LOOP_STAGES
-from memlora.distill.dataset import stage_path, write_jsonl_atomic
+from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.world.examples import (
@@ -29,7 +29,7 @@ from memlora.world.examples import (
     world_examples,
 )
 from memlora.world.generator import MEM0_OP_KEYS, MemoryOp, UpdateCase, WorldConfig, check_op_key_order, generate_world
-from memlora.world.natural import NaturalConversation, gold_steps, load_natural
+from memlora.world.natural import NaturalConversation, gold_steps, load_natural, to_locomo_sample
 
 SOURCE = "natural"
 SPLIT_FILES = {"train": "train", "val": "val", "test": "demo"}
@@ -177,9 +177,10 @@ def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_c
                          op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
                          memory_order: str = DEFAULT_MEMORY_ORDER, ranker: RetrievalOrder | None = None,
                          sources: dict[str, str | Path] | None = None) -> dict[str, dict[str, dict[str, int]]]:
-    """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes): train and val from the natural
-    files, each mixed with ``world_ratio`` world examples per natural example (the world of ``world_config`` and its
-    split of the same name), test = the kept-aside demo conversation alone. ``sources`` overrides a natural file
+    """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages and ``DATA/locomo/<split>.json`` (the natural
+    conversations LoCoMo-shaped, for ``memlora eval``), atomically: train and val from the natural files, each mixed
+    with ``world_ratio`` world examples per natural example (the world of ``world_config`` and its split of the same
+    name), test = the kept-aside demo conversation alone. ``sources`` overrides a natural file
     (``{"train": path}``). Returns ``{split: {stage: {"natural": n, "world": m}}}``."""
     op_key_order = check_op_key_order(op_key_order)
     ranker = _check_memory_order(memory_order, ranker)
@@ -190,6 +191,7 @@ def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_c
     world = generate_world(world_config or WorldConfig()) if world_ratio > 0 else None
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for split, convs in conversations.items():
+        write_json_atomic(Path(data_dir) / "locomo" / f"{split}.json", [to_locomo_sample(c) for c in convs])
         counts[split] = {}
         for stage in LOOP_STAGES:
             natural = natural_examples(convs, stage, op_key_order, prompt_set, memory_order, ranker)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from memlora.cli import train_cli
 from memlora.distill.dataset import load_examples, stage_path
-from memlora.distill.locomo import ingestion_batches
+from memlora.distill.locomo import ingestion_batches, load_locomo
 from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.runtime.parsing import UpdateOp, parse_facts, parse_memory_update
@@ -230,6 +230,9 @@ def test_export_mixes_the_world_into_train_and_val_and_keeps_the_demo_apart(tmp_
                 assert c["world"] == 0 and {r["meta"]["conversation"] for r in rows} == {"nat-demo-01"}
             else:
                 assert c["world"] > 0 and c["world"] <= round(0.5 * c["natural"])
+    (demo,) = load_locomo(tmp_path / "locomo" / "test.json")
+    assert [qa.answer for qa in demo.qa] == [qa.answer for qa in SHIPPED["demo"][0].qa]
+    assert len(demo.observations) == sum(len(t.facts) for t in SHIPPED["demo"][0].turns())
     with pytest.raises(DataError, match="ratio"):
         export_natural_jsonl(tmp_path / "neg", world_ratio=-1.0, memory_order="shuffled")
 
