@@ -98,7 +98,7 @@ def pretrained_tiny_lm() -> Path:
     import hashlib
     import json
 
-    from memlora.world import generator as world, world_model
+    from memlora.world import generator as world, pretrain as world_model
     from memlora.models import build_into_cache, build_model
     from memlora.paths import cache_dir
 
