@@ -25,7 +25,7 @@ from memlora.bench.store_bench import StoreBenchConfig, format_table, run_store_
 from memlora.bench.train_throughput import measure
 from memlora.bench.vqa_eval import ROUTES
 from memlora.cli_support import run_cli
-from memlora.distill.locomo import default_locomo_path, load_locomo, split_conversations
+from memlora.corpus.locomo import default_locomo_path, load_locomo, split_conversations
 from memlora.errors import MemloraError
 from memlora.models import ensure_model
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from memlora.bench.metrics import L_PARTS, l_label
-from memlora.distill.locomo import CATEGORY_NAMES
+from memlora.corpus.locomo import CATEGORY_NAMES
 
 ANSWER_METRICS = ("f1", "bleu1", "rouge1_f", "meteor", "bertscore_f1", "sbert", "l", "exact")
 

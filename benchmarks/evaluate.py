@@ -64,7 +64,7 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
     from memlora.bench.embedding_cache import CachedEmbedder
     from memlora.judge import JudgeClient
     from memlora.bench.metrics import AnswerScorer
-    from memlora.distill.locomo import default_locomo_path, load_locomo
+    from memlora.corpus.locomo import default_locomo_path, load_locomo
     from memlora.runtime.embedder import SentenceTransformerEmbedder
 
     if bool(judge_url) != bool(judge_model):

@@ -152,7 +152,7 @@ def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True,
 
     Resumable: ``<store_root>/<sample_id>/progress.json`` counts the ``add`` calls done; a rerun continues after them.
     """
-    from memlora.distill.locomo import ingestion_batches
+    from memlora.corpus.locomo import ingestion_batches
 
     folder = store_root / conv.sample_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -249,7 +249,7 @@ class EvalParts:
 
 
 def select_conversations(conversations, config: EvalConfig):
-    from memlora.distill.locomo import split_conversations
+    from memlora.corpus.locomo import split_conversations
 
     convs = split_conversations(conversations, config.split)
     if config.conversations:

@@ -5,7 +5,7 @@ PyTorch engine (``--model`` + ``--adapters``), a VLM bundle (``--bundle``) or bo
     report = run_vqa_bench(VQABenchConfig(model="models/tiny-qwen-vl", adapters="out/", n=30))
     print(vqa_markdown(report))
 
-Without ``data`` the questions are drawn in memory by ``memlora.distill.vqa_data`` (seeded: the same seed gives the same
+Without ``data`` the questions are drawn in memory by ``memlora.corpus.vqa_data`` (seeded: the same seed gives the same
 images and answers), cycling through the three question types; the majority-answer baseline comes from the train split
 (of ``data``, or ``MAJORITY_TRAIN`` generated train items). Each engine runs its ``vqa`` expert when it has one, else the
 base model (labelled ``base``). Scoring is ``memlora.bench.vqa_eval.evaluate_vqa``.
@@ -98,15 +98,15 @@ class VQABenchReport:
 
 def generated_examples(split: str, n: int, seed: int = 0) -> list[dict]:
     """``n`` procedural VQA examples of ``split`` in the distillation format, with the PIL image in ``images``."""
-    from memlora.distill.vqa_data import VQABenchmarkConfig, generate_split, to_example
+    from memlora.corpus.vqa_data import VQABenchmarkConfig, generate_split, to_example
 
     return [{**to_example(item, ""), "images": [item.image]} for item in generate_split(split, n, VQABenchmarkConfig(seed=seed))]
 
 
 def load_vqa_questions(config: VQABenchConfig) -> tuple[list[dict], dict[str, float] | None, str]:
     """(examples, majority-answer baseline or None, a description of the source) for ``config``."""
-    from memlora.distill.dataset import load_examples, stage_path
-    from memlora.distill.vqa_data import majority_baseline
+    from memlora.corpus.dataset import load_examples, stage_path
+    from memlora.corpus.vqa_data import majority_baseline
 
     if config.data is None:
         examples = generated_examples(config.split, config.n or DEFAULT_N, config.seed)

@@ -31,7 +31,7 @@ class Workload:
 
 def load_workload(locomo_file: str | Path | None = None, conversation: str | None = None) -> Workload:
     """The sample conversation, or ``conversation`` of a LoCoMo file (the first one when not named)."""
-    from memlora.distill.locomo import ingestion_batches, load_locomo
+    from memlora.corpus.locomo import ingestion_batches, load_locomo
     from memlora.paths import data_file
 
     path = Path(locomo_file) if locomo_file else data_file("sample_conversation.json")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from memlora import STAGES
-from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
+from memlora.corpus.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.distill.rawlog import read_raw
 from memlora.errors import DataError
 from memlora.runtime.parsing import parse_facts, parse_memory_update, parse_vqa, strip_reasoning

@@ -18,8 +18,8 @@ from memlora import STAGES
 from memlora.cli_support import run_cli
 from memlora.distill.cleaning import clean_split
 from memlora.distill.conversations import load_conversations
-from memlora.distill.dataset import SPLITS, stage_path
-from memlora.distill.locomo import default_locomo_path, split_conversations
+from memlora.corpus.dataset import SPLITS, stage_path
+from memlora.corpus.locomo import default_locomo_path, split_conversations
 from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
 from memlora.distill.train import LR_SCHEDULES, TrainConfig, load_examples, train_expert
 from memlora.distill.vqa_teacher import VQATeacherConfig, run_vqa_teacher

@@ -12,7 +12,7 @@ One JSON object per line::
 
 ``turns[].id`` is optional (default ``D<session>:<turn>``, 1-based); every ``speaker`` must be ``speaker_a`` or
 ``speaker_b``; ``qa`` is optional (questions give generation examples; ``answer`` is the gold target, ``category``
-defaults to 4). The result is a ``memlora.distill.locomo.Conversation``, so ``ingestion_batches`` and the teacher run
+defaults to 4). The result is a ``memlora.corpus.locomo.Conversation``, so ``ingestion_batches`` and the teacher run
 treat these exactly like LoCoMo.
 """
 
@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from memlora.distill.locomo import QA, Conversation, Session, Turn, load_locomo
+from memlora.corpus.locomo import QA, Conversation, Session, Turn, load_locomo
 from memlora.errors import DataError
 
 

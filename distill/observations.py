@@ -25,8 +25,8 @@ from typing import Sequence
 
 from memlora import LOOP_STAGES, STAGES
 from memlora.distill.cleaning import dumps, parse_update_prompt
-from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
-from memlora.distill.locomo import Conversation, ingestion_batches
+from memlora.corpus.dataset import stage_path, write_json_atomic, write_jsonl_atomic
+from memlora.corpus.locomo import Conversation, ingestion_batches
 from memlora.distill.teacher_run import answer_context, record_id
 from memlora.errors import DataError
 from memlora.runtime import prompts

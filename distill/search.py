@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from memlora import LOOP_STAGES
-from memlora.distill.dataset import write_json_atomic
-from memlora.distill.locomo import Conversation, ingestion_batches
+from memlora.corpus.dataset import write_json_atomic
+from memlora.corpus.locomo import Conversation, ingestion_batches
 from memlora.distill.teacher_run import answer_context
 from memlora.distill.train import TrainConfig, train_expert
 from memlora.errors import DataError, MemloraError

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memlora import LOOP_STAGES, STAGES
-from memlora.distill.dataset import prompt_hash, stage_path, write_json_atomic
-from memlora.distill.locomo import Conversation, ingestion_batches
+from memlora.corpus.dataset import prompt_hash, stage_path, write_json_atomic
+from memlora.corpus.locomo import Conversation, ingestion_batches
 from memlora.distill.rawlog import RawLog
 from memlora.distill.teacher import Teacher, TeacherError
 from memlora.errors import DataError

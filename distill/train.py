@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from memlora import STAGES
-from memlora.distill.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
+from memlora.corpus.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
 

@@ -112,7 +112,7 @@ def run_vqa_teacher(teacher, images_dir: str | Path, data_dir: str | Path, confi
     """Ask ``teacher`` (``chat(messages) -> TeacherReply``) for every image x type; write DATA/<split>/vqa(.raw).jsonl."""
     from tqdm.auto import tqdm
 
-    from memlora.distill.dataset import stage_path, write_jsonl_atomic
+    from memlora.corpus.dataset import stage_path, write_jsonl_atomic
     from memlora.runtime.images import check_image
     from memlora.runtime.prompts import vqa_messages
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from memlora.distill.dataset import render_prompt
+from memlora.corpus.dataset import render_prompt
 from memlora.errors import DataError, ImageError
 from memlora.runtime.images import load_rgb
 from memlora.runtime.vision_processor import VisionProcessor, place_images

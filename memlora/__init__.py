@@ -4,12 +4,13 @@ The package is one namespace over the repository's top-level folders:
 
 - ``memlora.runtime``  (``runtime/``)    on-device: prompts, parsing, memory store, embedder, engines, the memory loop
 - ``memlora.export``   (``export/``)     trained adapters -> verified ONNX Runtime GenAI multi-LoRA bundle
-- ``memlora.distill``  (``distill/``)    teacher data, cleaning, expert training, LoCoMo
+- ``memlora.corpus``   (``corpus/``)     the data both toolchain sides read: LoCoMo, the distillation example files, VQA
+- ``memlora.distill``  (``distill/``)    teacher data, cleaning, expert training
 - ``memlora.bench``    (``benchmarks/``) speed and quality harness
 - ``memlora.world``    (``world/``)      the synthetic memory world: generator, pretraining, presets, evaluation
 
-Layers only look down: ``memlora.errors``/``paths``/``models`` at the bottom, then runtime, export, distill, bench,
-world; ``memlora.cli`` and ``memlora.demo`` on top (``tests/test_layers.py`` checks it).
+Layers only look down: ``memlora.errors``/``paths``/``models`` at the bottom, then runtime, export, corpus, distill
+and bench side by side (neither imports the other), world; ``memlora.cli`` and ``memlora.demo`` on top (``tests/test_layers.py`` checks it).
 """
 
 __version__ = "0.1.0"

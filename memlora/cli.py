@@ -19,8 +19,8 @@ from memlora.bench.evaluate import RETRIEVAL_CHOICES, evaluate_locomo
 from memlora.cli_support import run_cli
 from memlora.demo import DemoOptions, ProgressBar, print_record, run_demo
 from memlora.distill.cli import cli as distill_cli
-from memlora.distill.dataset import write_json_atomic
-from memlora.distill.locomo import default_locomo_path, load_locomo, summarize
+from memlora.corpus.dataset import write_json_atomic
+from memlora.corpus.locomo import default_locomo_path, load_locomo, summarize
 from memlora.errors import MemloraError
 from memlora.export.gguf_import import convert_gguf
 from memlora.export.pull import MODELS as PULLABLE

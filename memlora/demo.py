@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from memlora import LOOP_STAGES
-from memlora.distill.locomo import ingestion_batches, load_locomo
+from memlora.corpus.locomo import ingestion_batches, load_locomo
 from memlora.errors import MemloraError
 from memlora.export.adapters import trained_prompt_set
 from memlora.export.pull import MODELS, pull_model

@@ -21,7 +21,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def locomo_path() -> Path:
     """The real LoCoMo file, or skip: it is never committed to this repository."""
-    from memlora.distill.locomo import default_locomo_path
+    from memlora.corpus.locomo import default_locomo_path
 
     path = default_locomo_path()
     if path is None or not Path(path).is_file():
@@ -47,7 +47,7 @@ def tiny_model():
 
 def make_vqa_scene(seed: int = 0):
     """The image of a procedural colour question (112x112 PIL image; the same seed gives the same pixels)."""
-    from memlora.distill.vqa_data import VQABenchmarkConfig, generate_split
+    from memlora.corpus.vqa_data import VQABenchmarkConfig, generate_split
 
     return generate_split("test", 2, VQABenchmarkConfig(seed=seed, types=("colour",)))[0].image
 

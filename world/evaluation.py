@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from memlora import LOOP_STAGES
-from memlora.distill.dataset import write_json_atomic
+from memlora.corpus.dataset import write_json_atomic
 from memlora.errors import MemloraError
 from memlora.runtime.parsing import parse_facts, parse_memory_update
 from memlora.world.examples import RetrievalOrder, generation_examples, world_examples

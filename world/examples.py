@@ -4,7 +4,7 @@
   (``memlora.runtime.prompts``) with the world's ground truth as the target — extraction (a message pair -> the store
   owner's canonical facts), update (old memories under small integer ids + facts -> ADD/UPDATE/DELETE/NONE ops) and
   generation (question + memories with timestamps -> one exact short answer).
-- LoCoMo-shaped JSON (``<dir>/<split>.json``, read by ``memlora.distill.locomo.load_locomo``): sessions with dates,
+- LoCoMo-shaped JSON (``<dir>/<split>.json``, read by ``memlora.corpus.locomo.load_locomo``): sessions with dates,
   turns with dia_ids, QA with evidence and categories, observations (the canonical facts, cited by dia_id), so
   ``memlora eval`` reads the world like LoCoMo.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import LOOP_STAGES
-from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
+from memlora.corpus.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.world.generator import (

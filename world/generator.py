@@ -630,7 +630,7 @@ class _Generator:
 
     # -- ground truth: run Mem0's protocol over the exact facts
     def _ground_truth(self, sessions, speakers):
-        """Replay Mem0's protocol (``memlora.distill.locomo.ingestion_batches`` order: per session, speaker A's store then
+        """Replay Mem0's protocol (``memlora.corpus.locomo.ingestion_batches`` order: per session, speaker A's store then
         B's, two messages at a time) over the exact facts; record the gold truth of every step and a snapshot per session."""
         memory: dict[str, dict[str, _Memory]] = {s: {} for s in speakers}  # slot -> memory, in insertion order
         retracted: dict[str, dict[str, str]] = {s: {} for s in speakers}  # slot -> dia_id of the retraction

@@ -26,7 +26,7 @@ A file is one JSON object::
 - ``qa``: questions answered from ``speaker``'s memories, LoCoMo's categories 1 multi-hop, 2 temporal, 3 open-domain,
   4 single-hop, with the evidence dia_ids.
 
-Messages are batched as Mem0's protocol does (``memlora.distill.locomo.ingestion_batches``: per session, each
+Messages are batched as Mem0's protocol does (``memlora.corpus.locomo.ingestion_batches``: per session, each
 speaker's store in turn, two messages at a time); write every fact so that it can be read from its message pair.
 """
 
@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memlora.distill.locomo import QA, Conversation, Session, Turn, ingestion_batches, parse_locomo_date
+from memlora.corpus.locomo import QA, Conversation, Session, Turn, ingestion_batches, parse_locomo_date
 from memlora.errors import DataError
 from memlora.paths import data_file
 from memlora.runtime.parsing import EVENTS
@@ -107,14 +107,14 @@ class NaturalConversation:
             yield from session.turns
 
     def to_locomo(self) -> Conversation:
-        """The conversation as ``memlora.distill.locomo`` reads LoCoMo (for ``ingestion_batches`` and the evaluators)."""
+        """The conversation as ``memlora.corpus.locomo`` reads LoCoMo (for ``ingestion_batches`` and the evaluators)."""
         sessions = [Session(s.index, s.date_time, [Turn(t.speaker, t.dia_id, t.text) for t in s.turns]) for s in self.sessions]
         qa = [QA(q.question, q.answer, list(q.evidence), q.category) for q in self.qa]
         return Conversation(self.sample_id, self.speaker_a, self.speaker_b, sessions, qa, [])
 
 
 def to_locomo_sample(conv: NaturalConversation) -> dict:
-    """The conversation as a LoCoMo JSON sample (``memlora.distill.locomo.load_locomo`` reads it; observations = the
+    """The conversation as a LoCoMo JSON sample (``memlora.corpus.locomo.load_locomo`` reads it; observations = the
     gold facts, cited by dia_id), so ``memlora eval`` can run on it."""
     conversation: dict = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
     observation: dict = {}

@@ -1,5 +1,5 @@
 """Training examples from the natural conversations (``memlora.world.natural``), in the format ``memlora-train train``
-reads (``DATA/<split>/<stage>.jsonl``, ``memlora.distill.dataset``) and ``memlora.world.examples`` writes for the world.
+reads (``DATA/<split>/<stage>.jsonl``, ``memlora.corpus.dataset``) and ``memlora.world.examples`` writes for the world.
 
 Each message pair of Mem0's protocol (``ingestion_batches``) gives an extraction example (the pair -> the store owner's
 gold facts) and, when it has facts, an update example (the owner's memories before the pair + the facts -> the gold
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import LOOP_STAGES
-from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
+from memlora.corpus.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.world.examples import (

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from memlora import models
-from memlora.distill.vqa_data import (
+from memlora.corpus.vqa_data import (
     COLOURS,
     CORNERS,
     SHAPES,
@@ -213,7 +213,7 @@ def align_projector(model, processor, images, target_std: float | None = None) -
 
 
 def calibration_images(n: int, seed: int = 0, side: int = 112) -> list:
-    """Unlabelled procedural scenes (``memlora.distill.vqa_data`` drawings from their own seed stream, never a benchmark
+    """Unlabelled procedural scenes (``memlora.corpus.vqa_data`` drawings from their own seed stream, never a benchmark
     split's) for ``align_projector``."""
     cfg = VQABenchmarkConfig(seed=10_000_019 + seed, side=side)
     return [item.image for item in generate_split("train", n, cfg)]

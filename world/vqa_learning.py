@@ -1,7 +1,7 @@
 """The VQA expert's learning experiment on the tiny VLM, per seed and over seeds (MemLoRA-V, paper 3.3 / Table 2).
 
 For each seed: a tiny Qwen2.5-VL whose language model is pretrained (``memlora.world.vlm_pretrain.pretrain_vlm_world``: world
-text + scene text, grafted; random vision tower, standardised projector), the procedural VQA set (``distill/vqa_data``),
+text + scene text, grafted; random vision tower, standardised projector), the procedural VQA set (``corpus/vqa_data``),
 the VQA expert trained with LoRA on the language model (``memlora-train``'s trainer), then on the test split:
 
 - ``base_image``:     the base VLM (no adapter) with the image;
@@ -29,8 +29,8 @@ from typing import Sequence
 from memlora import models
 from memlora.bench.vqa_eval import evaluate_vqa
 from memlora.distill import train as training
-from memlora.distill.dataset import load_examples, stage_path
-from memlora.distill.vqa_data import (
+from memlora.corpus.dataset import load_examples, stage_path
+from memlora.corpus.vqa_data import (
     QUESTION_TYPES,
     VQABenchmarkConfig,
     majority_baseline,

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.locomo
 
 @pytest.fixture(scope="module")
 def conversation(locomo_path):
-    from memlora.distill.locomo import load_locomo
+    from memlora.corpus.locomo import load_locomo
 
     convs = load_locomo(locomo_path)
     (conv,) = [c for c in convs if c.sample_id == CONV]

@@ -67,7 +67,7 @@ def test_scores_are_exact_match_after_lowercasing_and_stripping():
 
 
 def test_generated_questions_are_the_procedural_test_split():
-    from memlora.distill.vqa_data import VQABenchmarkConfig, generate_split
+    from memlora.corpus.vqa_data import VQABenchmarkConfig, generate_split
 
     examples = generated_examples("test", 4, seed=3)
     items = generate_split("test", 4, VQABenchmarkConfig(seed=3))
@@ -77,10 +77,10 @@ def test_generated_questions_are_the_procedural_test_split():
 
 
 def test_a_data_dir_is_read_with_its_majority_baseline(tmp_path):
-    from memlora.distill.vqa_data import VQABenchmarkConfig, write_vqa_benchmark
+    from memlora.corpus.vqa_data import VQABenchmarkConfig, write_vqa_benchmark
 
     write_vqa_benchmark(tmp_path / "DATA", VQABenchmarkConfig(train=6, val=1, test=4, seed=1))
-    from memlora.distill.dataset import load_examples, stage_path
+    from memlora.corpus.dataset import load_examples, stage_path
 
     examples = load_examples(stage_path(tmp_path / "DATA", "test", "vqa"))
     engine = ScriptedEngine({ex["messages"][-1]["content"]: json.dumps({"answer": ex["meta"]["answer"], "reason": "r"})

@@ -128,7 +128,7 @@ def minilm():
 @pytest.fixture(scope="session")
 def sample_conversations():
     """The shipped sample conversation (LoCoMo's shape): 4 sessions, 40 turns, 10 questions, 19 observations."""
-    from memlora.distill.locomo import load_locomo
+    from memlora.corpus.locomo import load_locomo
     from memlora.paths import data_file
 
     return load_locomo(data_file("sample_conversation.json"))

@@ -16,7 +16,7 @@ from memlora.distill.cleaning import (
     clean_vqa_output,
     parse_update_prompt,
 )
-from memlora.distill.dataset import load_examples, stage_path
+from memlora.corpus.dataset import load_examples, stage_path
 from memlora.errors import DataError
 from memlora.runtime.prompts import extraction_messages, generation_messages, update_messages
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from memlora.distill.locomo import load_locomo, split_conversations
+from memlora.corpus.locomo import load_locomo, split_conversations
 from memlora.distill.observations import ObservationConfig, observation_examples
 from memlora.distill.train import TrainConfig, encode_example, load_tokenizer, train_expert
 

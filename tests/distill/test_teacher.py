@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from memlora.distill import cli as train_cli
 from memlora.distill.cleaning import clean_split
-from memlora.distill.dataset import load_examples, stage_path
+from memlora.corpus.dataset import load_examples, stage_path
 from memlora.distill.rawlog import RawLog
 from memlora.distill.teacher import OpenAIChatTeacher, TeacherError, make_transport
 from memlora.distill.teacher_run import TeacherRunConfig, run_teacher

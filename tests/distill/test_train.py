@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from memlora.distill import cli as train_cli
-from memlora.distill.dataset import stage_path, write_jsonl_atomic
+from memlora.corpus.dataset import stage_path, write_jsonl_atomic
 from memlora.distill.train import (
     TrainConfig,
     encode_example,

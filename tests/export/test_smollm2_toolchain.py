@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_expert_trains_on_smollm2_and_serves_through_memory(smollm2_dir, tmp_path):
-    from memlora.distill.dataset import render_prompt
+    from memlora.corpus.dataset import render_prompt
     from memlora.distill.train import TrainConfig, load_tokenizer, train_expert
     from memlora.runtime.memory import Memory
     from memlora.runtime.prompts import MEMLORA_EXTRACTION_PROMPT, extraction_messages

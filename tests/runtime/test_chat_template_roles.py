@@ -80,7 +80,7 @@ def test_training_torch_and_bundle_paths_render_the_same_prompt(tiny_model, tmp_
     ``apply_chat_template`` (training, TorchEngine) exactly what ``ChatTemplate`` renders (bundle engines)."""
     from transformers import AutoTokenizer
 
-    from memlora.distill.dataset import render_prompt
+    from memlora.corpus.dataset import render_prompt
 
     source = (TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model("qwen2")))

@@ -118,7 +118,7 @@ def test_min_new_tokens_ignores_eos_and_the_budget_caps(ort, torch_engine):
 
 def _scripted(memory):
     """A fixed add/answer sequence; returns everything it produced."""
-    from memlora.distill.locomo import ingestion_batches, load_locomo
+    from memlora.corpus.locomo import ingestion_batches, load_locomo
     from memlora.paths import data_file
 
     conv = load_locomo(data_file("sample_conversation.json"))[0]

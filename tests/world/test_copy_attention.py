@@ -117,7 +117,7 @@ def test_world_train_cli_passes_the_copy_options_to_training(tiny_model, tmp_pat
     from click.testing import CliRunner
 
     from memlora import cli as memlora_cli
-    from memlora.distill.dataset import stage_path, write_jsonl_atomic
+    from memlora.corpus.dataset import stage_path, write_jsonl_atomic
 
     data = tmp_path / "DATA"
     write_jsonl_atomic(stage_path(data, "train", "extraction"), toy_examples(4))

@@ -167,7 +167,7 @@ def test_facts_use_the_canonical_forms_and_surface_forms_vary(world):
 
 
 def test_locomo_shaped_export_reads_like_locomo(world, tmp_path):
-    from memlora.distill.locomo import ingestion_batches, load_locomo
+    from memlora.corpus.locomo import ingestion_batches, load_locomo
     from memlora.world.examples import export_world_locomo
 
     paths = export_world_locomo(world, tmp_path)
@@ -185,7 +185,7 @@ def test_locomo_shaped_export_reads_like_locomo(world, tmp_path):
 
 
 def test_distillation_jsonl_export_matches_the_runtime_prompts(world, tmp_path):
-    from memlora.distill.dataset import load_examples, stage_path
+    from memlora.corpus.dataset import load_examples, stage_path
     from memlora.world.examples import export_world_jsonl
     from memlora.runtime import prompts
     from memlora.runtime.parsing import parse_facts, parse_memory_update

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from memlora.cli import train_cli
-from memlora.distill.dataset import load_examples, stage_path
-from memlora.distill.locomo import ingestion_batches, load_locomo
+from memlora.corpus.dataset import load_examples, stage_path
+from memlora.corpus.locomo import ingestion_batches, load_locomo
 from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.runtime.parsing import UpdateOp, parse_facts, parse_memory_update

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from memlora import cli as memlora_cli
-from memlora.distill.locomo import (
+from memlora.corpus.locomo import (
     SPLITS,
     default_locomo_path,
     ingestion_batches,

@@ -204,7 +204,7 @@ def to_example(item: VQAItem, image_rel: str) -> dict:
 
 def write_vqa_benchmark(data_dir: str | Path, cfg: VQABenchmarkConfig | None = None) -> dict[str, int]:
     """Write every split's images and ``<split>/vqa.jsonl`` under ``data_dir``; returns examples per split."""
-    from memlora.distill.dataset import stage_path, write_jsonl_atomic
+    from memlora.corpus.dataset import stage_path, write_jsonl_atomic
 
     cfg = cfg or VQABenchmarkConfig()
     data_dir = Path(data_dir)
