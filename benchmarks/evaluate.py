@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memlora.judge import JudgeConfig
-from memlora.bench.locomo_eval import EvalConfig, EvalParts, reset_out_dir, run_locomo_eval
-from memlora.bench.metrics import ScorerConfig
-from memlora.errors import MemloraError
-
 from memlora import LOOP_STAGES
+from memlora.bench.embedding_cache import CachedEmbedder
+from memlora.bench.locomo_eval import EvalConfig, EvalParts, reset_out_dir, run_locomo_eval
+from memlora.bench.metrics import AnswerScorer, ScorerConfig
+from memlora.corpus.locomo import default_locomo_path, load_locomo
+from memlora.errors import MemloraError
+from memlora.export.adapters import trained_prompt_set
+from memlora.judge import JudgeClient, JudgeConfig
+from memlora.runtime.embedder import SentenceTransformerEmbedder
+from memlora.runtime.ort_engine import OrtGenAIEngine
+from memlora.runtime.torch_engine import TorchEngine
 
 RETRIEVAL_CHOICES = {"vector": ("vector",), "hybrid": ("hybrid",), "both": ("vector", "hybrid"),
                      "all": ("vector", "hybrid", "hybrid+recency")}
@@ -29,14 +34,8 @@ def build_engine(model: Path | None, adapters: Path | None, bundle: Path | None,
     if adapters and not model:
         raise MemloraError("--adapters needs --model (the base checkpoint they were trained on)")
     if model:
-        from memlora.runtime.torch_engine import TorchEngine
-
         return TorchEngine(model, adapters, threads=threads)
     if bundle:
-        try:
-            from memlora.runtime.ort_engine import OrtGenAIEngine
-        except ImportError as exc:
-            raise MemloraError(f"--bundle needs memlora.runtime.ort_engine (onnxruntime-genai): {exc}") from exc
         return OrtGenAIEngine(bundle, threads=threads)
     return None
 
@@ -61,11 +60,6 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
                     out_dir: Path = Path("runs/locomo-eval"), restart: bool = False, quiet: bool = False) -> dict:
     """Evaluate on LoCoMo with Mem0's protocol (L, J, F1, BLEU-1, evidence recall per category); returns the report.
     Arguments as the options of ``memlora eval``."""
-    from memlora.bench.embedding_cache import CachedEmbedder
-    from memlora.judge import JudgeClient
-    from memlora.bench.metrics import AnswerScorer
-    from memlora.corpus.locomo import default_locomo_path, load_locomo
-    from memlora.runtime.embedder import SentenceTransformerEmbedder
 
     if bool(judge_url) != bool(judge_model):
         raise MemloraError("--judge and --judge-model go together")
@@ -73,8 +67,6 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
         raise MemloraError("--retrieval-only produces no answers: drop --judge/--bertscore-model")
     judge_config = JudgeConfig(url=judge_url, model=judge_model, json_mode=not judge_no_json_mode) if judge_url else None
     if prompt_set is None:
-        from memlora.export.adapters import trained_prompt_set
-
         prompt_set = trained_prompt_set(adapters, bundle)
     config = EvalConfig(
         out_dir=str(out_dir), split=split, conversations=tuple(conversations), memories=memories,
@@ -96,6 +88,7 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
     engine = build_engine(model, adapters, bundle, threads) if needs_engine else None
     memory_factory = None
     if memories == "loop":
+        # FAISS (the memory store): off the import path until the loop runs
         from memlora.runtime.memory import Memory, MemoryConfig
         from memlora.runtime.store import MemoryStore
 

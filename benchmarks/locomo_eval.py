@@ -20,12 +20,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memlora.judge import JudgeClient, JudgeConfig
-from memlora.bench.locomo_memories import ScoredQuestion, items_by_owner, observation_items, scored_questions, session_timestamp
+from memlora.bench.eval_report import build_report, write_report
+from memlora.bench.locomo_memories import (
+    ScoredQuestion,
+    items_by_owner,
+    observation_items,
+    scored_questions,
+    session_timestamp,
+)
 from memlora.bench.locomo_retrieval import KS, merge_per_store, variant_config
 from memlora.bench.metrics import AnswerScorer, ScorerConfig, evidence_cover, evidence_hit
 from memlora.bench.retrieval import Hit, MemoryIndex, MemoryItem
+from memlora.corpus.locomo import ingestion_batches, split_conversations
 from memlora.errors import MemloraError
+from memlora.judge import JudgeClient, JudgeConfig
+from memlora.runtime.parsing import strip_reasoning
+from memlora.runtime.prompts import generation_messages
 
 MEMORY_MODES = ("oracle", "loop")
 RESULTS_FILE = "results.jsonl"
@@ -152,7 +162,6 @@ def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True,
 
     Resumable: ``<store_root>/<sample_id>/progress.json`` counts the ``add`` calls done; a rerun continues after them.
     """
-    from memlora.corpus.locomo import ingestion_batches
 
     folder = store_root / conv.sample_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,7 +209,6 @@ def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True,
 
 def fit_memories(engine, question: str, blocks: list[list[MemoryItem]], prompt_set: str, max_new_tokens: int):
     """Generation messages for ``question`` with as many memories as fit the engine's context (lowest ranks dropped first)."""
-    from memlora.runtime.prompts import generation_messages
 
     blocks = [list(b) for b in blocks]
     dropped = 0
@@ -224,8 +232,6 @@ def generation_adapter(engine) -> str | None:
 
 
 def clean_answer(text: str) -> str:
-    from memlora.runtime.parsing import strip_reasoning
-
     return strip_reasoning(text or "").strip()
 
 
@@ -249,8 +255,6 @@ class EvalParts:
 
 
 def select_conversations(conversations, config: EvalConfig):
-    from memlora.corpus.locomo import split_conversations
-
     convs = split_conversations(conversations, config.split)
     if config.conversations:
         wanted = set(config.conversations)
@@ -265,7 +269,6 @@ def select_conversations(conversations, config: EvalConfig):
 
 def run_locomo_eval(conversations, config: EvalConfig, parts: EvalParts, progress: bool = True) -> dict:
     """Evaluate, appending each result to ``<out>/results.jsonl``; return the report (also written to ``<out>``)."""
-    from memlora.bench.eval_report import build_report, write_report
 
     if not config.retrieval_only and parts.engine is None:
         raise MemloraError("answer generation needs a model (--model/--adapters or --bundle), or use --retrieval-only")

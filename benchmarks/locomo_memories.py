@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memlora.bench.retrieval import MemoryItem
-from memlora.corpus.locomo import SCORED_CATEGORIES, QA, Conversation, parse_locomo_date
+from memlora.corpus.locomo import QA, SCORED_CATEGORIES, Conversation, parse_locomo_date
 
 
 def session_timestamp(date_time: str) -> float | None:

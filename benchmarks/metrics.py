@@ -30,7 +30,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from memlora.bench.bertscore import BertScore
 from memlora.errors import MemloraError, MetricUnavailable
+from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.text_metrics import (  # noqa: F401 (re-exported)
     MEM0_PUNCTUATION,
     bleu1,
@@ -122,8 +124,6 @@ class SbertSimilarity:
     def __init__(self, embedder=None):
         if embedder is None:
             try:
-                from memlora.runtime.embedder import SentenceTransformerEmbedder
-
                 embedder = SentenceTransformerEmbedder()
             except MemloraError:
                 raise
@@ -238,8 +238,6 @@ class AnswerScorer:
         else:
             self.unavailable["sbert"] = "SBERT disabled"
         if cfg.bertscore_model:
-            from memlora.bench.bertscore import BertScore
-
             self._bert = BertScore(cfg.bertscore_model, num_layers=cfg.bertscore_layer)
         else:
             self.unavailable["bertscore_f1"] = "BERTScore unavailable: no local roberta-large path given (--bertscore-model)"

@@ -21,6 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from memlora.bench import roofline
+from memlora.errors import MemloraError
+from memlora.export.multilora import strip_lora_branches
+from memlora.runtime.bundle import load_bundle
+from memlora.runtime.ort_engine import disable_ort_telemetry
 
 
 @dataclass
@@ -106,7 +110,6 @@ def _loadavg() -> str:
 
 def _plain_model_dir(base_dir: Path, dest: Path) -> Path:
     """A copy of the base model dir whose graph has the LoRA branches stripped."""
-    from memlora.export.multilora import strip_lora_branches
 
     dest.mkdir(parents=True, exist_ok=True)
     for item in base_dir.iterdir():
@@ -153,9 +156,6 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
     import numpy as np
     import onnxruntime_genai as og
 
-    from memlora.errors import MemloraError
-    from memlora.runtime.bundle import load_bundle
-    from memlora.runtime.ort_engine import disable_ort_telemetry
 
     config = config or MultiLoraSpeedConfig()
     disable_ort_telemetry()

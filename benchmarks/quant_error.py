@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from memlora.export.verify import chat_ids
+from memlora.runtime.bundle import load_bundle
+
 PROMPTS = (
     "Alice: I moved to Lisbon last spring and started learning the guitar.",
     "What did Bob say about the wedding?",
@@ -35,8 +38,6 @@ class LogitErrorRow:
 
 
 def _load(og, bundle_dir: Path, threads: int):
-    from memlora.runtime.bundle import load_bundle
-
     bundle = load_bundle(bundle_dir, verify=False)
     config = og.Config(str(bundle.base_dir))
     config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
@@ -77,7 +78,6 @@ def logit_error(
     import onnxruntime_genai as og
     from transformers import AutoTokenizer
 
-    from memlora.export.verify import chat_ids
 
     og.disable_telemetry_events()
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))

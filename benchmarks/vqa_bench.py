@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memlora.bench.vqa_eval import ROUTES, evaluate_vqa
+from memlora.corpus.dataset import load_examples, stage_path
+from memlora.corpus.vqa_data import VQABenchmarkConfig, generate_split, majority_baseline, to_example
 from memlora.errors import DataError, MemloraError
+from memlora.runtime.ort_engine import OrtGenAIEngine
+from memlora.runtime.torch_vlm_engine import TorchVLMEngine, is_vlm_dir
 
 DEFAULT_N = 60
 """Generated questions when no DATA dir is given (20 of each type)."""
@@ -98,15 +102,12 @@ class VQABenchReport:
 
 def generated_examples(split: str, n: int, seed: int = 0) -> list[dict]:
     """``n`` procedural VQA examples of ``split`` in the distillation format, with the PIL image in ``images``."""
-    from memlora.corpus.vqa_data import VQABenchmarkConfig, generate_split, to_example
 
     return [{**to_example(item, ""), "images": [item.image]} for item in generate_split(split, n, VQABenchmarkConfig(seed=seed))]
 
 
 def load_vqa_questions(config: VQABenchConfig) -> tuple[list[dict], dict[str, float] | None, str]:
     """(examples, majority-answer baseline or None, a description of the source) for ``config``."""
-    from memlora.corpus.dataset import load_examples, stage_path
-    from memlora.corpus.vqa_data import majority_baseline
 
     if config.data is None:
         examples = generated_examples(config.split, config.n or DEFAULT_N, config.seed)
@@ -129,16 +130,12 @@ def build_vqa_engines(config: VQABenchConfig) -> list[tuple[str, Any]]:
     """[(label, engine)]: ``pytorch`` for ``config.model``, ``bundle`` for ``config.bundle``; refuses non-VLMs clearly."""
     engines: list[tuple[str, Any]] = []
     if config.model is not None:
-        from memlora.runtime.torch_vlm_engine import TorchVLMEngine, is_vlm_dir
-
         if not (config.model / "config.json").is_file():
             raise MemloraError(f"{config.model}: no config.json (not a model dir)")
         if not is_vlm_dir(config.model):
             raise MemloraError(f"{config.model} is not a vision-language model (qwen2_5_vl or internvl): VQA needs images")
         engines.append(("pytorch", TorchVLMEngine(config.model, adapters=config.adapters, threads=config.threads)))
     if config.bundle is not None:
-        from memlora.runtime.ort_engine import OrtGenAIEngine
-
         engine = OrtGenAIEngine(config.bundle, threads=config.threads)
         if not engine.supports_images:
             raise MemloraError(f"{config.bundle} is a text-only bundle; VQA needs a vision-language bundle "

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from memlora.corpus.dataset import stage_path, write_jsonl_atomic
 from memlora.errors import DataError
+from memlora.runtime.prompts import vqa_messages
 
 QUESTION_TYPES = ("count", "colour", "unusual")
 COLOURS = {
@@ -189,7 +191,6 @@ def generate_split(split: str, n: int, cfg: VQABenchmarkConfig) -> list[VQAItem]
 
 def to_example(item: VQAItem, image_rel: str) -> dict:
     """The distillation-format record of ``item`` (prompt built with ``memlora.runtime.prompts.vqa_messages``)."""
-    from memlora.runtime.prompts import vqa_messages
 
     return {
         "id": item.id,
@@ -204,7 +205,6 @@ def to_example(item: VQAItem, image_rel: str) -> dict:
 
 def write_vqa_benchmark(data_dir: str | Path, cfg: VQABenchmarkConfig | None = None) -> dict[str, int]:
     """Write every split's images and ``<split>/vqa.jsonl`` under ``data_dir``; returns examples per split."""
-    from memlora.corpus.dataset import stage_path, write_jsonl_atomic
 
     cfg = cfg or VQABenchmarkConfig()
     data_dir = Path(data_dir)

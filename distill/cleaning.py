@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 from memlora import STAGES
 from memlora.corpus.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.distill.rawlog import read_raw
+from memlora.distill.train import _context_length, encode_example, load_tokenizer, tokenizer_fingerprint
 from memlora.errors import DataError
 from memlora.runtime.parsing import parse_facts, parse_memory_update, parse_vqa, strip_reasoning
 
@@ -267,7 +268,6 @@ def clean_split(
 
 
 def _fit_student(cleaned: dict[str, list[dict]], report: CleaningReport, student) -> None:
-    from memlora.distill.train import _context_length, encode_example, load_tokenizer, tokenizer_fingerprint
     from transformers import AutoConfig
 
     tok = load_tokenizer(student)

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Sequence
 
 from memlora import LOOP_STAGES, STAGES
-from memlora.distill.cleaning import dumps, parse_update_prompt
 from memlora.corpus.dataset import stage_path, write_json_atomic, write_jsonl_atomic
 from memlora.corpus.locomo import Conversation, ingestion_batches
+from memlora.distill.cleaning import dumps, parse_update_prompt
 from memlora.distill.teacher_run import answer_context, record_id
 from memlora.errors import DataError
 from memlora.runtime import prompts
+from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.engine import Generation
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.store import MemoryStore
@@ -132,8 +133,6 @@ def observation_examples(conversations: Sequence[Conversation], config: Observat
     cfg = config or ObservationConfig()
     prompts.get_prompt_set(cfg.prompt_set)
     if embedder is None:
-        from memlora.runtime.embedder import SentenceTransformerEmbedder
-
         embedder = SentenceTransformerEmbedder()
     report = ObservationReport()
     out: dict[str, list[dict]] = {s: [] for s in LOOP_STAGES}

@@ -32,9 +32,11 @@ from memlora.distill.train import TrainConfig, train_expert
 from memlora.errors import DataError, MemloraError
 from memlora.judge import JudgeClient, JudgeConfig
 from memlora.runtime import prompts
+from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.parsing import strip_reasoning
 from memlora.runtime.store import MemoryStore
+from memlora.runtime.torch_engine import TorchEngine
 from memlora.text_metrics import rouge1_f, token_f1
 
 Metric = Callable[[str, str, str], float]
@@ -174,8 +176,6 @@ def evaluate_pipeline(
 
 
 def _engine(base_dir, adapters: dict[str, str], threads):
-    from memlora.runtime.torch_engine import TorchEngine
-
     return TorchEngine(base_dir, adapters or None, threads=threads)
 
 
@@ -202,8 +202,6 @@ def search_experts(
     if not stages:
         raise DataError(f"no training examples for any of the stages {', '.join(cfg.stages)}: nothing to search")
     if embedder is None:
-        from memlora.runtime.embedder import SentenceTransformerEmbedder
-
         embedder = SentenceTransformerEmbedder(threads=cfg.threads)
     report = SearchReport(metric=metric_name or getattr(metric, "__name__", "metric"))
     cand_root = out_dir / "candidates"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from memlora.errors import MemloraError
+from memlora.runtime.torch_engine import TorchEngine
 
 
 class TeacherError(MemloraError):
@@ -279,7 +280,6 @@ class LocalTransformersTeacher:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise TeacherError(f"local teacher not found: {model_dir} has no config.json")
-        from memlora.runtime.torch_engine import TorchEngine
 
         self.name = model_dir.name
         self.max_new_tokens = int(max_new_tokens)

@@ -30,10 +30,10 @@ from memlora.distill.rawlog import RawLog
 from memlora.distill.teacher import Teacher, TeacherError
 from memlora.errors import DataError
 from memlora.runtime import prompts
+from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.engine import Generation
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.store import MemoryStore, SearchHit
-
 
 
 @dataclass
@@ -207,8 +207,6 @@ def run_teacher(
         raise DataError(f"no conversations for split {cfg.split!r}: nothing to run the teacher on")
     prompts.get_prompt_set(cfg.prompt_set)
     if embedder is None:
-        from memlora.runtime.embedder import SentenceTransformerEmbedder
-
         embedder = SentenceTransformerEmbedder()
     embedder = _LockedEmbedder(embedder)
     data_dir = Path(data_dir)

@@ -19,7 +19,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from memlora.corpus.dataset import stage_path, write_jsonl_atomic
 from memlora.errors import DataError, ImageError
+from memlora.runtime.images import check_image
+from memlora.runtime.parsing import clean_output, find_json
+from memlora.runtime.prompts import vqa_messages
 
 INSTRUCTION_PROMPT = (
     "I am creating a challenging VQA benchmark, where I associate each image to an ambiguous question, which requires only "
@@ -78,7 +82,6 @@ def teacher_messages(image_path: Path, instruction_type: int) -> list[dict]:
 
 def parse_triple(text: str) -> tuple[dict | None, str]:
     """``({"question", "answer", "reason"}, "")`` from a teacher reply, or ``(None, why)``."""
-    from memlora.runtime.parsing import clean_output, find_json
 
     payload = find_json(clean_output(text or ""), lambda obj: isinstance(obj, dict) and "question" in obj)
     if not isinstance(payload, dict):
@@ -112,9 +115,6 @@ def run_vqa_teacher(teacher, images_dir: str | Path, data_dir: str | Path, confi
     """Ask ``teacher`` (``chat(messages) -> TeacherReply``) for every image x type; write DATA/<split>/vqa(.raw).jsonl."""
     from tqdm.auto import tqdm
 
-    from memlora.corpus.dataset import stage_path, write_jsonl_atomic
-    from memlora.runtime.images import check_image
-    from memlora.runtime.prompts import vqa_messages
 
     config = config or VQATeacherConfig()
     bad_types = [t for t in config.types if t not in INSTRUCTION_TYPES]

@@ -18,6 +18,7 @@ import numpy as np
 from memlora import STAGES
 from memlora.errors import AdapterError
 from memlora.export.base_model import LORA_MODULES, BaseModelInfo
+from memlora.runtime.bundle import load_bundle
 
 DEFAULT_MAX_NEW_TOKENS = {"extraction": 256, "update": 256, "generation": 64, "vqa": 32}
 """Generation length per stage when neither ``experts.json`` nor the training card says otherwise."""
@@ -247,8 +248,6 @@ def trained_prompt_set(adapters_dir: str | Path | None = None, bundle_dir: str |
     if adapters_dir is not None:
         return experts_prompt_set(adapters_dir)
     if bundle_dir is not None:
-        from memlora.runtime.bundle import load_bundle
-
         return load_bundle(bundle_dir, verify=False).shared_prompt_set() or "memlora"
     return "memlora"
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from memlora.errors import MemloraError
 from memlora.runtime.chat_form import ChatForm, RoleForm, fold_system
 from memlora.runtime.chat_template import ChatTemplate
-
-from memlora.errors import MemloraError
 
 _MARK = "memlora-probe-{}-7c1e"
 

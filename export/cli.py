@@ -16,6 +16,13 @@ import click
 from click.core import ParameterSource
 
 from memlora.cli_support import run_cli
+from memlora.export.add_adapter import add_adapter
+from memlora.export.android_assets import write_android_assets
+from memlora.export.compiler import ExportConfig, export_bundle
+from memlora.export.defaults import base_from_cards, default_output
+from memlora.export.embedder_export import EmbedderExportConfig
+from memlora.export.genai_builder import BuilderConfig
+from memlora.export.verify import VerifyConfig, verify_bundle, write_report
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -55,12 +62,6 @@ def build_options(func):
 
 def _build(base, adapters, output, precision, mode, merge, embedder, embedder_int8, embedder_with_tokenizer,
            android_assets, force, verify, quiet) -> None:
-    from memlora.export.android_assets import write_android_assets
-    from memlora.export.compiler import ExportConfig, export_bundle
-    from memlora.export.defaults import base_from_cards, default_output
-    from memlora.export.embedder_export import EmbedderExportConfig
-    from memlora.export.genai_builder import BuilderConfig
-
     if adapters is None and (base is None or output is None):
         raise click.UsageError("a base-only bundle needs --base and -o/--output (with --adapters both have defaults)")
     if base is None:
@@ -82,8 +83,6 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
     path = export_bundle(config)
     click.echo(f"bundle written: {path}")
     if verify:
-        from memlora.export.verify import VerifyConfig, verify_bundle
-
         _report(verify_bundle(path, base, adapters, VerifyConfig()), path)
     if android_assets is not None:
         click.echo(f"android assets: {write_android_assets(path, android_assets)}")
@@ -91,7 +90,6 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
 
 def _report(report, bundle: Path, json_path: Path | None = None) -> None:
     """Print a ``VerifyReport`` (one line per stage, the embedder, OK or the failures); exit 1 when it failed."""
-    from memlora.export.verify import write_report
 
     for stage, s in report.to_dict()["summary"].items():
         click.echo(f"{stage:12s} max |logit diff| {s['max_abs_diff']:.3g}   greedy agreement {s['min_agreement']:.3f}   "
@@ -139,7 +137,6 @@ def build_command(**kwargs) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here.")
 def verify_command(bundle, base, adapters, embedder, steps, json_path) -> None:
     """Compare the bundle with transformers + peft (logits, greedy tokens) and the embedder with its source."""
-    from memlora.export.verify import VerifyConfig, verify_bundle
 
     _report(verify_bundle(bundle, base, adapters, VerifyConfig(steps=steps, embedder_source=embedder)), bundle, json_path)
 
@@ -152,7 +149,6 @@ def verify_command(bundle, base, adapters, embedder, steps, json_path) -> None:
 @click.option("--max-new-tokens", type=int, default=None, help="Generation length for this stage.")
 def add_adapter_command(bundle, adapter, stage, prompt_set, max_new_tokens) -> None:
     """Add or replace an expert without rebuilding (its modules must lie inside the bundle's LoRA union)."""
-    from memlora.export.add_adapter import add_adapter
 
     path = add_adapter(bundle, adapter, stage, prompt_set=prompt_set, max_new_tokens=max_new_tokens)
     click.echo(f"expert {stage!r} written: {path}")

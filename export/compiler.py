@@ -28,9 +28,9 @@ from pathlib import Path
 from memlora.errors import AdapterError, MemloraError
 from memlora.export.adapters import Expert, read_experts
 from memlora.export.base_model import read_base_model
+from memlora.export.chat_form import chat_entry
 from memlora.export.embedder_export import EmbedderExportConfig, export_embedder
 from memlora.export.genai_builder import BuilderConfig, run_builder
-from memlora.export.chat_form import chat_entry
 from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
 from memlora.export.merge import merge_expert
 from memlora.export.multilora import add_lora_branches
@@ -113,7 +113,7 @@ def export_bundle(config: ExportConfig) -> Path:
     is_vlm = hf_config.get("vision_config") is not None
     decoder_source, decoder_base = config.base, base  # what the builder reads (a VLM's language model may need extracting)
     if is_vlm:  # the text decoder takes inputs_embeds; the vision half is exported by export/vlm_export.py
-        from memlora.export.vlm_export import BUILDER_OPTIONS, check_vlm_supported
+        from memlora.export.vlm_export import BUILDER_OPTIONS, check_vlm_supported  # torch: loaded for a VLM only
 
         vlm_type = check_vlm_supported(config.base)
         if merged:
@@ -128,7 +128,7 @@ def export_bundle(config: ExportConfig) -> Path:
     try:
         with steps.step(f"read {len(experts)} expert(s) and the base model ({base.architecture})"):
             if is_vlm and vlm_type == "internvl":  # the builder has no InternVL: its Qwen2 language model as its own dir
-                from memlora.export.vlm_export import extract_language_model
+                from memlora.export.vlm_export import extract_language_model  # torch: loaded for a VLM only
 
                 decoder_source = extract_language_model(config.base, work / "language_model")
                 decoder_base = read_base_model(decoder_source)
@@ -174,7 +174,7 @@ def export_bundle(config: ExportConfig) -> Path:
         vision_entry = None
         if is_vlm:
             with steps.step("export the vision encoder and the text embedding (torch.onnx)"):
-                from memlora.export.vlm_export import export_vision
+                from memlora.export.vlm_export import export_vision  # torch: loaded for a VLM only
 
                 vision_entry = export_vision(config.base, staging).manifest_entry()
         with steps.step("write bundle.json (sizes + sha256) and check it"):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlora.errors import MemloraError
+from memlora.runtime.embedder import default_embedder_path
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -64,8 +65,6 @@ class EmbedderExport:
 
 def resolve_source(source: str | Path | None) -> Path:
     if source is None or str(source) == "default":
-        from memlora.runtime.embedder import default_embedder_path
-
         return default_embedder_path()
     path = Path(source)
     if not (path / "config.json").is_file():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlora.errors import MemloraError
+from memlora.runtime.bundle import sha256_file
 
 GGUF_MAGIC = b"GGUF"
 SOURCE_FILE = "memlora-source.json"
@@ -120,7 +121,6 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, source: dict | None = No
         raise MemloraError(f"{out_dir} exists (pass --force to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     check_space(out_dir.parent, int(info.fp32_bytes * SPACE_MARGIN))
-    from memlora.runtime.bundle import sha256_file
 
     facts = {"gguf": gguf.name, "gguf_sha256": sha256_file(gguf), "architecture": info.architecture,
              "parameters": info.parameters, **(source or {})}

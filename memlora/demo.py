@@ -29,6 +29,9 @@ from memlora.export.adapters import trained_prompt_set
 from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
 from memlora.paths import data_file
+from memlora.runtime.embedder import SentenceTransformerEmbedder
+from memlora.runtime.ort_engine import OrtGenAIEngine
+from memlora.runtime.torch_engine import TorchEngine
 from memlora.world.evaluation import normalize_answer
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts, get_preset, world_cache_root
 from memlora.world.generator import generate_world
@@ -142,20 +145,14 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
 
 def _engine_for(model: str | None, adapters: Path | None, bundle: Path | None, threads: int):
     if bundle is not None:
-        try:
-            # FAISS, torch or the engines: off the import path until used
-            from memlora.runtime.ort_engine import OrtGenAIEngine
-        except ImportError as exc:  # pragma: no cover - onnxruntime-genai is a dependency
-            raise MemloraError(f"--bundle needs memlora.runtime.ort_engine (onnxruntime-genai): {exc}") from exc
         return OrtGenAIEngine(bundle, threads=threads)
-    from memlora.runtime.torch_engine import TorchEngine  # FAISS, torch or the engines: off the import path until used
 
     return TorchEngine(model, adapters, threads=threads)
 
 
 def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, budgets: dict):
     """``Memory.from_bundle`` when the runtime has it (bundle engine + bundle embedder), else the ORT engine + default embedder."""
-    from memlora.runtime.memory import Memory  # FAISS, torch or the engines: off the import path until used
+    from memlora.runtime.memory import Memory  # FAISS (the memory store): off the import path until a memory is built
 
     if hasattr(Memory, "from_bundle"):
         def factory():
@@ -168,8 +165,7 @@ def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, bud
 
 
 def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, embedder=None, prompt_set: str = "memlora"):
-    # FAISS, torch or the engines: off the import path until used
-    from memlora.runtime.embedder import SentenceTransformerEmbedder
+    # FAISS (the memory store): off the import path until a memory is built
     from memlora.runtime.memory import Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
 

@@ -24,9 +24,18 @@ from typing import Any, Callable
 
 from memlora import vlm_models
 from memlora.errors import MemloraError
-from memlora.paths import cache_dir, remove_stale_temps, data_file
-from memlora.tokenizer import (CHAT_TEMPLATE, CORPUS_NAME, IM_END, IM_START, PAD_TOKEN, SPECIAL_TOKENS,  # noqa: F401 (re-exported)
-                               TOKENIZER_VOCAB_SIZE, build_tokenizer, fork_rng)
+from memlora.paths import cache_dir, data_file, remove_stale_temps
+from memlora.tokenizer import (  # noqa: F401 (re-exported)
+    CHAT_TEMPLATE,
+    CORPUS_NAME,
+    IM_END,
+    IM_START,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+    TOKENIZER_VOCAB_SIZE,
+    build_tokenizer,
+    fork_rng,
+)
 
 # Bump when anything that changes the bytes of a built model changes (cache entries are keyed on it).
 RECIPE_VERSION = 1

@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from memlora.errors import BundleError
+from memlora.runtime.chat_form import SYSTEM_ROLES
+from memlora.runtime.chat_template import ChatTemplate
 
 MANIFEST = "bundle.json"
 FORMAT_VERSION = 1
@@ -335,8 +337,6 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
 
 
 def _system_role(manifest: dict, where: str) -> str | None:
-    from memlora.runtime.chat_form import SYSTEM_ROLES
-
     chat = manifest.get("chat")
     if chat is None:
         return None
@@ -373,7 +373,6 @@ def read_bundle_text(bundle: Bundle) -> BundleText:
     """Read the chat template, tokenizer and genai_config (context length, EOS ids) of ``bundle``'s base model dir."""
     from tokenizers import Tokenizer
 
-    from memlora.runtime.chat_template import ChatTemplate
 
     model_dir = bundle.base_dir
     genai = json.loads((model_dir / "genai_config.json").read_text())["model"]

@@ -90,7 +90,7 @@ def run_chat(bundle_dir: Path, user_id: str, store_dir: Path | None = None, thre
              stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
     """The chat loop of ``memlora chat``: read lines from ``stdin`` until EOF or /quit, answer each on ``stdout``
     (prompts and errors on ``stderr``); the memory is closed on the way out."""
-    from memlora.runtime.memory import Memory  # the engines, FAISS and torch: off the import path of `memlora --help`
+    from memlora.runtime.memory import Memory  # FAISS (the memory store): off the import path of `memlora --help`
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     store_dir = store_dir or default_store_dir(bundle_dir)

@@ -22,11 +22,14 @@ from typing import Any, Mapping, Sequence
 from memlora import STAGES
 from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.runtime import prompts
-from memlora.runtime.embedder import Embedder
+from memlora.runtime.embedder import Embedder, SentenceTransformerEmbedder
 from memlora.runtime.engine import Engine, Generation
 from memlora.runtime.images import ImageLimits, ImageStore, check_image, describe
+from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.parsing import Rejection, parse_facts, parse_memory_update, parse_vqa
 from memlora.runtime.store import HistoryEntry, MemoryEvent, MemoryRecord, MemoryStore, SearchHit
+from memlora.runtime.torch_engine import TorchEngine
+from memlora.runtime.torch_vlm_engine import TorchVLMEngine, is_vlm_dir
 from memlora.runtime.update import IdMap, ResolvedOp, resolve
 
 DEFAULT_MAX_NEW_TOKENS = {"extraction": 128, "update": 256, "generation": 64, "vqa": 64}
@@ -122,14 +125,10 @@ class Memory:
         if engine is None:
             if config.model_dir is None:
                 raise MemloraError("MemoryConfig.model_dir is required when no engine is given")
-            from memlora.runtime.torch_engine import TorchEngine
-            from memlora.runtime.torch_vlm_engine import TorchVLMEngine, is_vlm_dir
 
             engine_class = TorchVLMEngine if is_vlm_dir(config.model_dir) else TorchEngine
             engine = engine_class(config.model_dir, config.adapters, threads=config.threads)
         if embedder is None:
-            from memlora.runtime.embedder import SentenceTransformerEmbedder
-
             embedder = SentenceTransformerEmbedder(config.embedder_path, threads=config.threads)
         return cls(engine, embedder, MemoryStore(config.store_dir, dim=embedder.dim), config)
 
@@ -147,7 +146,6 @@ class Memory:
 
         Per-stage token budgets and the prompt set come from the bundle's manifest unless given in ``config``; a bundle
         without an embedder uses ``config["embedder_path"]`` (default all-MiniLM-L6-v2). Added by the ort-engine owner."""
-        from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 
         engine = OrtGenAIEngine(bundle_dir, threads=config.get("threads"), verify=verify, prefix_cache=prefix_cache)
         experts = engine.bundle.experts.values()

@@ -27,7 +27,9 @@ from typing import Any, Sequence
 
 from memlora.errors import AdapterError, BundleError, ImageError, MemloraError
 from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
+from memlora.runtime.embedder import OnnxEmbedder
 from memlora.runtime.engine import Generation, Message, Timings
+from memlora.runtime.ort_vlm_engine import OrtVLMEngine
 from memlora.runtime.threads import resolve_threads
 
 DEVICES = ("cpu", "cuda")
@@ -54,7 +56,6 @@ def disable_ort_telemetry() -> None:
 
 def bundle_embedder(bundle: Bundle, threads: int | None = None):
     """The bundle's exported embedder (``OnnxEmbedder``), or None when the bundle ships none."""
-    from memlora.runtime.embedder import OnnxEmbedder
 
     if bundle.embedder is None:
         return None
@@ -104,7 +105,6 @@ class OrtGenAIEngine:
         self.prefix_cache_length = int(prefix_cache_length)
         self.vision_engine = None
         if self.bundle.vision is not None:  # a vision-language bundle runs on onnxruntime: see runtime/ort_vlm_engine.py
-            from memlora.runtime.ort_vlm_engine import OrtVLMEngine
 
             self.vision_engine = OrtVLMEngine(self.bundle, threads=threads, min_new_tokens=min_new_tokens)
             self.supports_images = True

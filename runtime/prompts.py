@@ -10,7 +10,7 @@
   memory's text before its timestamp (``- <text> [<timestamp>]``). A small causal student finds a memory by its text
   and can then only copy what follows it: written id (or timestamp) first, the id an UPDATE or DELETE names, or the date
   a move happened, must be found behind the text, which a 4-layer model pretrained from scratch does not learn (the
-  world benchmark's ``copy`` experts use this set: README, world section, seventh round).
+  world benchmark's ``copy`` experts use this set: README, world section).
 
 Every function here is pure and deterministic: the Android bridge mirrors it byte for byte. The rendering rules are:
 

@@ -70,8 +70,8 @@ class VisionProcessor:
     """Image preprocessing and placeholder expansion for a Qwen2.5-VL or InternVL model dir."""
 
     def __init__(self, model_dir: str | Path):
-        from transformers import AutoImageProcessor
         from tokenizers import Tokenizer
+        from transformers import AutoImageProcessor
 
         self.model_dir = Path(model_dir)
         config = json.loads((self.model_dir / "config.json").read_text())

@@ -4,10 +4,10 @@ layers only look down, nothing below the world imports it, and there is no impor
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -316,7 +316,6 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
     from tqdm.auto import tqdm
 
     # FAISS, torch or the engines: off the import path until used
-
     from memlora.export.adapters import experts_prompt_set
     from memlora.runtime.embedder import SentenceTransformerEmbedder
     from memlora.runtime.memory import Memory, MemoryConfig

@@ -22,8 +22,8 @@ from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.world.examples import (
     RetrievalOrder,
-    _check_memory_order,
     _chat,
+    _check_memory_order,
     loop_retrieved,
     retrieval_ordered,
     world_examples,

@@ -28,7 +28,6 @@ from typing import Sequence
 
 from memlora import models
 from memlora.bench.vqa_eval import evaluate_vqa
-from memlora.distill import train as training
 from memlora.corpus.dataset import load_examples, stage_path
 from memlora.corpus.vqa_data import (
     QUESTION_TYPES,
@@ -36,6 +35,7 @@ from memlora.corpus.vqa_data import (
     majority_baseline,
     write_vqa_benchmark,
 )
+from memlora.distill import train as training
 from memlora.errors import MemloraError
 from memlora.world import vlm_pretrain
 from memlora.world.generator import WorldConfig

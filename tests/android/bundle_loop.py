@@ -50,9 +50,8 @@ def world_script(n_batches: int = 4, n_questions: int = 4) -> list[dict]:
     tiny world experts write no usable JSON, so the seeded memories are what retrieval, the update prompts' memory lists
     and the answer prompts show."""
     # function-level imports: the world generator and the demo are only needed to build this script
-    from memlora.world.experts import get_preset
-
     from memlora.demo import world_demo_data
+    from memlora.world.experts import get_preset
 
     data = world_demo_data(get_preset("small").world)
     seeds: dict[str, list[str]] = {}

@@ -22,9 +22,9 @@ PARITY_CLASS = "ai.memlora.BundleLoopParity"
 @pytest.fixture(scope="session")
 def world_int4_bundle(tmp_path_factory) -> Path:
     """The small world preset's base + its three experts, exported int4 (all experts externalized)."""
-    from memlora.world.experts import ensure_world_experts
     from memlora.export.compiler import ExportConfig, export_bundle
     from memlora.export.genai_builder import BuilderConfig
+    from memlora.world.experts import ensure_world_experts
 
     art = ensure_world_experts("small")
     out = tmp_path_factory.mktemp("world_bundle") / "bundle"

@@ -49,6 +49,7 @@ def test_python_reads_the_store_java_wrote(compiled, golden_dir, interop_dir):
     import json
 
     import numpy as np
+
     from memlora.runtime.store import MemoryStore
 
     if not (interop_dir / "memory.db").is_file():

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from memlora.cli import eval_command
 from memlora.bench.locomo_eval import RESULTS_FILE, EvalConfig, EvalParts, run_locomo_eval
 from memlora.bench.metrics import AnswerScorer, ScorerConfig
+from memlora.cli import eval_command
 
 CONV = "conv-49"
 pytestmark = pytest.mark.locomo

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from memlora.corpus.dataset import load_examples, stage_path
 from memlora.distill.cleaning import (
     Dropped,
     clean_extraction_output,
@@ -16,7 +17,6 @@ from memlora.distill.cleaning import (
     clean_vqa_output,
     parse_update_prompt,
 )
-from memlora.corpus.dataset import load_examples, stage_path
 from memlora.errors import DataError
 from memlora.runtime.prompts import extraction_messages, generation_messages, update_messages
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from memlora.corpus.dataset import load_examples, stage_path
 from memlora.distill import cli as train_cli
 from memlora.distill.cleaning import clean_split
-from memlora.corpus.dataset import load_examples, stage_path
 from memlora.distill.rawlog import RawLog
 from memlora.distill.teacher import OpenAIChatTeacher, TeacherError, make_transport
 from memlora.distill.teacher_run import TeacherRunConfig, run_teacher

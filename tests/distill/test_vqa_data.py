@@ -21,7 +21,13 @@ import pytest
 
 from memlora.corpus.dataset import load_examples, stage_path
 from memlora.corpus.vqa_data import (
-    BACKGROUND, COLOURS, CORNERS, VQABenchmarkConfig, generate_split, majority_baseline, write_vqa_benchmark,
+    BACKGROUND,
+    COLOURS,
+    CORNERS,
+    VQABenchmarkConfig,
+    generate_split,
+    majority_baseline,
+    write_vqa_benchmark,
 )
 from memlora.distill.vqa_teacher import INSTRUCTION_PROMPT, INSTRUCTION_TYPES, parse_triple, run_vqa_teacher
 from memlora.errors import DataError

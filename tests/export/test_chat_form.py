@@ -4,11 +4,11 @@ fixed form reproduces the template; the fold of a system message (``chat.system_
 from __future__ import annotations
 
 import pytest
+
+from memlora.errors import BundleError, MemloraError
 from memlora.export.chat_form import chat_entry, check_conversations, derive_chat_form
 from memlora.runtime.chat_form import ChatForm, fold_system
 from memlora.runtime.chat_template import ChatTemplate
-
-from memlora.errors import BundleError, MemloraError
 
 DEFAULT_SYSTEM = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

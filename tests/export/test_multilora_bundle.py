@@ -60,12 +60,12 @@ def test_manifest_records_each_expert(bundles):
 def test_int4_runtime_adapter_equals_baked_adapter(bundles, tiny_model, experts_dir, tmp_path):
     """int4 multi-LoRA graph + .onnx_adapter gives the same logits as the builder's own graph with that adapter baked in."""
     import onnxruntime_genai as og
+    from transformers import AutoTokenizer
 
     from memlora.export.base_model import read_base_model
     from memlora.export.genai_builder import BuilderConfig, run_builder
     from memlora.export.verify import chat_ids, ort_greedy
     from memlora.runtime.bundle import load_bundle
-    from transformers import AutoTokenizer
 
     base_dir = tiny_model("qwen2")
     bundle = load_bundle(bundles("qwen2-int4"))
@@ -164,11 +164,11 @@ def test_no_adapter_is_exactly_the_plain_graph(bundles, tiny_model, tmp_path):
     import shutil
 
     import onnxruntime_genai as og
+    from transformers import AutoTokenizer
 
     from memlora.export.multilora import strip_lora_branches
     from memlora.export.verify import chat_ids, ort_greedy
     from memlora.runtime.bundle import load_bundle
-    from transformers import AutoTokenizer
 
     bundle = load_bundle(bundles("qwen2-int4"))
     plain_dir = tmp_path / "plain"

@@ -163,9 +163,9 @@ def test_mrope_positions_match_transformers(vlm_bundle, vqa_scene):
 
 
 def test_unsupported_vlm_routes_are_refused(vlm_bundle, tiny_model, tmp_path):
-    from memlora.export.compiler import ExportConfig, export_bundle
-
     import shutil
+
+    from memlora.export.compiler import ExportConfig, export_bundle
 
     other = shutil.copytree(tiny_model("internvl3"), tmp_path / "internvl-llama")  # an InternVL whose LM is not a Qwen2
     config = json.loads((other / "config.json").read_text())

@@ -95,8 +95,8 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_error(args, message):
-    from memlora.errors import MemloraError
     from memlora.cli import demo
+    from memlora.errors import MemloraError
 
     result = CliRunner().invoke(demo, args)
     assert result.exit_code != 0

@@ -9,10 +9,16 @@ import math
 import pytest
 import torch
 
-from memlora.world.copy_attention import (CopyAttentionLoss, YesNoTokens, copy_attention_loss, copy_pointers,
-                                            yes_no_attention_loss, yes_no_pointers)
 from memlora.distill.train import TrainConfig, _collate, encode_example, load_tokenizer, train_expert
 from memlora.errors import MemloraError
+from memlora.world.copy_attention import (
+    CopyAttentionLoss,
+    YesNoTokens,
+    copy_attention_loss,
+    copy_pointers,
+    yes_no_attention_loss,
+    yes_no_pointers,
+)
 from tests.distill.test_train import FAST, toy_examples
 
 P = -100

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pytest
 
+from memlora.errors import DataError
 from memlora.world.generator import (
     CANONICAL,
     SPLITS,
@@ -17,7 +18,6 @@ from memlora.world.generator import (
     generate_conversation,
     generate_world,
 )
-from memlora.errors import DataError
 
 SMALL = WorldConfig(seed=3, n_conversations=24, n_sessions=4)
 
@@ -186,9 +186,9 @@ def test_locomo_shaped_export_reads_like_locomo(world, tmp_path):
 
 def test_distillation_jsonl_export_matches_the_runtime_prompts(world, tmp_path):
     from memlora.corpus.dataset import load_examples, stage_path
-    from memlora.world.examples import export_world_jsonl
     from memlora.runtime import prompts
     from memlora.runtime.parsing import parse_facts, parse_memory_update
+    from memlora.world.examples import export_world_jsonl
 
     counts = export_world_jsonl(world, tmp_path)
     for split in SPLITS:
@@ -226,8 +226,8 @@ def test_conversation_index_out_of_range_is_a_clear_error():
 @pytest.mark.parametrize("order", [("id", "text", "event", "old_memory"), ("text", "event", "id", "old_memory"),
                                    ("text", "event", "old_memory", "id")])
 def test_update_key_order_changes_only_the_order_of_the_target_keys(world, order):
-    from memlora.world.examples import world_examples
     from memlora.runtime.parsing import parse_memory_update
+    from memlora.world.examples import world_examples
 
     mem0 = world_examples(world.conversations, "update")
     reordered = world_examples(world.conversations, "update", order)
@@ -412,8 +412,8 @@ class _KeywordEmbedder:
 
 def test_loop_order_turns_ops_on_memories_it_does_not_show_into_what_the_loop_should_do():
     """With top 1, a fact's op on a memory that is not retrieved becomes an ADD (UPDATE, NONE) or nothing (DELETE)."""
-    from memlora.world.generator import MemoryOp, UpdateCase
     from memlora.world.examples import RetrievalOrder, loop_retrieved
+    from memlora.world.generator import MemoryOp, UpdateCase
 
     memory = ["Lives in Paris", "Works as a chef", "Favourite food is sushi", "Plays chess"]
     case = UpdateCase(

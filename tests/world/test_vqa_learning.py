@@ -14,8 +14,8 @@ import os
 import pytest
 import torch
 
-from memlora.world.vqa_learning import VQALearningConfig, run_seed, strictly_valid_vqa
 from memlora.errors import MemloraError
+from memlora.world.vqa_learning import VQALearningConfig, run_seed, strictly_valid_vqa
 
 # One seed, colour questions only, sized for CI (measured: ~50 s with 1 thread on 2 busy cores: model 16-18 s, training
 # 25 s). At this size the expert learns the answer format but NOT yet the colour (V 0.167 vs majority 0.133): reading the
