@@ -1,7 +1,8 @@
 """Answer-quality and retrieval metrics for LoCoMo, computed the way Mem0's evaluation computes them.
 
 Per answer (prediction vs gold):
-- (``memlora.text_metrics``, shared with the expert selection of ``memlora.distill.search``) ``token_f1``: Mem0's token F1 — lower-case, ``.,!?`` replaced by spaces, whitespace split, *set* overlap.
+- (``memlora.text_metrics``, shared with the expert selection of ``memlora.distill.search``) ``token_f1``: Mem0's token
+  F1 — lower-case, ``.,!?`` replaced by spaces, whitespace split, *set* overlap.
 - ``bleu1``: Mem0's BLEU-1 — nltk ``sentence_bleu`` with weights (1, 0, 0, 0) and smoothing method1 on the lower-cased
   strings tokenised by nltk's Treebank word tokenizer. Mem0 calls ``word_tokenize`` (punkt sentence split first); punkt
   cannot be downloaded here, so we pass ``preserve_line=True``: identical except that a period ending a *non-final*

@@ -142,7 +142,7 @@ def make_colour(rng: random.Random, cfg: VQABenchmarkConfig):
     image, draw = _canvas(cfg.side)
     # big distractor shapes in the middle, in other colours
     mid = cfg.side // 2
-    for k in range(rng.randint(1, 3)):
+    for _ in range(rng.randint(1, 3)):
         r = rng.randint(cfg.side // 8, cfg.side // 5)
         x, y = mid + rng.randint(-10, 10), mid + rng.randint(-10, 10)
         _draw_shape(draw, rng.choice(SHAPES), (x - r, y - r, x + r, y + r), COLOURS[rng.choice([c for c in cfg.colours if c != colour])])

@@ -2,8 +2,8 @@
 
 Builder quirks handled here: it needs the undeclared ``onnx_ir`` package (checked up front with a clear message), its ``--help``
 crashes (we call ``parse_extra_options`` + ``create_model`` directly), ONNX Runtime telemetry is turned off before it runs, its
-chatty output goes to ``<out_dir>.build.log`` beside the output (shown when it fails), and with int4 every LoRA MatMul is excluded from quantization so the
-adapter weights stay float inputs.
+chatty output goes to ``<out_dir>.build.log`` beside the output (shown when it fails), and with int4 every LoRA MatMul is
+excluded from quantization so the adapter weights stay float inputs.
 """
 
 from __future__ import annotations

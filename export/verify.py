@@ -301,7 +301,8 @@ def _single_torch_thread():
         torch.set_num_threads(before)
 
 
-def verify_bundle(bundle_dir: str | Path, base_dir: str | Path, adapters_dir: str | Path | None, config: VerifyConfig | None = None) -> VerifyReport:
+def verify_bundle(bundle_dir: str | Path, base_dir: str | Path, adapters_dir: str | Path | None,
+                  config: VerifyConfig | None = None) -> VerifyReport:
     """Verify checksums, then compare every model/expert with transformers + peft and the embedder with its source."""
     config = config or VerifyConfig()
     disable_telemetry()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlora.errors import MemloraError
+from memlora.export.base_model import _safetensors_files
 from memlora.runtime.threads import resolve_threads
 
 VISION_DIR = "vision"
@@ -221,8 +222,6 @@ def export_vision(model_dir: str | Path, bundle_root: str | Path, *, opset: int 
 
 
 import torch  # noqa: E402  (the two graph modules below subclass torch.nn.Module)
-
-from memlora.export.base_model import _safetensors_files
 
 
 class _FixedGridEncoder(torch.nn.Module):

@@ -44,8 +44,11 @@ def cli() -> None:
 
 
 @cli.command("demo")
-@click.option("--model", default=None, help="Local checkpoint dir, 'smollm2-135m-instruct' (the real model `memlora pull` fetches), or 'tiny-random' (a random tiny model: nonsense). Default: the world model.")
-@click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None, help="Expert adapters dir (out/<stage>/) for --model.")
+@click.option("--model", default=None,
+              help="Local checkpoint dir, 'smollm2-135m-instruct' (the real model `memlora pull` fetches), or "
+                   "'tiny-random' (a random tiny model: nonsense). Default: the world model.")
+@click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Expert adapters dir (out/<stage>/) for --model.")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle dir (ONNX Runtime GenAI).")
 @click.option("--data", type=click.Choice(["world", "sample"]), default=None,
               help="world: a held-out world conversation with gold answers; sample: the shipped sample conversation.")
@@ -79,7 +82,9 @@ def demo(model, adapters, bundle, data, conversation, max_batches, no_compare, p
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES), help="Weight dtype saved.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output dir (new or empty). Default: the user cache (reused when already built).")
-@click.option("--pretrain", type=click.Choice(PRETRAIN_KINDS), default=None, help="Pretrain the random model (world: on the synthetic memory world; world-copy: the same with the demo's copy head).")
+@click.option("--pretrain", type=click.Choice(PRETRAIN_KINDS), default=None,
+              help="Pretrain the random model (world: on the synthetic memory world; world-copy: the same with the "
+                   "demo's copy head).")
 def make_model_command(arch: str, size: str, seed: int, dtype: str, out_dir: Path | None, pretrain: str | None) -> None:
     """Build a synthetic model (random weights, local tokenizer) of a real architecture, loadable like any checkpoint."""
     if arch not in VLM_ARCHS:
@@ -153,7 +158,8 @@ def chat(bundle_dir: Path, user_id: str, store_dir: Path | None, threads: int | 
 @click.option("--model", type=click.Path(file_okay=False, path_type=Path), default=None, help="Local base checkpoint (PyTorch engine).")
 @click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Expert adapters dir (out/<stage>/) for --model.")
-@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle (ONNX Runtime GenAI engine).")
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Exported bundle (ONNX Runtime GenAI engine).")
 @click.option("--memories", type=click.Choice(["oracle", "loop"]), default="oracle", show_default=True,
               help="oracle: LoCoMo's observations are the memories; loop: the full extraction/update pipeline.")
 @click.option("--retrieval", type=click.Choice(sorted(RETRIEVAL_CHOICES)), default="vector", show_default=True,

@@ -368,7 +368,7 @@ def print_record(record: dict, console) -> None:
     answers.add_column("gold")
     for i, a in enumerate(main["answers"]):
         cells = []
-        for label, run in runs.items():
+        for run in runs.values():
             r = run["answers"][i]
             mark = "" if r["correct"] is None else (" ✓" if r["correct"] else " ✗")
             cells.append(_short(r["answer"]) + mark)

@@ -61,13 +61,15 @@ _TINY_COMMON = dict(
 # size -> arch -> shape. ``tiny`` exists for every text arch; real shapes for the arch they were published for.
 SIZES: dict[str, dict[str, ModelShape]] = {
     "tiny": {
-        "qwen2": ModelShape("qwen2", dict(_TINY_COMMON, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        "qwen2": ModelShape("qwen2", dict(_TINY_COMMON, tie_word_embeddings=True,
+                                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                                           rms_norm_eps=1e-6, use_sliding_window=False, max_window_layers=2)),
         "gemma2": ModelShape("gemma2", dict(_TINY_COMMON, head_dim=16, query_pre_attn_scalar=16, tie_word_embeddings=True,
                                             # small but valid: the ORT GenAI builder needs max_length >= sliding_window
                                             sliding_window=512, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
                                             rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh")),
-        "llama": ModelShape("llama", dict(_TINY_COMMON, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        "llama": ModelShape("llama", dict(_TINY_COMMON, tie_word_embeddings=False,
+                                          rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
                                           rms_norm_eps=1e-5)),
     },
     "qwen2.5-0.5b": {

@@ -15,9 +15,10 @@ fast tokenizers wrap), without adding special tokens.
 System role: some templates refuse a system message (Gemma-2-it raises "System role not supported"). Whether a template
 takes one is decided once per model by rendering a probe (``probe_system_role``): ``"native"`` when the probe renders
 with the system text in it, else ``"folded"``. A folded template never sees a system role: ``chat_form.fold_system``
-removes the system message and the first user message's content becomes ``system + "\\n\\n" + user``. Every stage applies the same decision: training and the PyTorch engine through
-``apply_chat_template`` (a transformers tokenizer), the bundle engines through ``ChatTemplate.render``, the Java bridge
-from the bundle manifest's ``"chat": {"system_role": ...}``.
+removes the system message and the first user message's content becomes ``system + "\\n\\n" + user``. Every stage
+applies the same decision: training and the PyTorch engine through ``apply_chat_template`` (a transformers tokenizer),
+the bundle engines through ``ChatTemplate.render``, the Java bridge from the bundle manifest's
+``"chat": {"system_role": ...}``.
 """
 
 from __future__ import annotations

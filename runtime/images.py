@@ -207,7 +207,8 @@ class ImageStore:
         base = self.root / IMAGES_DIR
         if not base.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.glob("*/*") if REF_PATTERN.match(p.relative_to(self.root).as_posix()))
+        refs = (p.relative_to(self.root).as_posix() for p in base.glob("*/*"))
+        return sorted(ref for ref in refs if REF_PATTERN.match(ref))
 
     def close(self) -> None:
         if self._tmp is not None:

@@ -13,7 +13,8 @@ Prefix cache (on by default, ``prefix_cache=False`` turns it off): keep one gene
 token prefix the new prompt shares with the previous call of that expert and append only the rest (the stage's fixed
 instructions are not processed again). The expert is still activated before any token is appended, and one generator only
 ever serves one expert. The tokens fed are the same and the outputs are identical (parity tests; ``memlora-bench`` checks it
-on every run); measured on the Qwen2.5-0.5B shape, int4, 2 threads: -15% s/answer over the loop (README, "On-device engine and speed bench").
+on every run); measured on the Qwen2.5-0.5B shape, int4, 2 threads: -15% s/answer over the loop (README, "On-device engine
+and speed bench").
 Its cost: a KV buffer of ``prefix_cache_length`` tokens per expert; longer calls use a fresh generator.
 """
 

@@ -121,7 +121,8 @@ class OrtVLMEngine:
 
         text = read_bundle_text(self.bundle)
         decoder = text.genai["decoder"]
-        self.num_layers, self.kv_heads, self.head_size = (int(decoder[k]) for k in ("num_hidden_layers", "num_key_value_heads", "head_size"))
+        self.num_layers, self.kv_heads, self.head_size = (
+            int(decoder[k]) for k in ("num_hidden_layers", "num_key_value_heads", "head_size"))
         self.chat_template, self.tokenizer = text.chat_template, text.tokenizer
         self.context_length, self.eos_ids = text.context_length, text.eos_ids
         self.processor = VisionProcessor(vision.processor_dir)

@@ -12,8 +12,8 @@ Every parser follows the same three steps and returns a ``ParseResult``:
 
 Accepted shapes (decided once, documented here):
 
-- facts: ``{"facts": [str, ...]}`` or a bare top-level ``[str, ...]`` (never a list found inside another object). Non-strings and empty strings are rejected; duplicates
-  (after stripping surrounding whitespace) are rejected, order is kept.
+- facts: ``{"facts": [str, ...]}`` or a bare top-level ``[str, ...]`` (never a list found inside another object). Non-strings and empty
+  strings are rejected; duplicates (after stripping surrounding whitespace) are rejected, order is kept.
 - memory update: ``{"memory": [op, ...]}``, a bare top-level ``[op, ...]`` or one bare ``op`` object. ``event`` is matched
   case-insensitively and normalised to ``ADD|UPDATE|DELETE|NONE``; ``id`` may be a string or an integer and becomes a
   string (``None`` when absent or empty); extra keys are ignored. ADD needs a non-empty ``text``; UPDATE needs an ``id``

@@ -585,7 +585,8 @@ class MemoryStore:
                     "SELECT key, user_id, text, source_ids, image_refs, metadata FROM memories WHERE id = ?", (op.memory_id,)
                 ).fetchone()
                 if row is None or row[1] != user_id:
-                    reason = f"{op.event} of memory {op.memory_id!r}: " + ("no such memory" if row is None else "it belongs to another user")
+                    why = "no such memory" if row is None else "it belongs to another user"
+                    reason = f"{op.event} of memory {op.memory_id!r}: {why}"
                     if strict:
                         raise UnknownMemoryError(reason)
                     refused.append(Rejection(op, reason))

@@ -48,7 +48,8 @@ def resolve_adapter_dirs(adapters: Mapping[str, str | os.PathLike] | str | os.Pa
                 experts = json.loads((root / "experts.json").read_text())["experts"]
                 found = {stage: root / entry.get("path", stage) for stage, entry in experts.items()}
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise AdapterError(f"{root / 'experts.json'} is malformed ({exc}); expected {{'experts': {{stage: {{'path': ...}}}}}}") from exc
+                raise AdapterError(f"{root / 'experts.json'} is malformed ({exc}); "
+                                   "expected {'experts': {stage: {'path': ...}}}") from exc
         else:
             found = {stage: root / stage for stage in STAGES if (root / stage / "adapter_config.json").is_file()}
             if not found:

@@ -19,6 +19,7 @@ stage: extraction, + update, + generation) and, when given, exported bundles ser
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -375,7 +376,7 @@ def run_world_eval(config: WorldEvalConfig | None = None, artifacts=None, progre
             cfg = MemoryConfig(stage_adapters=stage_adapters, max_new_tokens=dict(budgets), answer_k=30, prompt_set=prompt_set)
             return Memory(eng, embedder, MemoryStore(None, dim=embedder.dim), cfg)
 
-        runs = [run_conversation(factory, conv, on_step=lambda: bar.update(1)) for conv in test]
+        runs = [run_conversation(factory, conv, on_step=functools.partial(bar.update, 1)) for conv in test]
         bar.close()
         summary = summarize_runs(runs)
         table.append({"system": label, "stages": {s: ("expert" if a else "base") for s, a in stage_adapters.items()}, **summary})

@@ -92,7 +92,8 @@ TEMPLATES = {
         "My partner {v} says hello.", "I live with my partner {v}.", "{v} and I have been together for two years.",
         "My partner is called {v}.",
     ),
-    ("partner", "change"): ("I have a new partner, {v}.", "I am seeing someone new, their name is {v}.", "I met {v} and we are together now."),
+    ("partner", "change"): ("I have a new partner, {v}.", "I am seeing someone new, their name is {v}.",
+                            "I met {v} and we are together now."),
     ("partner", "repeat"): ("{v} and I are still together.", "My partner {v} sends greetings."),
     ("partner", "retract"): ("{v} and I broke up.", "I am no longer with {v}.", "{v} and I split up last month."),
     ("pet", "state"): (
@@ -116,7 +117,8 @@ FILLER_SUFFIXES = ("", "", "", " How about you?", " It has been a busy month.", 
 SMALL_TALK = (
     "The weather has been lovely lately.", "Did you watch the game yesterday?", "I am so tired today.", "Haha, that is funny.",
     "Good to hear from you!", "Tell me more!", "It has been a long week.", "I should sleep more.", "What a day it was.",
-    "I read a good book last night.", "The traffic was terrible this morning.", "Time flies, does it not?", "I made coffee too strong again.",
+    "I read a good book last night.", "The traffic was terrible this morning.", "Time flies, does it not?",
+    "I made coffee too strong again.",
     "Let us talk again soon.", "How have you been?", "I cannot believe it is already the weekend.",
 )
 MENTIONS = (  # mentions of a value that are NOT facts about the speaker
@@ -714,7 +716,8 @@ class _Generator:
                     qa.append(WorldQA(self.fill(template, speaker, values), self.fill(answer_template, speaker, values),
                                       speaker, slot, QA_CATEGORY.get(kind, DEFAULT_CATEGORY), [mem.dia_id]))
                     if kind == "city" and mem.event == "change":  # a move: its date is the memory's timestamp
-                        qa.append(WorldQA(f"When did {speaker} move to {values['v']}?", format_date(mem.day), speaker, slot, 2, [mem.dia_id]))
+                        qa.append(WorldQA(f"When did {speaker} move to {values['v']}?", format_date(mem.day), speaker,
+                                          slot, 2, [mem.dia_id]))
                 elif kind == "hobby" and (ev.event == "never" or slot in retracted):  # retracted or never stated: No
                     evidence = [retracted[slot]] if slot in retracted else []
                     qa.append(WorldQA(self.fill(template, speaker, ev.values), "No", speaker, slot, DEFAULT_CATEGORY, evidence))

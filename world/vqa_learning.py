@@ -93,8 +93,8 @@ def build_pretrained_vlm(out_dir: str | Path, seed: int, cfg: VQALearningConfig)
     out = models.build_model("qwen2_5_vl", "tiny", out_dir, seed=seed)
     pretrain = PretrainConfig(world=WorldConfig(n_conversations=cfg.world_conversations), steps=cfg.pretrain_steps,
                               seq_len=128, threads=cfg.threads, progress=cfg.progress)
-    return vlm_pretrain.pretrain_vlm_world(out, seed=seed, config=pretrain, scene=vlm_pretrain.SceneTextConfig(steps=cfg.scene_steps, threads=cfg.threads),
-                              align_images=cfg.align_images)
+    scene = vlm_pretrain.SceneTextConfig(steps=cfg.scene_steps, threads=cfg.threads)
+    return vlm_pretrain.pretrain_vlm_world(out, seed=seed, config=pretrain, scene=scene, align_images=cfg.align_images)
 
 
 def strictly_valid_vqa(text: str) -> bool:

@@ -960,7 +960,8 @@ def chat_form_cases() -> list[dict]:
                        ("bad-system-role", {**valid, "system_role": "inline"}),
                        ("trim-string", {**valid, "form": {**valid["form"], "trim": "yes"}}),
                        ("no-assistant", {**valid, "form": {**valid["form"], "roles": {"user": valid["form"]["roles"]["user"]}}}),
-                       ("before-null", {**valid, "form": {**valid["form"], "roles": {**valid["form"]["roles"], "user": {"before": None, "after": ""}}}}),
+                       ("before-null", {**valid, "form": {**valid["form"], "roles": {
+                           **valid["form"]["roles"], "user": {"before": None, "after": ""}}}}),
                        ("prompt-missing", {**valid, "form": {k: v for k, v in valid["form"].items() if k != "generation_prompt"}})]:
         try:
             ChatForm.from_chat_json(chat, "bundle.json")

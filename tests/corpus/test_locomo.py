@@ -194,7 +194,8 @@ def test_locomo_cli_bad_file_is_one_clear_line(tmp_path, name, content, message)
 
 def test_integer_answers_become_strings(tmp_path):
     path = tmp_path / "ints.json"
-    path.write_text(json.dumps([{"sample_id": "c", "conversation": {"speaker_a": "A", "speaker_b": "B", "session_1_date_time": "1:56 pm on 8 May, 2023",
+    path.write_text(json.dumps([{"sample_id": "c", "conversation": {"speaker_a": "A", "speaker_b": "B",
+                                                                     "session_1_date_time": "1:56 pm on 8 May, 2023",
                                  "session_1": [{"speaker": "A", "dia_id": "D1:1", "text": "hi"}]},
                                  "qa": [{"question": "year?", "answer": 2022, "evidence": ["D1:01"], "category": 2}]}]))
     qa = load_locomo(path)[0].qa[0]

@@ -161,7 +161,7 @@ def test_raw_log_keeps_a_complete_last_record_missing_its_newline(tmp_path):
     with RawLog(path) as log:
         assert set(log.records) == {"a", "b"}
         log.append({"id": "c"})
-    assert [json.loads(l)["id"] for l in path.read_text().splitlines()] == ["a", "b", "c"]
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
 
 
 def _write_user_jsonl(path: Path) -> Path:

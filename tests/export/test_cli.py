@@ -31,7 +31,7 @@ def test_plain_form_builds_and_verify_passes_on_gemma2(gemma2_cli_bundle, tiny_m
     report = json.loads(report_path.read_text())
     assert report["ok"] and report["precision"] == "fp32"
     assert set(report["summary"]) == {"base", "extraction", "update", "generation"}
-    for stage, summary in report["summary"].items():
+    for summary in report["summary"].values():
         assert summary["max_abs_diff"] <= 1e-4 and summary["min_agreement"] == 1.0 and summary["steps"] >= 16 * 3
     assert all(c["adapter_effect"] > 1e-2 for c in report["cases"] if c["stage"] != "base")
 

@@ -94,7 +94,8 @@ SCRIPTS = [
             ("alice", out(op("UPDATE", "7", "x"), op("DELETE", "m0"), op("DELETE", "-1"), op("UPDATE", "0", "Likes green tea"))),
         ],
         [("m0", "alice", "Likes green tea", "t1", "t2"), ("m1", "alice", "Lives in Paris", "t1", None)],
-        [("m0", "ADD", None, "Likes tea", 1), ("m0", "UPDATE", "Likes tea", "Likes green tea", 2), ("m1", "ADD", None, "Lives in Paris", 1)],
+        [("m0", "ADD", None, "Likes tea", 1), ("m0", "UPDATE", "Likes tea", "Likes green tea", 2),
+         ("m1", "ADD", None, "Lives in Paris", 1)],
     ),
     (
         "first-operation-on-an-id-wins",
@@ -111,7 +112,8 @@ SCRIPTS = [
             ("alice", out(op("DELETE", "0"))),
         ],
         [("m1", "bob", "Likes espresso", "t2", "t3")],
-        [("m0", "ADD", None, "Likes tea", 1), ("m0", "DELETE", "Likes tea", None, 4), ("m1", "ADD", None, "Likes coffee", 2), ("m1", "UPDATE", "Likes coffee", "Likes espresso", 3)],
+        [("m0", "ADD", None, "Likes tea", 1), ("m0", "DELETE", "Likes tea", None, 4), ("m1", "ADD", None, "Likes coffee", 2),
+         ("m1", "UPDATE", "Likes coffee", "Likes espresso", 3)],
     ),
 ]
 
@@ -315,7 +317,8 @@ def _corrupt(path: Path, kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    ["index-deleted", "index-truncated", "index-empty", "index-bitflip", "meta-deleted", "meta-garbage", "meta-stale", "index-from-older-state"],
+    ["index-deleted", "index-truncated", "index-empty", "index-bitflip", "meta-deleted", "meta-garbage", "meta-stale",
+     "index-from-older-state"],
 )
 def test_missing_corrupt_or_stale_index_is_rebuilt_on_open(tmp_path, kind):
     store = make_store(tmp_path, index_save_every=1)
@@ -371,7 +374,10 @@ def test_search_scopes_by_agent_and_run(tmp_path):
     store.apply_update("alice", [ResolvedOp("ADD", None, "a2")], {"a2": vec("a2")}, agent_id="phone", run_id="s2")
     store.apply_update("alice", [ResolvedOp("ADD", None, "a3")], {"a3": vec("a3")}, agent_id="watch")
     store.apply_update("bob", [ResolvedOp("ADD", None, "b1")], {"b1": vec("b1")}, agent_id="phone", run_id="s1")
-    texts = lambda **kw: sorted(h.record.text for h in store.search("alice", vec("a1"), 10, **kw))
+
+    def texts(**kw):
+        return sorted(h.record.text for h in store.search("alice", vec("a1"), 10, **kw))
+
     assert texts() == ["a1", "a2", "a3"]
     assert texts(agent_id="phone") == ["a1", "a2"]
     assert texts(agent_id="phone", run_id="s1") == ["a1"]
@@ -424,7 +430,8 @@ def test_direct_update_delete_history_and_reset(tmp_path):
     assert store.update("m0", "a2", vec("a2"), actor="user").to_dict()["previous_memory"] == "a"
     assert store.delete("m1").event == "DELETE"
     assert store.get("m1") is None
-    assert [(h.event, h.old_text, h.new_text, h.actor) for h in store.history("m0")] == [("ADD", None, "a", None), ("UPDATE", "a", "a2", "user")]
+    assert [(h.event, h.old_text, h.new_text, h.actor) for h in store.history("m0")] == [
+        ("ADD", None, "a", None), ("UPDATE", "a", "a2", "user")]
     assert store.history("nope") == []
     with pytest.raises(UnknownMemoryError, match="m1"):
         store.delete("m1")

@@ -17,7 +17,8 @@ SHOWN = [
 def test_id_map_numbers_memories_in_order_and_dedupes():
     id_map = IdMap.from_memories(SHOWN + [{"id": "mem-aaa", "text": "Name is John"}])
     assert dict(id_map) == {"0": "mem-aaa", "1": "mem-bbb", "2": "mem-ccc"}
-    assert id_map.prompt_memories() == [{"id": "0", "text": "Name is John"}, {"id": "1", "text": "Likes cheese pizza"}, {"id": "2", "text": "Lives in Paris"}]
+    assert id_map.prompt_memories() == [{"id": "0", "text": "Name is John"}, {"id": "1", "text": "Likes cheese pizza"},
+                                        {"id": "2", "text": "Lives in Paris"}]
     assert "3" not in id_map and "01" not in id_map and "-1" not in id_map and "mem-aaa" not in id_map
 
 
@@ -81,7 +82,8 @@ def test_resolve_table(ops, resolved, reasons):
 def test_nothing_shown_rejects_every_update_and_delete():
     resolved, rejected = resolve([UpdateOp("0", "x", "UPDATE"), UpdateOp("0", "", "DELETE"), UpdateOp("0", "New", "ADD")], IdMap())
     assert resolved == [ResolvedOp("ADD", None, "New", None)]
-    assert [r.reason for r in rejected] == ["UPDATE of id '0' unknown: no memories were shown", "DELETE of id '0' unknown: no memories were shown"]
+    assert [r.reason for r in rejected] == ["UPDATE of id '0' unknown: no memories were shown",
+                                            "DELETE of id '0' unknown: no memories were shown"]
 
 
 def test_paper_a2_update_output_resolves_to_two_adds():

@@ -38,7 +38,8 @@ def vlm(tiny_model, vlm_lora, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch, cls", [("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"), ("internvl3", "InternVLForConditionalGeneration")])
+@pytest.mark.parametrize("arch, cls", [("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
+                                       ("internvl3", "InternVLForConditionalGeneration")])
 def test_tiny_vlm_is_the_real_architecture(arch, cls, vlm, vqa_scene):
     from transformers import AutoImageProcessor
 

@@ -60,7 +60,8 @@ def _op(event, id_, text, old=None):
 @pytest.mark.parametrize(
     "predicted, gold, exact, by_event",
     [
-        ([_op("UPDATE", "1", "Lives in Porto", "Lives in Lisbon")], [_op("UPDATE", "1", "Lives in Porto", "Lives in Lisbon")], 1, {"UPDATE": 1.0}),
+        ([_op("UPDATE", "1", "Lives in Porto", "Lives in Lisbon")], [_op("UPDATE", "1", "Lives in Porto", "Lives in Lisbon")],
+         1, {"UPDATE": 1.0}),
         ([_op("ADD", "2", "Lives in Porto")], [_op("UPDATE", "1", "Lives in Porto", "Lives in Lisbon")], 0, {"UPDATE": 0.0}),
         ([_op("DELETE", "0", "Plays chess")], [_op("DELETE", "0", "Plays chess")], 1, {"DELETE": 1.0}),
         ([_op("DELETE", "1", "Plays chess")], [_op("DELETE", "0", "Plays chess")], 0, {"DELETE": 0.0}),

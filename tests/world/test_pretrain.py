@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from memlora.world.generator import WorldConfig
+from memlora.world.experts import base_cache_dir, get_preset, world_cache_root
+from memlora.world.pretrain import PretrainConfig, pretrain_world_model
 from memlora.errors import MemloraError
 from memlora.models import build_model
-from memlora.world.experts import base_cache_dir, get_preset, world_cache_root
-from memlora.world.generator import WorldConfig
-from memlora.world.pretrain import PretrainConfig, pretrain_world_model
 
 SMALL_WORLD = WorldConfig(n_conversations=12, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
 
@@ -182,8 +182,8 @@ def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, mon
     import json
 
     from memlora.distill import train as train_module
-    from memlora.export.adapters import experts_prompt_set
     from memlora.world.experts import build_world_experts
+    from memlora.export.adapters import experts_prompt_set
 
     seen = {}
 
