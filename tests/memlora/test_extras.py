@@ -49,18 +49,23 @@ def test_a_missing_package_is_one_line_naming_the_extra(monkeypatch):
     assert import_extra("json", "anything") is json
 
 
-def test_memlora_eval_says_which_extra_to_install(monkeypatch, capsys, tmp_path, repo_root):
+@pytest.mark.parametrize("entry, args", [
+    ("memlora", ["eval", "--retrieval", "hybrid", "--retrieval-only", "--quiet", "--threads", "1"]),
+    ("memlora-bench", ["locomo-retrieval", "--split", "test", "--no-cache", "--threads", "1"]),
+])
+def test_memlora_eval_and_memlora_bench_say_which_extra_to_install(monkeypatch, capsys, tmp_path, entry, args):
+    from memlora.bench.cli import main as bench_main
     from memlora.cli import main
     from memlora.paths import data_file
 
     conversations = json.loads(data_file("sample_conversation.json").read_text())
-    conversations[0]["sample_id"] = "conv-49"  # a test-split id, so the default split finds it
+    conversations[0]["sample_id"] = "conv-49"  # a test-split id, so the test split finds it
     locomo = tmp_path / "locomo.json"
     locomo.write_text(json.dumps(conversations))
     block(monkeypatch, "bm25s")
+    run = {"memlora": lambda a: main([*a, "--out", str(tmp_path / "run")]), "memlora-bench": bench_main}[entry]
     with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "--locomo", str(locomo), "--retrieval", "hybrid", "--retrieval-only", "--out", str(tmp_path / "run"),
-              "--quiet", "--threads", "1"])
+        run([*args, "--locomo", str(locomo)])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"error: hybrid retrieval (bm25s) {HINT} (module bm25s not found)"
