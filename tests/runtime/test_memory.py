@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from memlora.errors import AdapterError, ImageError, MemloraError
-from memlora.runtime.embedder import SentenceTransformerEmbedder
+from memlora.runtime.embedder import Embedder, SentenceTransformerEmbedder
+from memlora.runtime.engine import Engine
 from memlora.runtime.memory import AddResult, AnswerResult, Memory, MemoryConfig
 from memlora.runtime.store import MemoryStore, UnknownMemoryError
 from memlora.runtime.torch_engine import TorchEngine
 
-from helpers import ScriptedEngine, make_store, shown_facts, shown_ids
+from helpers import FakeEmbedder, ScriptedEngine, make_store, shown_facts, shown_ids
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,19 @@ def embedder():
 # ----------------------------------------------------------------------------------------------------------------------
 # Scripted engine
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_shared_doubles_follow_the_runtime_protocols():
+    engine, embedder = ScriptedEngine(reply=lambda messages, adapter: f"{adapter} reply"), FakeEmbedder(dim=4)
+    assert isinstance(engine, Engine) and isinstance(embedder, Embedder)
+    assert engine.generate([{"role": "user", "content": "a b"}], adapter="update").text == "update reply"
+    engine.reply = None
+    with pytest.raises(MemloraError, match="no output left"):
+        engine.generate([{"role": "user", "content": "a b"}])
+    assert [c["adapter"] for c in engine.calls] == ["update", None]
+    vectors = embedder.encode(["x", "y", "x"])
+    assert vectors.shape == (3, 4) and vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.array_equal(vectors[0], vectors[1])
 
 
 def ops(*items) -> str:
