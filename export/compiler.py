@@ -4,8 +4,8 @@ Passes, in order (each in its own module):
 
 1. read the base model's LoRA-able layers (``base_model``) and every expert in ``out/`` (``adapters``: refuses DoRA, non-LoRA,
    foreign shapes, unknown modules — before anything is written);
-2. externalized experts: build the base once with the union adapter (``union`` + ``genai_builder``), rewrite it into the
-   multi-LoRA graph (``multilora``), write one ``.onnx_adapter`` per expert (``onnx_adapter``);
+2. externalized experts: build the plain base graph once (``genai_builder``), add one LoRA branch per projection node the
+   experts' union reaches (``union`` + ``multilora``), write one ``.onnx_adapter`` per expert (``onnx_adapter``);
    no externalized expert: the plain base graph;
 3. merged experts: ``merge_and_unload`` then a builder run each (``merge``) -> ``merged/<stage>/``;
 4. the embedder (``embedder_export``);
@@ -33,10 +33,10 @@ from memlora.export.genai_builder import BuilderConfig, run_builder
 from memlora.export.chat_form import chat_entry
 from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
 from memlora.export.merge import merge_expert
-from memlora.export.multilora import rewrite_multilora
+from memlora.export.multilora import add_lora_branches
 from memlora.export.onnx_adapter import write_onnx_adapter
 from memlora.export.steps import StepReporter
-from memlora.export.union import UnionSpec, write_union_adapter
+from memlora.export.union import UnionSpec
 from memlora.runtime.bundle import load_bundle
 
 MODEL_FILES = ("model.onnx", "model.onnx.data")
@@ -134,13 +134,11 @@ def export_bundle(config: ExportConfig) -> Path:
                 decoder_base = read_base_model(decoder_source)
         with steps.step(f"build the {builder_config.precision} base graph" + (f" with the LoRA union {union.ranks}" if union else "")):
             if union:
-                union_dir = write_union_adapter(decoder_base, union, work / "union_adapter")
-                run_builder(decoder_source, work / "base", builder_config, base=decoder_base, adapter_dir=union_dir,
-                            lora_modules=union.modules)
-                slots = rewrite_multilora(work / "base" / "model.onnx", staging / "model")
+                run_builder(decoder_source, work / "base", builder_config, base=decoder_base)
+                slots = add_lora_branches(work / "base" / "model.onnx", staging / "model", decoder_base, union.modules)
                 _copy_model_dir(work / "base", staging / "model", skip_model=True)
             else:
-                slots = {}
+                slots = []
                 run_builder(decoder_source, work / "base", builder_config, base=decoder_base)
                 _copy_model_dir(work / "base", staging / "model", skip_model=False)
         expert_entries: dict[str, dict] = {}

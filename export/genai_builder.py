@@ -18,6 +18,7 @@ from pathlib import Path
 
 from memlora.errors import MemloraError
 from memlora.export.base_model import ATTENTION_MODULES, BaseModelInfo
+from memlora.runtime.threads import DEFAULT_THREADS
 
 
 class BuildError(MemloraError):
@@ -36,6 +37,8 @@ class BuilderConfig:
     """int4 block size (builder default 32)."""
     accuracy_level: int | None = None
     """int4 MatMul accuracy level (builder default 4 on CPU)."""
+    threads: int = DEFAULT_THREADS
+    """intra_op_num_threads written into genai_config (inter-op 1); a runtime engine sets its own on top."""
     windowed_kv_cache: bool | None = None
     """Gemma2 windowed KV cache; None = builder default (then max_length must be >= the sliding window)."""
     extra_options: dict[str, str] = field(default_factory=dict)
@@ -44,6 +47,8 @@ class BuilderConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "int4"):
             raise MemloraError(f"precision must be fp32 or int4, not {self.precision!r}")
+        if int(self.threads) < 1:
+            raise MemloraError(f"threads must be >= 1, not {self.threads}")
 
 
 def disable_telemetry() -> None:
@@ -148,7 +153,18 @@ def run_builder(
     log_path.write_text(log.getvalue())
     if not (out_dir / "genai_config.json").is_file() or not (out_dir / "model.onnx").is_file():
         raise BuildError(f"onnxruntime-genai builder wrote no model into {out_dir}")
+    set_genai_threads(out_dir, config.threads)
     return out_dir
+
+
+def set_genai_threads(model_dir: str | Path, threads: int) -> None:
+    """Write the decoder's thread counts into ``model_dir/genai_config.json`` (without them ONNX Runtime GenAI ran the
+    same bundle about 1.8x slower on 2 cores)."""
+    path = Path(model_dir) / "genai_config.json"
+    config = json.loads(path.read_text())
+    options = config["model"]["decoder"].setdefault("session_options", {})
+    options.update(intra_op_num_threads=int(threads), inter_op_num_threads=1)
+    path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def read_genai_config(model_dir: str | Path) -> dict:

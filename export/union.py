@@ -1,20 +1,15 @@
-"""The union adapter: a throw-away peft LoRA covering every projection any expert targets, on every layer.
+"""The LoRA union: every projection any externalized expert targets, with the largest rank used for it.
 
-The onnxruntime-genai builder has no multi-LoRA mode; building once with this adapter gives a graph with a LoRA branch on each
-projection in the union. The multi-LoRA rewrite then turns those branches' weights into optional inputs, so the union's own
-values never reach the bundle.
+The multi-LoRA graph carries a branch only for projection nodes that serve a module of the union (``multilora.py``); a later
+adapter inside the union needs no rebuild.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from memlora.export.adapters import Expert
-from memlora.export.base_model import CHECKPOINT_TO_MODULE_PREFIX, LORA_MODULES, BaseModelInfo
+from memlora.export.base_model import LORA_MODULES
 
 
 @dataclass
@@ -37,42 +32,3 @@ class UnionSpec:
 
     def __bool__(self) -> bool:
         return bool(self.ranks)
-
-
-def write_union_adapter(base: BaseModelInfo, union: UnionSpec, out_dir: str | Path) -> Path:
-    """Write a peft adapter dir (config + safetensors) with a LoRA on every union projection of every layer."""
-    import torch
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank = max(union.ranks.values())
-    generator = np.random.default_rng(0)
-    tensors = {}
-    for linear in base.linears.values():
-        if linear.module not in union.ranks:
-            continue
-        prefix = f"base_model.model.{linear.path}"
-        a = generator.standard_normal((rank, linear.in_features), dtype=np.float32) * 0.01
-        b = generator.standard_normal((linear.out_features, rank), dtype=np.float32) * 0.01
-        tensors[f"{prefix}.lora_A.weight"] = torch.from_numpy(a)
-        tensors[f"{prefix}.lora_B.weight"] = torch.from_numpy(b)
-    save_file(tensors, str(out_dir / "adapter_model.safetensors"))
-    config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": rank,
-        "lora_alpha": rank,
-        "lora_dropout": 0.0,
-        # A VLM also has a vision tower with mlp.gate_proj etc.: name the language model's layers exactly there.
-        "target_modules": sorted(lin.path for lin in base.linears.values() if lin.module in union.ranks)
-        if base.model_type in CHECKPOINT_TO_MODULE_PREFIX else union.modules,
-        "bias": "none",
-        "use_rslora": False,
-        "use_dora": False,
-        "fan_in_fan_out": False,
-        "inference_mode": True,
-        "base_model_name_or_path": str(base.path),
-    }
-    (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return out_dir

@@ -21,6 +21,7 @@ from memlora.errors import MemloraError
 from memlora.export.adapters import discover_experts
 from memlora.export.genai_builder import disable_telemetry
 from memlora.runtime.bundle import Bundle, load_bundle
+from memlora.runtime.threads import resolve_threads
 
 DEFAULT_PROMPTS = (
     "Alice: I moved to Lisbon last spring and started learning the guitar.",
@@ -197,6 +198,14 @@ def _check_tokenizer(report: VerifyReport, og_model, hf_tokenizer, prompt: str, 
         report.failures.append("the bundle's tokenizer encodes the chat prompt differently from the Hugging Face tokenizer")
 
 
+def _og_model(og, model_dir: Path):
+    """``og.Model`` with this machine's thread count (the bundle's genai_config names the target device's)."""
+    config = og.Config(str(model_dir))
+    threads = {"intra_op_num_threads": resolve_threads(None), "inter_op_num_threads": 1}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": threads}}}))
+    return og.Model(config)
+
+
 def verify_models(bundle: Bundle, base_dir: Path, adapters_dir: Path | None, config: VerifyConfig, report: VerifyReport) -> None:
     import onnxruntime_genai as og
 
@@ -206,7 +215,7 @@ def verify_models(bundle: Bundle, base_dir: Path, adapters_dir: Path | None, con
     reference = Reference(base_dir, adapters_dir, list(bundle.experts))
     prompt_ids = [chat_ids(reference.tokenizer, p) for p in config.prompts]
 
-    base_model = og.Model(str(bundle.base_dir))
+    base_model = _og_model(og, bundle.base_dir)
     _check_tokenizer(report, base_model, reference.tokenizer, config.prompts[0], prompt_ids[0])
     adapters = og.Adapters(base_model)
     for stage, expert in bundle.experts.items():
@@ -219,7 +228,7 @@ def verify_models(bundle: Bundle, base_dir: Path, adapters_dir: Path | None, con
         if expert.mode == "externalized":
             runs.append((stage, expert.mode, base_model, stage))
         else:
-            merged_models[stage] = og.Model(str(expert.model_dir))
+            merged_models[stage] = _og_model(og, expert.model_dir)
             runs.append((stage, expert.mode, merged_models[stage], None))
 
     base_first: dict[int, np.ndarray] = {}
@@ -273,6 +282,7 @@ def _encode_with_tokenizer_graph(path: Path, texts: list[str]) -> np.ndarray:
     from onnxruntime_extensions import get_library_path
 
     options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = resolve_threads(None), 1
     options.register_custom_ops_library(get_library_path())
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name

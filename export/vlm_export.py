@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlora.errors import MemloraError
+from memlora.runtime.threads import resolve_threads
 
 VISION_DIR = "vision"
 VLM_MODEL_TYPES = ("qwen2_5_vl", "internvl")
@@ -202,8 +203,10 @@ def export_vision(model_dir: str | Path, bundle_root: str | Path, *, opset: int 
             ("embedding.onnx", {"input_ids": ids, "image_features": feats}, embedding(ids, feats)),
             ("embedding.onnx", {"input_ids": ids[:, :1], "image_features": feats[:0]}, embedding(ids[:, :1], feats[:0])),
         ]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = resolve_threads(None), 1
     for name, feeds, expected in checks:
-        session = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(out / name), options, providers=["CPUExecutionProvider"])
         got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
         diff = float(np.abs(got - expected.numpy()).max()) if got.size else 0.0
         if got.shape != tuple(expected.shape) or diff > 1e-4:

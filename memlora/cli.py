@@ -1,7 +1,7 @@
 """The command lines of memlora, each a thin Click layer over library functions that the tests call directly.
 
 - ``memlora``: demo, make-model, pull, chat, eval, locomo (this module's ``cli``)
-- ``memlora-train``: ``memlora.distill.cli``'s commands plus ``world`` (``memlora.world.cli``), put together here
+- ``memlora-train``: ``memlora.distill.cli``'s commands plus ``world`` and ``natural`` (``memlora.world.cli``), put together here
   (``train_cli``), the one place above both; ``memlora-export`` and ``memlora-bench`` live in their packages' ``cli``.
 
 Errors a user can act on (``MemloraError``, bad paths) print one line and exit non-zero; they never show a traceback.
@@ -28,7 +28,7 @@ from memlora.export.pull import pull_model
 from memlora.models import DTYPES, SIZES, TEXT_ARCHS, VLM_ARCHS, build_model, ensure_model, resolve_shape
 from memlora.runtime.chat import run_chat
 from memlora.world.cli import eval_from_cli as world_eval_from_cli
-from memlora.world.cli import world_group
+from memlora.world.cli import natural_group, world_group
 from memlora.world.experts import DEFAULT_PRESET
 from memlora.world.pretrained import PRETRAIN_KINDS, ensure_pretrained_model, pretrain_model, pretrainer
 
@@ -229,9 +229,10 @@ def locomo_command(path: Path | None, as_json: bool) -> None:
         click.echo(f"  {key}: {value}")
 
 
-train_cli = click.Group("memlora-train", commands={**distill_cli.commands, "world": world_group}, help=distill_cli.help,
+train_cli = click.Group("memlora-train", commands={**distill_cli.commands, "world": world_group, "natural": natural_group},
+                        help=distill_cli.help,
                         context_settings={"help_option_names": ["-h", "--help"]})
-"""``memlora-train``: making the expert adapters, and the synthetic world's own commands."""
+"""``memlora-train``: making the expert adapters, the synthetic world's own commands and the natural conversations'."""
 
 
 def main(args=None) -> None:

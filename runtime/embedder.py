@@ -19,6 +19,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from memlora.errors import MemloraError
+from memlora.runtime.threads import resolve_threads
 
 DEFAULT_MAX_LENGTH = 256
 """all-MiniLM-L6-v2's ``max_seq_length`` (its tokenizer.json says 128 with fixed padding: both are overridden)."""
@@ -144,9 +145,8 @@ class OnnxEmbedder:
         self.tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
+        options.intra_op_num_threads = resolve_threads(threads)
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:

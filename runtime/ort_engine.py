@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from memlora.errors import AdapterError, BundleError, ImageError, MemloraError
 from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
 from memlora.runtime.engine import Generation, Message, Timings
+from memlora.runtime.threads import resolve_threads
 
 DEVICES = ("cpu", "cuda")
 PREFIX_CACHE_LENGTH = 2048
@@ -63,11 +64,9 @@ def bundle_embedder(bundle: Bundle, threads: int | None = None):
     return embedder
 
 
-def _session_overlay(threads: int | None) -> dict:
-    options: dict[str, Any] = {}
-    if threads:
-        options = {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}
-    return {"model": {"decoder": {"session_options": options}}} if options else {}
+def _session_overlay(threads: int) -> dict:
+    options: dict[str, Any] = {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}
+    return {"model": {"decoder": {"session_options": options}}}
 
 
 class OrtGenAIEngine:
@@ -99,7 +98,7 @@ class OrtGenAIEngine:
             raise MemloraError("--device cuda needs the CUDA build of onnxruntime-genai (pip install onnxruntime-genai-cuda) and a GPU")
         self.device = device
         self.bundle = open_bundle(bundle_dir, verify=verify)
-        self.threads = threads
+        self.threads = threads = resolve_threads(threads)
         self.min_new_tokens = int(min_new_tokens)
         self.prefix_cache = bool(prefix_cache)
         self.prefix_cache_length = int(prefix_cache_length)
@@ -140,9 +139,7 @@ class OrtGenAIEngine:
             og = self._og
             try:
                 config = og.Config(str(model_dir))
-                overlay = _session_overlay(self.threads)
-                if overlay:
-                    config.overlay(json.dumps(overlay))
+                config.overlay(json.dumps(_session_overlay(self.threads)))
                 if self.device == "cuda":
                     config.clear_providers()
                     config.append_provider("cuda")

@@ -30,6 +30,7 @@ from memlora.errors import AdapterError, BundleError, MemloraError
 from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
 from memlora.runtime.engine import Generation, Message, Timings
 from memlora.runtime.images import ImageLimits, load_rgb
+from memlora.runtime.threads import resolve_threads
 from memlora.runtime.vision_processor import VisionProcessor, place_images
 
 
@@ -94,13 +95,12 @@ class OrtVLMEngine:
         vision = self.bundle.vision
         if vision is None:
             raise BundleError(f"{self.bundle.root} is not a vision-language bundle (no 'vision' section in bundle.json)")
-        self.threads = threads
+        self.threads = threads = resolve_threads(threads)
         self.min_new_tokens = int(min_new_tokens)
         self.image_limits = image_limits or ImageLimits()
         options = ort.SessionOptions()
         options.log_severity_level = 3  # the multi-LoRA graph's optional LoRA inputs trigger one warning each
-        if threads:
-            options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         try:
             self.decoder = ort.InferenceSession(str(self.bundle.base_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
             self.encoder = ort.InferenceSession(str(vision.encoder), options, providers=["CPUExecutionProvider"])

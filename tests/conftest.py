@@ -101,9 +101,9 @@ def pretrained_tiny_lm() -> Path:
     import hashlib
     import json
 
+    from memlora.world import generator as world, pretrain as world_model
     from memlora.models import build_into_cache, build_model
     from memlora.paths import cache_dir
-    from memlora.world import generator as world, pretrain as world_model
 
     r = PRETRAINED_TINY_RECIPE
     key = hashlib.sha256(json.dumps(r, sort_keys=True).encode()

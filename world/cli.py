@@ -4,6 +4,7 @@
     memlora-train world train --base MODEL --stage generation --data DATA -o out/generation --copy-attention 1
     memlora-train world eval --preset copy                                 # the world benchmark (= memlora eval --world)
     memlora-train world vqa-learning --work runs/vqa                       # the VQA expert on the world-pretrained tiny VLM
+    memlora-train natural export -o data/natural --mix-world 1             # the hand-written conversations (+ the world)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from memlora.world.examples import (
 )
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
 from memlora.world.generator import MEM0_OP_KEYS, SPLITS, WorldConfig, generate_world
+from memlora.world.natural import NATURAL_SPLITS, load_natural, summarize
+from memlora.world.natural_examples import DEFAULT_MEMORY_ORDER, export_natural_jsonl
 from memlora.world.vqa_learning import (
     QUESTION_TYPES,
     VQALearningConfig,
@@ -158,3 +161,44 @@ def eval_from_cli(preset: str, out_dir, json_path, threads: int, bundle=None, qu
         Path(json_path).write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")
     return report
+
+
+@click.group("natural", context_settings={"help_option_names": ["-h", "--help"]})
+def natural_group() -> None:
+    """The project's own natural-English conversations (memlora/data/natural): training examples and counts."""
+
+
+@natural_group.command("export")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Data dir: writes <out>/{train,val,test}/<stage>.jsonl (test = the kept-aside demo conversation) and "
+                   "<out>/locomo/{train,val,test}.json.")
+@click.option("--mix-world", "world_ratio", default=0.0, show_default=True, type=float,
+              help="World examples per natural example in train and val (0 = natural only).")
+@click.option("--world-seed", default=0, show_default=True, type=int, help="Seed of the world mixed in.")
+@click.option("--update-key-order", default=",".join(MEM0_OP_KEYS), show_default=True, metavar="KEYS",
+              help="Key order of the update targets' ops, comma-separated.")
+@click.option("--prompt-set", default="memlora", show_default=True, metavar="NAME",
+              help="Prompt set the examples are rendered with (memlora | memlora-textfirst | mem0).")
+@click.option("--memory-order", default=DEFAULT_MEMORY_ORDER, show_default=True, type=click.Choice(MEMORY_ORDERS),
+              help="Memories shown in the update and generation examples: the loop's choice and order (loop), every "
+                   "memory in the loop's order (retrieval), or shuffled.")
+@click.option("--train-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Another natural-conversations file for the train split (same schema).")
+def natural_export_command(out_dir: Path, world_ratio: float, world_seed: int, update_key_order: str, prompt_set: str,
+                           memory_order: str, train_file: Path | None) -> None:
+    """Write the natural conversations' per-stage training JSONL (the format `memlora-train train` reads)."""
+    counts = export_natural_jsonl(out_dir, world_ratio, WorldConfig(seed=world_seed),
+                                  check_op_key_order(update_key_order.split(",")), prompt_set, memory_order,
+                                  sources={"train": train_file} if train_file else None)
+    for split, stages in counts.items():
+        made = ", ".join(f"{stage} {c['natural']} natural + {c['world']} world" for stage, c in stages.items())
+        click.echo(f"{split}: {made}")
+    click.echo(f"wrote {out_dir}")
+
+
+@natural_group.command("stats")
+@click.argument("sources", nargs=-1)
+def natural_stats_command(sources: tuple[str, ...]) -> None:
+    """Check and count natural-conversation files (split names train/val/demo or paths; default: all shipped)."""
+    for source in sources or NATURAL_SPLITS:
+        click.echo(f"{source}: {json.dumps(summarize(load_natural(source)))}")

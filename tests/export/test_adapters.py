@@ -122,7 +122,7 @@ def test_add_adapter_replaces_an_expert_atomically(llama_copy, tiny_model, lora_
     assert bundle.experts["extraction"].target_modules == ["v_proj", "down_proj"]
     assert bundle.experts["extraction"].max_new_tokens == 48  # kept from the replaced entry
     params = read_onnx_adapter(written)
-    assert sorted({name.split(".")[4] for name in params}) == ["down_proj", "v_proj"]
+    assert sorted({name.split(".")[4] for name in params}) == ["down_proj", "qkv_proj"]  # v_proj sits in the packed q/k/v slot
     assert all(v.shape[0] == 2 or v.shape[1] == 2 for v in params.values())
 
 

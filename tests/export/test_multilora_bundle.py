@@ -108,3 +108,105 @@ def test_int8_embedder_stays_close(bundles, tmp_path):
     got = OnnxEmbedder(int8_file, emb.tokenizer_dir).encode(list(EMBEDDER_TEXTS))
     cosines = (reference * got).sum(1)
     assert cosines.min() >= 0.98 and cosines.max() < 1.0 - 1e-6  # close, and really quantized
+
+
+def _graph(path):
+    import onnx
+
+    return onnx.load(str(path / "model.onnx"), load_external_data=False)
+
+
+@pytest.mark.parametrize("name, slots_per_layer", [
+    ("qwen2-int4", ("qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),  # union: all seven projections
+    ("llama", ("qkv_proj", "gate_proj", "up_proj", "down_proj")),  # union q,v,gate,up,down: no o_proj branch
+])
+def test_graph_keeps_packed_qkv_and_has_one_branch_per_used_projection(bundles, name, slots_per_layer):
+    from memlora.export.multilora import read_lora_slots
+    from memlora.runtime.bundle import load_bundle
+
+    bundle = load_bundle(bundles(name))
+    graph = _graph(bundle.base_dir).graph
+    layers = bundle.manifest["base"]["num_layers"]
+    qkv = [n for n in graph.node if n.name.endswith("/attn/qkv_proj/MatMul" + ("_Q4" if bundle.precision == "int4" else ""))]
+    assert len(qkv) == layers  # one packed q/k/v projection per layer, as in the plain graph
+    assert not [n for n in graph.node if "/attn/q_proj/" in n.name or "/attn/k_proj/" in n.name]
+    slots = read_lora_slots(bundle.base_dir / "model.onnx")
+    assert sorted((s.layer, s.projection) for s in slots) == sorted((i, p) for i in range(layers) for p in slots_per_layer)
+    lora_inputs = [i.name for i in graph.input if ".lora_" in i.name]
+    assert sorted(lora_inputs) == sorted(n for s in slots for n in (s.a_name, s.b_name))
+    qkv_slot = next(s for s in slots if s.projection == "qkv_proj")
+    union = [m for m in ("q_proj", "k_proj", "v_proj") if m in bundle.lora_union]
+    assert [m.module for m in qkv_slot.members] == union
+    branch_ops = [n.op_type for n in graph.node if "/lora_branch/" in n.name]
+    assert branch_ops.count("MatMul") == 2 * len(slots) and branch_ops.count("Add") == len(slots)
+
+
+def test_adapter_packs_members_block_diagonally(bundles):
+    from memlora.export.multilora import read_lora_slots
+    from memlora.export.onnx_adapter import read_onnx_adapter
+    from memlora.runtime.bundle import load_bundle
+
+    bundle = load_bundle(bundles("qwen2-int4"))
+    slot = next(s for s in read_lora_slots(bundle.base_dir / "model.onnx") if s.projection == "qkv_proj" and s.layer == 0)
+    params = read_onnx_adapter(bundle.adapter_for("extraction"))  # q,v r8: k's columns stay zero
+    a, b = params[slot.a_name], params[slot.b_name]
+    assert a.shape == (slot.in_features, 16) and b.shape == (16, slot.out_features)
+    q, k, v = (slot.member(m) for m in ("q_proj", "k_proj", "v_proj"))
+    assert not b[:, k.offset:k.offset + k.size].any()
+    assert not b[8:, q.offset:q.offset + q.size].any() and not b[:8, v.offset:v.offset + v.size].any()
+    assert b[:8, q.offset:q.offset + q.size].any() and b[8:, v.offset:v.offset + v.size].any()
+    assert slot.b_name in read_onnx_adapter(bundle.adapter_for("update"))
+    assert slot.a_name not in read_onnx_adapter(bundle.adapter_for("generation"))  # MLP only: no attention input
+
+
+def test_no_adapter_is_exactly_the_plain_graph(bundles, tiny_model, tmp_path):
+    """The multi-LoRA graph with no adapter active gives the plain graph's logits bit for bit (its branches add zero)."""
+    import shutil
+
+    import onnxruntime_genai as og
+
+    from memlora.export.multilora import strip_lora_branches
+    from memlora.export.verify import chat_ids, ort_greedy
+    from memlora.runtime.bundle import load_bundle
+    from transformers import AutoTokenizer
+
+    bundle = load_bundle(bundles("qwen2-int4"))
+    plain_dir = tmp_path / "plain"
+    shutil.copytree(bundle.base_dir, plain_dir, ignore=shutil.ignore_patterns("model.onnx*"))
+    strip_lora_branches(bundle.base_dir / "model.onnx", plain_dir)
+    assert not [i.name for i in _graph(plain_dir).graph.input if ".lora_" in i.name]
+    ids = chat_ids(AutoTokenizer.from_pretrained(str(tiny_model("qwen2"))), PROMPTS[1])
+    multi_logits, multi_tokens = ort_greedy(og.Model(str(bundle.base_dir)), ids, 8)
+    plain_logits, plain_tokens = ort_greedy(og.Model(str(plain_dir)), ids, 8)
+    assert multi_tokens == plain_tokens
+    np.testing.assert_array_equal(multi_logits, plain_logits)
+
+
+def test_every_genai_config_sets_its_threads(bundles):
+    import json
+
+    from memlora.runtime.bundle import load_bundle
+    from memlora.runtime.threads import DEFAULT_THREADS
+
+    bundle = load_bundle(bundles("llama"))  # the base graph and a merged expert's model
+    model_dirs = [bundle.base_dir, bundle.model_dir_for("update")]
+    assert model_dirs[1] != model_dirs[0]
+    for model_dir in model_dirs:
+        options = json.loads((model_dir / "genai_config.json").read_text())["model"]["decoder"]["session_options"]
+        assert options["intra_op_num_threads"] == DEFAULT_THREADS and options["inter_op_num_threads"] == 1
+
+
+def test_multilora_speed_report_covers_plain_and_every_expert(bundles):
+    """The benchmark runs the stripped plain graph, the graph with no adapter and each expert (numbers are not judged)."""
+    from memlora.bench.multilora_speed import MultiLoraSpeedConfig, measure_multilora_speed
+
+    config = MultiLoraSpeedConfig(prompt_tokens=16, new_tokens=4, rounds=1, decode_bursts=2, burst_tokens=2, bandwidth_mb=64)
+    report = measure_multilora_speed(bundles("qwen2-int4"), config)
+    assert [r.name for r in report.rows] == ["plain", "no adapter", "extraction", "update", "generation"]
+    plain = report.rows[0]
+    assert plain.decode_vs_plain == 1.0 and plain.prefill_vs_plain == 1.0
+    for row in report.rows:
+        assert row.prefill_tok_s > 0 and row.decode_tok_s > 0 and len(row.decode_samples) == 2
+        assert row.bytes_per_token >= plain.bytes_per_token and row.decode_vs_roofline > 0
+    assert report.rows[3].bytes_per_token > report.rows[2].bytes_per_token  # all-linear r16 reads more than q,v r8
+    assert "decode/roofline" in report.table()

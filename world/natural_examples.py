@@ -1,0 +1,205 @@
+"""Training examples from the natural conversations (``memlora.world.natural``), in the format ``memlora-train train``
+reads (``DATA/<split>/<stage>.jsonl``, ``memlora.distill.dataset``) and ``memlora.world.examples`` writes for the world.
+
+Each message pair of Mem0's protocol (``ingestion_batches``) gives an extraction example (the pair -> the store owner's
+gold facts) and, when it has facts, an update example (the owner's memories before the pair + the facts -> the gold
+operations); each question gives a generation example (the asker's final memories with their timestamps -> the gold
+answer). Prompts are the loop's (``memlora.runtime.prompts``); the memories an update or generation example shows are
+chosen and ordered as ``memory_order`` says (``memlora.world.examples.MEMORY_ORDERS``, ranked by the loop's embedder
+through the world's ``RetrievalOrder``). ``export_natural_jsonl`` writes train/val (optionally mixed with the world's
+examples) and the kept-aside demo conversation as the test split, so training never sees it.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+from memlora import LOOP_STAGES
+from memlora.distill.dataset import stage_path, write_json_atomic, write_jsonl_atomic
+from memlora.errors import DataError
+from memlora.runtime import prompts
+from memlora.world.examples import (
+    RetrievalOrder,
+    _check_memory_order,
+    _chat,
+    loop_retrieved,
+    retrieval_ordered,
+    world_examples,
+)
+from memlora.world.generator import MEM0_OP_KEYS, MemoryOp, UpdateCase, WorldConfig, check_op_key_order, generate_world
+from memlora.world.natural import NaturalConversation, gold_steps, load_natural, to_locomo_sample
+
+SOURCE = "natural"
+SPLIT_FILES = {"train": "train", "val": "val", "test": "demo"}
+"""Training split -> the natural file written there (the kept-aside demo conversation is the test split)."""
+DEFAULT_MEMORY_ORDER = "loop"
+"""The loop's own choice and order of memories (``MEMORY_ORDERS``)."""
+
+
+class _Shuffled:
+    """A ``RetrievalOrder`` stand-in for ``memory_order="shuffled"``: every memory, in a seeded random order."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def union_rank(self, queries, texts, top, rest=True) -> list[int]:
+        order = list(range(len(texts)))
+        self.rng.shuffle(order)
+        return order
+
+
+def gold_case(before: dict[str, str], facts: list[str], ops: list[dict]) -> UpdateCase:
+    """The pair's gold update over the owner's whole memory, shown in insertion order as "0".."n-1" (stable ids
+    renumbered; ADD ids follow the shown ones)."""
+    position = {mid: str(i) for i, mid in enumerate(before)}
+    old = [{"id": position[mid], "text": text} for mid, text in before.items()]
+    case_ops, next_add = [], len(old)
+    for op in ops:
+        if op["event"] == "ADD":
+            case_ops.append(MemoryOp("ADD", str(next_add), op["text"]))
+            next_add += 1
+        else:
+            case_ops.append(MemoryOp(op["event"], position[op["id"]], op["text"], op.get("old_memory")))
+    return UpdateCase(old_memories=old, facts=list(facts), ops=case_ops)
+
+
+def extraction_examples(conv: NaturalConversation, prompt_set: str = "memlora") -> list[dict]:
+    """One example per ingestion step: the message pair as the owner's store sees it -> the owner's gold facts."""
+    out = []
+    for batch, facts, _, _ in gold_steps(conv):
+        dia_ids = [m["dia_id"] for m in batch.messages]
+        out.append({
+            "id": f"{conv.sample_id}:{batch.user_id}:{'+'.join(dia_ids)}:extraction",
+            "stage": "extraction",
+            "messages": prompts.extraction_messages(_chat(batch.messages), prompt_set),
+            "target": prompts.to_json({"facts": facts}),
+            "source": SOURCE,
+            "meta": {"conversation": conv.sample_id, "owner": batch.user_id, "session": batch.session, "dia_ids": dia_ids,
+                     "facts": list(facts)},
+        })
+    return out
+
+
+def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
+                    memory_order: str = DEFAULT_MEMORY_ORDER, ranker: RetrievalOrder | None = None) -> list[dict]:
+    """One example per ingestion step with facts: the owner's memories (chosen and ordered by ``memory_order``, ids
+    "0".."n-1") + the facts -> the gold operations, each op's keys in ``op_key_order``."""
+    op_key_order = check_op_key_order(op_key_order)
+    ranker = _check_memory_order(memory_order, ranker) or _Shuffled(random.Random(f"{conv.sample_id}:update"))
+    steps = [step for step in gold_steps(conv) if step[1]]
+    if isinstance(ranker, RetrievalOrder):
+        ranker.embed([t for _, facts, ops, before in steps for t in (*facts, *before.values())])
+    out = []
+    for batch, facts, ops, before in steps:
+        case = gold_case(before, facts, ops)
+        if memory_order == "loop":
+            case = loop_retrieved(case, list(before.values()), ranker)
+        else:
+            case = retrieval_ordered(case, ranker)
+        dia_ids = [m["dia_id"] for m in batch.messages]
+        gold = [op.as_json(op_key_order) for op in case.ops]
+        out.append({
+            "id": f"{conv.sample_id}:{batch.user_id}:{'+'.join(dia_ids)}:update",
+            "stage": "update",
+            "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
+            "target": prompts.to_json({"memory": gold}),
+            "source": SOURCE,
+            "meta": {"conversation": conv.sample_id, "owner": batch.user_id, "session": batch.session, "dia_ids": dia_ids,
+                     "old_memories": case.old_memories, "facts": case.facts, "ops": gold},
+        })
+    return out
+
+
+def generation_examples(conv: NaturalConversation, prompt_set: str = "memlora", memory_order: str = DEFAULT_MEMORY_ORDER,
+                        ranker: RetrievalOrder | None = None) -> list[dict]:
+    """One example per question: the asker's final memories with their timestamps (ordered by ``memory_order``;
+    "loop" keeps ``answer_k`` of them, as ``Memory.answer`` does) -> the gold answer."""
+    from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
+
+    ranker = _check_memory_order(memory_order, ranker)
+    rng = random.Random(f"{conv.sample_id}:generation")
+    if ranker is not None:
+        ranker.embed([m.text for ms in conv.memories.values() for m in ms] + [q.question for q in conv.qa])
+    out = []
+    for k, qa in enumerate(conv.qa):
+        memories = [(m.timestamp, m.text) for m in conv.memories[qa.speaker]]
+        rng.shuffle(memories)  # always drawn, so that every order sees the same examples
+        if ranker is not None:
+            memories = [memories[i] for i in ranker.rank(qa.question, [text for _, text in memories])]
+        if memory_order == "loop":
+            memories = memories[:MemoryConfig.answer_k]
+        out.append({
+            "id": f"{conv.sample_id}:q{k}:generation",
+            "stage": "generation",
+            "messages": prompts.generation_messages(qa.question, memories, prompt_set),
+            "target": qa.answer,
+            "source": SOURCE,
+            "meta": {"conversation": conv.sample_id, "speaker": qa.speaker, "category": qa.category, "evidence": qa.evidence},
+        })
+    return out
+
+
+def natural_examples(conversations: list[NaturalConversation], stage: str, op_key_order: Sequence[str] = MEM0_OP_KEYS,
+                     prompt_set: str = "memlora", memory_order: str = DEFAULT_MEMORY_ORDER,
+                     ranker: RetrievalOrder | None = None) -> list[dict]:
+    """Every example of ``stage`` for the given conversations, in conversation order."""
+    if stage not in LOOP_STAGES:
+        raise DataError(f"the natural conversations have no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
+    prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
+    ranker = _check_memory_order(memory_order, ranker)
+    out = []
+    for conv in conversations:
+        if stage == "extraction":
+            out += extraction_examples(conv, prompt_set)
+        elif stage == "update":
+            out += update_examples(conv, op_key_order, prompt_set, memory_order, ranker)
+        else:
+            out += generation_examples(conv, prompt_set, memory_order, ranker)
+    return out
+
+
+def mix(natural: list[dict], world: list[dict], world_ratio: float, seed: str) -> list[dict]:
+    """``natural`` plus ``round(world_ratio * len(natural))`` of ``world`` (a seeded sample; all of it when that asks
+    for more), shuffled together with ``seed``."""
+    if world_ratio < 0:
+        raise DataError(f"the world mix ratio must be >= 0, got {world_ratio}")
+    rng = random.Random(seed)
+    n = min(len(world), round(world_ratio * len(natural)))
+    rows = natural + rng.sample(world, n)
+    if n:
+        rng.shuffle(rows)
+    return rows
+
+
+def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_config: WorldConfig | None = None,
+                         op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
+                         memory_order: str = DEFAULT_MEMORY_ORDER, ranker: RetrievalOrder | None = None,
+                         sources: dict[str, str | Path] | None = None) -> dict[str, dict[str, dict[str, int]]]:
+    """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages and ``DATA/locomo/<split>.json`` (the natural
+    conversations LoCoMo-shaped, for ``memlora eval``), atomically: train and val from the natural files, each mixed
+    with ``world_ratio`` world examples per natural example (the world of ``world_config`` and its split of the same
+    name), test = the kept-aside demo conversation alone. ``sources`` overrides a natural file
+    (``{"train": path}``). Returns ``{split: {stage: {"natural": n, "world": m}}}``."""
+    op_key_order = check_op_key_order(op_key_order)
+    ranker = _check_memory_order(memory_order, ranker)
+    if world_ratio < 0:
+        raise DataError(f"the world mix ratio must be >= 0, got {world_ratio}")
+    files = {split: (sources or {}).get(name, name) for split, name in SPLIT_FILES.items()}
+    conversations = {split: load_natural(source) for split, source in files.items()}  # every file checked before writing
+    world = generate_world(world_config or WorldConfig()) if world_ratio > 0 else None
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for split, convs in conversations.items():
+        write_json_atomic(Path(data_dir) / "locomo" / f"{split}.json", [to_locomo_sample(c) for c in convs])
+        counts[split] = {}
+        for stage in LOOP_STAGES:
+            natural = natural_examples(convs, stage, op_key_order, prompt_set, memory_order, ranker)
+            world_rows = []
+            if world is not None and split != "test":
+                world_rows = world_examples(world.split(split), stage, op_key_order, prompt_set, memory_order, ranker)
+            rows = mix(natural, world_rows, world_ratio if world_rows else 0.0, f"natural-mix:{split}:{stage}")
+            write_jsonl_atomic(stage_path(data_dir, split, stage), rows)
+            counts[split][stage] = {"natural": len(natural), "world": len(rows) - len(natural)}
+    return counts
+
