@@ -17,6 +17,7 @@ from pathlib import Path
 
 from memlora.bench.metrics import L_PARTS, l_label
 from memlora.corpus.locomo import CATEGORY_NAMES
+from memlora.extras import pyplot
 
 ANSWER_METRICS = ("f1", "bleu1", "rouge1_f", "meteor", "bertscore_f1", "sbert", "l", "exact")
 
@@ -146,11 +147,9 @@ def markdown(report: dict) -> str:
 
 def chart(report: dict, path: Path) -> Path:
     """Grouped bars per category (and overall): J (or L when no judge) and F1 for answers, hit@max-k for retrieval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot("the eval chart")
 
     variants = report["variants"]
     names = list(variants)

@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Sequence
 
 from memlora.bench.bertscore import BertScore
 from memlora.errors import MemloraError, MetricUnavailable
+from memlora.extras import import_extra
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.text_metrics import (  # noqa: F401 (re-exported)
     MEM0_PUNCTUATION,
@@ -81,16 +82,15 @@ _WORDNET_LOCK = threading.Lock()
 @lru_cache(maxsize=4)
 def load_wordnet(wordnet_dir: str):
     """An nltk ``WordNetCorpusReader`` over ``wordnet_dir`` (its data root is added to ``nltk.data.path``, as nltk requires)."""
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
+    nltk = import_extra("nltk", "METEOR (nltk)")
+    wordnet = import_extra("nltk.corpus.reader.wordnet", "METEOR (nltk)")
     root = str(Path(wordnet_dir).resolve().parents[1])
     with _WORDNET_LOCK:
         if root not in nltk.data.path:
             nltk.data.path.append(root)  # nltk's path guard only opens files under its data roots
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "multilingual functions not available": we need English only
-            return WordNetCorpusReader(str(Path(wordnet_dir).resolve()), None)
+            return wordnet.WordNetCorpusReader(str(Path(wordnet_dir).resolve()), None)
 
 
 class Meteor:
@@ -108,8 +108,7 @@ class Meteor:
         self.wordnet = load_wordnet(str(path))
 
     def __call__(self, prediction, reference) -> float:
-        from nltk.translate.meteor_score import meteor_score
-
+        meteor_score = import_extra("nltk.translate.meteor_score", "METEOR (nltk)").meteor_score
         pred, ref = clean_text(prediction), clean_text(reference)
         if not pred or not ref:
             return 0.0

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from memlora.errors import MemloraError
+from memlora.extras import import_extra
 
 METHODS = ("vector", "hybrid")
 
@@ -71,14 +72,12 @@ class RetrievalConfig:
 
 @lru_cache(maxsize=1)
 def _porter():
-    from nltk.stem.porter import PorterStemmer
-
-    return PorterStemmer()
+    return import_extra("nltk.stem.porter", "hybrid retrieval (nltk's Porter stemmer)").PorterStemmer()
 
 
 def bm25_tokenize(texts: Sequence[str]) -> list[list[str]]:
     """bm25s tokenisation: lower-case, ``\\w\\w+`` tokens, English stop words removed, Porter stems."""
-    import bm25s
+    bm25s = import_extra("bm25s", "hybrid retrieval (bm25s)")
 
     stem = _porter().stem
     return bm25s.tokenize(
@@ -90,8 +89,7 @@ class Bm25Index:
     """BM25 scores of every memory for a query (bm25s, Lucene variant)."""
 
     def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75):
-        import bm25s
-
+        bm25s = import_extra("bm25s", "hybrid retrieval (bm25s)")
         self.size = len(texts)
         self.model = bm25s.BM25(k1=k1, b=b)
         tokens = bm25_tokenize(texts)

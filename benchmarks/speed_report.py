@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from memlora.extras import pyplot
+
 
 def _size_gb(report: dict, name: str, run: dict) -> float | None:
     if "size_gb" in run:
@@ -69,10 +71,7 @@ def markdown(report: dict) -> str:
 
 def chart(report: dict, path: Path) -> Path:
     """Bar chart: decode tok/s and s/answer per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the speed chart")
 
     rows = table3_rows(report)
     names = [r["run"] for r in rows]

@@ -30,6 +30,7 @@ from memlora import STAGES
 from memlora.corpus.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
+from memlora.extras import has_module
 
 __all__ = [
     "TrainConfig",
@@ -638,7 +639,7 @@ def train_expert(
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(str(tmp))
         write_json_atomic(tmp / "training_card.json", card)
-        if config.plot:
+        if config.plot and has_module("matplotlib"):  # the loss curve needs the eval extra; the expert does not
             _plot(epochs, tmp / "loss_curve.png", f"{config.stage} expert (best epoch {best_epoch})")
         _replace_dir(tmp, out_dir)
     accelerator.wait_for_everyone()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 
+from memlora.extras import import_extra
+
 MEM0_PUNCTUATION = ".,!?"
 
 
@@ -40,15 +42,13 @@ def token_f1(prediction, reference) -> float:
 
 def treebank_tokenize(text: str) -> list[str]:
     """nltk's word tokenizer without the punkt sentence split (needs no downloaded data)."""
-    from nltk.tokenize import word_tokenize
-
-    return word_tokenize(text, preserve_line=True)
+    tokenize = import_extra("nltk.tokenize", "BLEU-1 (nltk)")  # the eval extra: imported when a score is computed
+    return tokenize.word_tokenize(text, preserve_line=True)
 
 
 def bleu1(prediction, reference) -> float:
     """Mem0's BLEU-1: nltk ``sentence_bleu`` weights (1,0,0,0), smoothing method1, lower-cased Treebank tokens."""
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-
+    bleu = import_extra("nltk.translate.bleu_score", "BLEU-1 (nltk)")
     pred, ref = clean_text(prediction), clean_text(reference)
     if not pred or not ref:
         return 0.0
@@ -56,13 +56,12 @@ def bleu1(prediction, reference) -> float:
     refs = [treebank_tokenize(ref.lower())]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nltk warns about zero higher-order counts, which weight 0 makes irrelevant
-        return float(sentence_bleu(refs, hyp, weights=(1, 0, 0, 0), smoothing_function=SmoothingFunction().method1))
+        return float(bleu.sentence_bleu(refs, hyp, weights=(1, 0, 0, 0), smoothing_function=bleu.SmoothingFunction().method1))
 
 
 @lru_cache(maxsize=1)
 def _rouge_scorer():
-    from rouge_score import rouge_scorer
-
+    rouge_scorer = import_extra("rouge_score.rouge_scorer", "ROUGE-1 (rouge-score)")
     return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
 
 

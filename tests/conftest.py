@@ -1,16 +1,19 @@
 """Shared fixtures: tiny synthetic models (built once, cached), a tiny model pretrained on the synthetic world, the
 LoCoMo file (skip when absent), a network blocker, and
-the VQA helpers of the VLM tests (a procedural scene, a random LoRA on a VLM's language model)."""
+the VQA helpers of the VLM tests (a procedural scene, a random LoRA on a VLM's language model). The shared test doubles
+(one scripted engine, one fake embedder) and store builders are plain functions in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # `from helpers import ...` (the shared test doubles and builders; importlib mode)
 
 
 @pytest.fixture(scope="session")

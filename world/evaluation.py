@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 from memlora import LOOP_STAGES
 from memlora.corpus.dataset import write_json_atomic
 from memlora.errors import MemloraError
+from memlora.extras import pyplot
 from memlora.runtime.parsing import parse_facts, parse_memory_update
 from memlora.world.examples import RetrievalOrder, generation_examples, world_examples
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
@@ -455,10 +456,7 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the world report's chart")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     names = list(report["isolated"])

@@ -23,10 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from memlora.errors import MemloraError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/helpers.py, also when this file runs as a script
+from helpers import FakeEmbedder, ScriptedEngine, make_store
 
 FORMAT = 1
 """Version of the fixture layout (the Java tests check it)."""
@@ -407,16 +411,6 @@ STORE_SCRIPT: list[dict] = [
 """One scripted session; the Java store replays it step by step (``StoreGoldenTest``)."""
 
 
-def _counter(fmt: str) -> Callable[[], str]:
-    state = {"n": 0}
-
-    def next_value() -> str:
-        state["n"] += 1
-        return fmt % state["n"]
-
-    return next_value
-
-
 def _store_snapshot(store, users: list[str], memory_ids: list[str]) -> dict:
     return {
         "users": {u: jsonable(store.get_all(u)) for u in users},
@@ -465,9 +459,7 @@ def _rejection(data: dict):
 
 
 def store_cases() -> list[dict]:
-    from memlora.runtime.store import MemoryStore
-
-    store = MemoryStore(None, dim=4, id_factory=_counter("mem-%03d"), clock=_counter("2024-01-01T00:00:%02d+00:00"))
+    store = make_store(dim=4, ids="mem-%03d", clock="2024-01-01T00:00:%02d+00:00", first_tick=1)
     users = sorted({s["user_id"] for s in STORE_SCRIPT if "user_id" in s} - {""})
     seen_ids: list[str] = []
     cases = []
@@ -512,15 +504,13 @@ summed in another order (FAISS SIMD vs Java) could swap them. Exact ties (identi
 def retrieval_cases(seed: int = 7) -> list[dict]:
     import numpy as np
 
-    from memlora.runtime.store import MemoryStore
-
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(60, RETRIEVAL_DIM)).astype(np.float32)
     base[10] = base[3]  # exact duplicates: ties decided by position, as FAISS does
     base[25] = base[3]
     base[40] = base[17]
     users = ["u0", "u1", "u2"]
-    store = MemoryStore(None, dim=RETRIEVAL_DIM, id_factory=_counter("r-%03d"), clock=_counter("t%d"))
+    store = make_store(dim=RETRIEVAL_DIM, ids="r-%03d", clock="t%d", first_tick=1)
     entries = []
     try:
         for i, vec in enumerate(base):
@@ -772,51 +762,7 @@ def write_manifest_cases(out_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------------------------
 
 LOOP_DIM = 8
-
-
-class ScriptedEngine:
-    """An engine that returns the next scripted output and records every call (the loop's view of an engine)."""
-
-    supports_images = False
-
-    def __init__(self, adapters=("extraction", "update", "generation")):
-        self.adapters = list(adapters)
-        self.outputs: list[str] = []
-        self.calls: list[dict] = []
-
-    def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options):
-        from memlora.runtime.engine import Generation
-
-        self.calls.append({"messages": messages, "adapter": adapter, "max_new_tokens": max_new_tokens})
-        if not self.outputs:
-            raise MemloraError("scripted engine: no output left for this call")
-        return Generation(text=self.outputs.pop(0), prompt_tokens=0, completion_tokens=0)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-
-class TableEmbedder:
-    """Deterministic vectors from the MD5 of each text; every text it saw is kept for the fixture."""
-
-    dim = LOOP_DIM
-
-    def __init__(self):
-        self.table: dict[str, list[float]] = {}
-
-    def encode(self, texts):
-        import hashlib
-
-        import numpy as np
-
-        rows = []
-        for text in texts:
-            digest = hashlib.md5(text.encode("utf-8")).digest()
-            v = np.array([(b - 127.5) / 127.5 for b in digest[: self.dim]], dtype=np.float32)
-            v = v / np.linalg.norm(v)
-            self.table[text] = v.tolist()
-            rows.append(v)
-        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+"""Vector size of the loop session's ``FakeEmbedder`` (MD5 bytes; the table it keeps goes into the fixture)."""
 
 
 LOOP_SCRIPT: list[dict] = [
@@ -858,16 +804,15 @@ def _hits(hits) -> list[dict]:
 
 def loop_cases() -> list[dict]:
     from memlora.runtime.memory import Memory, MemoryConfig
-    from memlora.runtime.store import MemoryStore
 
-    engine, embedder = ScriptedEngine(), TableEmbedder()
-    store = MemoryStore(None, dim=LOOP_DIM, id_factory=_counter("m%d"), clock=_counter("2024-02-01T10:00:%02d+00:00"))
+    engine, embedder = ScriptedEngine(), FakeEmbedder(LOOP_DIM)
+    store = make_store(dim=LOOP_DIM, ids="m%d", clock="2024-02-01T10:00:%02d+00:00", first_tick=1)
     config = MemoryConfig(top_s=2, answer_k=3, max_new_tokens={"extraction": 100, "update": 200})
     memory = Memory(engine, embedder, store, config)
     cases = []
     try:
         for i, step in enumerate(LOOP_SCRIPT):
-            engine.outputs = list(step.get("outputs", []))
+            engine.queue = list(step.get("outputs", []))
             engine.calls = []
             case = {"id": f"loop-{i}-{step['op']}", "step": step}
             if step["op"] == "add":
@@ -880,7 +825,7 @@ def loop_cases() -> list[dict]:
                 case["result"] = {"text": r.text, "memories": _hits(r.memories)}
             else:
                 case["result"] = _hits(memory.search(step["query"], step["user_id"], k=step.get("k")))
-            case["calls"] = jsonable(engine.calls)
+            case["calls"] = jsonable([{k: c[k] for k in ("messages", "adapter", "max_new_tokens")} for c in engine.calls])
             case["state"] = {"records": {u: jsonable(store.get_all(u)) for u in ("caroline", "melanie")},
                              "rejections": jsonable(store.rejections()), "batch_seq": store.batch_seq}
             cases.append(case)

@@ -16,7 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from android_golden import FORMAT, TableEmbedder, _counter, _hits, _rejections, jsonable
+from android_golden import FORMAT, _hits, _rejections, jsonable
+
+from helpers import FakeEmbedder, make_store
 
 THREADS = 1
 """Decoder threads on both sides (the Java engine applies them through ``Config.overlay``)."""
@@ -69,14 +71,12 @@ def world_script(n_batches: int = 4, n_questions: int = 4) -> list[dict]:
 def bundle_loop_cases(bundle_dir: Path, script: list[dict]) -> dict[str, Any]:
     from memlora.runtime.memory import Memory
     from memlora.runtime.ort_engine import _session_overlay
-    from memlora.runtime.store import MemoryStore
     from memlora.runtime.update import ResolvedOp
 
-    embedder = TableEmbedder()
+    embedder = FakeEmbedder()
     memory = Memory.from_bundle(str(bundle_dir), embedder=embedder, threads=THREADS)
     memory.store.close()
-    memory.store = MemoryStore(None, dim=embedder.dim, id_factory=_counter("m%d"),
-                               clock=_counter("2024-02-01T10:00:%02d+00:00"))
+    memory.store = make_store(dim=embedder.dim, ids="m%d", clock="2024-02-01T10:00:%02d+00:00", first_tick=1)
     engine = memory.engine = RecordingEngine(memory.engine)
     users = sorted({s["user_id"] for s in script})
     cases = []

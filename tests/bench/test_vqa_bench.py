@@ -16,22 +16,14 @@ import pytest
 
 from memlora.bench.vqa_bench import VQABenchConfig, generated_examples, run_vqa_bench, vqa_markdown
 from memlora.errors import MemloraError
-from memlora.runtime.engine import Generation
+
+from helpers import ScriptedEngine
 
 
-class ScriptedEngine:
+def table_engine(replies: dict[str, str]) -> ScriptedEngine:
     """Answers from a table question -> reply text (no model): to check the scoring against known right/wrong replies."""
-
-    adapters = ("vqa",)
-    supports_images = True
-
-    def __init__(self, replies: dict[str, str]):
-        self.replies, self.calls = replies, []
-
-    def generate(self, messages, adapter=None, images=None, max_new_tokens=48, **options):
-        self.calls.append((adapter, images))
-        text = self.replies.get(messages[-1]["content"], "")
-        return Generation(text=text, prompt_tokens=1, completion_tokens=len(text.split()))
+    return ScriptedEngine(("vqa",), supports_images=True,
+                          reply=lambda messages, adapter: replies.get(messages[-1]["content"], ""))
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +47,13 @@ def test_scores_are_exact_match_after_lowercasing_and_stripping():
             replies[ex["messages"][-1]["content"]] = json.dumps({"answer": "wrong-" + gold, "reason": "guess"})
         else:
             replies[ex["messages"][-1]["content"]] = "no json at all"
-    engine = ScriptedEngine(replies)
+    engine = table_engine(replies)
     report = run_vqa_bench(VQABenchConfig(model="unused", n=6), engines=[("scripted", engine)])
     (run,) = report.runs
     assert run["adapter"] == "vqa" and run["route"] == "image" and run["n"] == report.n == 6
     assert run["v"] == pytest.approx(right / 6) and run["valid_json"] == pytest.approx(4 / 6)
     assert run["v_by_type"] == {"colour": 0.0, "count": 1.0, "unusual": 0.0}  # types rotate: count, colour, unusual
-    assert all(adapter == "vqa" and len(images) == 1 and images[0].size == (112, 112) for adapter, images in engine.calls)
+    assert all(c["adapter"] == "vqa" and len(c["images"]) == 1 and c["images"][0].size == (112, 112) for c in engine.calls)
     assert "| scripted | vqa | image | 6 | 33.3 | 66.7 |" in vqa_markdown(report)
     assert set(report.majority) == {"count", "colour", "unusual", "all"}
 
@@ -83,15 +75,15 @@ def test_a_data_dir_is_read_with_its_majority_baseline(tmp_path):
     from memlora.corpus.dataset import load_examples, stage_path
 
     examples = load_examples(stage_path(tmp_path / "DATA", "test", "vqa"))
-    engine = ScriptedEngine({ex["messages"][-1]["content"]: json.dumps({"answer": ex["meta"]["answer"], "reason": "r"})
-                             for ex in examples})
+    engine = table_engine({ex["messages"][-1]["content"]: json.dumps({"answer": ex["meta"]["answer"], "reason": "r"})
+                          for ex in examples})
     report = run_vqa_bench(VQABenchConfig(model="unused", data=tmp_path / "DATA", n=3, routes=("image", "caption")),
                            engines=[("scripted", engine)])
     assert report.n == 3 and report.source == str(tmp_path / "DATA") and report.majority is not None
     image_run, caption_run = report.runs
     assert image_run["v"] == 1.0 and image_run["valid_json"] == 1.0
-    assert [images for _, images in engine.calls[:3]] == [ex["images"] for ex in examples[:3]]  # image paths from DATA
-    assert all(images is None for _, images in engine.calls[3:])  # the caption route sends no image
+    assert [c["images"] for c in engine.calls[:3]] == [ex["images"] for ex in examples[:3]]  # image paths from DATA
+    assert all(c["images"] is None for c in engine.calls[3:])  # the caption route sends no image
     assert caption_run["route"] == "caption" and caption_run["v"] == 0.0  # the caption prompt is another prompt
 
 

@@ -16,10 +16,11 @@ from PIL import Image
 
 from memlora.errors import ImageError
 from memlora.runtime.embedder import SentenceTransformerEmbedder
-from memlora.runtime.engine import Generation
 from memlora.runtime.images import ImageLimits, ImageStore, check_image
 from memlora.runtime.memory import Memory, MemoryConfig
 from memlora.runtime.store import MemoryStore
+
+from helpers import ScriptedEngine, add_every_fact
 
 
 def png_bytes(colour=(200, 10, 10), size=(32, 24)) -> bytes:
@@ -90,36 +91,20 @@ def test_tampered_or_malformed_refs_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the loop with images
-class TextStagesEngine:
-    """Extraction always finds the facts in ``facts``; the update stage ADDs each new fact (a model reading its prompt)."""
-
-    supports_images = False
-    adapters = ("extraction", "update")
-
-    def __init__(self, facts):
-        self.facts = facts
-
-    def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options):
-        if adapter == "extraction":
-            text = json.dumps({"facts": self.facts})
-        else:
-            prompt = messages[-1]["content"]
-            facts = json.loads(prompt.split("New retrieved facts: ")[1].split(". Return memory update")[0])
-            text = json.dumps({"memory": [{"id": str(i), "text": f, "event": "ADD"} for i, f in enumerate(facts)]})
-        return Generation(text, prompt_tokens=1, completion_tokens=1)
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-
 @pytest.fixture(scope="module")
 def embedder():
     return SentenceTransformerEmbedder(threads=1)
 
 
+def text_stages_engine(facts) -> ScriptedEngine:
+    """Extraction always finds ``facts``; the update stage ADDs each new fact (a model reading its prompt)."""
+    return ScriptedEngine(("extraction", "update"), reply=lambda messages, adapter: (
+        json.dumps({"facts": facts}) if adapter == "extraction" else add_every_fact(messages)))
+
+
 def make_memory(tmp_path, embedder, facts, **config):
     store = MemoryStore(tmp_path / "mem", dim=embedder.dim)
-    return Memory(TextStagesEngine(facts), embedder, store, MemoryConfig(store_dir=str(tmp_path / "mem"), **config))
+    return Memory(text_stages_engine(facts), embedder, store, MemoryConfig(store_dir=str(tmp_path / "mem"), **config))
 
 
 def test_good_image_is_kept_and_referenced_by_the_turns_memories(tmp_path, embedder):

@@ -1,27 +1,28 @@
 """The memory loop.
 
-- Scripted engine (queued model outputs; allowed only here): a multi-turn John/Maria conversation built around the paper's
-  appendix A.2 example gives exactly the expected table, history and rejections (ADD, NONE, UPDATE, DELETE, bad ids,
-  garbage output), with real embeddings, real retrieval and the real SQLite/FAISS store.
+- Scripted engine (queued model outputs, ``helpers.ScriptedEngine``): a multi-turn John/Maria conversation built around
+  the paper's appendix A.2 example gives exactly the expected table, history and rejections (ADD, NONE, UPDATE, DELETE,
+  bad ids, garbage output), with real embeddings, real retrieval and the real SQLite/FAISS store.
 - Real TorchEngine on the tiny model with two real peft adapters: each stage runs with its configured adapter (token ids
   equal to peft's with that adapter alone), random-model output never breaks ``add``/``answer``, and it all runs offline.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
 
+import numpy as np
 import pytest
 import torch
 
 from memlora.errors import AdapterError, ImageError, MemloraError
-from memlora.runtime.embedder import SentenceTransformerEmbedder
-from memlora.runtime.engine import Generation
+from memlora.runtime.embedder import Embedder, SentenceTransformerEmbedder
+from memlora.runtime.engine import Engine
 from memlora.runtime.memory import AddResult, AnswerResult, Memory, MemoryConfig
 from memlora.runtime.store import MemoryStore, UnknownMemoryError
 from memlora.runtime.torch_engine import TorchEngine
+
+from helpers import FakeEmbedder, ScriptedEngine, make_store, shown_facts, shown_ids
 
 
 @pytest.fixture(scope="module")
@@ -34,45 +35,21 @@ def embedder():
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class ScriptedEngine:
-    """Returns queued outputs in order (a string, or a function of the prompt messages, like a model reading its prompt)."""
-
-    def __init__(self, adapters=("extraction", "update", "generation"), supports_images=False):
-        self.adapters = tuple(adapters)
-        self.supports_images = supports_images
-        self.queue: list = []
-        self.calls: list[dict] = []
-
-    def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options):
-        assert self.queue, f"the loop made an unscripted engine call: {messages}"
-        item = self.queue.pop(0)
-        text = item(messages) if callable(item) else item
-        self.calls.append(dict(messages=messages, adapter=adapter, images=images, max_new_tokens=max_new_tokens))
-        return Generation(text, prompt_tokens=sum(len(m["content"].split()) for m in messages), completion_tokens=len(text.split()))
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-
-def shown_ids(messages) -> dict[str, str]:
-    """text -> small id of the memories the update prompt shows (what a model reads)."""
-    match = re.search(r"Old memories: (\[.*?\])\. New retrieved facts: ", messages[-1]["content"], re.DOTALL)
-    return {m["text"]: m["id"] for m in json.loads(match.group(1))}
-
-
-def shown_facts(messages) -> list[str]:
-    match = re.search(r"New retrieved facts: (\[.*?\])\. Return memory update", messages[-1]["content"], re.DOTALL)
-    return json.loads(match.group(1))
+def test_the_shared_doubles_follow_the_runtime_protocols():
+    engine, embedder = ScriptedEngine(reply=lambda messages, adapter: f"{adapter} reply"), FakeEmbedder(dim=4)
+    assert isinstance(engine, Engine) and isinstance(embedder, Embedder)
+    assert engine.generate([{"role": "user", "content": "a b"}], adapter="update").text == "update reply"
+    engine.reply = None
+    with pytest.raises(MemloraError, match="no output left"):
+        engine.generate([{"role": "user", "content": "a b"}])
+    assert [c["adapter"] for c in engine.calls] == ["update", None]
+    vectors = embedder.encode(["x", "y", "x"])
+    assert vectors.shape == (3, 4) and vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.array_equal(vectors[0], vectors[1])
 
 
 def ops(*items) -> str:
     return json.dumps({"memory": list(items)})
-
-
-def make_store(**kwargs):
-    ids = (f"mem-{n:04d}" for n in itertools.count(1))
-    clock = (f"2025-01-01T00:00:{n:02d}+00:00" for n in itertools.count())
-    return MemoryStore(None, dim=384, id_factory=lambda: next(ids), clock=lambda: next(clock), **kwargs)
 
 
 # The paper's appendix A.2: the conversation turn, GPT-OSS-120B's raw extraction and raw update responses (verbatim).

@@ -8,7 +8,6 @@ cached like the tiny models.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,8 @@ import numpy as np
 import pytest
 
 from memlora.errors import AdapterError, BundleError, ImageError
+
+from helpers import make_store
 
 MESSAGES = [
     [{"role": "system", "content": "Extract facts. Strictly JSON."}, {"role": "user", "content": "Input: I adopted a dog named Rex."}],
@@ -141,10 +142,8 @@ def _tables(store, users):
 
 def _memory(engine, embedder, path):
     from memlora.runtime.memory import Memory, MemoryConfig
-    from memlora.runtime.store import MemoryStore
 
-    ids = (f"m{i}" for i in itertools.count())
-    store = MemoryStore(path, dim=embedder.dim, id_factory=lambda: next(ids), clock=lambda: "2024-01-01T00:00:00+00:00")
+    store = make_store(path, embedder.dim, ids="m%d", first_id=0, clock=lambda: "2024-01-01T00:00:00+00:00")
     config = MemoryConfig(max_new_tokens={"extraction": 24, "update": 24, "generation": 12})
     return Memory(engine, embedder, store, config)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import signal
@@ -22,6 +21,8 @@ from memlora.runtime.parsing import parse_memory_update
 from memlora.runtime.store import INDEX_FILE, INDEX_META_FILE, MemoryStore, StoreError, UnknownMemoryError
 from memlora.runtime.update import IdMap, ResolvedOp, resolve
 
+import helpers
+
 DIM = 16
 
 
@@ -32,9 +33,8 @@ def vec(text: str) -> np.ndarray:
 
 
 def make_store(path, **kw) -> MemoryStore:
-    ids = (f"m{i}" for i in itertools.count())
-    ticks = (f"t{i}" for i in itertools.count(1))
-    return MemoryStore(path, DIM, id_factory=lambda: next(ids), clock=lambda: next(ticks), **kw)
+    """Ids m0, m1, ... and clock t1, t2, ... (``helpers.make_store``)."""
+    return helpers.make_store(path, DIM, ids="m%d", first_id=0, clock="t%d", first_tick=1, **kw)
 
 
 def run_model_output(store: MemoryStore, user: str, output: str, **kw):

@@ -19,6 +19,8 @@ from memlora.world.generator import (
     generate_world,
 )
 
+from helpers import FakeEmbedder
+
 SMALL = WorldConfig(seed=3, n_conversations=24, n_sessions=4)
 
 
@@ -397,17 +399,8 @@ def test_loop_order_shows_each_fact_s_top_memories_of_the_whole_memory(world, em
     assert narrowed, "some steps show fewer memories than the owner has"
 
 
-class _KeywordEmbedder:
-    """Embeds a text as the indicator vector of the keywords it contains, plus a constant (ties keep the given order):
-    a retrieval whose ranking a test can work out by hand."""
-
-    KEYWORDS = ("lives", "works", "food", "plays", "visit")
-    dim = len(KEYWORDS) + 1
-
-    def encode(self, texts):
-        import numpy as np
-
-        return np.array([[float(k in t.lower()) for k in self.KEYWORDS] + [0.1] for t in texts])
+KEYWORDS = ("lives", "works", "food", "plays", "visit")
+"""A retrieval whose ranking a test can work out by hand: ``FakeEmbedder(keywords=KEYWORDS)``."""
 
 
 def test_loop_order_turns_ops_on_memories_it_does_not_show_into_what_the_loop_should_do():
@@ -423,7 +416,7 @@ def test_loop_order_turns_ops_on_memories_it_does_not_show_into_what_the_loop_sh
         ops=[MemoryOp("UPDATE", "1", "Lives in Rome", old_memory="Lives in Paris"), MemoryOp("NONE", "3", "Works as a chef"),
              MemoryOp("DELETE", "0", "Plays chess"), MemoryOp("ADD", "4", "Plans to visit Oslo on 1 May 2024")],
     )
-    ranker = RetrievalOrder(_KeywordEmbedder())
+    ranker = RetrievalOrder(FakeEmbedder(keywords=KEYWORDS))
     full = loop_retrieved(case, memory, ranker, top=4)
     assert [m["text"] for m in full.old_memories] == ["Lives in Paris", "Works as a chef", "Favourite food is sushi", "Plays chess"]
     assert [(op.event, op.id) for op in full.ops] == [("UPDATE", "0"), ("NONE", "1"), ("DELETE", "3"), ("ADD", "4")]
