@@ -22,7 +22,7 @@ def scripted_teacher_reply(payload: dict) -> str:
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     user = messages[-1]["content"]
     if "Extract and organize" in system:
-        line = next((l for l in user.splitlines() if l.startswith("user: ")), "")
+        line = next((text for text in user.splitlines() if text.startswith("user: ")), "")
         speaker, _, said = line[len("user: "):].partition(": ")
         words = said.split()[:6]
         facts = [f"{speaker} said {' '.join(words)}"] if words else []

@@ -55,7 +55,8 @@ def ops(*items) -> str:
 # The paper's appendix A.2: the conversation turn, GPT-OSS-120B's raw extraction and raw update responses (verbatim).
 A2_MESSAGES = [
     {"role": "assistant", "content": "Maria: Looks good! How did the extra funding help with building the school?", "dia_id": "D2:1"},
-    {"role": "user", "content": "John: It enabled needed repairs and renovations, making the learning environment safer and more modern for students.", "dia_id": "D2:2"},
+    {"role": "user", "content": "John: It enabled needed repairs and renovations, making the learning environment safer "
+                                "and more modern for students.", "dia_id": "D2:2"},
 ]
 A2_EXTRACTION = (
     'analysisWe need to extract facts from the conversation. The conversation includes an assistant line: "Maria: Looks '
@@ -137,7 +138,8 @@ def test_scripted_conversation_gives_the_exact_store(embedder):
         {"role": "assistant", "content": "Maria: Wow, that's great!", "dia_id": "D1:4"},
     ], "john", timestamp=TS[1])
     assert [e.event for e in r2.events] == ["ADD", "ADD", "ADD"]
-    assert [r.reason for r in r2.rejected] == [f"update: ADD duplicates memory {shown_ids(engine.calls[-1]['messages'])['Loves helping the community']}"]
+    duplicate = shown_ids(engine.calls[-1]['messages'])['Loves helping the community']
+    assert [r.reason for r in r2.rejected] == [f"update: ADD duplicates memory {duplicate}"]
 
     # Turn 3: the paper's A.2 example, model outputs verbatim (GPT-OSS reasoning, NONE ids of the paper, ADD ids 6/7).
     engine.queue += [A2_EXTRACTION, A2_UPDATE]

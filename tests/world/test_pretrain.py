@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from memlora.world.generator import WorldConfig
-from memlora.world.experts import base_cache_dir, get_preset, world_cache_root
-from memlora.world.pretrain import PretrainConfig, pretrain_world_model
 from memlora.errors import MemloraError
 from memlora.models import build_model
+from memlora.world.experts import base_cache_dir, get_preset, world_cache_root
+from memlora.world.generator import WorldConfig
+from memlora.world.pretrain import PretrainConfig, pretrain_world_model
 
 SMALL_WORLD = WorldConfig(n_conversations=12, n_sessions=2, templates_per_fact=2, max_pets=1, max_plans=1, max_hobbies=2)
 
@@ -163,8 +163,8 @@ def test_expert_builds_train_on_the_recipes_update_key_order_and_schedule(tmp_pa
     copy_order = get_preset("copy").experts["update"].op_key_order
     assert copy_order == ("text", "event", "old_memory", "id")
     small = get_preset("small")
-    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], op_key_order=copy_order,
-                                                                                                 lr_schedule="cosine")})
+    update = dataclasses.replace(small.experts["update"], op_key_order=copy_order, lr_schedule="cosine")
+    preset = dataclasses.replace(small, experts={**small.experts, "update": update})
     (tmp_path / "out").mkdir()
     build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     train, val = seen["update"]
@@ -182,8 +182,8 @@ def test_expert_builds_render_the_recipes_prompt_set_and_record_it(tmp_path, mon
     import json
 
     from memlora.distill import train as train_module
-    from memlora.world.experts import build_world_experts
     from memlora.export.adapters import experts_prompt_set
+    from memlora.world.experts import build_world_experts
 
     seen = {}
 
@@ -218,7 +218,8 @@ def test_expert_builds_refuse_mixed_prompt_sets(tmp_path):
     from memlora.world.experts import build_world_experts
 
     small = get_preset("small")
-    preset = dataclasses.replace(small, experts={**small.experts, "update": dataclasses.replace(small.experts["update"], prompt_set="memlora")})
+    update = dataclasses.replace(small.experts["update"], prompt_set="memlora")
+    preset = dataclasses.replace(small, experts={**small.experts, "update": update})
     with pytest.raises(MemloraError, match="one prompt set"):
         build_world_experts(preset, tmp_path / "base", tmp_path / "out")
     assert not (tmp_path / "out").exists()
