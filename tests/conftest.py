@@ -133,7 +133,7 @@ def pretrained_tiny_world():
 TINY_EXPERTS_RECIPE = {
     "stages": {
         "extraction": {"n_train": 96, "max_length": 200, "max_new_tokens": 32, "stating_only": True},
-        "update": {"n_train": 96, "max_length": 256, "max_new_tokens": 64},
+        "update": {"n_train": 192, "max_length": 256, "max_new_tokens": 64},
         "generation": {"n_train": 32, "max_length": 256, "max_new_tokens": 8},
     },
     "train": {"epochs": 2, "lr": 1e-2, "rank": 32, "alpha": 64, "batch_size": 8, "n_val": 8, "threads": 1, "seed": 0},
@@ -141,7 +141,7 @@ TINY_EXPERTS_RECIPE = {
 """The experts of ``world_experts_tiny``: LoRA (all-linear, r32, no dropout) on ``pretrained_tiny_lm``, trained on the
 world's own examples (``memlora.world.examples``, prompt set ``memlora``; the first ``n_train`` of the shuffled train
 split that fit ``max_length`` world-tokenizer tokens; extraction only on message pairs that state facts) for 2 epochs at
-lr 1e-2: 24 steps for extraction and update, 8 for generation. Enough that the extraction expert writes
+lr 1e-2: 24 steps for extraction, 48 for update, 8 for generation. Enough that the extraction expert writes
 ``{"facts": [...]}`` with a fact for every message pair (so the loop always reaches the update stage) and the update
 expert ADD operations that parse, so a memory loop on them stores what the model wrote; facts and answers are poor."""
 
