@@ -4,7 +4,8 @@ prompt and generated token ids, same events, store rows and answers (``BundleLoo
 
 The fast suite's bundle is the suite's pretrained tiny base (``pretrained_tiny_lm``) with three experts briefly
 trained on the synthetic world (``world_experts_tiny``; both cached in the memlora cache): their output parses, so the
-facts, ADD events and stored rows compared are the model's own (the test checks there are some).
+facts, ADD events and stored rows compared are the model's own (the test checks there are some; the update expert's
+later UPDATEs name the memory it already stores and are rejected as unchanged, on both sides alike).
 SmolLM2-135M-Instruct with random experts runs too when its folder is pulled (``memlora pull smollm2-135m-instruct``
 or ``$MEMLORA_SMOLLM2``; marked slow) — a real tokenizer and a template with a default system message.
 """
@@ -45,7 +46,7 @@ def test_java_memory_matches_python_on_the_world_bundle(compiled, world_int4_bun
     from collections import Counter
 
     # no seeded memories: every stored row is one the experts' own generations put there
-    script = world_script(pretrained_tiny_world, n_batches=6, n_questions=3, seed=False)
+    script = world_script(pretrained_tiny_world, n_batches=8, n_questions=3, seed=False)
     _run_parity(compiled, world_int4_bundle, script, tmp_path)
     cases = json.loads((tmp_path / "bundle_loop.json").read_text())["cases"]
     calls = [call for c in cases[1:] for call in c["calls"]]
