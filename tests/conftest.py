@@ -101,9 +101,10 @@ def pretrained_tiny_lm() -> Path:
     import hashlib
     import json
 
-    from memlora.world import generator as world, pretrain as world_model
     from memlora.models import build_into_cache, build_model
     from memlora.paths import cache_dir
+    from memlora.world import generator as world
+    from memlora.world import pretrain as world_model
 
     r = PRETRAINED_TINY_RECIPE
     key = hashlib.sha256(json.dumps(r, sort_keys=True).encode()
@@ -119,6 +120,86 @@ def pretrained_tiny_lm() -> Path:
         world_model.pretrain_world_model(tmp, seed=r["seed"], config=config)
 
     return build_into_cache(final, build)
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny_world():
+    """The ``WorldConfig`` ``pretrained_tiny_lm`` was pretrained on (its train split) and ``world_experts_tiny`` were
+    taught on (train/val splits): its test split is held out from both."""
+    from memlora.world.generator import WorldConfig
+
+    return WorldConfig(**PRETRAINED_TINY_RECIPE["world"])
+
+
+TINY_EXPERTS_RECIPE = {
+    "stages": {
+        "extraction": {"n_train": 96, "max_length": 200, "max_new_tokens": 32, "stating_only": True},
+        "update": {"n_train": 192, "max_length": 256, "max_new_tokens": 64, "add_then_update": True, "epochs": 4},
+        "generation": {"n_train": 32, "max_length": 256, "max_new_tokens": 8},
+    },
+    "train": {"epochs": 2, "lr": 1e-2, "rank": 32, "alpha": 64, "batch_size": 8, "n_val": 8, "threads": 1, "seed": 0},
+}
+"""The experts of ``world_experts_tiny``: LoRA (all-linear, r32, no dropout) on ``pretrained_tiny_lm``, trained on the
+world's own examples (``memlora.world.examples``, prompt set ``memlora``; the first ``n_train`` of the shuffled train
+split that fit ``max_length`` world-tokenizer tokens) at lr 1e-2: extraction 2 epochs (24 steps) on message pairs that
+state facts only, so that it writes a fact for every pair and the loop always reaches the update stage; update 4 epochs
+on ``_add_then_update``'s examples (96 steps), so that its operations parse and it writes ADD to an empty memory
+and UPDATE once it is shown memories; generation 2 epochs (8 steps). Facts and answers are poor (the extraction expert
+writes much the same fact for every pair): what counts is that the loop stores what the model wrote."""
+
+
+def _add_then_update(examples: list[dict]) -> list[dict]:
+    """Update examples alternating between ADDs to an empty memory and single UPDATEs of a shown memory: the one
+    distinction the 2-layer base learns in a few dozen steps (empty memory list or not)."""
+    adds = [e for e in examples if not e["meta"]["old_memories"]]
+    updates = [e for e in examples if e["meta"]["old_memories"] and [op["event"] for op in e["meta"]["ops"]] == ["UPDATE"]]
+    return [e for pair in zip(adds, updates) for e in pair]
+
+
+@pytest.fixture(scope="session")
+def world_experts_tiny(pretrained_tiny_lm, pretrained_tiny_world) -> Path:
+    """An out/-style dir (``extraction/ update/ generation/`` peft adapters + ``experts.json``) of briefly trained
+    experts on ``pretrained_tiny_lm`` (``TINY_EXPERTS_RECIPE``), built once and cached under ``$MEMLORA_CACHE/models``
+    keyed on the recipe, the base, the example/prompt/trainer sources and the code below."""
+    import hashlib
+    import inspect
+    import json
+    import random
+
+    from memlora.distill import train as training
+    from memlora.models import build_into_cache
+    from memlora.paths import cache_dir
+    from memlora.runtime import prompts
+    from memlora.world import examples as world_examples
+    from memlora.world.generator import generate_world
+
+    r = TINY_EXPERTS_RECIPE
+    def build(tmp: Path) -> None:
+        world = generate_world(pretrained_tiny_world)
+        tokenizer = training.load_tokenizer(pretrained_tiny_lm)
+        t, experts = r["train"], {}
+        for stage, s in r["stages"].items():
+            train, val = (world_examples.world_examples(world.split(split), stage) for split in ("train", "val"))
+            random.Random(f"world-experts-tiny:{stage}").shuffle(train)
+            if s.get("stating_only"):  # only message pairs that state facts: the expert then writes some on every pair
+                train = [e for e in train if e["meta"]["facts"]]
+            if s.get("add_then_update"):
+                train = _add_then_update(train)
+            train, val = ([e for e in examples if len(training.encode_example(tokenizer, e)[0]) <= s["max_length"]][:n]
+                          for examples, n in ((train, s["n_train"]), (val, t["n_val"])))
+            config = training.TrainConfig(stage=stage, target_modules="all-linear", rank=t["rank"], alpha=t["alpha"],
+                                          dropout=0.0, lr=t["lr"], batch_size=t["batch_size"], max_epochs=s.get("epochs", t["epochs"]),
+                                          patience=s.get("epochs", t["epochs"]), seed=t["seed"], threads=t["threads"], progress=False,
+                                          plot=False)
+            training.train_expert(pretrained_tiny_lm, train, val, tmp / stage, config)
+            experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": s["max_new_tokens"]}
+        (tmp / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}, indent=2, sort_keys=True) + "\n")
+
+    sources = b"".join(Path(m.__file__).read_bytes() for m in (world_examples, prompts, training))
+    code = (inspect.getsource(build) + inspect.getsource(_add_then_update)).encode()
+    key = hashlib.sha256(json.dumps(r, sort_keys=True).encode() + pretrained_tiny_lm.name.encode() + sources + code)
+    final = cache_dir("models") / f"{pretrained_tiny_lm.name}-experts-{key.hexdigest()[:12]}"
+    return final if (final / "experts.json").is_file() else build_into_cache(final, build)
 
 
 @pytest.fixture()

@@ -46,21 +46,23 @@ class RecordingEngine:
         self.engine.close()
 
 
-def world_script(n_batches: int = 4, n_questions: int = 4) -> list[dict]:
-    """The first batches and questions of the small world preset's first held-out conversation, as loop steps, after a
-    "seed" step per batch owner that stores the conversation's gold facts (through the store, as ADD operations): the
-    tiny world experts write no usable JSON, so the seeded memories are what retrieval, the update prompts' memory lists
-    and the answer prompts show."""
+def world_script(world_config=None, n_batches: int = 4, n_questions: int = 4, seed: bool = True) -> list[dict]:
+    """The first batches and questions of the world's first held-out conversation (``world_config``; the small world
+    preset's by default), as loop steps. ``seed``: first a "seed" step per batch owner that stores the conversation's
+    gold facts (through the store, as ADD operations), for experts that write no usable JSON: the seeded memories are
+    then what retrieval, the update prompts' memory lists and the answer prompts show."""
     # function-level imports: the world generator and the demo are only needed to build this script
     from memlora.demo import world_demo_data
     from memlora.world.experts import get_preset
 
-    data = world_demo_data(get_preset("small").world)
-    seeds: dict[str, list[str]] = {}
-    for b in data.batches:
-        seeds.setdefault(b["user_id"], []).extend(f for f in b["gold_facts"] or [] if f not in seeds[b["user_id"]])
-    steps = [{"op": "seed", "user_id": user, "texts": texts, "timestamp": data.batches[0]["timestamp"]}
-             for user, texts in seeds.items()]
+    data = world_demo_data(world_config or get_preset("small").world)
+    steps = []
+    if seed:
+        seeds: dict[str, list[str]] = {}
+        for b in data.batches:
+            seeds.setdefault(b["user_id"], []).extend(f for f in b["gold_facts"] or [] if f not in seeds[b["user_id"]])
+        steps += [{"op": "seed", "user_id": user, "texts": texts, "timestamp": data.batches[0]["timestamp"]}
+                  for user, texts in seeds.items()]
     steps += [{"op": "add", "user_id": b["user_id"], "timestamp": b["timestamp"],
               "messages": [{k: m[k] for k in ("role", "content", "dia_id") if k in m} for m in b["messages"]]}
              for b in data.batches[:n_batches]]

@@ -18,7 +18,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the helper modules beside this file (android_golden, genai_java)
 
-import genai_java
+import genai_java  # noqa: E402  (found through the sys.path entry above)
 
 REPO = HERE.parents[1]
 MODULE = REPO / "android-bridge" / "memlora" / "src"

@@ -2,10 +2,12 @@
 ``Memory.from_bundle`` on the same int4 bundle with experts — same prompts (chat form vs Jinja, byte for byte), same
 prompt and generated token ids, same events, store rows and answers (``BundleLoopParity.java``).
 
-The fast suite uses the small world preset's bundle (its base and experts come from the memlora cache, built on first
-use as ``memlora demo --preset small`` does); SmolLM2-135M-Instruct with random experts runs too when its folder is
-pulled (``memlora pull smollm2-135m-instruct`` or ``$MEMLORA_SMOLLM2``; marked slow) — a real tokenizer and a template
-with a default system message.
+The fast suite's bundle is the suite's pretrained tiny base (``pretrained_tiny_lm``) with three experts briefly
+trained on the synthetic world (``world_experts_tiny``; both cached in the memlora cache): their output parses, so the
+facts, ADD events and stored rows compared are the model's own (the test checks there are some; the update expert's
+later UPDATEs name the memory it already stores and are rejected as unchanged, on both sides alike).
+SmolLM2-135M-Instruct with random experts runs too when its folder is pulled (``memlora pull smollm2-135m-instruct``
+or ``$MEMLORA_SMOLLM2``; marked slow) — a real tokenizer and a template with a default system message.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ PARITY_CLASS = "ai.memlora.BundleLoopParity"
 
 
 @pytest.fixture(scope="session")
-def world_int4_bundle(tmp_path_factory) -> Path:
-    """The small world preset's base + its three experts, exported int4 (all experts externalized)."""
+def world_int4_bundle(pretrained_tiny_lm, world_experts_tiny, tmp_path_factory) -> Path:
+    """``pretrained_tiny_lm`` + its three briefly trained world experts (``world_experts_tiny``), exported int4 with
+    every expert externalized."""
     from memlora.export.compiler import ExportConfig, export_bundle
     from memlora.export.genai_builder import BuilderConfig
-    from memlora.world.experts import ensure_world_experts
 
-    art = ensure_world_experts("small")
     out = tmp_path_factory.mktemp("world_bundle") / "bundle"
-    return export_bundle(ExportConfig(base=art.base_dir, adapters=art.adapters_dir, output=out, quiet=True,
+    return export_bundle(ExportConfig(base=pretrained_tiny_lm, adapters=world_experts_tiny, output=out, quiet=True,
                                       builder=BuilderConfig(precision="int4")))
 
 
@@ -40,18 +41,27 @@ def _run_parity(compiled, bundle: Path, script: list[dict], out_dir: Path) -> st
     return output
 
 
-def test_java_memory_matches_python_on_the_world_bundle(compiled, world_int4_bundle, tmp_path):
+def test_java_memory_matches_python_on_the_world_bundle(compiled, world_int4_bundle, pretrained_tiny_world, tmp_path):
     import json
+    from collections import Counter
 
-    script = world_script()
+    # no seeded memories: every stored row is one the experts' own generations put there
+    script = world_script(pretrained_tiny_world, n_batches=8, n_questions=3, seed=False)
     _run_parity(compiled, world_int4_bundle, script, tmp_path)
     cases = json.loads((tmp_path / "bundle_loop.json").read_text())["cases"]
     calls = [call for c in cases[1:] for call in c["calls"]]
-    # the comparison covers every stage the loop ran, on prompts with retrieved memories, and stored rows
-    assert {call["adapter"] for call in calls} >= {"extraction", "generation"}
+    adds = [c["result"] for c in cases[1:] if c["step"]["op"] == "add"]
+    events = Counter(e["event"] for r in adds for e in r["events"])
+    print(f"facts={sum(len(r['facts']) for r in adds)} events={dict(events)} "
+          f"rejected={sum(len(r['rejected']) for r in adds)}")
+    # the comparison covers every stage the loop ran, on prompts with retrieved memories, and stored rows ...
+    assert {call["adapter"] for call in calls} == {"extraction", "update", "generation"}
     assert all(call["prompt_ids"] and call["token_ids"] for call in calls)
     assert any(c["result"].get("memories") for c in cases[1:] if c["step"]["op"] == "answer")
     assert sum(len(rows) for rows in cases[-1]["state"]["records"].values()) > 0
+    # ... and the model's own output: extracted facts and the update expert's operations, applied
+    assert sum(len(r["facts"]) for r in adds) > 0
+    assert events["ADD"] > 0, events
 
 
 def _smollm2_dir() -> Path | None:

@@ -189,6 +189,19 @@ public final class OrtGenAiEngine implements Engine {
     }
   }
 
+  /**
+   * The token of a step that ended the sequence: GenAI does not append the EOS it picks (the sequence stops one short),
+   * and its Java API has no {@code getNextTokens}, so a step that left the sequence as long as before picked an EOS;
+   * it is recorded as the config's first {@code eos_token_id} (Python reads the very id; they differ only when a
+   * model with several EOS ids picks another one, with the same text).
+   */
+  private int endOfSequence() {
+    if (eosIds.isEmpty()) {
+      throw new MemloraException("the model ended its sequence but its genai_config.json names no eos_token_id");
+    }
+    return eosIds.iterator().next();
+  }
+
   @Override
   public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens) {
     Served served = servedFor(adapter);
@@ -216,8 +229,9 @@ public final class OrtGenAiEngine implements Engine {
       List<Integer> ids = new ArrayList<Integer>();
       long tFirst = 0;
       while (ids.size() < budget) {
+        long length = generator.tokenCount();
         generator.generateNextToken();
-        int token = generator.getLastTokenInSequence(0);
+        int token = generator.tokenCount() > length ? generator.getLastTokenInSequence(0) : endOfSequence();
         ids.add(token);
         if (tFirst == 0) {
           tFirst = System.nanoTime();
