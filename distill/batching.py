@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
-__all__ = ["LengthBucketBatchSampler", "BUCKET_MEGABATCH"]
+__all__ = ["BUCKET_MEGABATCH", "LengthBucketBatchSampler"]
 
 BUCKET_MEGABATCH = 50
 """Batches per bucketing window: the shuffled examples are sorted by length within windows of this many batches."""
@@ -28,7 +29,7 @@ class LengthBucketBatchSampler:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return math.ceil(len(self.lengths) / self.batch_size)
 
     def batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(f"length-buckets:{self.seed}:{epoch}")

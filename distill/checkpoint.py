@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_NAME", "run_key", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["CHECKPOINT_NAME", "load_checkpoint", "rng_state", "run_key", "save_checkpoint", "set_rng_state"]
 
 CHECKPOINT_NAME = "training_checkpoint.pt"
 """File name of the checkpoint inside the output dir (gone once the finished expert replaces the dir)."""
@@ -61,6 +62,6 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a file from an older torch or damaged outside our atomic writes: start over
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):  # damaged or foreign: start over
         return None
     return state if isinstance(state, dict) and state.get("run_key") == key else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["target_only_supported", "causal_lm_loss", "masked_loss_sum"]
+__all__ = ["causal_lm_loss", "masked_loss_sum", "target_only_supported"]
 
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 """Config fields of models whose forward changes the head's logits (soft-capping, scaling): those keep the full path."""

@@ -9,6 +9,11 @@ teacher-forcing loss; the best epoch's LoRA weights are kept. Written to ``out_d
 - ``training_card.json`` (data hashes, hyper-parameters, per-epoch losses, best epoch, tokens/s, versions),
 - ``loss_curve.png``.
 
+Speed (``TrainConfig``): the LM head on the target positions only (``memlora.distill.loss``), bf16 autocast where the
+hardware has it, optional LoRA on the top N layers and length-bucketed batches (``memlora.distill.batching``). A
+checkpoint (``memlora.distill.checkpoint``) is written into ``out_dir`` every few minutes; rerunning the same call
+continues from it.
+
 One process on CPU, or several GPUs with ``accelerate launch -m memlora.distill.cli train ...``: device placement,
 gradient sync and loss reduction go through ``accelerate.Accelerator``; only the main process writes.
 """
@@ -624,13 +629,13 @@ def train_expert(
         best_state = lora_state()
     last_checkpoint, steps_since = time.monotonic(), 0
 
-    def checkpoint(next_rng: dict | None = None) -> None:
-        """Save where the loop stands (the main process writes; ``next_rng``: RNG state to resume with)."""
+    def checkpoint() -> None:
+        """Save where the loop stands, with the RNG state the next batch starts from (the main process writes)."""
         nonlocal last_checkpoint, steps_since
         if accelerator.is_main_process:
             loop["epochs"] = [asdict(e) for e in epochs]
             save_checkpoint(ckpt_path, {"run_key": key, "lora": lora_state(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "rng": next_rng or rng_state(),
+                                        "scheduler": scheduler.state_dict(), "rng": rng_state(),
                                         "loop": dict(loop), "best_state": best_state})
         last_checkpoint, steps_since = time.monotonic(), 0
 

@@ -12,12 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from memlora.distill.batching import LengthBucketBatchSampler
 from memlora.distill.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from memlora.distill.dataset import stage_path, write_jsonl_atomic
 from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
-from memlora.distill.train import TrainConfig, _collate, encode_example, load_tokenizer, train_expert
+from memlora.distill.train import (
+    TrainConfig,
+    _collate,
+    encode_example,
+    load_tokenizer,
+    train_expert,
+)
+
 from tests.distill.test_train import FAST, toy_examples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +104,7 @@ def test_lora_on_the_top_layers_only(tiny_model, tmp_path):
     assert cfg["layers_to_transform"] == [n_layers - 1] and result.card["lora_layers"] == [n_layers - 1]
     assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     with safe_open(str(tmp_path / "generation" / "adapter_model.safetensors"), "pt") as f:
-        layers = {k.split(".layers.")[1].split(".")[0] for k in f.keys()}
+        layers = {k.split(".layers.")[1].split(".")[0] for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     assert layers == {str(n_layers - 1)}
     with pytest.raises(Exception, match="lora_top_layers must be >= 1"):
         TrainConfig(lora_top_layers=0).validate()
