@@ -10,6 +10,7 @@ on all of them alike; tokens/s is the median over the rounds. The final validati
 is measured afterwards by one fp32 evaluator (full head), so the numbers compare the training, not the evaluation.
 
 - ``plain``: the loop before the speed options (fp32, the LM head on every position, LoRA on every layer);
+- ``head``: ``plain`` with the LM head on the target positions only (fp32);
 - ``fast``: the defaults (the head on the target positions only, bf16 autocast where the CPU has it);
 - ``fast-top``: ``fast`` with LoRA on the top N layers only (what that costs in quality shows in its loss).
 """
@@ -89,6 +90,7 @@ def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
               "progress": False, "checkpoint_every_minutes": None}
     confs = {
         "plain": {**common, "precision": "fp32", "target_only_head": False},
+        "head": {**common, "precision": "fp32", "target_only_head": True},
         "fast": {**common, "precision": "auto", "target_only_head": True},
         "fast-top": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers},
     }
