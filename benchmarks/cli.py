@@ -6,7 +6,7 @@ narrower benchmarks as subcommands (store, train-throughput, locomo-retrieval, v
     memlora-bench --bundle bundle/ --json results.json       # a real bundle (the model decides output lengths)
     memlora-bench --vqa --model models/tiny-qwen-vl --adapters out/ [--bundle vlm-bundle/]   # V and s/answer of VQA
     memlora-bench store --n 10000 --n 100000                 # the memory store: add and search throughput
-    memlora-bench train-throughput --model tiny              # LoRA training tokens/s
+    memlora-bench train-throughput --model-dir DIR           # training tokens/s: plain vs fast loop
     memlora-bench locomo-retrieval --json retrieval.json     # evidence recall of vector vs hybrid retrieval on LoCoMo
     memlora-bench vqa --model models/tiny-qwen-vl --route both
 The synthetic world's benchmark is `memlora eval --world` (``memlora.world`` sits above this package).
@@ -22,7 +22,7 @@ import click
 from memlora.bench.bench_bundles import MODEL_SHAPES
 from memlora.bench.locomo_retrieval import VARIANTS, RetrievalBenchConfig, markdown, run_retrieval_benchmark
 from memlora.bench.store_bench import StoreBenchConfig, format_table, run_store_bench
-from memlora.bench.train_throughput import measure
+from memlora.bench.train_throughput import ThroughputConfig, format_report, run_train_throughput
 from memlora.bench.vqa_eval import ROUTES
 from memlora.cli_support import run_cli
 from memlora.corpus.locomo import default_locomo_path, load_locomo, split_conversations
@@ -109,29 +109,30 @@ def store_command(sizes, queries, adds, k, out, workdir):
 
 
 @bench_command.command("train-throughput")
-@click.option("--model", "size", type=click.Choice(["tiny", "qwen2.5-0.5b"]), default="tiny", show_default=True,
-              help="Synthetic qwen2 model size (random weights).")
-@click.option("--model-dir", default=None, help="Use this local checkpoint instead of a synthetic one.")
-@click.option("--steps", default=5, show_default=True, help="Timed steps per placement.")
-@click.option("--warmup", default=1, show_default=True, help="Untimed steps first.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--seq-len", default=256, show_default=True)
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A local causal LM dir (e.g. SmolLM2-135M-Instruct); default with --quick: the tiny random qwen2.")
+@click.option("--quick", is_flag=True, help="The tiny random model, few examples (a smoke test).")
+@click.option("--rounds", default=2, show_default=True, help="Interleaved rounds (each trains every configuration once).")
+@click.option("--n-train", type=int, default=None, help="Training examples (default 32; --quick 8).")
+@click.option("--n-val", type=int, default=None, help="Validation examples (default 16; --quick 4).")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--top-layers", type=int, default=None, help="LoRA layers of fast-top (default 10; --quick 1).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def train_throughput_command(size, model_dir, steps, warmup, batch_size, seq_len, threads, as_json):
-    """Training tokens/s with LoRA on q,v and on all linear layers."""
-    import torch  # off the import path of --help
-
-    path = model_dir or ensure_model("qwen2", size)
-    rows = [measure(path, tm, steps, warmup, batch_size, seq_len, threads) for tm in (["q_proj", "v_proj"], "all-linear")]
-    result = {"model": model_dir or f"qwen2 {size} (random weights)", "device": "cpu", "threads": torch.get_num_threads(),
-              "results": rows}
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(f"{result['model']}, {result['threads']} threads, batch {batch_size} x {seq_len} tokens")
-        for r in rows:
-            click.echo(f"  LoRA {r['target_modules']:<16} {r['tokens_per_s']:>10.1f} tokens/s  ({r['trainable_parameters']:,} trainable)")
+@click.option("--only", default="", help="Comma list of configurations to run (default: plain,head,fast,fast-top).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON report.")
+def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_size, top_layers, threads, only, json_path):
+    """Training tokens/s and final val loss: the plain loop vs the fast one (and LoRA on the top layers), interleaved."""
+    if model_dir is None and not quick:
+        raise MemloraError("train-throughput needs --model-dir DIR (a local causal LM) or --quick (the tiny random model)")
+    path = model_dir or ensure_model("qwen2", "tiny")
+    cfg = ThroughputConfig(n_train=n_train or (8 if quick else 32), n_val=n_val or (4 if quick else 16), batch_size=batch_size,
+                           rounds=rounds, top_layers=top_layers or (1 if quick else 10), threads=threads,
+                           only=tuple(x.strip() for x in only.split(",") if x.strip()))
+    report = run_train_throughput(path, cfg, say=click.echo)
+    click.echo(format_report(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
 
 
 @bench_command.command("locomo-retrieval")

@@ -18,13 +18,12 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from memlora.errors import MemloraError
+from typing import Any
 
 from memlora import STAGES
+from memlora.errors import MemloraError
 
 SCHEMA = "memlora-bench/1"
 BIG = 10**9  # min_new_tokens that makes an engine ignore EOS for the whole budget

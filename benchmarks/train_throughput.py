@@ -1,47 +1,161 @@
-"""Expert-training throughput: tokens/s of LoRA training steps on a synthetic model (random weights, real shape).
+"""Expert-training throughput: the plain training loop against the fast one, side by side in one run.
 
-    memlora-bench train-throughput --model tiny
-    memlora-bench train-throughput --model qwen2.5-0.5b --steps 3 --seq-len 256
+    memlora-bench train-throughput --model-dir ~/.cache/memlora/models/smollm2-135m-instruct
+    memlora-bench train-throughput --quick          # the tiny random model (a smoke test)
 
-For each LoRA placement (q_proj,v_proj as extraction/update use; all-linear as generation/vqa use) it runs a few
-AdamW steps of the real training step (forward, completion-only loss, backward, optimiser) on random token batches
-of a fixed shape and reports tokens/s over the timed steps (the first ``--warmup`` steps are not timed).
+Every configuration trains the same LoRA (r 16 on all linear layers, dropout 0.1) with ``train_expert`` on the same
+synthetic extraction examples (chat prompt + JSON facts target, loss on the target only) for one epoch. The runs are
+interleaved: each round runs every configuration once, in alternating order, so that load from other processes falls
+on all of them alike; tokens/s is the median over the rounds. The final validation loss of each configuration's adapter
+is measured afterwards by one fp32 evaluator (full head), so the numbers compare the training, not the evaluation.
+
+- ``plain``: the loop before the speed options (fp32, the LM head on every position, LoRA on every layer);
+- ``head``: ``plain`` with the LM head on the target positions only (fp32);
+- ``fast``: the defaults (the head on the target positions only, bf16 autocast where the CPU has it);
+- ``fast-top``: ``fast`` with LoRA on the top N layers only (what that costs in quality shows in its loss).
 """
 
 from __future__ import annotations
 
-import time
+import os
+import random
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memlora.distill.train import (
+    TrainConfig,
+    cpu_has_bf16,
+    load_tokenizer,
+    teacher_forcing_loss,
+    train_expert,
+)
+from memlora.runtime.prompts import extraction_messages
+
+__all__ = ["ThroughputConfig", "bench_examples", "configurations", "format_report", "run_train_throughput"]
+
+NAMES = ["Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lena"]
+HOBBIES = ["chess", "tennis", "golf", "poker", "squash", "cricket", "salsa", "sailing", "pottery", "climbing"]
+CITIES = ["Lisbon", "Porto", "Oslo", "Lyon", "Turin", "Ghent", "Cork", "Graz", "Bilbao", "Krakow"]
+JOBS = ["a nurse", "a baker", "a pilot", "an architect", "a teacher", "a chemist", "a welder", "a translator"]
+FILLER = ["Sounds fun!", "Oh nice, tell me more.", "That is great to hear.", "How long have you been doing that?",
+          "I did not know that about you.", "We should meet up soon."]
 
 
-def measure(model_dir, target_modules, steps: int, warmup: int, batch_size: int, seq_len: int, threads: int | None) -> dict:
+def bench_examples(n: int, seed: int) -> list[dict]:
+    """``n`` extraction examples: a short chat of a few turns, the target the JSON facts stated by the user."""
+    rng = random.Random(f"train-throughput:{seed}")
+    out = []
+    for i in range(n):
+        who = rng.choice(NAMES)
+        facts = [f"{who} plays {rng.choice(HOBBIES)}", f"{who} lives in {rng.choice(CITIES)}", f"{who} works as {rng.choice(JOBS)}"]
+        rng.shuffle(facts)
+        facts = facts[: rng.randint(1, 3)]
+        turns = []
+        for fact in facts:
+            turns.append({"role": "user", "content": f"By the way, {fact.replace(who + ' ', 'I ', 1)}, and {rng.choice(FILLER).lower()}"})
+            turns.append({"role": "assistant", "content": " ".join(rng.sample(FILLER, 2))})
+        out.append({"id": f"bench-{seed}-{i}", "stage": "extraction", "messages": extraction_messages(turns),
+                    "target": '{"facts": [' + ", ".join(f'"{f}"' for f in facts) + "]}", "source": "bench"})
+    return out
+
+
+@dataclass
+class ThroughputConfig:
+    """What the throughput benchmark trains and how often."""
+
+    n_train: int = 32
+    """Training examples (one epoch: n_train / batch_size optimiser steps)."""
+    n_val: int = 16
+    """Validation examples for the final loss."""
+    batch_size: int = 4
+    """Examples per step."""
+    rounds: int = 2
+    """Interleaved rounds (each trains every configuration once)."""
+    top_layers: int = 10
+    """LoRA layers of the ``fast-top`` configuration."""
+    lr: float = 1e-3
+    """Learning rate (high enough that one short epoch moves the validation loss)."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    only: tuple[str, ...] = field(default_factory=tuple)
+    """Run only these configurations (empty: all)."""
+
+
+def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
+    """The TrainConfig fields of each compared configuration."""
+    common = {"stage": "extraction", "target_modules": "all-linear", "rank": 16, "alpha": 32, "dropout": 0.1, "lr": cfg.lr,
+              "batch_size": cfg.batch_size, "max_epochs": 1, "seed": 0, "threads": cfg.threads, "plot": False,
+              "progress": False, "checkpoint_every_minutes": None}
+    confs = {
+        "plain": {**common, "precision": "fp32", "target_only_head": False},
+        "head": {**common, "precision": "fp32", "target_only_head": True},
+        "fast": {**common, "precision": "auto", "target_only_head": True},
+        "fast-top": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers},
+    }
+    return {k: v for k, v in confs.items() if not cfg.only or k in cfg.only}
+
+
+def _val_loss(model_dir: Path, adapter: Path, val: list[dict], batch_size: int) -> float:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=target_modules,
-                                             task_type="CAUSAL_LM"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-4)
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (batch_size, seq_len))
-    labels = ids.clone()
-    labels[:, : seq_len // 2] = -100  # half prompt (masked), half completion, as in expert training
-    model.train()
-    timed = 0.0
-    for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if step >= warmup:
-            timed += time.perf_counter() - t0
-    tokens = steps * batch_size * seq_len
-    return {"target_modules": target_modules if isinstance(target_modules, str) else ",".join(target_modules),
-            "trainable_parameters": int(sum(p.numel() for p in params)), "steps": steps, "batch_size": batch_size,
-            "seq_len": seq_len, "seconds": round(timed, 3), "tokens_per_s": round(tokens / timed, 1)}
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    return teacher_forcing_loss(model, load_tokenizer(model_dir), val, batch_size=batch_size)
+
+
+def run_train_throughput(model_dir: str | os.PathLike, cfg: ThroughputConfig | None = None, say=print) -> dict:
+    """Train every configuration ``cfg.rounds`` times, interleaved; the report (see ``format_report``)."""
+    import torch
+
+    cfg = cfg or ThroughputConfig()
+    model_dir = Path(model_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train, val = bench_examples(cfg.n_train, 0), bench_examples(cfg.n_val, 1)
+    confs = configurations(cfg)
+    names = list(confs)
+    speeds: dict[str, list[float]] = {n: [] for n in names}
+    cards: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="memlora-train-bench-") as tmp:
+        for r in range(cfg.rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                out = Path(tmp) / name / f"round{r}"
+                result = train_expert(model_dir, train, [], out, TrainConfig(**confs[name]))
+                speeds[name].append(result.tokens_per_s)
+                cards.setdefault(name, result.card)
+                say(f"round {r + 1}/{cfg.rounds} {name:<9} {result.tokens_per_s:8.1f} tokens/s  "
+                    f"(train loss {result.epochs[-1].train_loss:.4f})")
+        losses = {n: _val_loss(model_dir, Path(tmp) / n / "round0", val, 2 * cfg.batch_size) for n in names}
+    rows = []
+    for n in names:
+        card = cards[n]
+        rows.append({
+            "name": n, "precision": card["precision"], "target_only_head": card["target_only_head"],
+            "lora_layers": card["lora_layers"], "trainable_parameters": card["trainable_parameters"],
+            "tokens_per_s": round(statistics.median(speeds[n]), 1), "tokens_per_s_rounds": [round(s, 1) for s in speeds[n]],
+            "train_loss": card["epochs"][-1]["train_loss"], "val_loss_fp32": round(losses[n], 4),
+        })
+    ref = next((row for row in rows if row["name"] == "plain"), rows[0])
+    for row in rows:
+        row["speedup"] = round(row["tokens_per_s"] / ref["tokens_per_s"], 2)
+        row["val_loss_change"] = round(row["val_loss_fp32"] / ref["val_loss_fp32"] - 1.0, 4)
+    return {"model": str(model_dir), "threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(),
+            "n_train": len(train), "n_val": len(val), "batch_size": cfg.batch_size, "rounds": cfg.rounds,
+            "train_tokens_per_epoch": cards[names[0]]["data"]["train_tokens_per_epoch"], "results": rows}
+
+
+def format_report(report: dict) -> str:
+    lines = [(f"{report['model']}: {report['n_train']} train / {report['n_val']} val examples, batch {report['batch_size']}, "
+              f"{report['train_tokens_per_epoch']} tokens per epoch, {report['threads']} threads, {report['rounds']} "
+              f"interleaved rounds (CPU bf16: {'yes' if report['cpu_bf16'] else 'no'})"),
+             "| config | precision | head | LoRA layers | tokens/s (median) | speed-up | val loss (fp32 eval) | change |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        layers = r["lora_layers"] if r["lora_layers"] == "all" else f"top {len(r['lora_layers'])}"
+        lines.append(f"| {r['name']} | {r['precision']} | {'targets' if r['target_only_head'] else 'all'} | {layers} | "
+                     f"{r['tokens_per_s']:.1f} | x{r['speedup']:.2f} | {r['val_loss_fp32']:.4f} | {100 * r['val_loss_change']:+.2f}% |")
+    return "\n".join(lines)

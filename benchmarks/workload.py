@@ -2,7 +2,7 @@
 
 The default is the sample conversation shipped with memlora (``memlora/data/sample_conversation.json``); ``--locomo FILE
 --conversation conv-XX`` runs a real LoCoMo conversation instead. Adds follow Mem0's protocol (one store per speaker, two
-messages at a time, in order, ``memlora.distill.locomo.ingestion_batches``); questions are asked of the first speaker.
+messages at a time, in order, ``memlora.corpus.locomo.ingestion_batches``); questions are asked of the first speaker.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     memlora-train teacher --teacher http://host:8000/v1 --model openai/gpt-oss-120b --locomo locomo10.json --split train -o DATA/
     memlora-train observations --locomo locomo10.json --split all -o DATA/
     memlora-train clean --data DATA/ --split train --student MODEL_DIR
-    memlora-train train --base MODEL_DIR --stage extraction --data DATA/ -o out/extraction
+    memlora-train train --base MODEL_DIR --stage extraction --data DATA/ -o out/extraction   (rerun to resume)
     memlora-train search --base MODEL_DIR --data DATA/ --locomo locomo10.json -o out/
     accelerate launch --num_processes 4 -m memlora.distill.cli train --base ... (several GPUs)
 """
@@ -16,10 +16,10 @@ import click
 
 from memlora import STAGES
 from memlora.cli_support import run_cli
-from memlora.distill.cleaning import clean_split
-from memlora.distill.conversations import load_conversations
 from memlora.corpus.dataset import SPLITS, stage_path
 from memlora.corpus.locomo import default_locomo_path, split_conversations
+from memlora.distill.cleaning import clean_split
+from memlora.distill.conversations import load_conversations
 from memlora.distill.teacher import OpenAIChatTeacher, make_teacher
 from memlora.distill.train import LR_SCHEDULES, TrainConfig, load_examples, train_expert
 from memlora.distill.vqa_teacher import VQATeacherConfig, run_vqa_teacher
@@ -152,7 +152,20 @@ TRAIN_OPTIONS = (
     click.option("--target-modules", default=None,
                  help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear else)."),
     click.option("--seed", default=0, show_default=True),
-    click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+    click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+                 help="auto: bf16 autocast where the GPU or CPU computes bf16 natively (AVX512-BF16, AMX), else fp32."),
+    click.option("--target-only-head/--full-head", default=True, show_default=True,
+                 help="Run the LM head on the completion positions only (same loss, less compute)."),
+    click.option("--lora-top-layers", type=click.IntRange(min=1), default=None,
+                 help="LoRA on the top N decoder layers only (default: every layer)."),
+    click.option("--bucket-by-length/--no-bucket-by-length", default=False, show_default=True,
+                 help="Batch examples of similar length together (less padding)."),
+    click.option("--checkpoint-every-minutes", type=float, default=5.0, show_default=True,
+                 help="Write a resumable checkpoint into the output dir this often (0: off)."),
+    click.option("--checkpoint-every-steps", type=click.IntRange(min=1), default=None,
+                 help="Also checkpoint every N optimiser steps."),
+    click.option("--resume/--no-resume", default=True, show_default=True,
+                 help="Continue from the output dir's checkpoint of the same run (rerun the same command)."),
     click.option("--max-length", type=int, default=None, help="Longest example in tokens (default: the model's context)."),
     click.option("--drop-too-long", is_flag=True, help="Drop longer examples instead of failing."),
     click.option("--threads", type=int, default=None, help="torch CPU threads."),

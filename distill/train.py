@@ -9,12 +9,18 @@ teacher-forcing loss; the best epoch's LoRA weights are kept. Written to ``out_d
 - ``training_card.json`` (data hashes, hyper-parameters, per-epoch losses, best epoch, tokens/s, versions),
 - ``loss_curve.png``.
 
+Speed (``TrainConfig``): the LM head on the target positions only (``memlora.distill.loss``), bf16 autocast where the
+hardware has it, optional LoRA on the top N layers and length-bucketed batches (``memlora.distill.batching``). A
+checkpoint (``memlora.distill.checkpoint``) is written into ``out_dir`` every few minutes; rerunning the same call
+continues from it.
+
 One process on CPU, or several GPUs with ``accelerate launch -m memlora.distill.cli train ...``: device placement,
 gradient sync and loss reduction go through ``accelerate.Accelerator``; only the main process writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -28,6 +34,16 @@ from typing import Any, Protocol, Sequence
 
 from memlora import STAGES
 from memlora.corpus.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
+from memlora.distill.batching import LengthBucketBatchSampler
+from memlora.distill.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    run_key,
+    save_checkpoint,
+    set_rng_state,
+)
+from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
 from memlora.extras import has_module
@@ -108,7 +124,19 @@ class TrainConfig:
     seed: int = 0
     """Seed for LoRA init, dropout and data order (runs are repeatable)."""
     precision: str = "auto"
-    """auto (bf16 on GPUs that support it, else fp32), bf16 or fp32."""
+    """auto (bf16 autocast on GPUs and CPUs with native bf16, else fp32), bf16 or fp32."""
+    target_only_head: bool = True
+    """Run the LM head on the completion positions only (same loss, no prompt logits); text-only models, one process."""
+    lora_top_layers: int | None = None
+    """LoRA on the top N decoder layers only (None: every layer); faster, since backward stops below them."""
+    bucket_by_length: bool = False
+    """Batch examples of similar length together (less padding; the batches are less random)."""
+    checkpoint_every_minutes: float | None = 5.0
+    """Write a resumable checkpoint into the output dir this often (None: only by checkpoint_every_steps)."""
+    checkpoint_every_steps: int | None = None
+    """Also checkpoint every N optimiser steps (None: by time only)."""
+    resume: bool = True
+    """Continue from the output dir's checkpoint of the same run, if there is one."""
     max_length: int | None = None
     """Longest allowed prompt+target in tokens; None = the model's context (max_position_embeddings)."""
     drop_too_long: bool = False
@@ -141,6 +169,10 @@ class TrainConfig:
             raise MemloraError(f"TrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise MemloraError(f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lora_top_layers is not None and int(self.lora_top_layers) < 1:
+            raise MemloraError(f"TrainConfig.lora_top_layers must be >= 1 (or None for every layer), got {self.lora_top_layers}")
+        if self.checkpoint_every_steps is not None and int(self.checkpoint_every_steps) < 1:
+            raise MemloraError(f"TrainConfig.checkpoint_every_steps must be >= 1, got {self.checkpoint_every_steps}")
         if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear",):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         return self
@@ -337,33 +369,53 @@ def _load_base(base_dir: Path, gradient_checkpointing: bool, attn_implementation
     return model, config
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX); read from /proc/cpuinfo (Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _mixed_precision(config: TrainConfig) -> str:
     import torch
 
     if config.precision == "fp32":
         return "no"
-    gpu_bf16 = (not config.cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if config.precision == "bf16":
         return "bf16"
-    return "bf16" if gpu_bf16 else "no"
+    on_gpu = (not config.cpu) and torch.cuda.is_available()
+    if on_gpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
-def _masked_loss_sums(model, loader, accelerator) -> tuple[float, int]:
+def _decoder_linear_names(model) -> list[str]:
+    """Names of the linear modules inside the decoder layers (what "all-linear" puts LoRA on), sorted."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and ".layers." in name})
+
+
+def _num_layers(model_config) -> int | None:
+    cfg = getattr(model_config, "text_config", None) or model_config
+    return getattr(cfg, "num_hidden_layers", None)
+
+
+def _masked_loss_sums(model, loader, accelerator, autocast, target_only: bool = False, progress: bool = False) -> tuple[float, int]:
     """Teacher-forcing loss summed over completion tokens, and their count (reduced over processes)."""
     import torch
+    from tqdm.auto import tqdm
 
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    with torch.no_grad():
-        for batch in loader:
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            shift_logits = logits[:, :-1].float()
-            shift_labels = batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
+    with torch.no_grad(), autocast():
+        for batch in tqdm(loader, desc="validation", leave=False, disable=not progress, unit="batch"):
+            loss, count = masked_loss_sum(model, batch, target_only)
             total[0] += loss.double()
-            total[1] += (shift_labels != -100).sum()
+            total[1] += count
     total = accelerator.reduce(total, reduction="sum")
     model.train()
     return float(total[0]), int(total[1])
@@ -471,8 +523,10 @@ def train_expert(
     check_examples(train_examples, config.stage, tok_sha, "training", allow_images=vision is not None)
     check_examples(val_examples, config.stage, tok_sha, "validation", allow_images=vision is not None)
 
+    # bf16 through torch.autocast rather than Accelerator(mixed_precision=...): accelerate's state is one per process
+    # and refuses a second precision, and tests and benchmarks train both ways in one process
+    precision = _mixed_precision(config)
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config),
         cpu=config.cpu,
         gradient_accumulation_steps=config.gradient_accumulation,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
@@ -497,6 +551,14 @@ def train_expert(
     target_modules = config.resolved_target_modules()
     if vision is not None:  # LoRA on the language model only (what the exported text decoder can carry)
         target_modules = vision.language_model_targets(model, target_modules)
+    n_layers = _num_layers(model_config)
+    layers = None
+    if config.lora_top_layers is not None:
+        if n_layers is None:
+            raise MemloraError(f"--lora-top-layers: {base_dir}'s config does not say how many layers it has")
+        layers = list(range(max(0, n_layers - int(config.lora_top_layers)), n_layers))
+        if target_modules == "all-linear":  # peft takes layers_to_transform only with a list of module names
+            target_modules = _decoder_linear_names(model)
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
@@ -504,16 +566,26 @@ def train_expert(
         target_modules=target_modules,
         bias="none",
         task_type="CAUSAL_LM",
+        **({"layers_to_transform": layers, "layers_pattern": "layers"} if layers is not None else {}),
     )
     try:
         model = get_peft_model(model, lora)
     except ValueError as exc:
         raise MemloraError(f"LoRA target modules {target_modules!r} do not fit {base_dir}: {exc}") from None
+    # the head on the target positions only: text students without an auxiliary loss (which reads the full outputs),
+    # in one process (the decoder is called past the DDP wrapper)
+    target_only = (config.target_only_head and aux_loss is None and vision is None and accelerator.num_processes == 1
+                   and target_only_supported(model))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     collate = _collate(tokenizer.pad_token_id)
-    gen = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(_Encoded(train_rows), batch_size=config.batch_size, shuffle=True, collate_fn=collate, generator=gen)
+    if config.bucket_by_length:
+        train_loader = DataLoader(_Encoded(train_rows), collate_fn=collate, batch_sampler=LengthBucketBatchSampler(
+            [len(row[0]) for row in train_rows], config.batch_size, config.seed))
+    else:
+        gen = torch.Generator().manual_seed(config.seed)
+        train_loader = DataLoader(_Encoded(train_rows), batch_size=config.batch_size, shuffle=True, collate_fn=collate,
+                                  generator=gen)
     total_steps = math.ceil(len(train_loader) / config.gradient_accumulation) * config.max_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config, total_steps))
     val_loader = DataLoader(_Encoded(val_rows), batch_size=config.eval_batch_size or 2 * config.batch_size, collate_fn=collate)
@@ -521,42 +593,100 @@ def train_expert(
         model, optimizer, train_loader, val_loader, scheduler
     )
 
+    def autocast():
+        if precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
+
     def val_loss() -> float | None:
         if not val_rows:
             return None
-        s, n = _masked_loss_sums(model, val_loader, accelerator)
+        s, n = _masked_loss_sums(model, val_loader, accelerator, autocast, target_only,
+                                 progress=config.progress and accelerator.is_local_main_process)
         return s / max(n, 1)
 
-    initial = val_loss()
-    epochs = [EpochLog(epoch=0, train_loss=None, val_loss=initial)]
-    best_loss, best_epoch, bad_epochs = initial, 0, 0
-    best_state = {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(accelerator.unwrap_model(model)).items()}
-    train_seconds, train_tokens = 0.0, 0
-    stopped_early = False
+    def lora_state() -> dict:
+        return {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(accelerator.unwrap_model(model)).items()}
+
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    key = run_key({
+        "base": str(base_dir.resolve()), "tokenizer": tok_sha, "train": examples_hash(train_examples),
+        "val": examples_hash(val_examples), "lead_space": lead_space, "processes": accelerator.num_processes,
+        "aux": _jsonable(aux_loss.hyperparameters()) if aux_loss is not None else None,
+        "config": {k: v for k, v in _jsonable(asdict(config)).items() if k not in _NOT_IN_RUN_KEY},
+    })
+    resumed = load_checkpoint(ckpt_path, key) if config.resume else None
+    resumed_from = {"epoch": resumed["loop"]["epoch"], "batch": resumed["loop"]["batches_done"]} if resumed else None
+    loop = {"epoch": 1, "batches_done": 0, "epoch_seconds": 0.0, "epoch_tokens": 0, "loss_sum": [0.0, 0.0],
+            "aux_sum": 0.0, "aux_batches": 0, "epochs": None, "best_loss": None, "best_epoch": 0, "bad_epochs": 0,
+            "train_seconds": 0.0, "train_tokens": 0, "stopped_early": False, "done": False}
+    if resumed is not None:
+        set_peft_model_state_dict(accelerator.unwrap_model(model), resumed["lora"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        loop.update(resumed["loop"])
+        best_state = resumed["best_state"]
+        epochs = [EpochLog(**e) for e in loop["epochs"]]
+        initial = epochs[0].val_loss
+        if accelerator.is_main_process and config.progress:
+            tqdm.write(f"[{config.stage}] resuming from {ckpt_path} at epoch {loop['epoch']}, batch {loop['batches_done']}")
+    else:
+        initial = val_loss()
+        epochs = [EpochLog(epoch=0, train_loss=None, val_loss=initial)]
+        loop["best_loss"] = initial
+        best_state = lora_state()
+    last_checkpoint, steps_since = time.monotonic(), 0
+
+    def checkpoint() -> None:
+        """Save where the loop stands, with the RNG state the next batch starts from (the main process writes)."""
+        nonlocal last_checkpoint, steps_since
+        if accelerator.is_main_process:
+            loop["epochs"] = [asdict(e) for e in epochs]
+            save_checkpoint(ckpt_path, {"run_key": key, "lora": lora_state(), "optimizer": optimizer.state_dict(),
+                                        "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                                        "loop": dict(loop), "best_state": best_state})
+        last_checkpoint, steps_since = time.monotonic(), 0
+
+    def checkpoint_due() -> bool:
+        minutes = config.checkpoint_every_minutes
+        return bool((config.checkpoint_every_steps and steps_since >= config.checkpoint_every_steps)
+                    or (minutes and time.monotonic() - last_checkpoint >= 60.0 * minutes))
+
     model.train()
-    for epoch in range(1, config.max_epochs + 1):
+    while not loop["done"] and loop["epoch"] <= config.max_epochs:
+        epoch = loop["epoch"]
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
-        t0, ep_tokens = time.perf_counter(), 0
-        aux_sum, aux_batches = 0.0, 0
-        loss_sum = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        skip = loop["batches_done"]
+        if resumed is not None and skip == 0:  # an epoch-end checkpoint: the RNG as the next epoch found it
+            set_rng_state(resumed["rng"])
+            resumed = None
+        loss_sum = torch.tensor(loop["loss_sum"], dtype=torch.float64, device=accelerator.device)
+        t0 = time.perf_counter() - loop["epoch_seconds"]
         bar = tqdm(
-            train_loader,
+            total=len(train_loader), initial=skip, unit="batch",
             desc=f"{config.stage} epoch {epoch}/{config.max_epochs}",
             disable=not (config.progress and accelerator.is_local_main_process),
             leave=False,
         )
-        for batch in bar:
+        for index, batch in enumerate(train_loader):
+            if index < skip:  # batches trained before the checkpoint: same order, so skip them
+                continue
+            if index == skip and resumed is not None:  # the RNG exactly as it was after the checkpoint's last batch
+                set_rng_state(resumed["rng"])
+                resumed = None
             with accelerator.accumulate(model):
-                if aux_loss is not None:
-                    out = model(**batch, **aux_loss.forward_kwargs)
-                    extra = aux_loss(out, batch)
-                    aux_sum += float(extra.detach())
-                    aux_batches += 1
-                    loss = out.loss + aux_loss.weight * extra
-                else:
-                    out = model(**batch)
-                    loss = out.loss
+                with autocast():
+                    if aux_loss is not None:
+                        out = model(**batch, **aux_loss.forward_kwargs)
+                        extra = aux_loss(out, batch)
+                        loop["aux_sum"] += float(extra.detach())
+                        loop["aux_batches"] += 1
+                        lm_loss = out.loss
+                        loss = lm_loss + aux_loss.weight * extra
+                    else:
+                        lm_loss, _ = causal_lm_loss(model, batch, target_only)
+                        loss = lm_loss
                 accelerator.backward(loss)
                 if config.max_grad_norm and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -564,33 +694,46 @@ def train_expert(
                 scheduler.step()
                 optimizer.zero_grad()
             n_target = int((batch["labels"][:, 1:] != -100).sum())
-            loss_sum[0] += float(out.loss.detach()) * n_target
+            loss_sum[0] += float(lm_loss.detach()) * n_target
             loss_sum[1] += n_target
-            ep_tokens += int(batch["attention_mask"].sum())
-            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}")
+            loop["epoch_tokens"] += int(batch["attention_mask"].sum())
+            loop["batches_done"] = index + 1
+            elapsed = time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(lm_loss.detach()):.3f}", tok_s=f"{loop['epoch_tokens'] / max(elapsed, 1e-9):.0f}")
+            if accelerator.sync_gradients:
+                steps_since += 1
+                if index + 1 < len(train_loader) and checkpoint_due():
+                    loop["loss_sum"], loop["epoch_seconds"] = loss_sum.tolist(), elapsed
+                    checkpoint()
+        bar.close()
         ep_seconds = time.perf_counter() - t0
         loss_sum = accelerator.reduce(loss_sum, reduction="sum")
-        ep_tokens = int(accelerator.reduce(torch.tensor(ep_tokens, device=accelerator.device), reduction="sum"))
-        train_seconds += ep_seconds
-        train_tokens += ep_tokens
+        ep_tokens = int(accelerator.reduce(torch.tensor(loop["epoch_tokens"], device=accelerator.device), reduction="sum"))
+        loop["train_seconds"] += ep_seconds
+        loop["train_tokens"] += ep_tokens
         vl = val_loss()
         epochs.append(EpochLog(epoch, float(loss_sum[0] / max(loss_sum[1], 1)), vl, round(ep_seconds, 3), ep_tokens))
-        if aux_batches:
-            epochs[-1].aux_loss = round(aux_sum / aux_batches, 4)
+        if loop["aux_batches"]:
+            epochs[-1].aux_loss = round(loop["aux_sum"] / loop["aux_batches"], 4)
         if accelerator.is_main_process and config.progress:
-            tqdm.write(f"[{config.stage}] epoch {epoch}: train {epochs[-1].train_loss:.4f}" + (f"  val {vl:.4f}" if vl is not None else ""))
+            tqdm.write(f"[{config.stage}] epoch {epoch}: train {epochs[-1].train_loss:.4f}" + (f"  val {vl:.4f}" if vl is not None else "")
+                       + f"  {ep_tokens / max(ep_seconds, 1e-9):.0f} tokens/s")
+        best_loss = loop["best_loss"]
         improved = vl is None or best_loss is None or vl < best_loss - config.min_delta
         if improved:
-            best_loss, best_epoch, bad_epochs = vl, epoch, 0
-            best_state = {
-                k: v.detach().to("cpu").clone()
-                for k, v in get_peft_model_state_dict(accelerator.unwrap_model(model)).items()
-            }
+            loop["best_loss"], loop["best_epoch"], loop["bad_epochs"] = vl, epoch, 0
+            best_state = lora_state()
         else:
-            bad_epochs += 1
-            if bad_epochs > config.patience:
-                stopped_early = True
-                break
+            loop["bad_epochs"] += 1
+            if loop["bad_epochs"] > config.patience:
+                loop["stopped_early"], loop["done"] = True, True
+        loop.update(epoch=epoch + 1, batches_done=0, epoch_seconds=0.0, epoch_tokens=0, loss_sum=[0.0, 0.0], aux_sum=0.0,
+                    aux_batches=0)
+        if not loop["done"] and loop["epoch"] <= config.max_epochs and checkpoint_due():
+            checkpoint()
+    best_loss, best_epoch, stopped_early = loop["best_loss"], loop["best_epoch"], loop["stopped_early"]
+    train_seconds, train_tokens = loop["train_seconds"], loop["train_tokens"]
 
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
@@ -619,7 +762,9 @@ def train_expert(
         },
         "hyperparameters": {**_jsonable(asdict(config)), "target_modules": target_modules, "target_lead_space": lead_space,
                             **_jsonable(aux_loss.hyperparameters() if aux_loss is not None else {})},
-        "precision": accelerator.mixed_precision if accelerator.mixed_precision != "no" else "fp32",
+        "precision": "bf16" if precision == "bf16" else "fp32",
+        "target_only_head": target_only,
+        "lora_layers": layers if layers is not None else "all",
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "epochs": [asdict(e) for e in epochs],
@@ -627,6 +772,7 @@ def train_expert(
         "best_epoch": best_epoch,
         "best_val_loss": best_loss,
         "stopped_early": stopped_early,
+        "resumed_from": resumed_from,
         "train_seconds": round(train_seconds, 3),
         "tokens_per_s": round(tokens_per_s, 2),
         "suggested_max_new_tokens": suggested_max_new_tokens(target_lengths),
@@ -653,6 +799,10 @@ def train_expert(
         stopped_early=stopped_early,
         card=card,
     )
+
+
+_NOT_IN_RUN_KEY = ("progress", "plot", "threads", "checkpoint_every_minutes", "checkpoint_every_steps", "resume")
+"""TrainConfig fields that do not change what a run computes: a rerun that changes only these resumes."""
 
 
 def _count_sources(examples: Sequence[dict]) -> dict[str, int]:

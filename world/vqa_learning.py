@@ -141,7 +141,8 @@ def run_seed(work_dir: str | Path, seed: int, cfg: VQALearningConfig | None = No
     train, val, test = (load_examples(stage_path(data, split, "vqa")) for split in ("train", "val", "test"))
     result = training.train_expert(base, train, val, work / "out" / "vqa", training.TrainConfig(
         stage="vqa", rank=cfg.rank, alpha=2 * cfg.rank, lr=cfg.lr, batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
-        patience=cfg.patience, seed=seed, threads=cfg.threads, progress=cfg.progress, plot=False))
+        patience=cfg.patience, seed=seed, threads=cfg.threads, progress=cfg.progress, plot=False,
+        precision="fp32"))  # the numerics its reported results were measured with
     trained = time.perf_counter()
     engine = TorchVLMEngine(base, adapters={"vqa": work / "out" / "vqa"}, threads=cfg.threads)
     routes = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,38 @@ def test_search_without_data_or_val_conversations_is_refused(tiny_model, sample_
         search_experts(tiny_model("qwen2"), {}, sample_conversations, tmp_path, SearchConfig(), embedder=object())
     with pytest.raises(DataError, match="validation conversation"):
         search_experts(tiny_model("qwen2"), {}, [], tmp_path, SearchConfig(), embedder=object())
+
+
+def test_search_with_top_k_two_validates_every_combination_and_keeps_the_best(tiny_model, sample_conversations, minilm,
+                                                                              tmp_path):
+    import itertools
+
+    base = tiny_model("qwen2")
+    data, _ = observation_examples(sample_conversations, ObservationConfig(stages=("extraction", "update"), max_batches=4),
+                                   minilm)
+    assert data["extraction"] and data["update"]
+    examples = {stage: (data[stage][:6], data[stage][6:9]) for stage in ("extraction", "update")}
+    calls = []
+
+    def metric(question, prediction, gold):
+        calls.append(prediction)
+        return float(len(prediction) % 5) / 4
+
+    cfg = SearchConfig(stages=("extraction", "update"), lrs=(1e-3, 5e-3), batch_sizes=(4,), top_k=2,
+                       train=TrainConfig(max_epochs=1, threads=2, progress=False), max_batches=2, max_questions=2,
+                       max_new_tokens={"extraction": 12, "update": 12, "generation": 6}, threads=2)
+    report = search_experts(base, examples, sample_conversations, tmp_path / "out", cfg, metric, embedder=minilm,
+                            metric_name="test")
+    assert len(report.candidates) == 4 and {len(paths) for paths in report.top.values()} == {2}
+    combos = [c["adapters"] for c in report.combinations]
+    assert sorted(map(sorted, (d.items() for d in combos))) == sorted(
+        sorted({"extraction": e, "update": u}.items()) for e, u in itertools.product(report.top["extraction"], report.top["update"]))
+    assert len(calls) == 2 * (1 + 4 + 4)  # base, four candidates, four combinations; two questions each
+    best = max(c["score"] for c in report.combinations)
+    assert report.best_score == best
+    assert report.chosen == next(c["adapters"] for c in report.combinations if c["score"] == best)
+    out = tmp_path / "out"
+    for stage, src in report.chosen.items():
+        assert (out / stage / "adapter_model.safetensors").read_bytes() == (Path(src) / "adapter_model.safetensors").read_bytes()
+    assert set(json.loads((out / "experts.json").read_text())["experts"]) == {"extraction", "update"}
+    assert len(json.loads((out / "search_report.json").read_text())["combinations"]) == 4

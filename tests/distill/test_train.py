@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from memlora.distill import cli as train_cli
 from memlora.corpus.dataset import stage_path, write_jsonl_atomic
+from memlora.distill import cli as train_cli
 from memlora.distill.train import (
     TrainConfig,
     encode_example,
@@ -35,7 +35,7 @@ def toy_examples(n: int, offset: int = 0) -> list[dict]:
     return out
 
 
-FAST = dict(stage="extraction", lr=5e-3, batch_size=4, max_epochs=1, threads=2, progress=False)
+FAST = dict(stage="extraction", lr=5e-3, batch_size=4, max_epochs=1, threads=2, progress=False, precision="fp32")
 
 
 def test_labels_mask_the_prompt_and_end_with_eos(tiny_model):

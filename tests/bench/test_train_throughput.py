@@ -1,0 +1,37 @@
+"""``memlora-bench train-throughput --quick``: the plain loop, the fast one and LoRA on the top layer, side by side."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+
+def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_path):
+    from memlora.bench.cli import bench_command
+
+    out = tmp_path / "train.json"
+    result = CliRunner().invoke(bench_command, ["train-throughput", "--quick", "--rounds", "2", "--threads", "2",
+                                                "--json", str(out)], standalone_mode=False)
+    assert result.exception is None, result.output
+    report = json.loads(out.read_text())
+    rows = {r["name"]: r for r in report["results"]}
+    assert list(rows) == ["plain", "head", "fast", "fast-top"] and report["rounds"] == 2
+    assert rows["plain"]["precision"] == "fp32" and rows["plain"]["target_only_head"] is False
+    assert rows["fast"]["target_only_head"] is True and rows["fast"]["precision"] == ("bf16" if report["cpu_bf16"] else "fp32")
+    assert rows["plain"]["lora_layers"] == rows["fast"]["lora_layers"] == "all" and len(rows["fast-top"]["lora_layers"]) == 1
+    assert rows["fast-top"]["trainable_parameters"] < rows["fast"]["trainable_parameters"] == rows["plain"]["trainable_parameters"]
+    for r in rows.values():
+        assert len(r["tokens_per_s_rounds"]) == 2 and all(s > 0 for s in r["tokens_per_s_rounds"])
+        assert r["speedup"] == round(r["tokens_per_s"] / rows["plain"]["tokens_per_s"], 2)
+        assert r["val_loss_change"] == round(r["val_loss_fp32"] / rows["plain"]["val_loss_fp32"] - 1, 4)
+    # the same data and seed: the fast loop learns what the plain one learns (the head change is exact; bf16 is close)
+    assert abs(rows["head"]["val_loss_change"]) < 1e-4 and abs(rows["fast"]["val_loss_change"]) < 0.02
+    assert "| plain | fp32 | all | all |" in result.output
+
+
+def test_train_throughput_needs_a_model():
+    from memlora.bench.cli import bench_command
+
+    result = CliRunner().invoke(bench_command, ["train-throughput"], standalone_mode=False)
+    assert "needs --model-dir" in str(result.exception)

@@ -1,0 +1,226 @@
+"""The fast training path: the target-only LM head, bf16 autocast, LoRA on the top layers, length buckets, and
+resuming a SIGKILLed run from its checkpoint (a real subprocess, killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memlora.corpus.dataset import stage_path, write_jsonl_atomic
+from memlora.distill.batching import LengthBucketBatchSampler
+from memlora.distill.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
+from memlora.distill.train import (
+    TrainConfig,
+    _collate,
+    encode_example,
+    load_tokenizer,
+    train_expert,
+)
+from tests.distill.test_train import FAST, toy_examples
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _lora_model(base, seed: int = 0):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                                             init_lora_weights=False, task_type="CAUSAL_LM"))
+    return model
+
+
+def test_target_only_loss_and_gradients_equal_the_full_masked_loss(tiny_model):
+    import torch
+
+    base = tiny_model("qwen2")
+    tok = load_tokenizer(base)
+    examples = toy_examples(3)
+    examples[1] = dict(examples[1], target=examples[1]["target"] + " and a much longer target than the others")
+    batch = _collate(tok.pad_token_id)([encode_example(tok, e) for e in examples])  # right-padded, uneven lengths
+    model = _lora_model(base)
+    assert target_only_supported(model)
+    lora = [p for p in model.parameters() if p.requires_grad]
+
+    full, out = causal_lm_loss(model, batch, target_only=False)
+    full.backward()
+    full_grads = [p.grad.clone() for p in lora]
+    model.zero_grad()
+    fast, none = causal_lm_loss(model, batch, target_only=True)
+    fast.backward()
+    assert out is not None and none is None
+    assert float(fast.detach()) == pytest.approx(float(full.detach()), rel=1e-5)
+    assert float(full.detach()) == pytest.approx(float(model(**batch).loss.detach()), rel=1e-6)  # the model's own masked loss
+    for a, b in zip(full_grads, (p.grad for p in lora)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        (s_full, n_full), (s_fast, n_fast) = (masked_loss_sum(model, batch, t) for t in (False, True))
+    n_targets = int((batch["labels"][:, 1:] != -100).sum())
+    assert n_full == n_fast == n_targets and float(s_fast) == pytest.approx(float(s_full), rel=1e-5)
+    assert float(s_full) / n_full == pytest.approx(float(full), rel=1e-5)
+
+
+def test_training_with_and_without_the_target_only_head_ends_at_the_same_loss(tiny_model, tmp_path):
+    base = tiny_model("qwen2")
+    train, val = toy_examples(12), toy_examples(4, offset=30)
+    fast = train_expert(base, train, val, tmp_path / "fast", TrainConfig(**FAST))
+    full = train_expert(base, train, val, tmp_path / "full", TrainConfig(**FAST, target_only_head=False))
+    assert fast.card["target_only_head"] is True and full.card["target_only_head"] is False
+    assert fast.epochs[0].val_loss == pytest.approx(full.epochs[0].val_loss, rel=1e-6)
+    assert fast.epochs[-1].val_loss == pytest.approx(full.epochs[-1].val_loss, rel=1e-5)
+    assert fast.epochs[-1].val_loss < fast.epochs[0].val_loss
+
+
+def test_bf16_autocast_trains_close_to_fp32(tiny_model, tmp_path):
+    base = tiny_model("qwen2")
+    train, val = toy_examples(12), toy_examples(4, offset=30)
+    bf16 = train_expert(base, train, val, tmp_path / "bf16", TrainConfig(**{**FAST, "precision": "bf16"}))
+    fp32 = train_expert(base, train, val, tmp_path / "fp32", TrainConfig(**FAST))
+    assert bf16.card["precision"] == "bf16" and fp32.card["precision"] == "fp32"
+    assert bf16.epochs[-1].val_loss != fp32.epochs[-1].val_loss  # autocast did run in bf16
+    assert bf16.epochs[-1].val_loss == pytest.approx(fp32.epochs[-1].val_loss, rel=2e-2)
+
+
+def test_lora_on_the_top_layers_only(tiny_model, tmp_path):
+    from safetensors import safe_open
+
+    base = tiny_model("qwen2")
+    n_layers = json.loads((Path(base) / "config.json").read_text())["num_hidden_layers"]
+    ex = [dict(e, stage="generation", target="chess") for e in toy_examples(4)]
+    result = train_expert(base, ex, ex[:2], tmp_path / "generation",
+                          TrainConfig(**{**FAST, "stage": "generation", "lora_top_layers": 1}))
+    cfg = json.loads((tmp_path / "generation" / "adapter_config.json").read_text())
+    assert cfg["layers_to_transform"] == [n_layers - 1] and result.card["lora_layers"] == [n_layers - 1]
+    assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    with safe_open(str(tmp_path / "generation" / "adapter_model.safetensors"), "pt") as f:
+        layers = {k.split(".layers.")[1].split(".")[0] for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    assert layers == {str(n_layers - 1)}
+    with pytest.raises(Exception, match="lora_top_layers must be >= 1"):
+        TrainConfig(lora_top_layers=0).validate()
+
+
+def test_length_buckets_cover_every_example_once_and_cut_padding():
+    import random
+
+    lengths = [random.Random(i).randint(10, 500) for i in range(203)]
+    sampler = LengthBucketBatchSampler(lengths, batch_size=8, seed=3)
+    epoch1 = sampler.batches(1)
+    assert sorted(i for b in epoch1 for i in b) == list(range(203)) and len(epoch1) == len(sampler) == 26
+    assert epoch1 == LengthBucketBatchSampler(lengths, 8, 3).batches(1) and epoch1 != sampler.batches(2)
+
+    def padding(batches):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    shuffled = list(range(203))
+    random.Random(0).shuffle(shuffled)
+    assert padding(epoch1) < 0.2 * padding([shuffled[i : i + 8] for i in range(0, 203, 8)])
+
+
+def test_bucketed_training_runs_and_is_recorded(tiny_model, tmp_path):
+    base = tiny_model("qwen2")
+    result = train_expert(base, toy_examples(12), toy_examples(4, 30), tmp_path / "x",
+                          TrainConfig(**FAST, bucket_by_length=True))
+    assert result.card["hyperparameters"]["bucket_by_length"] is True and result.epochs[-1].train_loss is not None
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    import torch
+
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint(path, {"run_key": "a", "lora": {"w": torch.ones(2)}})
+    assert load_checkpoint(path, "b") is None
+    assert torch.equal(load_checkpoint(path, "a")["lora"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temporary file left
+    path.write_bytes(b"not a checkpoint")
+    assert load_checkpoint(path, "a") is None
+
+
+# The child trains through the real CLI; with a delay per optimiser step (set by the test) it is slow enough to be
+# killed mid-run. The delay is outside the training code: it changes no number.
+CHILD = """
+import os, sys, time
+import torch
+
+delay = float(os.environ.get("STEP_DELAY", "0"))
+if delay:
+    step = torch.optim.AdamW.step
+    def slow_step(self, *a, **k):
+        time.sleep(delay)
+        return step(self, *a, **k)
+    torch.optim.AdamW.step = slow_step
+from memlora.distill.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_sigkilled_run_rerun_with_the_same_command_ends_equal_to_an_uninterrupted_one(tiny_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    base = tiny_model("qwen2")
+    data = tmp_path / "DATA"
+    write_jsonl_atomic(stage_path(data, "train", "extraction"), toy_examples(16))
+    write_jsonl_atomic(stage_path(data, "val", "extraction"), toy_examples(4, 30))
+    (tmp_path / "child.py").write_text(CHILD)
+
+    def command(out):
+        return [sys.executable, str(tmp_path / "child.py"), "train", "--base", str(base), "--stage", "extraction",
+                "--data", str(data), "-o", str(out), "--epochs", "3", "--patience", "3", "--batch-size", "4",
+                "--lr", "5e-3", "--threads", "2", "--precision", "fp32", "--checkpoint-every-steps", "2"]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run_and_kill(out, after_position):
+        """Start the run, SIGKILL it once its checkpoint is past ``after_position``; the checkpoint's position."""
+        proc = subprocess.Popen(command(out), env={**env, "STEP_DELAY": "0.4"}, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                state = load_checkpoint(out / CHECKPOINT_NAME, _key_of(out))
+                if state is not None and (state["loop"]["epoch"], state["loop"]["batches_done"]) > after_position:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return state["loop"]["epoch"], state["loop"]["batches_done"]
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        pytest.fail("the run ended (or stalled) before it could be killed after a checkpoint")
+
+    def _key_of(out):
+        path = out / CHECKPOINT_NAME
+        return torch.load(path, weights_only=True)["run_key"] if path.is_file() else None
+
+    killed = tmp_path / "killed" / "extraction"
+    first = run_and_kill(killed, (0, 0))
+    second = run_and_kill(killed, first)
+    assert first[1] > 0  # killed mid-epoch
+    assert not (killed / "adapter_model.safetensors").exists()
+    subprocess.run(command(killed), env=env, cwd=REPO, check=True, capture_output=True)
+    whole = tmp_path / "whole" / "extraction"
+    subprocess.run(command(whole), env=env, cwd=REPO, check=True, capture_output=True)
+
+    resumed_card = json.loads((killed / "training_card.json").read_text())
+    whole_card = json.loads((whole / "training_card.json").read_text())
+    assert resumed_card["resumed_from"] is not None and (resumed_card["resumed_from"]["epoch"], resumed_card["resumed_from"]["batch"]) == second
+    assert whole_card["resumed_from"] is None
+    assert not (killed / CHECKPOINT_NAME).exists() and not (whole / CHECKPOINT_NAME).exists()
+    a, b = load_file(str(killed / "adapter_model.safetensors")), load_file(str(whole / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert [e["val_loss"] for e in resumed_card["epochs"]] == pytest.approx([e["val_loss"] for e in whole_card["epochs"]],
+                                                                            rel=1e-5)
