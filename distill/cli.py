@@ -212,7 +212,8 @@ def train_command(base, stage, data_dir, out_dir, **config_fields):
 @cli.command("search")
 @click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Validation conversations (LoCoMo val split).")
+@click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Validation conversations (LoCoMo val split).")
 @click.option("--conversations", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Your own validation conversations (JSONL) instead of LoCoMo's val split.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)

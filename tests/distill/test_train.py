@@ -112,7 +112,8 @@ def test_all_linear_for_generation_by_default(tiny_model, tmp_path):
     ex = [dict(e, stage="generation", target="chess") for e in toy_examples(4)]
     train_expert(base, ex, ex[:2], tmp_path / "generation", TrainConfig(**{**FAST, "stage": "generation"}))
     cfg = json.loads((tmp_path / "generation" / "adapter_config.json").read_text())
-    assert {m.split(".")[-1] for m in cfg["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    all_linear = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert {m.split(".")[-1] for m in cfg["target_modules"]} == all_linear
 
 
 @pytest.mark.parametrize(

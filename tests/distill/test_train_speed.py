@@ -215,7 +215,8 @@ def test_a_sigkilled_run_rerun_with_the_same_command_ends_equal_to_an_uninterrup
 
     resumed_card = json.loads((killed / "training_card.json").read_text())
     whole_card = json.loads((whole / "training_card.json").read_text())
-    assert resumed_card["resumed_from"] is not None and (resumed_card["resumed_from"]["epoch"], resumed_card["resumed_from"]["batch"]) == second
+    resumed_from = resumed_card["resumed_from"]
+    assert resumed_from is not None and (resumed_from["epoch"], resumed_from["batch"]) == second
     assert whole_card["resumed_from"] is None
     assert not (killed / CHECKPOINT_NAME).exists() and not (whole / CHECKPOINT_NAME).exists()
     a, b = load_file(str(killed / "adapter_model.safetensors")), load_file(str(whole / "adapter_model.safetensors"))
