@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 from memlora import LOOP_STAGES
 
 FORCED_TOKENS = {"extraction": 30, "update": 55, "generation": 33}
-"""Output tokens per call forced on random-weight models: the paper's measured averages per stage (brief of issue 5)."""
+"""Output tokens per call forced on random-weight models: the paper's measured averages per stage (Table 3)."""
 
 
 

@@ -96,7 +96,7 @@ SIZES: dict[str, dict[str, ModelShape]] = {
     },
 }
 
-# tiny-world (added by the world engineer): the demo's default base, a little larger than tiny so that it can learn the
+# tiny-world: the demo's default base, a little larger than tiny so that it can learn the
 # memory operations of the synthetic world; pretrained from scratch by memlora.world.pretrain (--pretrain world).
 SIZES["tiny-world"] = {"qwen2": ModelShape("qwen2", dict(
     SIZES["tiny"]["qwen2"].fields, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,

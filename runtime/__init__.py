@@ -3,5 +3,5 @@
 import os as _os
 
 # On-device privacy: ONNX Runtime and ONNX Runtime GenAI write a device id and telemetry databases under
-# ~/.cache/Microsoft/DeveloperTools unless this is set BEFORE onnxruntime is imported (added by the ort-engine owner).
+# ~/.cache/Microsoft/DeveloperTools unless this is set BEFORE onnxruntime is imported.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

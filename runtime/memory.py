@@ -145,7 +145,7 @@ class Memory:
         """``Memory.from_bundle("bundle/", store_dir="mem/")``: ONNX Runtime GenAI engine + the bundle's ONNX embedder.
 
         Per-stage token budgets and the prompt set come from the bundle's manifest unless given in ``config``; a bundle
-        without an embedder uses ``config["embedder_path"]`` (default all-MiniLM-L6-v2). Added by the ort-engine owner."""
+        without an embedder uses ``config["embedder_path"]`` (default all-MiniLM-L6-v2)."""
 
         engine = OrtGenAIEngine(bundle_dir, threads=config.get("threads"), verify=verify, prefix_cache=prefix_cache)
         experts = engine.bundle.experts.values()

@@ -19,7 +19,7 @@ memories. The yes/no pointer (``yes_no_pointers``, ``yes_no_attention_loss``) sa
 and two layers below the copy head: at the position predicting the answer, a head of the ``read`` layer attends to
 the word asked about (the question's last word, before its "?"), and the same head of the ``find`` layer to that
 word's earlier occurrences in the prompt for Yes, or to position 0 (the attention sink: nothing found) for No. Both
-heads' outputs stay free for the next layers to turn into Yes or No (README, world section, ninth round).
+heads' outputs stay free for the next layers to turn into Yes or No (docs/world.md).
 """
 
 from __future__ import annotations

@@ -66,30 +66,28 @@ class ExpertRecipe:
     copy_attention: float = 0.0
     """Weight of the copy-attention loss (``copy_attention.CopyAttentionLoss``, the trainer's auxiliary loss; 0 = off)."""
     yes_no_pointer: float = 0.0
-    """Weight of the yes/no pointer inside it (``CopyAttentionLoss.yes_no_pointer``; 0 = off; README, world section,
-    ninth round)."""
+    """Weight of the yes/no pointer inside it (``CopyAttentionLoss.yes_no_pointer``; 0 = off; docs/world.md)."""
     lr_schedule: str = "constant"
     """Learning rate after warm-up (``TrainConfig.lr_schedule``): "constant", or "cosine" (decays to 0 over the epochs)."""
     op_key_order: tuple[str, ...] = MEM0_OP_KEYS
     """Update stage: key order of the target ops (``world_export.update_examples``). Mem0's (the prompt's) puts the id
     first; the copy preset's ``("text", "event", "old_memory", "id")`` has the model write the fact and decide the event
-    before it picks a memory id (README, world section, fifth round)."""
+    before it picks a memory id (docs/world.md)."""
     max_new_tokens: int = 64
     """Generation budget recorded in experts.json for this stage."""
     prompt_set: str = "memlora"
     """Prompt set the examples are rendered with, recorded in experts.json (``memlora.runtime.prompts.PROMPT_SETS``; the
     three experts of a preset share one). The copy preset's ``"memlora-textfirst"`` writes each old memory's text
     before its id and each retrieved memory's text before its timestamp, so that the update expert can copy the id,
-    and the generation expert the date, after finding the text (README, world section, seventh round)."""
+    and the generation expert the date, after finding the text (docs/world.md)."""
     memory_order: str = "shuffled"
     """Update and generation stages: which memories are shown and in what order (``world_export.MEMORY_ORDERS``):
-    "shuffled", "retrieval" (the loop's order: most similar to the question, or to each fact, first; README, world
-    section, eighth round) or "loop" (also the loop's choice: each fact's top 5 of the owner's whole memory; ninth
-    round)."""
+    "shuffled", "retrieval" (the loop's order: most similar to the question, or to each fact, first) or "loop" (also
+    the loop's choice: each fact's top 5 of the owner's whole memory)."""
     multi_fact_repeats: int = 1
     """Extraction and update stages: each training example of two or more facts (a turn that states them) is put this
     many times into the pool the ``n_train`` examples are drawn from (1 = once). An extraction expert that rarely sees
-    such turns writes their first fact and closes the list (README, world section, ninth round)."""
+    such turns writes their first fact and closes the list."""
 
 
 @dataclass
@@ -134,8 +132,8 @@ def _presets() -> dict[str, WorldPreset]:
                 "generation": ExpertRecipe(n_train=960, epochs=3, max_new_tokens=12),
             },
         ),
-        # The default world on a base with a built-in copy circuit, and experts taught where to copy from (README, world
-        # section, fourth and fifth rounds): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and
+        # The default world on a base with a built-in copy circuit, and experts taught where to copy from
+        # (docs/world.md): a copy-head base (frozen random embeddings, RoPE theta 1e4, constant lr) and
         # LoRA experts trained longer with the copy-attention loss; answers are encoded with a leading space, and the
         # update expert writes each op's text and event before the memory id it refers to; every expert's learning rate
         # decays to 0 over its epochs (cosine); every memory shown to an expert has its text before its id or its

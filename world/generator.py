@@ -558,7 +558,7 @@ class _Generator:
         sessions: list[WorldSession] = []
         known: dict[str, dict[str, tuple[str, dict]]] = {speaker_a: {}, speaker_b: {}}  # what each speaker has said so far
         for s in range(cfg.n_sessions):
-            # each speaker's planned statements this session, in a random order, some sharing one turn
+            # each speaker's planned statements for the session being written, in a random order, some sharing one turn
             queues: dict[str, list[list[_Event]]] = {}
             for speaker in (speaker_a, speaker_b):
                 todo = [e for e in plans[speaker] if e.session == s]

@@ -77,7 +77,7 @@ class PretrainConfig:
     constant query and key biases phased for RoPE so that every position attends to the one before it, V = a random
     orthonormal projection, O = alpha times another, outside what the copy head reads): each position then carries the
     token before it, which a copy head needs to continue a copied run (the month after a copied day), an induction
-    step; 0 = none. No preset uses it (README, world section, sixth round)."""
+    step; 0 = none. No preset uses it."""
     threads: int | None = 2
     """torch CPU threads (None: torch's default)."""
     progress: bool = True

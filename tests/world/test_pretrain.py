@@ -110,6 +110,9 @@ def test_later_options_at_their_defaults_keep_the_cache_keys():
     assert base_cache_dir(plain, 0).name == "qwen2-tiny-world-seed0-26ff5c17c371"
     assert world_cache_root(plain, 0).name.startswith("plain-seed0-")
     copy = get_preset("copy")
+    # the default preset's cached base and experts (built by `memlora demo`): their keys, hence their bytes, stay put
+    assert base_cache_dir(copy, 0).name == "qwen2-tiny-world-seed0-b4bb79f9a98f"
+    assert world_cache_root(copy, 0).name == "copy-seed0-307f8fd39205"
     assert base_cache_dir(copy, 0).name != base_cache_dir(plain, 0).name
     assert world_cache_root(copy, 0).name != world_cache_root(plain, 0).name
     # later options are per class: the experts' lr_schedule (default "constant") is not the pretraining's (default
