@@ -41,7 +41,7 @@ from memlora.models import ensure_model
               help="Trained peft experts (out/ of memlora-train) for the real model (default: random experts of the paper's shapes).")
 @click.option("--rounds", type=int, default=None, help="Interleaved rounds of bundle vs llama.cpp (default 3, quick 1).")
 @click.option("--max-new-tokens", type=int, default=None,
-              help="Cap every stage's output budget on a real model (default: the loop's budgets; quick: 24).")
+              help="Cap every stage's output budget on a real model (default: the loop's budgets; quick: 8).")
 @click.option("--precision", type=click.Choice(["int4", "fp32"]), default="int4", show_default=True)
 @click.option("--threads", type=int, default=None, help="Engine threads (default: cores, at most 2).")
 @click.option("--quick", is_flag=True, help="A few calls per run (smoke test).")

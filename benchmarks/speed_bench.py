@@ -51,7 +51,7 @@ class BenchConfig:
     rounds: int | None = None
     """Interleaved rounds of the peer comparison (default 3, quick 1)."""
     max_new_tokens: int | None = None
-    """Cap on every stage's output budget for a real model (default: the loop's budgets; quick: 24)."""
+    """Cap on every stage's output budget for a real model (default: the loop's budgets; quick: 8)."""
     precision: str = "int4"
     """Precision of the bundles the bench builds (int4 or fp32)."""
     threads: int | None = None
@@ -86,7 +86,7 @@ class BenchConfig:
             raise MemloraError(f"--precision must be int4 or fp32, not {self.precision!r}")
 
 
-QUICK_CAP = 24
+QUICK_CAP = 8
 """Output-token cap per call of ``--quick`` on a real model (the smoke test stays short)."""
 
 
