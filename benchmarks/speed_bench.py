@@ -31,6 +31,7 @@ from typing import Any
 from memlora.errors import MemloraError
 
 from memlora import STAGES
+from memlora.bench.bench_bundles import REAL_MODELS
 
 SCHEMA = "memlora-bench/1"
 BIG = 10**9  # min_new_tokens that makes an engine ignore EOS for the whole budget
@@ -84,6 +85,8 @@ class BenchConfig:
             raise MemloraError(f"--device must be cpu or cuda, not {self.device!r}")
         if self.precision not in ("int4", "fp32"):
             raise MemloraError(f"--precision must be int4 or fp32, not {self.precision!r}")
+        if self.experts is not None and (self.bundle is not None or self.model_shape not in REAL_MODELS):
+            raise MemloraError(f"--experts needs a real model ({', '.join(sorted(REAL_MODELS))}) and no --bundle")
 
 
 QUICK_CAP = 8

@@ -93,6 +93,7 @@ def test_levers_are_measured(report):
 @pytest.mark.parametrize("args, message", [
     (["--bundle", "{tmp}/nope"], "bundle directory not found"),
     (["--device", "cuda"], "CUDA build of onnxruntime-genai"),
+    (["--experts", "{tmp}"], "--experts needs a real model"),
 ])
 def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
     import onnxruntime_genai as og
