@@ -1,4 +1,4 @@
-"""``memlora-bench --device cpu --quick`` in its default form: the real SmolLM2-135M-Instruct (the session's pulled
+"""``memlora-bench --device cpu --quick`` in its default form: the real SmolLM2-135M-Instruct (the pulled
 model) with random experts of the paper's shapes, output lengths decided by the model under the quick cap, the bundle's
 loop interleaved with llama.cpp on the shipped Q4_1 GGUF and its Q4_0 requant (when the peer extra is installed)."""
 
