@@ -488,8 +488,8 @@ def _levers(config, bench, sub, ref, ref_name, bundles, ort_run, threads, progre
                            "s_per_answer_ratio_over_default": _ratio(run["summary"]["overall"]["s_per_answer"], o["s_per_answer"])}
         levers["int4"] = {"default": "block 32, accuracy level 4 (builder defaults)", **int4}
     levers["spin_waiting"] = {"unavailable": (
-        "not settable: ONNX Runtime GenAI 0.18's genai_config session_options expose no session config entries "
-        "(session.intra_op.allow_spinning), and llama-cpp-python exposes no spin setting")}
+        "not measured: neither memlora's ONNX Runtime GenAI engine (genai_config session_options carry threads only) nor "
+        "llama-cpp-python exposes a spin-wait setting (onnxruntime's session.intra_op.allow_spinning)")}
     levers["batch_update_calls"] = {"applicable": False, "reason": (
         "one add makes ONE update call covering every extracted fact (Mem0's loop, kept by memlora): there is nothing "
         "to batch inside an add; independent adds of different users could be batched, which ONNX Runtime GenAI 0.18 "
