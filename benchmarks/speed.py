@@ -100,6 +100,38 @@ class LoopResult:
     """Update outputs that gave no operation: the facts were ADDed."""
     rss_peak_mb: float = 0.0
     """Peak resident memory of this process while the run went on."""
+    embed_s: float = 0.0
+    """Time in the embedder (facts before retrieval and storing, questions before retrieval)."""
+    store_s: float = 0.0
+    """The loop's time outside the engine and the embedder: store search/apply and the loop's own glue."""
+    calls_at_cap: int = 0
+    """Calls that stopped at their stage's budget instead of EOS."""
+    budgets: dict = field(default_factory=dict)
+    """Stage -> output token budget (the cap)."""
+    load_avg: list = field(default_factory=list)
+    """1-minute load average of the machine at the start and the end of the run (one pair per round when merged)."""
+
+    @classmethod
+    def merge(cls, name: str, parts: Sequence["LoopResult"]) -> "LoopResult":
+        """One result over several rounds of the same run (interleaved with other runs)."""
+        merged = cls(name, [r for p in parts for r in p.records], load_s=max(p.load_s for p in parts),
+                     budgets=dict(parts[0].budgets))
+        for key in ("wall_s", "stand_in_facts", "stand_in_updates", "embed_s", "store_s", "calls_at_cap"):
+            setattr(merged, key, sum(getattr(p, key) for p in parts))
+        merged.rss_peak_mb = max(p.rss_peak_mb for p in parts)
+        merged.load_avg = [pair for p in parts for pair in p.load_avg]
+        return merged
+
+    def loop_costs(self) -> dict:
+        """Where the loop's wall time goes, each as a share of it (shares of s/answer with the loop's own costs included)."""
+        engine = sum(r.total_s for r in self.records)
+        parts = {"prefill": sum(r.prefill_s for r in self.records), "decode": sum(r.decode_s for r in self.records),
+                 "switch": sum(r.switch_s for r in self.records)}
+        parts["template_and_tokenization"] = max(engine - sum(parts.values()), 0.0)
+        parts["embedder"], parts["store_and_glue"] = self.embed_s, self.store_s
+        wall = engine + self.embed_s + self.store_s
+        return {"wall_s": round(wall, 4), "s_per_answer_with_loop": round(wall / len(self.records), 4) if self.records else 0.0,
+                "shares": {k: round(v / wall, 4) if wall else 0.0 for k, v in parts.items()}}
 
     def stage_stats(self) -> dict[str, StageStats]:
         stages = dict.fromkeys(r.stage for r in self.records)
@@ -112,6 +144,8 @@ class LoopResult:
         return {
             "name": self.name, "load_s": self.load_s, "wall_s": self.wall_s, "rss_peak_mb": self.rss_peak_mb,
             "stand_in_facts": self.stand_in_facts, "stand_in_updates": self.stand_in_updates,
+            "calls_at_cap": self.calls_at_cap, "budgets": self.budgets, "load_avg": self.load_avg,
+            "loop_costs": self.loop_costs(),
             "stages": {s: asdict(v) for s, v in self.stage_stats().items()}, "overall": asdict(self.overall()),
         }
 
@@ -142,6 +176,30 @@ class PeakRSS:
         self._thread.join()
 
 
+class TimedEmbedder:
+    """Wraps an embedder and adds up the seconds spent in ``encode``."""
+
+    def __init__(self, embedder):
+        self.inner, self.seconds = embedder, 0.0
+        self.dim = embedder.dim
+
+    def encode(self, texts, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.inner.encode(texts, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _load_avg() -> float | None:
+    import os
+
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def stand_in_facts(messages: Sequence[dict]) -> list[str]:
     """Facts for the update stage when the extraction output is unusable: the batch's message texts."""
     return [str(m["content"]).strip() for m in messages if str(m.get("content", "")).strip()]
@@ -166,21 +224,26 @@ def run_speed_loop(
     answer_k: int = 30,
     load_s: float = 0.0,
     progress: Callable[[str], None] | None = None,
+    budgets: dict[str, int] | None = None,
 ) -> LoopResult:
     """Run the loop over ``workload`` on ``engine`` (a fresh in-memory store) and record every call.
 
     ``forced``: stage -> output tokens (the engine must ignore EOS, e.g. ``min_new_tokens`` set high); None = the model
-    decides. ``stages``: which of extraction/update/generation run (adds need extraction)."""
+    decides, stopping at EOS or at the stage's budget (``budgets`` over the loop's defaults). ``stages``: which of
+    extraction/update/generation run (adds need extraction)."""
     from memlora.runtime.memory import DEFAULT_MAX_NEW_TOKENS, Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
     from memlora.runtime.update import ResolvedOp
 
-    budgets = dict(DEFAULT_MAX_NEW_TOKENS)
-    budgets.update(forced or {})
+    budgets = {**DEFAULT_MAX_NEW_TOKENS, **(budgets or {}), **(forced or {})}
     config = MemoryConfig(prompt_set=prompt_set, stage_adapters=stage_adapters, max_new_tokens=budgets, answer_k=answer_k)
+    embedder = TimedEmbedder(embedder)
     memory = Memory(engine, embedder, MemoryStore(None, dim=embedder.dim), config)
-    result = LoopResult(name, [], load_s=load_s)
+    result = LoopResult(name, [], load_s=load_s, budgets={s: budgets[s] for s in stages if s in budgets})
     warm_up(engine, memory.stage_adapters, stages)
+    eos = set(getattr(engine, "eos_ids", ()) or ())
+    load_start = _load_avg()
+    embedder.seconds = 0.0
     start = time.perf_counter()
     with PeakRSS() as peak:
         if "extraction" in stages:
@@ -210,5 +273,10 @@ def run_speed_loop(
                 result.records.append(CallRecord.of("generation", answer.generation))
     result.wall_s = time.perf_counter() - start
     result.rss_peak_mb = peak.mb
+    result.embed_s = embedder.seconds
+    result.store_s = max(result.wall_s - result.embed_s - sum(r.total_s for r in result.records), 0.0)
+    result.calls_at_cap = sum(1 for r in result.records if r.completion_tokens >= budgets.get(r.stage, 10**9)
+                              and not (r.token_ids and r.token_ids[-1] in eos))
+    result.load_avg = [[load_start, _load_avg()]]
     memory.close()
     return result

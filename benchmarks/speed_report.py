@@ -27,8 +27,14 @@ def table3_rows(report: dict) -> list[dict]:
         rows.append({"run": name, "size_gb": _size_gb(report, name, run), "tok_s": o["tok_s"], "tok_ans": o["output_tokens"],
                      "s_ans": o["s_per_answer"], "in_tok": o["input_tokens"], "prefill_tok_s": o["prefill_tok_s"],
                      "decode_tok_s": o["decode_tok_s"], "switch_ms": o["switch_ms"], "calls": o["calls"],
-                     "rss_mb": run.get("rss_peak_mb")})
+                     "rss_mb": run.get("rss_peak_mb"), "at_cap": run.get("calls_at_cap"),
+                     "load": _load_range(run.get("load_avg") or [])})
     return rows
+
+
+def _load_range(pairs: list) -> str:
+    values = [v for pair in pairs for v in pair if v is not None]
+    return f"{min(values):.1f}-{max(values):.1f}" if values else "n/a"
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -47,12 +53,16 @@ def markdown(report: dict) -> str:
              f"{cfg['threads']} threads{', quick' if cfg['quick'] else ''})", ""]
     if cfg["random_weights"]:
         lines += [f"Random weights: output lengths forced to {cfg['forced_tokens']} tokens per stage; only speed is meaningful.", ""]
-    lines += ["| run | size GB | tok/s | tok/ans | s/ans | in tok/ans | prefill tok/s | decode tok/s | switch ms | calls | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    if cfg.get("real_model"):
+        lines += [f"Real model {cfg.get('base_dir')} with {cfg.get('experts_label')}; output lengths decided by the model (greedy, "
+                  f"stops at EOS), capped per stage at {cfg.get('budgets')} tokens (`at cap`: calls that hit the cap).", ""]
+    lines += ["| run | size GB | tok/s | tok/ans | s/ans | in tok/ans | prefill tok/s | decode tok/s | switch ms | calls | at cap "
+              "| peak RSS MB | load 1m |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table3_rows(report):
         lines.append(f"| {r['run']} | {_fmt(r['size_gb'], 3)} | {_fmt(r['tok_s'], 1)} | {_fmt(r['tok_ans'], 1)} | {_fmt(r['s_ans'], 3)} | "
                      f"{_fmt(r['in_tok'], 0)} | {_fmt(r['prefill_tok_s'], 1)} | {_fmt(r['decode_tok_s'], 1)} | {_fmt(r['switch_ms'], 2)} | "
-                     f"{r['calls']} | {_fmt(r['rss_mb'], 0)} |")
+                     f"{r['calls']} | {_fmt(r['at_cap'])} | {_fmt(r['rss_mb'], 0)} | {r['load']} |")
     main = report["runs"].get("ort-multilora")
     if main:
         lines += ["", "Per stage (ort-multilora):", "",
@@ -60,6 +70,13 @@ def markdown(report: dict) -> str:
         for stage, s in main["stages"].items():
             lines.append(f"| {stage} | {s['calls']} | {_fmt(s['input_tokens'], 0)} | {_fmt(s['output_tokens'], 1)} | "
                          f"{_fmt(s['prefill_tok_s'], 1)} | {_fmt(s['decode_tok_s'], 1)} | {_fmt(s['s_per_answer'], 3)} | {_fmt(s['switch_ms'], 2)} |")
+    costs = report.get("loop_costs") or {}
+    if costs:
+        keys = list(next(iter(costs.values()))["shares"])
+        lines += ["", "The loop's own costs (share of the loop's wall time, engine calls + embedder + store):", "",
+                  "| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for name, c in costs.items():
+            lines.append(f"| {name} | " + " | ".join(f"{100 * c['shares'][k]:.1f}%" for k in keys) + " |")
     lines += ["", "Goals:", "", "| goal | measured | target | met | note |", "|---|---|---|---|---|"]
     for g in report["goals"]:
         lines.append(f"| {g['goal']} | {_fmt(g['value'], 3)} | {g['target']} | {_fmt(g['met'])} | {g['note']} |")

@@ -1,4 +1,5 @@
-"""``memlora-bench --quick --json F`` on the tiny model: the report's schema and its internal consistency."""
+"""``memlora-bench --model-shape tiny --quick --json F`` (the random-weight mode): the report's schema and its internal
+consistency. The default form (the real SmolLM2) is tests/bench/test_bench_smollm2.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def report(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bench")
     # the llama.cpp peer is tested on its own below (its GGUF conversion would double this fixture's time)
-    main(["--device", "cpu", "--quick", "--no-peer", "--json", str(out / "copy.json"), "--out", str(out / "results"), "--quiet"])
+    main(["--device", "cpu", "--model-shape", "tiny", "--quick", "--no-peer", "--json", str(out / "copy.json"), "--out", str(out / "results"), "--quiet"])
     data = json.loads((out / "copy.json").read_text())
     assert json.loads((out / "results" / "bench.json").read_text()) == data
     data["_out"] = out / "results"
@@ -92,6 +93,7 @@ def test_levers_are_measured(report):
 @pytest.mark.parametrize("args, message", [
     (["--bundle", "{tmp}/nope"], "bundle directory not found"),
     (["--device", "cuda"], "CUDA build of onnxruntime-genai"),
+    (["--experts", "{tmp}"], "--experts needs a real model"),
 ])
 def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
     import onnxruntime_genai as og
@@ -101,7 +103,7 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
     if "cuda" in args and og.is_cuda_available():
         pytest.skip("this onnxruntime-genai has CUDA")
     with pytest.raises(SystemExit) as exc:
-        main([a.format(tmp=tmp_path) for a in args] + ["--quick", "--quiet", "--out", str(tmp_path / "o")])
+        main([a.format(tmp=tmp_path) for a in args] + ["--model-shape", "tiny", "--quick", "--quiet", "--out", str(tmp_path / "o")])
     assert exc.value.code == 1
     assert message in capsys.readouterr().err
 
