@@ -69,7 +69,8 @@ from memlora.models import ensure_model
 @click.option("--vqa-route", type=click.Choice(["image", "caption", "both"]), default="image", show_default=True,
               help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
 @click.pass_context
-def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tokens, precision, threads, quick, locomo, conversation, json_path, out_dir,
+def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tokens, precision, threads, quick, locomo,
+                  conversation, json_path, out_dir,
                   force_lengths, torch_engine, peer, levers, quiet, vqa=False, model_dir=None, adapters=None,
                   vqa_data=None, vqa_n=None, vqa_route="image") -> None:
     """Measure the memory loop like the paper's Table 3, with every side-by-side comparison in one run."""

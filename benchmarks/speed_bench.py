@@ -140,7 +140,13 @@ class Progress:
 def run_bench(config: BenchConfig) -> dict:
     """Run every measurement; return the report dict (also written as JSON/Markdown/PNG by ``write_outputs``)."""
     from memlora.bench import roofline
-    from memlora.bench.bench_bundles import MODEL_SHAPES, REAL_MODELS, dir_size_bytes, ensure_bench_bundles, ensure_real_bench_bundles
+    from memlora.bench.bench_bundles import (
+        MODEL_SHAPES,
+        REAL_MODELS,
+        dir_size_bytes,
+        ensure_bench_bundles,
+        ensure_real_bench_bundles,
+    )
     from memlora.bench.speed import FORCED_TOKENS, run_speed_loop
     from memlora.bench.workload import load_workload
     from memlora.runtime.bundle import load_bundle
@@ -482,9 +488,11 @@ def _levers(config, bench, sub, ref, ref_name, bundles, ort_run, threads, progre
                 path = ensure_bench_bundles(arch, size, precision="int4", variants=("multilora",), embedder=False,
                                             quiet=not config.progress, **kw).bundles["multilora"]
             run = ort_run(f"lever-{label}@sub", path, sub)
-            int4[label] = {"run": f"lever-{label}@sub", "decode_ratio_over_default": _ratio(run["summary"]["overall"]["decode_tok_s"], o["decode_tok_s"]),
-                           "prefill_ratio_over_default": _ratio(run["summary"]["overall"]["prefill_tok_s"], o["prefill_tok_s"]),
-                           "s_per_answer_ratio_over_default": _ratio(run["summary"]["overall"]["s_per_answer"], o["s_per_answer"])}
+            overall = run["summary"]["overall"]
+            int4[label] = {"run": f"lever-{label}@sub",
+                           "decode_ratio_over_default": _ratio(overall["decode_tok_s"], o["decode_tok_s"]),
+                           "prefill_ratio_over_default": _ratio(overall["prefill_tok_s"], o["prefill_tok_s"]),
+                           "s_per_answer_ratio_over_default": _ratio(overall["s_per_answer"], o["s_per_answer"])}
         levers["int4"] = {"default": "block 32, accuracy level 4 (builder defaults)", **int4}
     levers["spin_waiting"] = {"unavailable": (
         "not measured: neither memlora's ONNX Runtime GenAI engine (genai_config session_options carry threads only) nor "
@@ -508,7 +516,8 @@ def _goals(report: dict, ref_name: str) -> list[dict]:
               note="" if peer.get("available") else f"peer unavailable: {peer.get('reason')}"),
         _goal("multi-LoRA decode >= 0.95 x plain int4 graph", r["multilora_vs_merged_vs_plain"].get("multilora_over_plain_decode"), 0.95),
         _goal("ORT int4 decode >= 6 x PyTorch fp32", r["ort_vs_torch"].get("decode_ort_over_torch"), 6.0),
-        _goal("compact prompts cut extraction+update prefill >= 5x (time)", r["compact_vs_mem0_prompts"].get("prefill_time_mem0_over_compact"), 5.0),
+        _goal("compact prompts cut extraction+update prefill >= 5x (time)",
+              r["compact_vs_mem0_prompts"].get("prefill_time_mem0_over_compact"), 5.0),
         _goal("expert switch <= 3% of the stage's s/answer (worst stage)", worst_switch, 0.03, higher_is_better=False),
         _goal("decode >= 0.8 x memory-bandwidth roofline (multi-LoRA)", roof, 0.8),
     ]

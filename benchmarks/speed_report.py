@@ -66,10 +66,12 @@ def markdown(report: dict) -> str:
     main = report["runs"].get("ort-multilora")
     if main:
         lines += ["", "Per stage (ort-multilora):", "",
-                  "| stage | calls | in tok | out tok/ans | prefill tok/s | decode tok/s | s/ans | switch ms |", "|---|---|---|---|---|---|---|---|"]
+                  "| stage | calls | in tok | out tok/ans | prefill tok/s | decode tok/s | s/ans | switch ms |",
+                  "|---|---|---|---|---|---|---|---|"]
         for stage, s in main["stages"].items():
             lines.append(f"| {stage} | {s['calls']} | {_fmt(s['input_tokens'], 0)} | {_fmt(s['output_tokens'], 1)} | "
-                         f"{_fmt(s['prefill_tok_s'], 1)} | {_fmt(s['decode_tok_s'], 1)} | {_fmt(s['s_per_answer'], 3)} | {_fmt(s['switch_ms'], 2)} |")
+                         f"{_fmt(s['prefill_tok_s'], 1)} | {_fmt(s['decode_tok_s'], 1)} | {_fmt(s['s_per_answer'], 3)} | "
+                         f"{_fmt(s['switch_ms'], 2)} |")
     costs = report.get("loop_costs") or {}
     if costs:
         keys = list(next(iter(costs.values()))["shares"])
