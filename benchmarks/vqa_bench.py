@@ -14,6 +14,7 @@ base model (labelled ``base``). Scoring is ``memlora.bench.vqa_eval.evaluate_vqa
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -172,19 +173,15 @@ def vqa_markdown(report: VQABenchReport) -> str:
     return "\n".join(lines)
 
 
-
-
 def vqa_from_cli(model: Path | None, adapters: Path | None, bundle: Path | None, data: Path | None, split: str, n: int | None,
                  route: str, threads: int, json_path: Path | None, quiet: bool, seed: int = 0) -> VQABenchReport:
     """What ``memlora eval --vqa`` and ``memlora-bench --vqa`` do: run, print the table, write the JSON when asked."""
-    import click
-
     config = VQABenchConfig(model=model, adapters=adapters, bundle=bundle, data=data, split=split, n=n, seed=seed,
                             routes=ROUTES if route == "both" else (route,), threads=threads, progress=not quiet)
     report = run_vqa_bench(config)
-    click.echo(vqa_markdown(report))
+    print(vqa_markdown(report))
     if json_path:
-        click.echo(f"wrote {report.write_json(json_path)}", err=True)
+        print(f"wrote {report.write_json(json_path)}", file=sys.stderr)
     return report
 
 
