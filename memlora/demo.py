@@ -48,7 +48,7 @@ DEFAULT_SYSTEM = "world"
 """What a bare ``memlora demo`` runs: ``world`` (the synthetic world) or ``real`` (``REAL_MODEL`` + its shipped experts).
 Flips to ``real`` once shipped experts exist (``shipped_experts_dir``)."""
 DEMO_BUNDLE_PRECISION = "int4"
-"""The on-device precision the real-model demo exports."""
+"""The on-device precision the real-model demo exports (with the ONNX embedder inside: the whole on-device bundle)."""
 
 
 @dataclass
@@ -160,7 +160,7 @@ def demo_bundle_key(base_dir: Path, experts_dir: Path | None, precision: str = D
     source = base_dir / "memlora-source.json"
     base_id = _file_sha(source) if source.is_file() else _tree_digest(base_dir)
     experts_id = _tree_digest(experts_dir) if experts_dir is not None else "none"
-    return hashlib.sha256(f"{base_id}|{experts_id}|{precision}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{base_id}|{experts_id}|{precision}|embedder".encode()).hexdigest()[:16]
 
 
 def _file_sha(path: Path) -> str:
@@ -177,6 +177,7 @@ def ensure_demo_bundle(base_dir: Path, experts_dir: Path | None, name: str, root
     import tempfile
 
     from memlora.export.compiler import ExportConfig, export_bundle  # the exporter (onnx, torch): only on a cache miss
+    from memlora.export.embedder_export import EmbedderExportConfig
     from memlora.export.genai_builder import BuilderConfig
     from memlora.paths import cache_dir, remove_stale_temps
 
@@ -191,7 +192,7 @@ def ensure_demo_bundle(base_dir: Path, experts_dir: Path | None, name: str, root
         say(f"exporting {name} + {'experts ' + str(experts_dir) if experts_dir else 'no experts'} to an "
             f"{DEMO_BUNDLE_PRECISION} ONNX Runtime GenAI bundle (once; cached in {root})")
         export_bundle(ExportConfig(base=base_dir, adapters=experts_dir, output=work / "bundle",
-                                   builder=BuilderConfig(precision=DEMO_BUNDLE_PRECISION)))
+                                   builder=BuilderConfig(precision=DEMO_BUNDLE_PRECISION), embedder=EmbedderExportConfig()))
         if final.exists():  # a folder without bundle.json is not a finished export
             shutil.rmtree(final)
         try:

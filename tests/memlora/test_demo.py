@@ -155,7 +155,7 @@ def test_real_demo_runs_the_natural_conversation_on_the_int4_bundle(real_runs, s
     assert record["model"] == "smollm2-135m-instruct" and record["model_dir"] == str(smollm2_dir)
     bundle = load_bundle(record["bundle_dir"])  # a verified bundle: sha256 of every file checked
     assert Path(record["bundle_dir"]).parent == cache and record["bundle_cached"] is False
-    assert bundle.precision == "int4" and list(bundle.experts) == ["extraction"]
+    assert bundle.precision == "int4" and list(bundle.experts) == ["extraction"] and bundle.embedder is not None
     assert "ONNX Runtime GenAI" in record["system"] and record["data"] == "nat-demo-01"
     assert set(record["runs"]) == {"experts", "base alone"}
     gold_facts = [b["gold_facts"] for b in demo_batches(conv)[:2]]
