@@ -344,6 +344,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
+        record.update(model=None, bundle_dir=str(options.bundle))
     elif options.model == TINY_RANDOM:
         say("building the random tiny model (qwen2, seed 0): it has never learned anything, so it produces nonsense by design")
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
@@ -414,6 +415,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         data.batches = data.batches[: options.max_batches]
     if options.max_questions is not None:
         data.questions = data.questions[: options.max_questions]
+    record.setdefault("model", options.model)
     record.update(system=system, prompt_set=prompt_set, data=data.name, speakers=list(data.speakers),
                   gold_memories=data.gold_memories)
 
