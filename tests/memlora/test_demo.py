@@ -1,10 +1,12 @@
-"""``memlora demo``: runs end to end on the world (the small preset, built from scratch when the cache is empty: the same
-code path as the default, a smaller world and model), records what it did with the gold answers; the random-model path;
-bad input gives one clear error."""
+"""``memlora demo``: the real model (SmolLM2 pulled, exported once to an int4 bundle in the cache, run on ONNX Runtime
+GenAI over the natural-English demo conversation, scored against gold); runs end to end on the world (the small preset,
+built from scratch when the cache is empty: the same code path as the default, a smaller world and model), records what
+it did with the gold answers; the random-model path; bad input gives one clear error."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -92,6 +94,8 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
         (["--model", "tiny-random", "--bundle", "/tmp"], "either --model"),
         (["--preset", "huge"], "unknown world preset"),
         (["--model", "tiny-random", "--max-batches", "0"], "--max-batches"),
+        (["--real", "--world"], "one of --model, --real and --world"),
+        (["--real", "--model", "tiny-random"], "one of --model, --real and --world"),
     ],
 )
 def test_bad_input_is_one_clear_error(args, message):
@@ -101,3 +105,115 @@ def test_bad_input_is_one_clear_error(args, message):
     result = CliRunner().invoke(demo, args)
     assert result.exit_code != 0
     assert isinstance(result.exception, MemloraError) and message in str(result.exception)
+
+
+# ------------------------------------------------------------------------------------------------------------ real model
+@pytest.fixture(scope="module")
+def smollm2_tiny_experts(smollm2_dir, tmp_path_factory):
+    """One tiny random expert (extraction: q,v r4, non-zero B) on the real SmolLM2, with an experts.json (small budgets)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("smollm2_demo_experts")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.02)
+    peft_model.save_pretrained(str(out / "extraction"))
+    (out / "experts.json").write_text(json.dumps({"format": 1, "experts": {
+        "extraction": {"path": "extraction", "prompt_set": "memlora", "max_new_tokens": 24}}}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_runs(smollm2_tiny_experts, tmp_path_factory):
+    """The real-model demo run twice on the same bundle cache (2 batches, 2 questions): cold export, then warm."""
+    from memlora.demo import DemoOptions, run_demo
+
+    cache = tmp_path_factory.mktemp("demo_bundles")
+    options = DemoOptions(model="smollm2-135m-instruct", adapters=smollm2_tiny_experts, max_batches=2, max_questions=2,
+                          bundle_cache=cache)
+    first_said: list[str] = []
+    first = run_demo(options, say=first_said.append)
+    stamp = (Path(first["bundle_dir"]) / "bundle.json").stat().st_mtime_ns
+    second_said: list[str] = []
+    second = run_demo(options, say=second_said.append)
+    return first, second, first_said, second_said, stamp, cache
+
+
+def test_real_demo_runs_the_natural_conversation_on_the_int4_bundle(real_runs, smollm2_dir):
+    from memlora.runtime.bundle import load_bundle
+    from memlora.text_metrics import exact_match, token_f1
+    from memlora.world.natural import demo_batches, load_natural
+
+    record, _, said, _, _, cache = real_runs
+    conv = load_natural("demo")[0]
+    assert record["model"] == "smollm2-135m-instruct" and record["model_dir"] == str(smollm2_dir)
+    bundle = load_bundle(record["bundle_dir"])  # a verified bundle: sha256 of every file checked
+    assert Path(record["bundle_dir"]).parent == cache and record["bundle_cached"] is False
+    assert bundle.precision == "int4" and list(bundle.experts) == ["extraction"] and bundle.embedder is not None
+    assert "ONNX Runtime GenAI" in record["system"] and record["data"] == "nat-demo-01"
+    assert set(record["runs"]) == {"experts", "base alone"}
+    gold_facts = [b["gold_facts"] for b in demo_batches(conv)[:2]]
+    for run in record["runs"].values():
+        assert [f["gold_facts"] for f in run["facts"]] == gold_facts
+        assert [(a["question"], a["gold"]) for a in run["answers"]] == [(q.question, q.answer) for q in conv.qa[:2]]
+        for a in run["answers"]:
+            assert a["f1"] == pytest.approx(token_f1(a["answer"], a["gold"]), abs=1e-4)
+            assert a["exact_match"] == exact_match(a["answer"], a["gold"])
+        assert run["answer_f1"] == pytest.approx(sum(a["f1"] for a in run["answers"]) / 2, abs=1e-4)
+    assert record["gold_memories"] == {s: [m.text for m in conv.memories[s]] for s in conv.speakers}
+    assert {"pull_s", "export_s", "load_s", "setup_s", "total_s"} <= set(record["timings"])
+    assert not any("no shipped experts" in line for line in said)
+
+
+def test_real_demo_reuses_the_cached_bundle(real_runs):
+    first, second, _, second_said, stamp, cache = real_runs
+    assert second["bundle_dir"] == first["bundle_dir"] and second["bundle_cached"] is True
+    assert (Path(second["bundle_dir"]) / "bundle.json").stat().st_mtime_ns == stamp, "not exported again"
+    assert not any("exporting" in line for line in second_said)
+    assert [p.name for p in cache.iterdir()] == [Path(first["bundle_dir"]).name], "no temp dir left behind"
+
+
+def test_bundle_key_follows_the_experts(smollm2_dir, smollm2_tiny_experts, tmp_path):
+    import shutil
+
+    from memlora.demo import demo_bundle_key
+
+    changed = shutil.copytree(smollm2_tiny_experts, tmp_path / "experts")
+    assert demo_bundle_key(smollm2_dir, changed) == demo_bundle_key(smollm2_dir, smollm2_tiny_experts)
+    (changed / "experts.json").write_text((changed / "experts.json").read_text().replace("24", "25"))
+    assert demo_bundle_key(smollm2_dir, changed) != demo_bundle_key(smollm2_dir, smollm2_tiny_experts)
+    assert demo_bundle_key(smollm2_dir, None) != demo_bundle_key(smollm2_dir, smollm2_tiny_experts)
+
+
+def test_shipped_experts_are_looked_up_in_the_package(monkeypatch, tmp_path):
+    import memlora.demo as demo_module
+
+    monkeypatch.setattr(demo_module, "data_file", lambda name: tmp_path / name)
+    assert demo_module.shipped_experts_dir("smollm2-135m-instruct") is None
+    (tmp_path / "experts" / "smollm2-135m-instruct").mkdir(parents=True)
+    (tmp_path / "experts" / "smollm2-135m-instruct" / "experts.json").write_text("{}")
+    assert demo_module.shipped_experts_dir("smollm2-135m-instruct") == tmp_path / "experts" / "smollm2-135m-instruct"
+
+
+def test_real_demo_without_shipped_experts_says_so_and_runs_the_base(smollm2_dir, monkeypatch, tmp_path):
+    import memlora.demo as demo_module
+    from memlora.cli import demo
+
+    monkeypatch.setattr(demo_module, "shipped_experts_dir", lambda model: None)
+    out = tmp_path / "real.json"
+    result = CliRunner().invoke(demo, ["--real", "--max-batches", "1", "--max-questions", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if "no shipped experts" in line]
+    assert notices == ["no shipped experts for smollm2-135m-instruct running the base model alone"]
+    record = json.loads(out.read_text())
+    assert record["experts_dir"] is None and set(record["runs"]) == {"model"}
+    assert Path(record["bundle_dir"], "bundle.json").is_file() and record["model"] == "smollm2-135m-instruct"
+    answer = record["runs"]["model"]["answers"][0]
+    assert answer["gold"] == "Bristol" and {"f1", "exact_match"} <= set(answer)
+    assert "Answers" in result.output and "F1" in result.output
