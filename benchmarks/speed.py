@@ -12,12 +12,14 @@ the paper's measured averages, so tok/s and s/answer are comparable with the pap
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from memlora import LOOP_STAGES
+from memlora.runtime.update import ResolvedOp
 
 FORCED_TOKENS = {"extraction": 30, "update": 55, "generation": 33}
 """Output tokens per call forced on random-weight models: the paper's measured averages per stage (Table 3)."""
@@ -195,8 +197,6 @@ class TimedEmbedder:
 
 
 def _load_avg() -> float | None:
-    import os
-
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
@@ -231,9 +231,9 @@ def run_speed_loop(
     ``forced``: stage -> output tokens (the engine must ignore EOS, e.g. ``min_new_tokens`` set high); None = the model
     decides, stopping at EOS or at the stage's budget (``budgets`` over the loop's defaults). ``stages``: which of
     extraction/update/generation run (adds need extraction)."""
+    # FAISS (the memory store): off this module's import path
     from memlora.runtime.memory import DEFAULT_MAX_NEW_TOKENS, Memory, MemoryConfig
     from memlora.runtime.store import MemoryStore
-    from memlora.runtime.update import ResolvedOp
 
     budgets = {**DEFAULT_MAX_NEW_TOKENS, **(budgets or {}), **(forced or {})}
     config = MemoryConfig(prompt_set=prompt_set, stage_adapters=stage_adapters, max_new_tokens=budgets, answer_k=answer_k)

@@ -29,8 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from memlora import STAGES
-from memlora.bench.bench_bundles import REAL_MODELS
+from memlora.bench import peer_llamacpp, roofline
+from memlora.bench.bench_bundles import (
+    MODEL_SHAPES,
+    REAL_MODELS,
+    dir_size_bytes,
+    ensure_bench_bundles,
+    ensure_real_bench_bundles,
+)
+from memlora.bench.speed import FORCED_TOKENS, LoopResult, run_speed_loop
+from memlora.bench.workload import load_workload
 from memlora.errors import MemloraError
+from memlora.runtime.bundle import load_bundle
+from memlora.runtime.embedder import SentenceTransformerEmbedder
+from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
+from memlora.runtime.torch_engine import TorchEngine
 
 SCHEMA = "memlora-bench/1"
 BIG = 10**9  # min_new_tokens that makes an engine ignore EOS for the whole budget
@@ -139,19 +152,6 @@ class Progress:
 
 def run_bench(config: BenchConfig) -> dict:
     """Run every measurement; return the report dict (also written as JSON/Markdown/PNG by ``write_outputs``)."""
-    from memlora.bench import roofline
-    from memlora.bench.bench_bundles import (
-        MODEL_SHAPES,
-        REAL_MODELS,
-        dir_size_bytes,
-        ensure_bench_bundles,
-        ensure_real_bench_bundles,
-    )
-    from memlora.bench.speed import FORCED_TOKENS, run_speed_loop
-    from memlora.bench.workload import load_workload
-    from memlora.runtime.bundle import load_bundle
-    from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
-
     progress = Progress(config.progress)
     for noisy in ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -166,7 +166,7 @@ def run_bench(config: BenchConfig) -> dict:
     random_weights = config.bundle is None and not real_model
     forced = FORCED_TOKENS if (config.force_lengths if config.force_lengths is not None else random_weights) else None
     cap = config.max_new_tokens or (QUICK_CAP if config.quick and not random_weights else None)
-    from memlora.runtime.memory import DEFAULT_MAX_NEW_TOKENS
+    from memlora.runtime.memory import DEFAULT_MAX_NEW_TOKENS  # FAISS (the memory store): off this module's import path
 
     budgets = {s: min(b, cap) for s, b in DEFAULT_MAX_NEW_TOKENS.items()} if cap else None
     workload = load_workload(config.locomo, config.conversation)
@@ -223,8 +223,6 @@ def run_bench(config: BenchConfig) -> dict:
     main_bundle = load_bundle(bundles["multilora"], verify=False)
     embedder = bundle_embedder(main_bundle, threads=threads)
     if embedder is None:
-        from memlora.runtime.embedder import SentenceTransformerEmbedder
-
         embedder = SentenceTransformerEmbedder(threads=threads)
 
     def ort_run(name: str, bundle_path: Path, work, **kw) -> dict:
@@ -337,14 +335,10 @@ def run_bench(config: BenchConfig) -> dict:
 
 def _torch_comparison(config, bench, torch_sub, forced, embedder, threads, report, progress, ref_name, bundles, ort_run,
                       budgets) -> dict:
-    from memlora.bench.speed import run_speed_loop
-
     if not config.torch_engine:
         return {"unavailable": "disabled (--no-torch)"}
     if bench is None:
         return {"unavailable": "needs the bench-built model and peft experts (run without --bundle)"}
-    from memlora.runtime.torch_engine import TorchEngine
-
     start = time.perf_counter()
     engine = TorchEngine(bench.base_dir, bench.adapters_dir, threads=threads, min_new_tokens=BIG if forced else 0)
     load_s = time.perf_counter() - start
@@ -373,10 +367,6 @@ def _peer_comparison(config, bench, sub, forced, embedder, threads, report, prog
         return {"available": False, "reason": "disabled (--no-peer)"}
     if bench is None:
         return {"available": False, "reason": "needs the bench-built model and peft experts (run without --bundle)"}
-    from memlora.bench import peer_llamacpp
-    from memlora.bench.speed import LoopResult, run_speed_loop
-    from memlora.runtime.ort_engine import OrtGenAIEngine
-
     reason = peer_llamacpp.unavailable_reason()
     if reason:
         return {"available": False, "reason": reason}
@@ -420,8 +410,6 @@ def _peer_comparison(config, bench, sub, forced, embedder, threads, report, prog
         summary = LoopResult.merge(name, parts[name]).summary()
         summary["rounds"] = rounds
         if name == ort_name:
-            from memlora.bench.bench_bundles import dir_size_bytes
-
             summary.update(engine="onnxruntime-genai", bundle=str(bundles["multilora"]), threads=threads,
                            size_gb=round(dir_size_bytes(Path(bundles["multilora"]), exclude=("embedder",)) / 1e9, 4))
         else:
@@ -448,8 +436,6 @@ def _gguf_type(path: Path) -> str:
 
 
 def _levers(config, bench, sub, ref, ref_name, bundles, ort_run, threads, progress, real_model=False) -> dict:
-    from memlora.bench.bench_bundles import REAL_MODELS, ensure_bench_bundles, ensure_real_bench_bundles
-
     levers: dict[str, Any] = {}
     o = ref["summary"]["overall"]
     # the engine's default has the prefix cache ON: compare with it off (fresh generator per call, full prompt prefill)
@@ -474,8 +460,6 @@ def _levers(config, bench, sub, ref, ref_name, bundles, ort_run, threads, progre
     elif real_model and config.quick:
         levers["int4"] = {"unavailable": "skipped by --quick on a real model (two more bundle builds)"}
     else:
-        from memlora.bench.bench_bundles import MODEL_SHAPES
-
         int4 = {}
         for label, kw in (("block_size_128", {"block_size": 128}), ("accuracy_level_1", {"accuracy_level": 1})):
             progress.line(f"building the int4 {label} multi-LoRA bundle (cached) ...")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from memlora.corpus.locomo import ingestion_batches, load_locomo
 from memlora.errors import DataError
+from memlora.paths import data_file
 
 
 @dataclass
@@ -31,9 +33,6 @@ class Workload:
 
 def load_workload(locomo_file: str | Path | None = None, conversation: str | None = None) -> Workload:
     """The sample conversation, or ``conversation`` of a LoCoMo file (the first one when not named)."""
-    from memlora.corpus.locomo import ingestion_batches, load_locomo
-    from memlora.paths import data_file
-
     path = Path(locomo_file) if locomo_file else data_file("sample_conversation.json")
     conversations = load_locomo(path)
     if conversation:

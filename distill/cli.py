@@ -106,7 +106,8 @@ def teacher_command(teacher_spec, model, locomo, conversations, split, data_dir,
 @click.option("--answer-k", default=30, show_default=True, help="Memories per speaker in a question's context.")
 def observations_command(locomo, split, data_dir, empty_ratio, max_batches, answer_k):
     """No-teacher data: LoCoMo's observations as extraction/update targets (+ gold answers for generation)."""
-    from memlora.distill.observations import ObservationConfig, build_observation_data  # the memory loop: see above
+    # the memory loop and the embedder (FAISS, numpy): see the note above
+    from memlora.distill.observations import ObservationConfig, build_observation_data
     from memlora.runtime.embedder import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()

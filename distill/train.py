@@ -32,6 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+import memlora
 from memlora import STAGES
 from memlora.corpus.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
 from memlora.distill.batching import LengthBucketBatchSampler
@@ -504,8 +505,6 @@ def train_expert(
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-
-    import memlora
 
     config = (config or TrainConfig()).validate()
     base_dir, out_dir = Path(base_dir), Path(out_dir)

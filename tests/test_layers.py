@@ -181,12 +181,6 @@ def test_function_level_imports_are_read():
     assert "memlora.runtime.torch_engine" in demo  # imported inside _engine_for
 
 
-PENDING_REASONS = {"memlora.distill.train", "memlora.distill.cli", "memlora.bench.cli", "memlora.bench.speed_bench",
-                   "memlora.bench.bench_bundles", "memlora.bench.peer_llamacpp", "memlora.bench.speed",
-                   "memlora.bench.workload"}
-"""Modules whose function-level imports still wait for their move to the top or their reason comment."""
-
-
 def unexplained_function_imports(module: str, source: str) -> list[int]:
     """Lines of function-level imports of project modules with no reason comment: on the statement's own lines, on the
     line above it, or above the run of function-level imports it belongs to (one comment may explain a block)."""
@@ -221,7 +215,7 @@ def unexplained_function_imports(module: str, source: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("module", sorted(set(MODULES) - PENDING_REASONS))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_function_level_imports_give_a_reason(module):
     assert unexplained_function_imports(module, MODULES[module].read_text(encoding="utf-8")) == []
 
