@@ -30,7 +30,7 @@ from memlora.errors import MemloraError
 from memlora.export.adapters import trained_prompt_set
 from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
-from memlora.paths import data_file
+from memlora.paths import cache_dir, data_file, remove_stale_temps
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.torch_engine import TorchEngine
@@ -176,10 +176,10 @@ def ensure_demo_bundle(base_dir: Path, experts_dir: Path | None, name: str, root
     import shutil
     import tempfile
 
-    from memlora.export.compiler import ExportConfig, export_bundle  # the exporter (onnx, torch): only on a cache miss
+    # the exporter (onnx, torch): loaded only on a cache miss
+    from memlora.export.compiler import ExportConfig, export_bundle
     from memlora.export.embedder_export import EmbedderExportConfig
     from memlora.export.genai_builder import BuilderConfig
-    from memlora.paths import cache_dir, remove_stale_temps
 
     root = Path(root) if root is not None else cache_dir("demo-bundles")
     root.mkdir(parents=True, exist_ok=True)
