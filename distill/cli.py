@@ -4,6 +4,7 @@
     memlora-train observations --locomo locomo10.json --split all -o DATA/
     memlora-train clean --data DATA/ --split train --student MODEL_DIR
     memlora-train train --base MODEL_DIR --stage extraction --data DATA/ -o out/extraction   (rerun to resume)
+    memlora-train locomo-experts --locomo locomo10.json --base MODEL_DIR -o out/   (all of the above in one, rerun to resume)
     memlora-train search --base MODEL_DIR --data DATA/ --locomo locomo10.json -o out/
     accelerate launch --num_processes 4 -m memlora.distill.cli train --base ... (several GPUs)
 """
@@ -208,6 +209,72 @@ def train_stage(base: Path, stage: str, data_dir: Path, out_dir: Path, aux_loss=
 def train_command(base, stage, data_dir, out_dir, **config_fields):
     """Train one expert (peft LoRA, completion-only loss, early stopping on val loss)."""
     train_stage(base, stage, data_dir, out_dir, **config_fields)
+
+
+def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
+    """``STAGE.FIELD=VALUE`` items -> {stage: {field: value}} (VALUE read as JSON when it parses, else as text)."""
+    import json
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not (eq and dot and stage and name):
+            raise click.BadParameter(f"{item!r} is not STAGE.FIELD=VALUE (e.g. generation.lr=1e-4)")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(stage, {})[name.replace("-", "_")] = parsed
+    return out
+
+
+@cli.command("locomo-experts")
+@click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Local LoCoMo JSON (default: $MEMLORA_LOCOMO or ../shared/data/locomo/locomo10.json).")
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path), required=True, help="Student model dir.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="out/ dir: out/<stage>/, out/experts.json, out/data/.")
+@click.option("--stages", default=",".join(STAGES[:3]), show_default=True, help="Comma-separated experts to train.")
+@click.option("--epochs", "max_epochs", default=10, show_default=True, help="Maximum epochs (early stopping).")
+@click.option("--patience", default=2, show_default=True)
+@click.option("--lr", default=2e-4, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--rank", default=16, show_default=True)
+@click.option("--alpha", default=32, show_default=True)
+@click.option("--target-modules", default=None,
+              help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear for generation).")
+@click.option("--set", "stage_sets", multiple=True, metavar="STAGE.FIELD=VALUE",
+              help="A per-stage TrainConfig override, e.g. --set generation.lr=1e-4 (repeatable).")
+@click.option("--max-examples", type=int, default=None, help="At most N examples per stage and split (smoke runs).")
+@click.option("--max-batches", type=int, default=None, help="Only the first N batches per speaker store (smoke runs).")
+@click.option("--max-questions", type=int, default=None, help="Only the first N questions per conversation (smoke runs).")
+@click.option("--checkpoint-every-minutes", type=float, default=5.0, show_default=True,
+              help="Write a resumable checkpoint this often (0: off).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present.")
+def locomo_experts_command(locomo, base, out_dir, stages, max_epochs, patience, lr, batch_size, rank, alpha, target_modules,
+                           stage_sets, max_examples, max_batches, max_questions, checkpoint_every_minutes, threads, cpu):
+    """The extraction/update/generation experts from a local LoCoMo file, no teacher (rerun to resume).
+
+    LoCoMo's observations are the extraction/update targets and its gold answers the generation targets, on the
+    paper's split (train conv-26,30,41,42,43,44,47; val conv-48; test conv-49,50 held out), through the paper's cleaning.
+    """
+    from memlora.distill.recipes import LOCOMO_LICENCE, LocomoExpertsConfig, train_locomo_experts  # the memory loop
+
+    path = locomo or default_locomo_path()
+    if path is None:
+        raise DataError("no LoCoMo file: pass --locomo FILE (locomo10.json from snap-research/LoCoMo)")
+    click.echo(f"note: {LOCOMO_LICENCE}.")
+    config = LocomoExpertsConfig(
+        stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+        train=TrainConfig(max_epochs=max_epochs, patience=patience, lr=lr, batch_size=batch_size, rank=rank, alpha=alpha,
+                          target_modules=target_modules, checkpoint_every_minutes=checkpoint_every_minutes or None,
+                          threads=threads, cpu=cpu),
+        per_stage=_stage_overrides(stage_sets), max_examples=max_examples, max_batches=max_batches,
+        max_questions=max_questions)
+    manifest = train_locomo_experts(path, base, out_dir, config, echo=click.echo)
+    click.echo(f"experts written to {out_dir} ({manifest.name}); export with: memlora-export --adapters {out_dir}")
 
 
 @cli.command("search")

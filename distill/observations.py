@@ -58,6 +58,8 @@ class ObservationConfig:
     """Stages to write."""
     max_batches: int | None = None
     """Only the first N ingestion batches of each speaker store (smoke runs and tests)."""
+    max_questions: int | None = None
+    """Only the first N questions of each conversation (smoke runs and tests)."""
 
 
 @dataclass
@@ -169,6 +171,8 @@ def observation_examples(conversations: Sequence[Conversation], config: Observat
                 (empties if stage == "extraction" and not engine.facts else out[stage]).append(ex)
         stores = [(memories[s][1], s) for s in (conv.speaker_a, conv.speaker_b)]
         for q_index, qa in enumerate(conv.qa if "generation" in cfg.stages else ()):
+            if cfg.max_questions is not None and q_index >= cfg.max_questions:
+                break
             if qa.category not in cfg.categories or not qa.answer.strip():
                 continue
             msgs = prompts.generation_messages(qa.question, answer_context(stores, qa.question, cfg.answer_k), cfg.prompt_set)

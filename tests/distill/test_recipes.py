@@ -1,0 +1,78 @@
+"""``memlora-train locomo-experts``: the three experts from a local LoCoMo file in one command, resumable.
+
+Run on the tiny random qwen2 with a smoke budget (2 batches per speaker store, 3 questions per conversation, at most 4
+examples per stage and split, 1 epoch): what is checked is the chain (observations on the paper's split -> the paper's
+cleaning -> one peft adapter per stage + experts.json, cards naming the base and the licence), not the experts' quality.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from memlora.distill.cli import cli, main
+from memlora.distill.recipes import LOCOMO_LICENCE, LocomoExpertsConfig, stage_config
+from memlora.errors import DataError
+
+STAGES = ("extraction", "update", "generation")
+SMOKE = ["--epochs", "1", "--max-batches", "2", "--max-questions", "3", "--max-examples", "4", "--threads", "1",
+         "--batch-size", "2", "--cpu"]
+
+
+@pytest.mark.locomo
+def test_one_command_trains_three_experts_and_a_rerun_skips_them(locomo_path, tiny_model, tmp_path):
+    base, out = tiny_model("qwen2"), tmp_path / "out"
+    args = ["locomo-experts", "--locomo", str(locomo_path), "--base", str(base), "-o", str(out), *SMOKE]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert LOCOMO_LICENCE in first.output.splitlines()[0]
+
+    manifest = json.loads((out / "experts.json").read_text())
+    assert set(manifest["experts"]) == set(STAGES)
+    for stage in STAGES:
+        assert manifest["experts"][stage]["path"] == stage
+        assert json.loads((out / stage / "adapter_config.json").read_text())["peft_type"] == "LORA"
+        assert (out / stage / "adapter_model.safetensors").is_file()
+        card = json.loads((out / stage / "training_card.json").read_text())
+        assert card["base_model"]["dir"] == str(base.resolve())
+        assert card["data_licence"] == LOCOMO_LICENCE
+        assert 1 <= card["data"]["n_train"] <= 4 and 1 <= card["data"]["n_val"] <= 4
+        assert len(card["epochs"]) == 2  # epoch 0 (before training) + the one epoch
+    # the paper's split: trained on the train conversations, early-stopped on conv-48, nothing from the test split
+    for split, wanted in (("train", {"conv-26", "conv-30", "conv-41", "conv-42", "conv-43", "conv-44", "conv-47"}),
+                          ("val", {"conv-48"})):
+        for stage in STAGES:
+            rows = [json.loads(line) for line in (out / "data" / split / f"{stage}.jsonl").read_text().splitlines()]
+            assert rows and {r["meta"]["conversation"] for r in rows} <= wanted
+            assert all(r["meta"]["tokenizer_sha256"] == json.loads(
+                (out / stage / "training_card.json").read_text())["tokenizer_sha256"] for r in rows)
+    gen = [json.loads(line) for line in (out / "data" / "train" / "generation.jsonl").read_text().splitlines()]
+    assert all(r["source"] == "ground_truth" for r in gen)
+
+    stamps = {s: (out / s / "adapter_model.safetensors").stat().st_mtime_ns for s in STAGES}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert all(f"{s}: already trained" in again.output for s in STAGES), again.output
+    assert {s: (out / s / "adapter_model.safetensors").stat().st_mtime_ns for s in STAGES} == stamps
+
+
+def test_a_missing_locomo_file_is_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["locomo-experts", "--locomo", str(tmp_path / "locomo10.json"), "--base", str(tmp_path),
+              "-o", str(tmp_path / "out")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "LoCoMo file not found" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_per_stage_overrides_follow_the_shared_config():
+    cfg = LocomoExpertsConfig(per_stage={"generation": {"lr": 1e-4, "max_epochs": 3}})
+    gen, ext = stage_config(cfg, "generation"), stage_config(cfg, "extraction")
+    assert (gen.stage, gen.lr, gen.max_epochs) == ("generation", 1e-4, 3)
+    assert (ext.stage, ext.lr, ext.max_epochs) == ("extraction", cfg.train.lr, cfg.train.max_epochs)
+    with pytest.raises(DataError, match="unknown TrainConfig field"):
+        stage_config(LocomoExpertsConfig(per_stage={"update": {"learning_rate": 1.0}}), "update")
