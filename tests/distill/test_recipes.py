@@ -50,6 +50,8 @@ def test_one_command_trains_three_experts_and_a_rerun_skips_them(locomo_path, ti
                 (out / stage / "training_card.json").read_text())["tokenizer_sha256"] for r in rows)
     gen = [json.loads(line) for line in (out / "data" / "train" / "generation.jsonl").read_text().splitlines()]
     assert all(r["source"] == "ground_truth" for r in gen)
+    raw_gen = [json.loads(line) for line in (out / "data" / "train" / "generation.raw.jsonl").read_text().splitlines()]
+    assert raw_gen and all(r["meta"]["qa_index"] < 3 for r in raw_gen)  # --max-questions 3
 
     stamps = {s: (out / s / "adapter_model.safetensors").stat().st_mtime_ns for s in STAGES}
     again = CliRunner().invoke(cli, args)
