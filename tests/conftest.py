@@ -1,5 +1,5 @@
 """Shared fixtures: tiny synthetic models (built once, cached), a tiny model pretrained on the synthetic world, the
-LoCoMo file (skip when absent), a network blocker, and
+LoCoMo file (skip when absent, fail under CI=true), a network blocker, and
 the VQA helpers of the VLM tests (a procedural scene, a random LoRA on a VLM's language model). The shared test doubles
 (one scripted engine, one fake embedder) and store builders are plain functions in tests/helpers.py."""
 
@@ -23,12 +23,16 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def locomo_path() -> Path:
-    """The real LoCoMo file, or skip: it is never committed to this repository."""
+    """The real LoCoMo file, or skip: it is never committed to this repository. Under ``CI=true`` (where ../shared is
+    laid beside the checkout) a missing file is a failure, not a skip."""
     from memlora.corpus.locomo import default_locomo_path
 
     path = default_locomo_path()
     if path is None or not Path(path).is_file():
-        pytest.skip("LoCoMo not found (set MEMLORA_LOCOMO or place it at ../shared/data/locomo/locomo10.json)")
+        reason = "LoCoMo not found (set MEMLORA_LOCOMO or place it at ../shared/data/locomo/locomo10.json)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI runs with ../shared beside the checkout")
+        pytest.skip(reason)
     return Path(path)
 
 
