@@ -34,6 +34,7 @@ from memlora.world.generator import (
     WorldConversation,
     check_op_key_order,
 )
+from memlora.world.locomo_sample import locomo_sample
 
 SOURCE = "world"
 MEMORY_ORDERS = ("shuffled", "retrieval", "loop")
@@ -279,19 +280,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
 # ------------------------------------------------------------------------------------------------------------- LoCoMo
 def to_locomo_sample(conv: WorldConversation) -> dict:
     """One conversation as a LoCoMo sample (``sample_id``, ``conversation``, ``qa``, ``observation``, summaries)."""
-    conversation: dict = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
-    observation: dict = {}
-    for session in conv.sessions:
-        key = f"session_{session.index}"
-        conversation[f"{key}_date_time"] = session.date_time
-        conversation[key] = [{"speaker": t.speaker, "dia_id": t.dia_id, "text": t.text} for t in session.turns]
-        per_speaker: dict[str, list] = {conv.speaker_a: [], conv.speaker_b: []}
-        for t in session.turns:
-            per_speaker[t.speaker].extend([f.text, t.dia_id] for f in t.facts)
-        observation[f"{key}_observation"] = per_speaker
-    qa = [{"question": q.question, "answer": q.answer, "evidence": list(q.evidence), "category": q.category} for q in conv.qa]
-    return {"sample_id": conv.sample_id, "conversation": conversation, "qa": qa, "observation": observation,
-            "session_summary": {}, "event_summary": {}}
+    return locomo_sample(conv, lambda turn: [f.text for f in turn.facts])
 
 
 def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:
