@@ -91,13 +91,15 @@ class RetrievalOrder:
         return list(order) or list(range(len(texts)))
 
 
-def _check_memory_order(memory_order: str, ranker: RetrievalOrder | None) -> RetrievalOrder | None:
+def check_memory_order(memory_order: str, ranker: RetrievalOrder | None) -> RetrievalOrder | None:
+    """``memory_order`` checked against ``MEMORY_ORDERS``; the ranker it needs (``ranker`` or a new ``RetrievalOrder``
+    for "retrieval" and "loop", None for "shuffled")."""
     if memory_order not in MEMORY_ORDERS:
         raise DataError(f"unknown memory order {memory_order!r}: choose one of {', '.join(MEMORY_ORDERS)}")
     return (ranker or RetrievalOrder()) if memory_order in ("retrieval", "loop") else None
 
 
-def _chat(messages: list[dict]) -> list[dict]:
+def chat_messages(messages: list[dict]) -> list[dict]:
     """Messages as the loop passes them to the extraction prompt (dia_id is metadata, not prompt text)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
@@ -111,7 +113,7 @@ def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") ->
             {
                 "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:extraction",
                 "stage": "extraction",
-                "messages": prompts.extraction_messages(_chat(pair.messages), prompt_set),
+                "messages": prompts.extraction_messages(chat_messages(pair.messages), prompt_set),
                 "target": prompts.to_json({"facts": pair.facts}),
                 "source": SOURCE,
                 "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
@@ -167,7 +169,7 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
     each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``),
     the memories chosen and ordered by ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
     op_key_order = check_op_key_order(op_key_order)
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     if ranker is not None:
         ranker.embed([t for pair in conv.pairs if pair.update for t in (*pair.update.facts, *pair.memory_after)])
     out = []
@@ -209,7 +211,7 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
     """
     from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
     out = []
     checkpoints = conv.checkpoints[-1:] if final_only else conv.checkpoints
@@ -252,7 +254,7 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
-    ranker = _check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
+    ranker = check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
     build = partial(STAGE_BUILDERS[stage], prompt_set=prompt_set)
     if stage != "extraction":
         build = partial(build, memory_order=memory_order, ranker=ranker)
@@ -265,7 +267,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
                        prompt_set: str = "memlora", memory_order: str = "shuffled") -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
     op_key_order = check_op_key_order(op_key_order)
-    ranker = _check_memory_order(memory_order, None)
+    ranker = check_memory_order(memory_order, None)
 
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
