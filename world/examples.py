@@ -104,23 +104,41 @@ def chat_messages(messages: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
+def extraction_example(sample_id: str, owner: str, session: int, messages: list[dict], facts: Sequence[str],
+                       prompt_set: str, source: str) -> dict:
+    """One extraction example: the message pair as the owner's store sees it -> the owner's gold ``facts``."""
+    dia_ids = [m["dia_id"] for m in messages]
+    return {
+        "id": f"{sample_id}:{owner}:{'+'.join(dia_ids)}:extraction",
+        "stage": "extraction",
+        "messages": prompts.extraction_messages(chat_messages(messages), prompt_set),
+        "target": prompts.to_json({"facts": facts}),
+        "source": source,
+        "meta": {"conversation": sample_id, "owner": owner, "session": session, "dia_ids": dia_ids, "facts": list(facts)},
+    }
+
+
+def update_example(sample_id: str, owner: str, session: int, messages: list[dict], case: UpdateCase,
+                   op_key_order: Sequence[str], prompt_set: str, source: str) -> dict:
+    """One update example: ``case``'s shown memories + facts -> its gold operations, each op's keys in
+    ``op_key_order``."""
+    dia_ids = [m["dia_id"] for m in messages]
+    ops = [op.as_json(op_key_order) for op in case.ops]
+    return {
+        "id": f"{sample_id}:{owner}:{'+'.join(dia_ids)}:update",
+        "stage": "update",
+        "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
+        "target": prompts.to_json({"memory": ops}),
+        "source": source,
+        "meta": {"conversation": sample_id, "owner": owner, "session": session, "dia_ids": dia_ids,
+                 "old_memories": case.old_memories, "facts": case.facts, "ops": ops},
+    }
+
+
 def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's canonical facts."""
-    out = []
-    for pair in conv.pairs:
-        dia_ids = [m["dia_id"] for m in pair.messages]
-        out.append(
-            {
-                "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:extraction",
-                "stage": "extraction",
-                "messages": prompts.extraction_messages(chat_messages(pair.messages), prompt_set),
-                "target": prompts.to_json({"facts": pair.facts}),
-                "source": SOURCE,
-                "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
-                         "facts": list(pair.facts)},
-            }
-        )
-    return out
+    return [extraction_example(conv.sample_id, pair.owner, pair.session, pair.messages, pair.facts, prompt_set, SOURCE)
+            for pair in conv.pairs]
 
 
 def retrieval_ordered(case: UpdateCase, ranker: RetrievalOrder, top: int | None = None) -> UpdateCase:
@@ -183,19 +201,8 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
             case = retrieval_ordered(case, ranker)
         elif memory_order == "loop":
             case = loop_retrieved(case, memory, ranker)
-        dia_ids = [m["dia_id"] for m in pair.messages]
-        ops = [op.as_json(op_key_order) for op in case.ops]
-        out.append(
-            {
-                "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:update",
-                "stage": "update",
-                "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
-                "target": prompts.to_json({"memory": ops}),
-                "source": SOURCE,
-                "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
-                         "old_memories": case.old_memories, "facts": case.facts, "ops": ops},
-            }
-        )
+        out.append(update_example(conv.sample_id, pair.owner, pair.session, pair.messages, case, op_key_order, prompt_set,
+                                  SOURCE))
     return out
 
 

@@ -22,10 +22,11 @@ from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.world.examples import (
     RetrievalOrder,
-    chat_messages,
     check_memory_order,
+    extraction_example,
     loop_retrieved,
     retrieval_ordered,
+    update_example,
     world_examples,
 )
 from memlora.world.generator import MEM0_OP_KEYS, MemoryOp, UpdateCase, WorldConfig, check_op_key_order, generate_world
@@ -67,19 +68,8 @@ def gold_case(before: dict[str, str], facts: list[str], ops: list[dict]) -> Upda
 
 def extraction_examples(conv: NaturalConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's gold facts."""
-    out = []
-    for batch, facts, _, _ in gold_steps(conv):
-        dia_ids = [m["dia_id"] for m in batch.messages]
-        out.append({
-            "id": f"{conv.sample_id}:{batch.user_id}:{'+'.join(dia_ids)}:extraction",
-            "stage": "extraction",
-            "messages": prompts.extraction_messages(chat_messages(batch.messages), prompt_set),
-            "target": prompts.to_json({"facts": facts}),
-            "source": SOURCE,
-            "meta": {"conversation": conv.sample_id, "owner": batch.user_id, "session": batch.session, "dia_ids": dia_ids,
-                     "facts": list(facts)},
-        })
-    return out
+    return [extraction_example(conv.sample_id, batch.user_id, batch.session, batch.messages, facts, prompt_set, SOURCE)
+            for batch, facts, _, _ in gold_steps(conv)]
 
 
 def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
@@ -98,17 +88,8 @@ def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM
             case = loop_retrieved(case, list(before.values()), ranker)
         else:
             case = retrieval_ordered(case, ranker)
-        dia_ids = [m["dia_id"] for m in batch.messages]
-        gold = [op.as_json(op_key_order) for op in case.ops]
-        out.append({
-            "id": f"{conv.sample_id}:{batch.user_id}:{'+'.join(dia_ids)}:update",
-            "stage": "update",
-            "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
-            "target": prompts.to_json({"memory": gold}),
-            "source": SOURCE,
-            "meta": {"conversation": conv.sample_id, "owner": batch.user_id, "session": batch.session, "dia_ids": dia_ids,
-                     "old_memories": case.old_memories, "facts": case.facts, "ops": gold},
-        })
+        out.append(update_example(conv.sample_id, batch.user_id, batch.session, batch.messages, case, op_key_order,
+                                  prompt_set, SOURCE))
     return out
 
 
