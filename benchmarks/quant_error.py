@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memlora.export.verify import chat_ids
+from memlora.export.verify import chat_ids, ort_greedy
 from memlora.runtime.bundle import load_bundle
 
 PROMPTS = (
@@ -49,23 +49,6 @@ def _load(og, bundle_dir: Path, threads: int):
     return bundle, model, adapters
 
 
-def _decode(og, model, adapters, adapter: str | None, ids: list[int], steps: int, forced: list[int] | None):
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + steps + 1, do_sample=False)
-    generator = og.Generator(model, params)
-    if adapter is not None:
-        generator.set_active_adapter(adapters, adapter)
-    generator.append_tokens(np.asarray([ids], dtype=np.int32))
-    logits, tokens = [], []
-    for step in range(steps):
-        row = np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1)
-        logits.append(row)
-        tokens.append(int(row.argmax()))
-        if step + 1 < steps:
-            generator.append_tokens(np.asarray([[forced[step] if forced else tokens[-1]]], dtype=np.int32))
-    return np.stack(logits), tokens
-
-
 def logit_error(
     reference: Path,
     candidates: list[Path],
@@ -90,9 +73,9 @@ def logit_error(
         per = {str(c): [] for c in candidates}
         for prompt in prompts:
             ids = chat_ids(tokenizer, prompt)
-            ref_logits, ref_tokens = _decode(og, ref_model, ref_adapters, expert, ids, steps, None)
+            ref_logits, ref_tokens = ort_greedy(ref_model, ids, steps, ref_adapters, expert)
             for path, (_, model, adapters) in zip(candidates, loaded):
-                logits, _ = _decode(og, model, adapters, expert, ids, steps, ref_tokens)
+                logits, _ = ort_greedy(model, ids, steps, adapters, expert, forced=ref_tokens)
                 diff = np.abs(logits - ref_logits)
                 per[str(path)].append((diff.max(), diff.mean(), np.mean(logits.argmax(1) == np.asarray(ref_tokens))))
         for name, values in per.items():

@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, TextIO
 
 from memlora import STAGES
 from memlora.errors import DataError
@@ -72,41 +73,39 @@ def load_examples(path: str | os.PathLike) -> list[dict]:
     return examples
 
 
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> int:
-    """Write ``rows`` as JSONL to ``path`` atomically; returns the number of rows."""
+@contextmanager
+def _atomic_text_file(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A UTF-8 text file that replaces ``path`` only once the block ends without error (flushed and fsynced first);
+    on any error the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    """Write ``rows`` as JSONL to ``path`` atomically; returns the number of rows."""
+    n = 0
+    with _atomic_text_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """Write one JSON document atomically (pretty-printed, sorted keys)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_text_file(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")
 
 
 def examples_hash(examples: Iterable[dict]) -> str:

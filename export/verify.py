@@ -123,8 +123,10 @@ def chat_ids(tokenizer, prompt: str) -> list[int]:
     return [int(i) for i in ids]
 
 
-def ort_greedy(model, ids: list[int], steps: int, adapters=None, adapter_name: str | None = None) -> tuple[np.ndarray, list[int]]:
-    """Greedy decoding on an ``og.Model``: returns the logits of each step [steps, vocab] and the chosen tokens."""
+def ort_greedy(model, ids: list[int], steps: int, adapters=None, adapter_name: str | None = None,
+               forced: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
+    """Greedy decoding on an ``og.Model``: returns the logits of each step [steps, vocab] and the chosen tokens;
+    ``forced`` (teacher forcing) feeds those tokens back instead of the chosen ones."""
     import onnxruntime_genai as og
 
     params = og.GeneratorParams(model)
@@ -139,7 +141,7 @@ def ort_greedy(model, ids: list[int], steps: int, adapters=None, adapter_name: s
         logits.append(row)
         tokens.append(int(row.argmax()))
         if step + 1 < steps:
-            generator.append_tokens(np.asarray([[tokens[-1]]], dtype=np.int32))
+            generator.append_tokens(np.asarray([[forced[step] if forced else tokens[-1]]], dtype=np.int32))
     return np.stack(logits), tokens
 
 

@@ -119,3 +119,19 @@ def shown_facts(messages) -> list[str]:
 def add_every_fact(messages) -> str:
     """An update stage's reply that ADDs every new fact its prompt shows."""
     return json.dumps({"memory": [{"id": str(i), "text": f, "event": "ADD"} for i, f in enumerate(shown_facts(messages))]})
+
+
+def run_memlora(args: list[str]) -> tuple[int, str, str]:
+    """Run ``memlora <args>`` the way the console script does (through ``run_cli``), capturing exit code, stdout and stderr."""
+    from click.testing import CliRunner  # the CLI and click stay off the import path of the tests that do not run it
+
+    from memlora import cli as memlora_cli
+
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        try:
+            memlora_cli.main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue().decode(), err.getvalue().decode()

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from memlora import LOOP_STAGES
 from memlora.corpus.dataset import write_json_atomic
@@ -174,26 +174,29 @@ class AnswerScore:
 
 
 # ------------------------------------------------------------------------------------------------- isolated operations
+def _generated(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int) -> Iterator[tuple[dict, str]]:
+    """Each example with the text ``engine`` generates for its prompt messages under ``adapter``."""
+    for ex in examples:
+        yield ex, engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
+
+
 def score_extraction(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 64) -> dict:
     score = ExtractionScore()
-    for ex in examples:
-        text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
+    for ex, text in _generated(engine, adapter, examples, max_new_tokens):
         score.add(parse_facts(text).value, ex["meta"]["facts"])
     return score.as_dict()
 
 
 def score_update(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 160) -> dict:
     score = UpdateScore()
-    for ex in examples:
-        text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
+    for ex, text in _generated(engine, adapter, examples, max_new_tokens):
         score.add(parse_memory_update(text).value, ex["meta"]["ops"])
     return score.as_dict()
 
 
 def score_generation(engine, adapter: str | None, examples: Sequence[dict], max_new_tokens: int = 16) -> dict:
     score = AnswerScore()
-    for ex in examples:
-        text = engine.generate(ex["messages"], adapter=adapter, max_new_tokens=max_new_tokens).text
+    for ex, text in _generated(engine, adapter, examples, max_new_tokens):
         score.add(text, ex["target"], ex["meta"].get("category", 4))
     return score.as_dict()
 

@@ -34,6 +34,7 @@ from memlora.world.generator import (
     WorldConversation,
     check_op_key_order,
 )
+from memlora.world.locomo_sample import locomo_sample
 
 SOURCE = "world"
 MEMORY_ORDERS = ("shuffled", "retrieval", "loop")
@@ -90,34 +91,54 @@ class RetrievalOrder:
         return list(order) or list(range(len(texts)))
 
 
-def _check_memory_order(memory_order: str, ranker: RetrievalOrder | None) -> RetrievalOrder | None:
+def check_memory_order(memory_order: str, ranker: RetrievalOrder | None) -> RetrievalOrder | None:
+    """``memory_order`` checked against ``MEMORY_ORDERS``; the ranker it needs (``ranker`` or a new ``RetrievalOrder``
+    for "retrieval" and "loop", None for "shuffled")."""
     if memory_order not in MEMORY_ORDERS:
         raise DataError(f"unknown memory order {memory_order!r}: choose one of {', '.join(MEMORY_ORDERS)}")
     return (ranker or RetrievalOrder()) if memory_order in ("retrieval", "loop") else None
 
 
-def _chat(messages: list[dict]) -> list[dict]:
+def chat_messages(messages: list[dict]) -> list[dict]:
     """Messages as the loop passes them to the extraction prompt (dia_id is metadata, not prompt text)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
+def extraction_example(sample_id: str, owner: str, session: int, messages: list[dict], facts: Sequence[str],
+                       prompt_set: str, source: str) -> dict:
+    """One extraction example: the message pair as the owner's store sees it -> the owner's gold ``facts``."""
+    dia_ids = [m["dia_id"] for m in messages]
+    return {
+        "id": f"{sample_id}:{owner}:{'+'.join(dia_ids)}:extraction",
+        "stage": "extraction",
+        "messages": prompts.extraction_messages(chat_messages(messages), prompt_set),
+        "target": prompts.to_json({"facts": facts}),
+        "source": source,
+        "meta": {"conversation": sample_id, "owner": owner, "session": session, "dia_ids": dia_ids, "facts": list(facts)},
+    }
+
+
+def update_example(sample_id: str, owner: str, session: int, messages: list[dict], case: UpdateCase,
+                   op_key_order: Sequence[str], prompt_set: str, source: str) -> dict:
+    """One update example: ``case``'s shown memories + facts -> its gold operations, each op's keys in
+    ``op_key_order``."""
+    dia_ids = [m["dia_id"] for m in messages]
+    ops = [op.as_json(op_key_order) for op in case.ops]
+    return {
+        "id": f"{sample_id}:{owner}:{'+'.join(dia_ids)}:update",
+        "stage": "update",
+        "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
+        "target": prompts.to_json({"memory": ops}),
+        "source": source,
+        "meta": {"conversation": sample_id, "owner": owner, "session": session, "dia_ids": dia_ids,
+                 "old_memories": case.old_memories, "facts": case.facts, "ops": ops},
+    }
+
+
 def extraction_examples(conv: WorldConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's canonical facts."""
-    out = []
-    for pair in conv.pairs:
-        dia_ids = [m["dia_id"] for m in pair.messages]
-        out.append(
-            {
-                "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:extraction",
-                "stage": "extraction",
-                "messages": prompts.extraction_messages(_chat(pair.messages), prompt_set),
-                "target": prompts.to_json({"facts": pair.facts}),
-                "source": SOURCE,
-                "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
-                         "facts": list(pair.facts)},
-            }
-        )
-    return out
+    return [extraction_example(conv.sample_id, pair.owner, pair.session, pair.messages, pair.facts, prompt_set, SOURCE)
+            for pair in conv.pairs]
 
 
 def retrieval_ordered(case: UpdateCase, ranker: RetrievalOrder, top: int | None = None) -> UpdateCase:
@@ -166,7 +187,7 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
     each op's keys in ``op_key_order`` (Mem0's by default; any order parses the same, see ``ExpertRecipe.op_key_order``),
     the memories chosen and ordered by ``memory_order`` (``MEMORY_ORDERS``; the world's cases are shuffled)."""
     op_key_order = check_op_key_order(op_key_order)
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     if ranker is not None:
         ranker.embed([t for pair in conv.pairs if pair.update for t in (*pair.update.facts, *pair.memory_after)])
     out = []
@@ -180,19 +201,8 @@ def update_examples(conv: WorldConversation, op_key_order: Sequence[str] = MEM0_
             case = retrieval_ordered(case, ranker)
         elif memory_order == "loop":
             case = loop_retrieved(case, memory, ranker)
-        dia_ids = [m["dia_id"] for m in pair.messages]
-        ops = [op.as_json(op_key_order) for op in case.ops]
-        out.append(
-            {
-                "id": f"{conv.sample_id}:{pair.owner}:{'+'.join(dia_ids)}:update",
-                "stage": "update",
-                "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
-                "target": prompts.to_json({"memory": ops}),
-                "source": SOURCE,
-                "meta": {"conversation": conv.sample_id, "owner": pair.owner, "session": pair.session, "dia_ids": dia_ids,
-                         "old_memories": case.old_memories, "facts": case.facts, "ops": ops},
-            }
-        )
+        out.append(update_example(conv.sample_id, pair.owner, pair.session, pair.messages, case, op_key_order, prompt_set,
+                                  SOURCE))
     return out
 
 
@@ -208,7 +218,7 @@ def generation_examples(conv: WorldConversation, other_speaker_rate: float = 0.0
     """
     from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
     out = []
     checkpoints = conv.checkpoints[-1:] if final_only else conv.checkpoints
@@ -251,7 +261,7 @@ def world_examples(conversations: list[WorldConversation], stage: str, op_key_or
     if stage not in STAGE_BUILDERS:
         raise DataError(f"the world has no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
-    ranker = _check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
+    ranker = check_memory_order(memory_order, ranker)  # extraction shows no memories: its order is only checked
     build = partial(STAGE_BUILDERS[stage], prompt_set=prompt_set)
     if stage != "extraction":
         build = partial(build, memory_order=memory_order, ranker=ranker)
@@ -264,7 +274,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
                        prompt_set: str = "memlora", memory_order: str = "shuffled") -> dict[str, dict[str, int]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages (atomic writes); returns the counts."""
     op_key_order = check_op_key_order(op_key_order)
-    ranker = _check_memory_order(memory_order, None)
+    ranker = check_memory_order(memory_order, None)
 
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
@@ -279,19 +289,7 @@ def export_world_jsonl(world: World, data_dir: str | Path, op_key_order: Sequenc
 # ------------------------------------------------------------------------------------------------------------- LoCoMo
 def to_locomo_sample(conv: WorldConversation) -> dict:
     """One conversation as a LoCoMo sample (``sample_id``, ``conversation``, ``qa``, ``observation``, summaries)."""
-    conversation: dict = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
-    observation: dict = {}
-    for session in conv.sessions:
-        key = f"session_{session.index}"
-        conversation[f"{key}_date_time"] = session.date_time
-        conversation[key] = [{"speaker": t.speaker, "dia_id": t.dia_id, "text": t.text} for t in session.turns]
-        per_speaker: dict[str, list] = {conv.speaker_a: [], conv.speaker_b: []}
-        for t in session.turns:
-            per_speaker[t.speaker].extend([f.text, t.dia_id] for f in t.facts)
-        observation[f"{key}_observation"] = per_speaker
-    qa = [{"question": q.question, "answer": q.answer, "evidence": list(q.evidence), "category": q.category} for q in conv.qa]
-    return {"sample_id": conv.sample_id, "conversation": conversation, "qa": qa, "observation": observation,
-            "session_summary": {}, "event_summary": {}}
+    return locomo_sample(conv, lambda turn: [f.text for f in turn.facts])
 
 
 def export_world_locomo(world: World, out_dir: str | Path) -> dict[str, Path]:

@@ -40,6 +40,7 @@ from memlora.corpus.locomo import QA, Conversation, Session, Turn, ingestion_bat
 from memlora.errors import DataError
 from memlora.paths import data_file
 from memlora.runtime.parsing import EVENTS
+from memlora.world.locomo_sample import locomo_sample
 
 FORMAT, VERSION = "memlora-natural", 1
 NATURAL_SPLITS = ("train", "val", "demo")
@@ -116,19 +117,7 @@ class NaturalConversation:
 def to_locomo_sample(conv: NaturalConversation) -> dict:
     """The conversation as a LoCoMo JSON sample (``memlora.corpus.locomo.load_locomo`` reads it; observations = the
     gold facts, cited by dia_id), so ``memlora eval`` can run on it."""
-    conversation: dict = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
-    observation: dict = {}
-    for session in conv.sessions:
-        key = f"session_{session.index}"
-        conversation[f"{key}_date_time"] = session.date_time
-        conversation[key] = [{"speaker": t.speaker, "dia_id": t.dia_id, "text": t.text} for t in session.turns]
-        per_speaker: dict[str, list] = {conv.speaker_a: [], conv.speaker_b: []}
-        for t in session.turns:
-            per_speaker[t.speaker].extend([fact, t.dia_id] for fact in t.facts)
-        observation[f"{key}_observation"] = per_speaker
-    qa = [{"question": q.question, "answer": q.answer, "evidence": list(q.evidence), "category": q.category} for q in conv.qa]
-    return {"sample_id": conv.sample_id, "conversation": conversation, "qa": qa, "observation": observation,
-            "session_summary": {}, "event_summary": {}}
+    return locomo_sample(conv, lambda turn: turn.facts)
 
 
 def natural_path(split: str) -> Path:

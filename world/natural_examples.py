@@ -22,10 +22,11 @@ from memlora.errors import DataError
 from memlora.runtime import prompts
 from memlora.world.examples import (
     RetrievalOrder,
-    _chat,
-    _check_memory_order,
+    check_memory_order,
+    extraction_example,
     loop_retrieved,
     retrieval_ordered,
+    update_example,
     world_examples,
 )
 from memlora.world.generator import MEM0_OP_KEYS, MemoryOp, UpdateCase, WorldConfig, check_op_key_order, generate_world
@@ -67,19 +68,8 @@ def gold_case(before: dict[str, str], facts: list[str], ops: list[dict]) -> Upda
 
 def extraction_examples(conv: NaturalConversation, prompt_set: str = "memlora") -> list[dict]:
     """One example per ingestion step: the message pair as the owner's store sees it -> the owner's gold facts."""
-    out = []
-    for batch, facts, _, _ in gold_steps(conv):
-        dia_ids = [m["dia_id"] for m in batch.messages]
-        out.append({
-            "id": f"{conv.sample_id}:{batch.user_id}:{'+'.join(dia_ids)}:extraction",
-            "stage": "extraction",
-            "messages": prompts.extraction_messages(_chat(batch.messages), prompt_set),
-            "target": prompts.to_json({"facts": facts}),
-            "source": SOURCE,
-            "meta": {"conversation": conv.sample_id, "owner": batch.user_id, "session": batch.session, "dia_ids": dia_ids,
-                     "facts": list(facts)},
-        })
-    return out
+    return [extraction_example(conv.sample_id, batch.user_id, batch.session, batch.messages, facts, prompt_set, SOURCE)
+            for batch, facts, _, _ in gold_steps(conv)]
 
 
 def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
@@ -87,7 +77,7 @@ def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM
     """One example per ingestion step with facts: the owner's memories (chosen and ordered by ``memory_order``, ids
     "0".."n-1") + the facts -> the gold operations, each op's keys in ``op_key_order``."""
     op_key_order = check_op_key_order(op_key_order)
-    ranker = _check_memory_order(memory_order, ranker) or _Shuffled(random.Random(f"{conv.sample_id}:update"))
+    ranker = check_memory_order(memory_order, ranker) or _Shuffled(random.Random(f"{conv.sample_id}:update"))
     steps = [step for step in gold_steps(conv) if step[1]]
     if isinstance(ranker, RetrievalOrder):
         ranker.embed([t for _, facts, ops, before in steps for t in (*facts, *before.values())])
@@ -98,17 +88,8 @@ def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM
             case = loop_retrieved(case, list(before.values()), ranker)
         else:
             case = retrieval_ordered(case, ranker)
-        dia_ids = [m["dia_id"] for m in batch.messages]
-        gold = [op.as_json(op_key_order) for op in case.ops]
-        out.append({
-            "id": f"{conv.sample_id}:{batch.user_id}:{'+'.join(dia_ids)}:update",
-            "stage": "update",
-            "messages": prompts.update_messages(case.old_memories, case.facts, prompt_set),
-            "target": prompts.to_json({"memory": gold}),
-            "source": SOURCE,
-            "meta": {"conversation": conv.sample_id, "owner": batch.user_id, "session": batch.session, "dia_ids": dia_ids,
-                     "old_memories": case.old_memories, "facts": case.facts, "ops": gold},
-        })
+        out.append(update_example(conv.sample_id, batch.user_id, batch.session, batch.messages, case, op_key_order,
+                                  prompt_set, SOURCE))
     return out
 
 
@@ -118,7 +99,7 @@ def generation_examples(conv: NaturalConversation, prompt_set: str = "memlora", 
     "loop" keeps ``answer_k`` of them, as ``Memory.answer`` does) -> the gold answer."""
     from memlora.runtime.memory import MemoryConfig  # FAISS, torch or the engines: off the import path until used
 
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     rng = random.Random(f"{conv.sample_id}:generation")
     if ranker is not None:
         ranker.embed([m.text for ms in conv.memories.values() for m in ms] + [q.question for q in conv.qa])
@@ -148,7 +129,7 @@ def natural_examples(conversations: list[NaturalConversation], stage: str, op_ke
     if stage not in LOOP_STAGES:
         raise DataError(f"the natural conversations have no {stage!r} examples; stages: {', '.join(LOOP_STAGES)}")
     prompts.get_prompt_set(prompt_set)  # an unknown set fails before any example is built
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     out = []
     for conv in conversations:
         if stage == "extraction":
@@ -183,7 +164,7 @@ def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_c
     name), test = the kept-aside demo conversation alone. ``sources`` overrides a natural file
     (``{"train": path}``). Returns ``{split: {stage: {"natural": n, "world": m}}}``."""
     op_key_order = check_op_key_order(op_key_order)
-    ranker = _check_memory_order(memory_order, ranker)
+    ranker = check_memory_order(memory_order, ranker)
     if world_ratio < 0:
         raise DataError(f"the world mix ratio must be >= 0, got {world_ratio}")
     files = {split: (sources or {}).get(name, name) for split, name in SPLIT_FILES.items()}

@@ -7,9 +7,7 @@ import re
 from collections import Counter
 
 import pytest
-from click.testing import CliRunner
 
-from memlora import cli as memlora_cli
 from memlora.corpus.locomo import (
     SPLITS,
     default_locomo_path,
@@ -22,17 +20,7 @@ from memlora.corpus.locomo import (
 from memlora.errors import DataError
 from memlora.paths import data_file
 
-
-def run_memlora(args: list[str]) -> tuple[int, str, str]:
-    """Run ``memlora <args>`` through ``run_cli`` as the console script does; return exit code, stdout, stderr."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            memlora_cli.main(args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
+from helpers import run_memlora
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from memlora import cli as memlora_cli
 from memlora.errors import MemloraError
 from memlora.models import (
     CHAT_TEMPLATE,
@@ -23,19 +21,9 @@ from memlora.models import (
     resolve_shape,
 )
 
+from helpers import run_memlora
+
 torch.set_num_threads(2)
-
-
-def run_memlora(args: list[str]) -> tuple[int, str, str]:
-    """Run ``memlora <args>`` the way the console script does (through ``run_cli``), capturing exit code, stdout and stderr."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            memlora_cli.main(args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.mark.parametrize("arch", TEXT_ARCHS)

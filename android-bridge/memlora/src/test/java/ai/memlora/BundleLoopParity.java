@@ -119,16 +119,7 @@ public class BundleLoopParity {
           } else if (op.equals("add")) {
             Memory.AddResult r = memory.add((List<Map<String, ?>>) (List<?>) step.get("messages"), user,
                 (String) step.get("timestamp"), null, null, null);
-            Map<String, Object> got = new LinkedHashMap<String, Object>();
-            got.put("facts", new ArrayList<Object>(r.facts));
-            got.put("events", Golden.events(r.events));
-            got.put("rejected", Golden.rejections(r.rejected));
-            List<Object> retrieved = new ArrayList<Object>();
-            for (MemoryStore.SearchHit h : r.retrieved) {
-              retrieved.add(h.record.id);
-            }
-            got.put("retrieved", retrieved);
-            report.check(id + " result", expected, got);
+            report.check(id + " result", expected, Golden.addResult(r));
           } else {
             Memory.AnswerResult r = memory.answer((String) step.get("question"), user);
             report.check(id + " text", expected.get("text"), r.text);
@@ -138,12 +129,7 @@ public class BundleLoopParity {
           report.fail(id, "Java threw " + e);
           continue;
         }
-        report.check(id + " calls", c.get("calls"), new ArrayList<Object>(engine.calls));
-        Map<String, Object> state = Golden.map(c.get("state"));
-        report.check(id + " records", state.get("records"),
-            Golden.recordsByUser(store, Golden.map(state.get("records")).keySet()));
-        report.check(id + " batch_seq", state.get("batch_seq"), store.batchSequence());
-        report.check(id + " rejections", state.get("rejections"), Golden.rejectionEntries(store));
+        Golden.checkStepState(report, id, c, engine.calls, store);
       }
     } finally {
       memory.close();

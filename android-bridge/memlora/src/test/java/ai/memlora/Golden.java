@@ -201,6 +201,31 @@ final class Golden {
     return out;
   }
 
+  /** What {@code Memory.add} returned, as Python's loop fixtures record it: facts, events, rejected, retrieved ids. */
+  static Map<String, Object> addResult(Memory.AddResult r) {
+    Map<String, Object> got = new LinkedHashMap<String, Object>();
+    got.put("facts", new ArrayList<Object>(r.facts));
+    got.put("events", events(r.events));
+    got.put("rejected", rejections(r.rejected));
+    List<Object> retrieved = new ArrayList<Object>();
+    for (MemoryStore.SearchHit h : r.retrieved) {
+      retrieved.add(h.record.id);
+    }
+    got.put("retrieved", retrieved);
+    return got;
+  }
+
+  /** After a loop step: the engine {@code calls} and the store's records, batch sequence and rejections as in
+   * the fixture case {@code c}. */
+  static void checkStepState(Report report, String id, Map<String, Object> c, List<Object> calls,
+      MemoryStore store) {
+    report.check(id + " calls", c.get("calls"), new ArrayList<Object>(calls));
+    Map<String, Object> state = map(c.get("state"));
+    report.check(id + " records", state.get("records"), recordsByUser(store, map(state.get("records")).keySet()));
+    report.check(id + " batch_seq", state.get("batch_seq"), store.batchSequence());
+    report.check(id + " rejections", state.get("rejections"), rejectionEntries(store));
+  }
+
   /** Search hits as {@code {id, score}} ({@code {id, text, score}} with {@code withText}). */
   static List<Object> hits(List<MemoryStore.SearchHit> hits, boolean withText) {
     List<Object> out = new ArrayList<Object>();
