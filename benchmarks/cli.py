@@ -23,6 +23,7 @@ import click
 from memlora.bench.bench_bundles import MODEL_SHAPES, REAL_MODELS
 from memlora.bench.embedding_cache import CachedEmbedder
 from memlora.bench.locomo_retrieval import VARIANTS, RetrievalBenchConfig, markdown, run_retrieval_benchmark
+from memlora.bench.multilora_speed import MultiLoraSpeedConfig, measure_multilora_speed
 from memlora.bench.speed_bench import BenchConfig, run_bench
 from memlora.bench.speed_report import markdown as speed_markdown
 from memlora.bench.speed_report import write_outputs
@@ -98,6 +99,25 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
     paths = write_outputs(report, out_dir, json_path)
     click.echo(speed_markdown(report))
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+
+
+@bench_command.command("multilora")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--threads", type=int, default=MultiLoraSpeedConfig.threads, show_default=True, help="Engine threads.")
+@click.option("--prompt-tokens", type=int, default=MultiLoraSpeedConfig.prompt_tokens, show_default=True)
+@click.option("--rounds", type=int, default=MultiLoraSpeedConfig.rounds, show_default=True, help="Prefill rounds per variant.")
+@click.option("--decode-bursts", type=int, default=MultiLoraSpeedConfig.decode_bursts, show_default=True,
+              help="Interleaved decode bursts per variant (medians and paired ratios are taken over them).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def multilora_command(bundle, threads, prompt_tokens, rounds, decode_bursts, json_path):
+    """The multi-LoRA graph against the plain graph: prefill and decode tok/s with no adapter and with each expert,
+    interleaved, with the memory-bandwidth roofline measured in the same run."""
+    config = MultiLoraSpeedConfig(threads=threads, prompt_tokens=prompt_tokens, rounds=rounds, decode_bursts=decode_bursts)
+    report = measure_multilora_speed(bundle, config)
+    click.echo(report.table())
+    if json_path:
+        json_path.write_text(json.dumps(report.to_json(), indent=2))
+        click.echo(f"wrote {json_path}", err=True)
 
 
 @bench_command.command("store")

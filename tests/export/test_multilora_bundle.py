@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -210,3 +212,17 @@ def test_multilora_speed_report_covers_plain_and_every_expert(bundles):
         assert row.bytes_per_token >= plain.bytes_per_token and row.decode_vs_roofline > 0
     assert report.rows[3].bytes_per_token > report.rows[2].bytes_per_token  # all-linear r16 reads more than q,v r8
     assert "decode/roofline" in report.table()
+
+
+def test_memlora_bench_multilora_prints_the_table_and_writes_json(bundles, tmp_path):
+    from click.testing import CliRunner
+
+    from memlora.bench.cli import bench_command
+
+    out = tmp_path / "multilora.json"
+    result = CliRunner().invoke(bench_command, ["multilora", str(bundles("qwen2-int4")), "--prompt-tokens", "16",
+                                                "--rounds", "1", "--decode-bursts", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "decode/roofline" in result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["plain", "no adapter", "extraction", "update", "generation"]
