@@ -10,6 +10,7 @@ narrower benchmarks as subcommands (store, train-throughput, locomo-retrieval, v
     memlora-bench train-throughput --model-dir DIR           # training tokens/s: plain vs fast loop
     memlora-bench locomo-retrieval --json retrieval.json     # evidence recall of vector vs hybrid retrieval on LoCoMo
     memlora-bench vqa --model models/tiny-qwen-vl --route both
+    memlora-bench locomo-table base=runs/base experts=runs/experts -o docs/results/locomo-tables   # Tables 2/4 rows
 The synthetic world's benchmark is `memlora eval --world` (``memlora.world`` sits above this package).
 """
 
@@ -23,6 +24,7 @@ import click
 from memlora.bench.bench_bundles import MODEL_SHAPES, REAL_MODELS
 from memlora.bench.embedding_cache import CachedEmbedder
 from memlora.bench.locomo_retrieval import VARIANTS, RetrievalBenchConfig, markdown, run_retrieval_benchmark
+from memlora.bench.locomo_table import write_table
 from memlora.bench.multilora_speed import MultiLoraSpeedConfig, measure_multilora_speed
 from memlora.bench.speed_bench import BenchConfig, run_bench
 from memlora.bench.speed_report import markdown as speed_markdown
@@ -162,6 +164,23 @@ def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_siz
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
+
+
+@bench_command.command("locomo-table")
+@click.argument("runs", nargs=-1, required=True, metavar="LABEL=RUN_DIR...")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for table.md, table.json, table.png.")
+def locomo_table_command(runs, out_dir):
+    """The paper's Tables 2/4 from `memlora eval --memories loop` runs, one row each (the first is the ratios' reference)."""
+    parsed = []
+    for item in runs:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise MemloraError(f"{item!r}: expected LABEL=RUN_DIR, e.g. base=runs/locomo-base")
+        parsed.append((label, Path(path)))
+    paths = write_table(parsed, out_dir)
+    click.echo(paths["markdown"].read_text())
+    click.echo(f"wrote {paths['markdown']}, {paths['json']}, {paths['chart']}")
 
 
 @bench_command.command("locomo-retrieval")

@@ -39,6 +39,7 @@ def aggregate(rows: list[dict], ks) -> dict:
         out[f"hit@{k}"], out["n_with_evidence"] = _mean([r.get(f"hit@{k}") for r in rows])
         out[f"cover@{k}"], _ = _mean([r.get(f"cover@{k}") for r in rows])
     out["answer_tokens"], _ = _mean([r.get("answer_tokens") for r in rows])
+    out["answer_s"], _ = _mean([r.get("answer_s") for r in rows])
     return out
 
 
@@ -74,7 +75,9 @@ def build_report(rows: list[dict], config, parts, engine_label: str) -> dict:
             "ks": list(config.ks),
             "retrieval_only": config.retrieval_only,
             "limit": config.limit,
+            "max_sessions": config.max_sessions,
             "prompt_set": config.prompt_set,
+            "command": config.command,
             "model": engine_label,
             "stages": dict(parts.stage_labels),
             "judge": {"url": config.judge.url, "model": config.judge.model} if config.judge else None,
@@ -91,6 +94,10 @@ def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _num(value, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
 def _frac(value) -> str:
     return "—" if value is None else f"{value:.3f}"
 
@@ -104,14 +111,27 @@ def markdown(report: dict) -> str:
         f"Memories: {s['memories']}; retrieval: {', '.join(s['retrieval'])}; top {s['top_k_per_speaker']} per speaker; "
         f"model: {s['model']}" + (f"; judge: {s['judge']['model']}" if s["judge"] else "")
     )
+    if s.get("command"):
+        lines += ["", f"Command: `{s['command']}`"]
+    if s.get("max_sessions"):
+        lines += ["", f"Only the first {s['max_sessions']} sessions of each conversation were ingested."]
     if report["unavailable"]:
         lines += ["", "Not computed: " + "; ".join(f"{k}: {v}" for k, v in report["unavailable"].items())]
+    loop = report.get("loop")
+    if loop:
+        ext, upd, ev = loop["extraction"], loop["update"], loop["events"]
+        lines += ["", "## The loop's memory writes", "",
+                  "| adds | facts | extraction valid | update valid | ADD | UPDATE | DELETE | s/add |", "|---|---|---|---|---|---|---|---|",
+                  f"| {loop['adds']} | {loop['facts']} | {_pct(ext['valid_rate'])}% of {ext['calls']} | "
+                  f"{_pct(upd['valid_rate'])}% of {upd['calls']} | {ev['ADD']} | {ev['UPDATE']} | {ev['DELETE']} | "
+                  f"{loop['seconds_per_add']:.2f} |"]
     if not s["retrieval_only"]:
         lines += ["", f"## Overall (paper Table 1/2 shape, x100; {label} = mean of {', '.join(report['l_parts']) or 'nothing'})", ""]
-        lines += [f"| model | retrieval | {label} | J | F1 | BLEU-1 | n |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| model | retrieval | {label} | J | F1 | BLEU-1 | n | tok/answer | s/answer |", "|---|---|---|---|---|---|---|---|---|"]
         for name, v in variants.items():
             o = v["overall"]
-            lines.append(f"| {s['model']} | {name} | {_pct(o['l'])} | {_pct(o['j'])} | {_pct(o['f1'])} | {_pct(o['bleu1'])} | {o['n']} |")
+            lines.append(f"| {s['model']} | {name} | {_pct(o['l'])} | {_pct(o['j'])} | {_pct(o['f1'])} | {_pct(o['bleu1'])} | {o['n']} | "
+                         f"{_num(o.get('answer_tokens'), 1)} | {_num(o.get('answer_s'), 2)} |")
         st = s["stages"]
         lines += ["", "## Per stage (paper Table 4 shape, x100)", "", f"| extraction | update | generation | retrieval | {label} | J |",
                   "|---|---|---|---|---|---|"]

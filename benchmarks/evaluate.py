@@ -17,7 +17,7 @@ from memlora.bench.locomo_eval import EvalConfig, EvalParts, reset_out_dir, run_
 from memlora.bench.metrics import AnswerScorer, ScorerConfig
 from memlora.corpus.locomo import default_locomo_path, load_locomo
 from memlora.errors import MemloraError
-from memlora.export.adapters import trained_prompt_set
+from memlora.export.adapters import discover_experts, trained_prompt_set
 from memlora.judge import JudgeClient, JudgeConfig
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.ort_engine import OrtGenAIEngine
@@ -40,15 +40,33 @@ def build_engine(model: Path | None, adapters: Path | None, bundle: Path | None,
     return None
 
 
-def stage_labels(engine, memories: str) -> dict[str, str]:
+def stage_labels(engine, memories: str, experts: tuple[str, ...] | None = None) -> dict[str, str]:
     """What serves each stage: the expert adapter's name, ``base`` or LoCoMo's observations (oracle)."""
     names = tuple(getattr(engine, "adapters", ()) or ()) if engine is not None else ()
-    labels = {s: (f"{s} expert" if s in names else "base") for s in LOOP_STAGES}
+    labels = {s: (f"{s} expert" if s in names and (experts is None or s in experts) else "base") for s in LOOP_STAGES}
     if memories == "oracle":
         labels["extraction"] = labels["update"] = "oracle (LoCoMo observations)"
     if engine is None:
         labels["generation"] = "none (retrieval only)"
     return labels
+
+
+def expert_budgets(engine, adapters: Path | None, experts: tuple[str, ...] | None) -> dict[str, int]:
+    """Per-stage generation budgets: an expert's own (its manifest entry) where an expert serves the stage, else the
+    runtime's defaults (what ``Memory.from_bundle`` / ``from_pretrained`` use)."""
+    from memlora.runtime.memory import DEFAULT_MAX_NEW_TOKENS  # FAISS (the memory store): off the import path
+
+    budgets = dict(DEFAULT_MAX_NEW_TOKENS)
+    own: dict[str, int | None] = {}
+    bundle = getattr(engine, "bundle", None)
+    if bundle is not None:
+        own = {e.stage: e.max_new_tokens for e in bundle.experts.values()}
+    elif adapters is not None:
+        own = {spec.stage: spec.max_new_tokens for spec in discover_experts(adapters)}
+    for stage, value in own.items():
+        if value and stage in budgets and (experts is None or stage in experts):
+            budgets[stage] = int(value)
+    return budgets
 
 
 def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conversations: tuple[str, ...] = (),
@@ -57,7 +75,8 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
                     limit: int | None = None, max_sessions: int | None = None, judge_url: str | None = None,
                     judge_model: str | None = None, judge_no_json_mode: bool = False, bertscore_model: Path | None = None,
                     prompt_set: str | None = None, max_new_tokens: int = 64, threads: int = 2,
-                    out_dir: Path = Path("runs/locomo-eval"), restart: bool = False, quiet: bool = False) -> dict:
+                    out_dir: Path = Path("runs/locomo-eval"), restart: bool = False, quiet: bool = False,
+                    experts: tuple[str, ...] | None = None, command: str = "") -> dict:
     """Evaluate on LoCoMo with Mem0's protocol (L, J, F1, BLEU-1, evidence recall per category); returns the report.
     Arguments as the options of ``memlora eval``."""
 
@@ -74,6 +93,7 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
         prompt_set=prompt_set, max_new_tokens=max_new_tokens,
         scorer=ScorerConfig(bertscore_model=str(bertscore_model) if bertscore_model else None), judge=judge_config,
         model_label=" + ".join(str(p.name) for p in (model, adapters, bundle) if p) or "none",
+        experts=tuple(experts) if experts is not None else None, command=command,
     )
     if not retrieval_only and not (model or bundle):
         raise MemloraError("answers need a model: give --model (+ --adapters) or --bundle, or use --retrieval-only")
@@ -86,6 +106,13 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
     embedder = CachedEmbedder(SentenceTransformerEmbedder(threads=threads))
     needs_engine = not retrieval_only or memories == "loop"
     engine = build_engine(model, adapters, bundle, threads) if needs_engine else None
+    if experts is not None and engine is not None:
+        missing = [s for s in experts if s not in tuple(engine.adapters)]
+        if missing:
+            raise MemloraError(f"--experts {','.join(experts)}: the engine has no {', '.join(missing)} expert "
+                               f"(it has {', '.join(engine.adapters) or 'none'})")
+    stage_adapters = None if experts is None else {s: (s if s in experts else None) for s in ("extraction", "update")}
+    budgets = expert_budgets(engine, adapters, experts)
     memory_factory = None
     if memories == "loop":
         # FAISS (the memory store): off the import path until the loop runs
@@ -94,12 +121,13 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
 
         def memory_factory(store_dir: Path):
             return Memory(engine, embedder, MemoryStore(str(store_dir), dim=embedder.dim),
-                          MemoryConfig(store_dir=str(store_dir), prompt_set=prompt_set, answer_k=top_k))
+                          MemoryConfig(store_dir=str(store_dir), prompt_set=prompt_set, answer_k=top_k,
+                                       stage_adapters=stage_adapters, max_new_tokens=budgets))
 
     parts = EvalParts(
         embedder=embedder, engine=None if retrieval_only else engine, memory_factory=memory_factory,
         scorer=None if retrieval_only else AnswerScorer(config.scorer, embedder=embedder),
-        judge=JudgeClient(judge_config) if judge_config else None, stage_labels=stage_labels(engine, memories),
+        judge=JudgeClient(judge_config) if judge_config else None, stage_labels=stage_labels(engine, memories, config.experts),
     )
     return run_locomo_eval(conversations_data, config, parts, progress=not quiet)
 

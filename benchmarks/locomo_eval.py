@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memlora import LOOP_STAGES
 from memlora.bench.eval_report import build_report, write_report
 from memlora.bench.locomo_memories import (
     ScoredQuestion,
@@ -34,12 +36,14 @@ from memlora.bench.retrieval import Hit, MemoryIndex, MemoryItem
 from memlora.corpus.locomo import ingestion_batches, split_conversations
 from memlora.errors import MemloraError
 from memlora.judge import JudgeClient, JudgeConfig
-from memlora.runtime.parsing import strip_reasoning
+from memlora.runtime.parsing import parse_facts, parse_memory_update, strip_reasoning
 from memlora.runtime.prompts import generation_messages
 
 MEMORY_MODES = ("oracle", "loop")
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
+ADDS_FILE = "adds.jsonl"
+"""Per conversation in loop mode: one line per ``Memory.add`` (valid output per stage, events, tokens, seconds)."""
 
 
 @dataclass
@@ -78,6 +82,11 @@ class EvalConfig:
     """LLM judge for J (None: J not computed)."""
     model_label: str = ""
     """How reports name the system (e.g. the model folder + adapters)."""
+    experts: tuple[str, ...] | None = None
+    """Stages served by their expert adapter (the rest by the base model: the Table 4 ablation); None = every stage the
+    engine has an expert for."""
+    command: str = ""
+    """The command line that produced the run (recorded in the report, not part of the fingerprint)."""
 
     def __post_init__(self):
         if self.memories not in MEMORY_MODES:
@@ -92,10 +101,14 @@ class EvalConfig:
             raise MemloraError("limit must be >= 1")
         if self.max_sessions is not None and self.max_sessions < 1:
             raise MemloraError("max_sessions must be >= 1")
+        bad = [s for s in (self.experts or ()) if s not in LOOP_STAGES]
+        if bad:
+            raise MemloraError(f"experts must be among {', '.join(LOOP_STAGES)}, got {', '.join(bad)}")
 
     def fingerprint(self) -> dict:
         """Settings that change results: a rerun into the same out dir must match them."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "conversations", "limit", "retrieval", "split")}
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "conversations", "limit", "retrieval", "split",
+                                                                         "command")}
         if keep.get("judge"):
             keep["judge"] = {k: keep["judge"][k] for k in ("url", "model", "temperature")}
         return json.loads(json.dumps(keep, default=str))
@@ -181,7 +194,9 @@ def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True,
 
                 iterator = tqdm(todo, desc=f"{conv.sample_id} ingest", unit="add", initial=state["batches_done"], total=len(batches))
             for batch in iterator:
-                memory.add(batch.messages, user_id=batch.user_id, timestamp=batch.timestamp)
+                t0 = time.perf_counter()
+                result = memory.add(batch.messages, user_id=batch.user_id, timestamp=batch.timestamp)
+                append_result(folder / ADDS_FILE, add_stats(result, time.perf_counter() - t0, state["batches_done"]))
                 state["batches_done"] += 1
                 progress_file.write_text(json.dumps(state))
             state["complete"] = True
@@ -202,6 +217,36 @@ def loop_memories(conv, memory_factory, store_root: Path, progress: bool = True,
         return items
     finally:
         memory.close()
+
+
+def add_stats(result, seconds: float, index: int) -> dict:
+    """One ``Memory.add`` as counted by the report: did each stage's output parse as its JSON, what was applied."""
+    row = {"key": str(index), "facts": len(result.facts), "seconds": round(seconds, 4),
+           "events": {e: sum(1 for ev in result.events if ev.event == e) for e in ("ADD", "UPDATE", "DELETE")}}
+    for stage, parse in (("extraction", parse_facts), ("update", parse_memory_update)):
+        generation = result.generations.get(stage)
+        if generation is not None:
+            row[stage] = {"valid": bool(parse(generation.text).ok), "tokens": generation.completion_tokens}
+    return row
+
+
+def loop_stats(store_root: Path, sample_ids) -> dict | None:
+    """Totals over the ``adds.jsonl`` of the conversations: valid-output rate per stage, events, adds, seconds."""
+    rows = []
+    for sid in sample_ids:
+        path = Path(store_root) / sid / ADDS_FILE
+        if path.is_file():
+            rows += list(read_results(path).values())
+    if not rows:
+        return None
+    out: dict[str, Any] = {"adds": len(rows), "facts": sum(r["facts"] for r in rows),
+                           "seconds_per_add": sum(r["seconds"] for r in rows) / len(rows),
+                           "events": {e: sum(r["events"].get(e, 0) for r in rows) for e in ("ADD", "UPDATE", "DELETE")}}
+    for stage in ("extraction", "update"):
+        calls = [r[stage] for r in rows if stage in r]
+        out[stage] = {"calls": len(calls), "valid_rate": (sum(c["valid"] for c in calls) / len(calls)) if calls else None,
+                      "tokens_per_call": (sum(c["tokens"] for c in calls) / len(calls)) if calls else None}
+    return out
 
 
 # --- answering --------------------------------------------------------------------------------------------------------
@@ -226,8 +271,10 @@ def fit_memories(engine, question: str, blocks: list[list[MemoryItem]], prompt_s
         dropped += 1
 
 
-def generation_adapter(engine) -> str | None:
-    """The generation expert when the engine has one, else the base model."""
+def generation_adapter(engine, experts: tuple[str, ...] | None = None) -> str | None:
+    """The generation expert when the engine has one (and ``experts`` includes generation), else the base model."""
+    if experts is not None and "generation" not in experts:
+        return None
     return "generation" if "generation" in tuple(getattr(engine, "adapters", ()) or ()) else None
 
 
@@ -281,7 +328,7 @@ def run_locomo_eval(conversations, config: EvalConfig, parts: EvalParts, progres
     done = read_results(results_path)
     kmax = max(max(config.ks), config.top_k)
     variants = {name: variant_config(name, config.recency_weight) for name in config.retrieval}
-    adapter = generation_adapter(parts.engine) if parts.engine is not None else None
+    adapter = generation_adapter(parts.engine, config.experts) if parts.engine is not None else None
 
     selected: list[tuple[Any, list[ScoredQuestion]]] = []
     for conv in convs:
@@ -331,6 +378,8 @@ def run_locomo_eval(conversations, config: EvalConfig, parts: EvalParts, progres
     wanted = [result_key(q.qid, v) for _, qs in selected for q in qs for v in variants]
     rows = [done[k] for k in wanted if k in done]
     report = build_report(rows, config, parts, engine_label)
+    if config.memories == "loop":
+        report["loop"] = loop_stats(out / "stores", [c.sample_id for c, _ in selected])
     write_report(report, out)
     return report
 
@@ -367,7 +416,9 @@ def answer_question(conv, q: ScoredQuestion, qvec, stores: dict[str, MemoryIndex
         return row
     blocks = [[h.item for h in hits[: config.top_k]] for hits in rankings.values()]
     messages, dropped = fit_memories(parts.engine, q.qa.question, blocks, config.prompt_set, config.max_new_tokens)
+    t0 = time.perf_counter()
     generation = parts.engine.generate(messages, adapter=adapter, max_new_tokens=config.max_new_tokens)
+    row["answer_s"] = round(time.perf_counter() - t0, 4)
     prediction = clean_answer(generation.text)
     row.update(prediction=prediction, raw_answer=generation.text, memories_dropped=dropped,
                answer_tokens=generation.completion_tokens, prompt_tokens=generation.prompt_tokens)

@@ -169,7 +169,9 @@ class MemoryIndex:
         self.items = list(self.items)
         if len(self.items) != len(self.vectors):
             raise MemloraError(f"{len(self.items)} memories but {len(self.vectors)} vectors")
-        self.vector_index = VectorIndex(np.asarray(self.vectors, dtype=np.float32).reshape(len(self.items), -1))
+        vectors = np.asarray(self.vectors, dtype=np.float32)
+        # an empty store keeps its (0, dim) shape: a loop whose extraction wrote nothing still answers (from nothing)
+        self.vector_index = VectorIndex(vectors if vectors.ndim == 2 else vectors.reshape(len(self.items), -1))
         self._bm25: Bm25Index | None = None
         self._recency = recency(self.items)
 

@@ -2,7 +2,8 @@
 the bundle directory beside ``out/``.
 
 Every expert ``memlora-train`` writes carries a ``training_card.json`` whose ``base_model.dir`` is the resolved base model
-directory it was trained on (a ``memlora pull`` model is a folder in the memlora cache, named the same way). All experts must
+directory it was trained on (a ``memlora pull`` model is a folder in the memlora cache, named the same way); the experts
+shipped in the package name it by its pull name instead (``base_model.pull``), resolved to this machine's cache. All experts must
 name the same directory; an expert without a card or without that field, a disagreement, or a directory that no longer exists is
 refused with one ``AdapterError`` line that says how to pass ``--base``.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from memlora.errors import AdapterError
 from memlora.export.adapters import discover_experts
-from memlora.export.pull import MODELS
+from memlora.export.pull import MODELS, model_dir
 
 CARD_FILE = "training_card.json"
 """The training card ``memlora-train`` writes into every expert dir."""
@@ -43,6 +44,9 @@ def _card_base_dir(card: Path) -> str:
         raise AdapterError(f"{card}: not valid JSON ({exc.msg}); pass --base MODEL_DIR") from None
     base = data.get("base_model") if isinstance(data, dict) else None
     value = base.get("dir") if isinstance(base, dict) else None
+    pulled = base.get("pull") if isinstance(base, dict) else None
+    if not value and isinstance(pulled, str) and pulled in MODELS:  # shipped experts name their base by its pull name
+        return str(model_dir(pulled))
     if not isinstance(value, str) or not value:
         raise AdapterError(f"{card} records no base model (base_model.dir; written before cards named it): "
                            "pass --base MODEL_DIR")

@@ -11,6 +11,8 @@ Commands import torch and the engines inside their bodies, so that ``--help`` st
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -189,6 +191,9 @@ def chat(bundle_dir: Path, user_id: str, store_dir: Path | None, threads: int | 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/locomo-eval"),
               show_default=True, help="Run folder: results.jsonl (resumable), report.json/.md/.png, stores.")
 @click.option("--restart", is_flag=True, help="Discard the results already in --out and start over.")
+@click.option("--experts", "experts", default=None, metavar="STAGES",
+              help="Stages served by their expert, comma-separated, or none (the base model serves the rest: the paper's "
+                   "Table 4 ablation) [default: every stage with an expert].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -205,7 +210,7 @@ def chat(bundle_dir: Path, user_id: str, store_dir: Path | None, threads: int | 
               help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
 def eval_command(locomo_path, split, conversations, model, adapters, bundle, memories, retrieval, retrieval_only, top_k, limit,
                  max_sessions, judge_url, judge_model, judge_no_json_mode, bertscore_model, prompt_set, max_new_tokens, threads,
-                 out_dir, restart, json_path, quiet, world_preset=None, vqa=False, vqa_data=None, vqa_route="image"):
+                 out_dir, restart, experts, json_path, quiet, world_preset=None, vqa=False, vqa_data=None, vqa_route="image"):
     """Evaluate on LoCoMo with Mem0's protocol: L, J, F1, BLEU-1 and evidence recall, per category."""
     if vqa:  # images: the VQA expert (owned by memlora.bench.vqa_bench)
 
@@ -219,13 +224,23 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
 
     report = evaluate_locomo(locomo_path, split, tuple(conversations), model, adapters, bundle, memories, retrieval,
                              retrieval_only, top_k, limit, max_sessions, judge_url, judge_model, judge_no_json_mode,
-                             bertscore_model, prompt_set, max_new_tokens, threads, out_dir, restart, quiet)
+                             bertscore_model, prompt_set, max_new_tokens, threads, out_dir, restart, quiet,
+                             experts=parse_experts(experts), command=shlex.join(["memlora", *sys.argv[1:]]))
     click.echo(markdown(report))
     click.echo(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")
+
+
+def parse_experts(value: str | None) -> tuple[str, ...] | None:
+    """``--experts``: None (every expert), ``none`` (base alone) or a comma list of stages."""
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    return tuple(s.strip() for s in value.split(",") if s.strip())
 
 
 @cli.command("locomo")

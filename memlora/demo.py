@@ -40,14 +40,12 @@ from memlora.world.evaluation import normalize_answer
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts, get_preset, world_cache_root
 from memlora.world.generator import generate_world
 from memlora.world.natural import demo_batches, load_natural
+from memlora.world.shipped import check_shipped_experts, shipped_dir
 
 TINY_RANDOM = "tiny-random"
 DEFAULT_BUDGETS = {"extraction": 64, "update": 160, "generation": 16}
 REAL_MODEL = "smollm2-135m-instruct"
 """The real base ``memlora demo --real`` runs (``memlora pull`` name)."""
-DEFAULT_SYSTEM = "world"
-"""What a bare ``memlora demo`` runs: ``world`` (the synthetic world) or ``real`` (``REAL_MODEL`` + its shipped experts).
-Flips to ``real`` once shipped experts exist (``shipped_experts_dir``)."""
 DEMO_BUNDLE_PRECISION = "int4"
 """The on-device precision the real-model demo exports (with the ONNX embedder inside: the whole on-device bundle)."""
 
@@ -136,8 +134,14 @@ def natural_demo_data() -> DemoData:
 # ------------------------------------------------------------------------------------------------------------ real model
 def shipped_experts_dir(model: str) -> Path | None:
     """The experts shipped in the package for ``model`` (``memlora/data/experts/<model>/experts.json``), or None."""
-    path = data_file(f"experts/{model}")
+    path = shipped_dir(model)
     return path if (path / "experts.json").is_file() else None
+
+
+def default_system() -> str:
+    """What a bare ``memlora demo`` runs: ``real`` (``REAL_MODEL`` + its shipped experts) when the package ships experts
+    for it, else ``world`` (the synthetic world)."""
+    return "real" if shipped_experts_dir(REAL_MODEL) is not None else "world"
 
 
 def _tree_digest(root: Path) -> str:
@@ -309,10 +313,10 @@ class DemoOptions:
 
 
 def demo_model(model: str | None, real: bool = False, world: bool = False) -> str | None:
-    """``DemoOptions.model`` for ``--model`` / ``--real`` / ``--world`` (at most one); none: ``DEFAULT_SYSTEM``."""
+    """``DemoOptions.model`` for ``--model`` / ``--real`` / ``--world`` (at most one); none: ``default_system()``."""
     if sum((model is not None, real, world)) > 1:
         raise MemloraError("give one of --model, --real and --world")
-    if real or (model is None and not world and DEFAULT_SYSTEM == "real"):
+    if real or (model is None and not world and default_system() == "real"):
         return REAL_MODEL
     return model
 
@@ -446,6 +450,8 @@ def _prepare_real(options: DemoOptions, say, timings: dict, record: dict) -> tup
     experts_dir = Path(options.adapters) if options.adapters is not None else shipped_experts_dir(options.model)
     if experts_dir is not None and not (experts_dir / "experts.json").is_file():
         raise MemloraError(f"--adapters {experts_dir}: no experts.json (give memlora-train's out/ dir)")
+    if experts_dir is not None and options.adapters is None:
+        check_shipped_experts(experts_dir)  # a corrupt install is one line, before anything is exported
     if experts_dir is None:
         say(f"no shipped experts for {options.model} running the base model alone")
     t0 = time.perf_counter()

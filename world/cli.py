@@ -5,6 +5,7 @@
     memlora-train world eval --preset copy                                 # the world benchmark (= memlora eval --world)
     memlora-train world vqa-learning --work runs/vqa                       # the VQA expert on the world-pretrained tiny VLM
     memlora-train natural export -o data/natural --mix-world 1             # the hand-written conversations (+ the world)
+    memlora-train natural experts                                          # rebuild the shipped SmolLM2 experts
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
 from memlora.world.generator import MEM0_OP_KEYS, SPLITS, WorldConfig, generate_world
 from memlora.world.natural import NATURAL_SPLITS, load_natural, summarize
 from memlora.world.natural_examples import DEFAULT_MEMORY_ORDER, export_natural_jsonl
+from memlora.world.shipped import ShippedExpertsConfig, shipped_dir, train_shipped_experts
 from memlora.world.vqa_learning import (
     QUESTION_TYPES,
     VQALearningConfig,
@@ -202,3 +204,23 @@ def natural_stats_command(sources: tuple[str, ...]) -> None:
     """Check and count natural-conversation files (split names train/val/demo or paths; default: all shipped)."""
     for source in sources or NATURAL_SPLITS:
         click.echo(f"{source}: {json.dumps(summarize(load_natural(source)))}")
+
+
+@natural_group.command("experts")
+@click.option("--model", default=ShippedExpertsConfig.model, show_default=True,
+              help="Base model (a `memlora pull` name; pulled if needed: downloads once).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the packaged experts go (default: the package's memlora/data/experts/<model>).")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data and full-precision training outputs (default: runs/shipped-experts/<model>); rerun to resume.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+def natural_experts_command(model: str, out_dir: Path | None, work_dir: Path | None, threads: int | None) -> None:
+    """Train and package the shipped experts: natural conversations + the world, one LoRA per stage, fp16, checksummed."""
+    from memlora.export.pull import pull_model  # may download the model once
+
+    config = ShippedExpertsConfig(model=model)
+    config.train.threads = threads
+    config.command = f"memlora-train natural experts --model {model}" + (f" --threads {threads}" if threads else "")
+    base = pull_model(model, progress=lambda m: click.echo(f"pull: {m}"))
+    train_shipped_experts(base, out_dir or shipped_dir(model), work_dir or Path("runs/shipped-experts") / model, config,
+                          echo=click.echo)

@@ -122,6 +122,20 @@ def test_cli_refuses_answers_without_a_model(locomo_path, tmp_path):
     assert "--retrieval-only" in str(result.exception)
 
 
+@pytest.mark.parametrize("value, expected", [(None, None), ("none", ()), ("extraction, update", ("extraction", "update"))])
+def test_experts_option_values(value, expected):
+    from memlora.cli import parse_experts
+
+    assert parse_experts(value) == expected
+
+
+def test_cli_refuses_an_unknown_expert_stage(locomo_path, tmp_path):
+    result = CliRunner().invoke(eval_command, ["--locomo", str(locomo_path), "--out", str(tmp_path), "--quiet",
+                                               "--memories", "loop", "--experts", "extraction,recall"])
+    assert result.exit_code != 0
+    assert "experts must be among extraction, update, generation, got recall" in str(result.exception)
+
+
 def echo_reply(messages, adapter) -> str:
     """A deterministic stand-in for a trained model: extraction keeps the store owner's own turns as facts, update ADDs
     them, generation repeats the first memory. It exercises the real ``Memory`` + ``MemoryStore`` under the eval."""
@@ -160,6 +174,12 @@ def test_loop_mode_ingests_with_the_real_memory_and_resumes(conversation, embedd
     assert in_s1 and all(r["hit@30"] == 1.0 for r in in_s1)
     assert all(r["prediction"] for r in rows)
     assert report["variants"]["vector"]["overall"]["n"] == 4
+    loop = report["loop"]  # the loop's own counts: every add, its valid outputs and events
+    assert loop["adds"] == calls["extraction"] and loop["facts"] == own_turns
+    assert loop["extraction"]["calls"] == calls["extraction"] and loop["extraction"]["valid_rate"] == 1.0
+    assert loop["extraction"]["tokens_per_call"] > 0
+    assert loop["update"]["valid_rate"] == 1.0 and loop["events"] == {"ADD": own_turns, "UPDATE": 0, "DELETE": 0}
+    assert all(r["answer_s"] >= 0 for r in rows) and report["variants"]["vector"]["overall"]["answer_s"] is not None
     # a rerun ingests nothing again and answers nothing again
     n_calls = len(engine.calls)
     run_locomo_eval(convs, config, parts, progress=False)
@@ -182,3 +202,65 @@ def test_eval_renders_with_the_prompt_set_the_adapters_were_trained_with(tmp_pat
             (adapters / entry["path"]).mkdir(parents=True)
         (adapters / "experts.json").write_text(json.dumps({"format": 1, "experts": experts}))
     assert trained_prompt_set(adapters) == expected
+
+
+def _loop_run(convs, embedder, out, reply, experts=None):
+    from memlora.runtime.memory import Memory, MemoryConfig
+    from memlora.runtime.store import MemoryStore
+
+    engine = ScriptedEngine(reply=reply)
+    stage_adapters = None if experts is None else {s: (s if s in experts else None) for s in ("extraction", "update")}
+
+    def memory_factory(store_dir):
+        return Memory(engine, embedder, MemoryStore(str(store_dir), dim=embedder.dim), MemoryConfig(stage_adapters=stage_adapters))
+
+    config = EvalConfig(out_dir=str(out), conversations=(CONV,), memories="loop", max_sessions=1, limit=3, top_k=5,
+                        experts=experts, command=f"memlora eval --out {out}")
+    parts = EvalParts(embedder=embedder, engine=engine, memory_factory=memory_factory,
+                      scorer=AnswerScorer(ScorerConfig(), embedder=embedder))
+    return engine, run_locomo_eval(convs, config, parts, progress=False)
+
+
+def chatty_base(messages, adapter) -> str:
+    """The base model alone: a friendly reply, never the JSON the loop asks for."""
+    return "Sure! Here is what I noticed about the conversation." if adapter is None else echo_reply(messages, adapter)
+
+
+def test_an_expert_left_out_is_served_by_the_base_and_its_invalid_output_counted(conversation, embedder, tmp_path):
+    convs, _ = conversation
+    engine, report = _loop_run(convs, embedder, tmp_path / "gen-only", chatty_base, experts=("generation",))
+    adapters = Counter(c["adapter"] for c in engine.calls)
+    assert adapters[None] == report["loop"]["adds"] and adapters["extraction"] == adapters["update"] == 0
+    assert adapters["generation"] == 3  # the answers still come from the generation expert
+    loop = report["loop"]
+    assert loop["extraction"]["valid_rate"] == 0.0 and loop["update"]["calls"] == 0 and loop["facts"] == 0
+    assert loop["events"] == {"ADD": 0, "UPDATE": 0, "DELETE": 0}
+    assert report["setup"]["command"].startswith("memlora eval --out")
+
+
+def test_locomo_table_rows_side_by_side_with_ratios(conversation, embedder, tmp_path):
+    from memlora.bench.locomo_table import markdown, write_table
+
+    convs, _ = conversation
+    _loop_run(convs, embedder, tmp_path / "base", chatty_base, experts=())
+    _loop_run(convs, embedder, tmp_path / "experts", echo_reply)
+    paths = write_table([("base", tmp_path / "base"), ("experts", tmp_path / "experts")], tmp_path / "table")
+    doc = json.loads(paths["json"].read_text())
+    base, experts = doc["rows"]
+    assert doc["reference"] == "base" and base["f1_x"] in (1.0, None)
+    assert base["extraction_valid"] == 0.0 and experts["extraction_valid"] == 1.0
+    assert base["events"]["ADD"] == 0 and experts["events"]["ADD"] > 0
+    if base["f1"]:
+        assert experts["f1_x"] == pytest.approx(experts["f1"] / base["f1"])
+    assert experts["l_offline"] == pytest.approx((experts["rouge1_f"] + experts["meteor"] + experts["sbert"]) / 3)
+    md = markdown(doc)
+    assert "| base |" in md and "| experts |" in md and "memlora eval --out" in md
+    assert paths["chart"].stat().st_size > 1000
+
+
+def test_locomo_table_refuses_a_run_without_a_report(tmp_path):
+    from memlora.bench.locomo_table import load_rows
+    from memlora.errors import MemloraError
+
+    with pytest.raises(MemloraError, match="report.json not found"):
+        load_rows([("base", tmp_path / "nothing")])

@@ -7,31 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import make_lora
+
 # The three experts of the issue: different target modules AND ranks.
 EXPERTS = {
     "extraction": (["q_proj", "v_proj"], 8),
     "update": (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 16),
     "generation": (["gate_proj", "up_proj", "down_proj"], 4),
 }
-
-
-def make_lora(base_dir: Path, out_dir: Path, modules, rank: int, seed: int = 0, **lora_kwargs) -> Path:
-    """A real peft LoRA adapter dir with random, non-zero A and B (so the expert visibly changes the logits)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    kwargs = dict(r=rank, lora_alpha=2 * rank, target_modules=list(modules), lora_dropout=0.0)
-    kwargs.update(lora_kwargs)
-    peft_model = get_peft_model(model, LoraConfig(**kwargs))
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.1)
-    peft_model.save_pretrained(str(out_dir))
-    return out_dir
 
 
 @pytest.fixture(scope="session")

@@ -191,14 +191,35 @@ def test_bundle_key_follows_the_experts(smollm2_dir, smollm2_tiny_experts, tmp_p
     assert demo_bundle_key(smollm2_dir, None) != demo_bundle_key(smollm2_dir, smollm2_tiny_experts)
 
 
-def test_shipped_experts_are_looked_up_in_the_package(monkeypatch, tmp_path):
+def test_shipped_experts_are_looked_up_in_the_package_and_make_the_real_model_the_default(monkeypatch, tmp_path):
     import memlora.demo as demo_module
 
-    monkeypatch.setattr(demo_module, "data_file", lambda name: tmp_path / name)
+    monkeypatch.setattr(demo_module, "shipped_dir", lambda model: tmp_path / "experts" / model)
     assert demo_module.shipped_experts_dir("smollm2-135m-instruct") is None
+    assert demo_module.default_system() == "world" and demo_module.demo_model(None) is None
     (tmp_path / "experts" / "smollm2-135m-instruct").mkdir(parents=True)
     (tmp_path / "experts" / "smollm2-135m-instruct" / "experts.json").write_text("{}")
     assert demo_module.shipped_experts_dir("smollm2-135m-instruct") == tmp_path / "experts" / "smollm2-135m-instruct"
+    assert demo_module.default_system() == "real" and demo_module.demo_model(None) == "smollm2-135m-instruct"
+    assert demo_module.demo_model(None, world=True) is None  # --world still runs the synthetic world
+
+
+def test_a_corrupt_shipped_expert_stops_the_demo_before_any_export(monkeypatch, tmp_path, smollm2_dir):
+    import shutil
+
+    import memlora.demo as demo_module
+    from memlora.errors import AdapterError
+    from memlora.world.shipped import shipped_dir
+
+    copy = shutil.copytree(shipped_dir("smollm2-135m-instruct"), tmp_path / "experts")
+    weights = copy / "extraction" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    monkeypatch.setattr(demo_module, "shipped_dir", lambda model: copy)
+    cache = tmp_path / "bundles"
+    options = demo_module.DemoOptions(model="smollm2-135m-instruct", bundle_cache=cache)
+    with pytest.raises(AdapterError, match="does not match its sha256"):
+        demo_module.run_demo(options, say=lambda line: None)
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_real_demo_without_shipped_experts_says_so_and_runs_the_base(smollm2_dir, monkeypatch, tmp_path):

@@ -1,0 +1,145 @@
+"""The experts shipped in the package: packaging (fp16, checksums, one-line refusals) on a tiny model, and the real
+SmolLM2 experts: they load, match their manifest, and turn the base's invalid output into valid JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memlora.errors import AdapterError
+from memlora.export.defaults import base_from_cards
+from memlora.export.pull import model_dir
+from memlora.world.shipped import (
+    SHIPPED_FILES,
+    check_shipped_experts,
+    package_expert,
+    sha256_file,
+    shipped_dir,
+)
+
+from helpers import make_lora
+
+SHIPPED_MODEL = "smollm2-135m-instruct"
+SIZE_LIMIT = 25 * 1024 * 1024
+"""All shipped experts together (fp16 weights)."""
+
+
+def _trained_expert(tiny_dir: Path, out: Path, seed: int) -> Path:
+    """A peft adapter dir with a training card, as ``train_expert`` writes it."""
+    make_lora(tiny_dir, out, ["q_proj", "v_proj"], 4, seed=seed)
+    card = {"format": 1, "stage": "extraction", "base_model": {"dir": str(tiny_dir.resolve()), "model_type": "qwen2"},
+            "tokenizer_sha256": "t" * 64, "suggested_max_new_tokens": 40}
+    (out / "training_card.json").write_text(json.dumps(card))
+    return out
+
+
+@pytest.fixture()
+def packaged(tiny_model, tmp_path):
+    """A shipped-experts dir of one fp16 expert built from a real peft adapter, with its experts.json."""
+    trained = _trained_expert(tiny_model("qwen2"), tmp_path / "trained", seed=3)
+    dest = tmp_path / "shipped"
+    files = package_expert(trained, dest / "extraction", SHIPPED_MODEL, "float16")
+    (dest / "experts.json").write_text(json.dumps(
+        {"format": 1, "experts": {"extraction": {"path": "extraction", "prompt_set": "memlora", "max_new_tokens": 40,
+                                                 "files": files}}}))
+    return trained, dest
+
+
+def test_package_stores_fp16_weights_equal_to_the_trained_ones(packaged):
+    from safetensors.torch import load_file
+
+    trained, dest = packaged
+    full = load_file(str(trained / "adapter_model.safetensors"))
+    half = load_file(str(dest / "extraction" / "adapter_model.safetensors"))
+    assert sorted(full) == sorted(half)
+    for name, tensor in full.items():
+        assert half[name].dtype.is_floating_point and str(half[name].dtype) == "torch.float16"
+        assert (half[name].float() - tensor).abs().max() <= 1e-3 * max(1.0, tensor.abs().max().item())
+    card = json.loads((dest / "extraction" / "training_card.json").read_text())
+    assert card["base_model"]["dir"] is None and card["base_model"]["pull"] == SHIPPED_MODEL
+    assert card["stored_dtype"] == "float16" and "Apache-2.0" in card["data_licence"]
+    assert check_shipped_experts(dest)["experts"]["extraction"]["files"].keys() == set(SHIPPED_FILES)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "extraction" / "adapter_model.safetensors").write_bytes(
+        (d / "extraction" / "adapter_model.safetensors").read_bytes()[:-8] + b"\0" * 8), "does not match its sha256"),
+    (lambda d: (d / "extraction" / "adapter_config.json").unlink(), "is missing"),
+    (lambda d: (d / "experts.json").write_text("{not json"), "malformed experts manifest"),
+    (lambda d: (d / "experts.json").write_text(json.dumps({"format": 1, "experts": {"extraction": {"path": "extraction"}}})),
+     "lists no file checksums"),
+])
+def test_a_damaged_shipped_dir_is_one_line(packaged, damage, message):
+    _, dest = packaged
+    damage(dest)
+    with pytest.raises(AdapterError, match=message) as info:
+        check_shipped_experts(dest)
+    assert "\n" not in str(info.value)
+
+
+def test_export_finds_the_base_of_shipped_experts_by_its_pull_name(packaged, tmp_path, monkeypatch):
+    _, dest = packaged
+    monkeypatch.setenv("MEMLORA_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(AdapterError, match=f"memlora pull {SHIPPED_MODEL}"):
+        base_from_cards(dest)  # not pulled on this "machine" yet: says how to get it
+    model_dir(SHIPPED_MODEL).mkdir(parents=True)
+    assert base_from_cards(dest).path == model_dir(SHIPPED_MODEL)
+
+
+# --- the real shipped experts ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Path:
+    path = shipped_dir(SHIPPED_MODEL)
+    assert (path / "experts.json").is_file(), f"the package ships no experts for {SHIPPED_MODEL} at {path}"
+    return path
+
+
+def test_shipped_smollm2_experts_match_their_manifest_and_size(shipped):
+    manifest = check_shipped_experts(shipped)
+    assert set(manifest["experts"]) == {"extraction", "update", "generation"}
+    assert manifest["base_model"]["pull"] == SHIPPED_MODEL and manifest["command"].startswith("memlora-train natural experts")
+    weights = [shipped / e["path"] / "adapter_model.safetensors" for e in manifest["experts"].values()]
+    assert sum(w.stat().st_size for w in weights) <= SIZE_LIMIT
+    for stage, entry in manifest["experts"].items():
+        card = json.loads((shipped / entry["path"] / "training_card.json").read_text())
+        assert card["stage"] == stage and card["stored_dtype"] == "float16"
+        assert card["data"]["sources"].keys() <= {"natural", "world"}, card["data"]["sources"]
+        assert entry["files"]["adapter_model.safetensors"] == sha256_file(shipped / entry["path"] / "adapter_model.safetensors")
+
+
+def _fixed_prompts():
+    """Extraction and update prompts from the kept-aside natural demo conversation (never trained on)."""
+    from memlora.runtime import prompts
+    from memlora.world.natural import gold_steps, load_natural
+
+    conv = load_natural("demo")[0]
+    extraction, update = [], []
+    for batch, facts, _ops, before in gold_steps(conv):
+        if facts and len(extraction) < 4:
+            extraction.append(prompts.extraction_messages(batch.messages))
+        if facts and before and len(update) < 3:
+            memories = [{"id": str(i), "text": t} for i, t in enumerate(before.values())]
+            update.append(prompts.update_messages(memories, facts))
+    return extraction, update
+
+
+def test_shipped_experts_turn_the_bases_invalid_output_into_valid_json(shipped, smollm2_dir):
+    from memlora.runtime.parsing import parse_facts, parse_memory_update
+    from memlora.runtime.torch_engine import TorchEngine
+
+    engine = TorchEngine(smollm2_dir, shipped, threads=2)
+    budgets = {s: e["max_new_tokens"] for s, e in json.loads((shipped / "experts.json").read_text())["experts"].items()}
+    extraction, update = _fixed_prompts()
+    assert len(extraction) == 4 and len(update) == 3
+    results = {}
+    for stage, parse, prompts_ in (("extraction", parse_facts, extraction), ("update", parse_memory_update, update)):
+        for adapter in (None, stage):
+            texts = [engine.generate(m, adapter=adapter, max_new_tokens=budgets[stage]).text for m in prompts_]
+            results[(stage, adapter)] = [parse(t).ok for t in texts]
+    for stage in ("extraction", "update"):
+        assert all(results[(stage, stage)]), (stage, results)
+        assert sum(results[(stage, None)]) < len(results[(stage, None)]), (stage, "the base alone is already valid", results)
