@@ -48,11 +48,12 @@ def cli() -> None:
 @cli.command("demo")
 @click.option("--real", is_flag=True,
               help=f"The real model: {REAL_MODEL} (pulled on first run) + its shipped experts, exported once to an int4 "
-                   "bundle and run on ONNX Runtime GenAI over the natural-English demo conversation.")
-@click.option("--world", is_flag=True, help="The synthetic memory world (the default today).")
+                   "bundle and run on ONNX Runtime GenAI over the natural-English demo conversation (the default when "
+                   "the package ships its experts).")
+@click.option("--world", is_flag=True, help="The synthetic memory world: a tiny model pretrained on it + its experts.")
 @click.option("--model", default=None,
               help="Local checkpoint dir, 'smollm2-135m-instruct' (the real model `memlora pull` fetches), or "
-                   "'tiny-random' (a random tiny model: nonsense). Default: the world model.")
+                   "'tiny-random' (a random tiny model: nonsense). Default: --real.")
 @click.option("--adapters", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Expert adapters dir (out/<stage>/) for --model.")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None, help="Exported bundle dir (ONNX Runtime GenAI).")
@@ -70,7 +71,7 @@ def cli() -> None:
               help="Write what the demo did (events, memories, answers, timings) to this file.")
 def demo(real, world, model, adapters, bundle, data, conversation, max_batches, max_questions, no_compare, preset, seed,
          threads, json_path) -> None:
-    """Run the memory loop end to end on the built-in default (the synthetic world) and print what it did."""
+    """Run the memory loop end to end on the built-in default (SmolLM2 + the shipped experts) and print what it did."""
     from rich.console import Console
 
     console = Console()

@@ -1,15 +1,15 @@
 """``memlora demo``: the whole memory job end to end, on the built-in default, on a laptop CPU (seconds once built).
 
-By default it uses the synthetic memory world (``memlora.world.generator``): a tiny base model pretrained from scratch
-on the world's conversations and its three expert adapters (extraction, update, generation), built on the first run
-(about 34 min on 2 CPU cores) and cached. It ingests a held-out world conversation through the memory loop
-(``memlora.runtime.memory.Memory`` on the PyTorch engine), prints the facts extracted, the update events (ADD /
-UPDATE / DELETE), the final memory table and the answers to questions with the gold answers — and the same
-conversation run by the base model alone, side by side.
+By default (``default_system``) it runs SmolLM2-135M-Instruct (pulled on first run) with the three experts shipped in
+the package (``memlora.world.shipped``), exported once to a cached int4 bundle and run on ONNX Runtime GenAI, over the
+natural-English demo conversation (never trained on). ``--world`` runs the synthetic memory world instead
+(``memlora.world.generator``): a tiny base model pretrained from scratch on the world's conversations and its three
+experts, built on the first run (about 34 min on 2 CPU cores) and cached, on the PyTorch engine. Either way it prints the
+facts extracted, the update events (ADD / UPDATE / DELETE), the final memory table and the answers to questions with
+the gold answers — and the same conversation run by the base model alone, side by side.
 
-    memlora demo                                       # the world default (experts vs base alone); also --world
-    memlora demo --real                                # SmolLM2-135M-Instruct + the shipped experts, int4 on ONNX Runtime
-                                                       # GenAI, over the natural-English demo conversation
+    memlora demo                                       # SmolLM2 + the shipped experts vs the base alone; also --real
+    memlora demo --world                               # the synthetic world (tiny pretrained model + its experts)
     memlora demo --model PATH --adapters out/          # your checkpoint and experts (memlora-train output)
     memlora demo --bundle bundle/                      # an exported bundle on ONNX Runtime GenAI
     memlora demo --model tiny-random                   # a random tiny model: nonsense, by construction
@@ -287,7 +287,7 @@ class DemoOptions:
     """What ``memlora demo`` runs."""
 
     model: str | None = None
-    """None: the world default; ``tiny-random``: a random tiny model; else a local checkpoint dir."""
+    """None: the synthetic world; ``tiny-random``: a random tiny model; else a local checkpoint dir."""
     adapters: Path | None = None
     """Expert adapters dir (out/<stage>/) for ``model``."""
     bundle: Path | None = None
@@ -544,13 +544,13 @@ def print_record(record: dict, console) -> None:
                           f"answers {run['timings']['answer_s']:.1f}s")
     if record.get("random_model"):
         console.print("[yellow]This is a RANDOMLY INITIALISED tiny model: the text above is nonsense by construction.[/yellow] "
-                      "It shows the loop runs; for real output run `memlora demo` (the world default) or point it at a "
+                      "It shows the loop runs; for real output run `memlora demo` (SmolLM2 + the shipped experts) or point it at a "
                       "real checkpoint.")
     console.print(
         "Run the same on your own model: [bold]memlora demo --model PATH --adapters DIR[/bold] (a local transformers "
         "checkpoint + memlora-train's out/ dir) or [bold]memlora demo --bundle DIR[/bold] (a memlora-export bundle on "
         "ONNX Runtime GenAI). Add --data sample for the shipped sample conversation; [bold]memlora demo --real[/bold] runs "
-        f"{REAL_MODEL} on ONNX Runtime GenAI, [bold]--world[/bold] the synthetic world."
+        f"{REAL_MODEL} + its shipped experts on ONNX Runtime GenAI, [bold]--world[/bold] the synthetic world."
     )
 
 

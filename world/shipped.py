@@ -67,10 +67,13 @@ class ShippedExpertsConfig:
     train: TrainConfig = field(default_factory=_default_train)
     """Training settings shared by the stages (the paper's D.3 LoRA shapes: r16 q,v for extraction/update, all linear
     layers for generation); ``stage`` is set per expert."""
-    per_stage: dict[str, dict] = field(default_factory=lambda: {"generation": {"lr": 5e-4}})
+    per_stage: dict[str, dict] = field(default_factory=lambda: {"update": {"max_epochs": 3},
+                                                                "generation": {"lr": 5e-4, "max_epochs": 3}})
     """Per-stage ``TrainConfig`` overrides."""
     dtype: str = "float16"
     """Storage dtype of the shipped LoRA weights (float16 or float32)."""
+    max_examples: int | None = None
+    """At most N examples per stage and split (smoke runs; None: all)."""
     command: str = ""
     """The command line that runs this recipe (written into ``experts.json``)."""
 
@@ -152,20 +155,23 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
         if expert_trained(work_dir / stage, base_dir):
             echo(f"[{i}/{len(cfg.stages)}] {stage}: already trained in {work_dir / stage}, skipped")
             continue
-        train_ex = load_examples(stage_path(data_dir, "train", stage))
-        val_ex = load_examples(stage_path(data_dir, "val", stage))
+        train_ex = load_examples(stage_path(data_dir, "train", stage))[: cfg.max_examples]
+        val_ex = load_examples(stage_path(data_dir, "val", stage))[: cfg.max_examples]
         echo(f"[{i}/{len(cfg.stages)}] {stage}: training on {len(train_ex)} examples (val {len(val_ex)})")
         result = train_expert(base_dir, train_ex, val_ex, work_dir / stage, configs[stage])
         echo(f"{stage}: best epoch {result.best_epoch}, val loss {result.initial_val_loss:.4f} -> {result.best_val_loss:.4f}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    experts = {}
+    experts, tokenizers = {}, set()
     for stage in cfg.stages:
         files = package_expert(work_dir / stage, out_dir / stage, cfg.model, cfg.dtype)
         card = json.loads((out_dir / stage / "training_card.json").read_text())
+        tokenizers.add(card["tokenizer_sha256"])
         experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": card["suggested_max_new_tokens"],
                           "files": files}
+    if len(tokenizers) != 1:
+        raise DataError(f"the experts in {work_dir} were trained with different tokenizers: retrain them on one base")
     manifest = {"format": SHIPPED_FORMAT, "experts": experts,
-                "base_model": {"pull": cfg.model, "tokenizer_sha256": card["tokenizer_sha256"]},
+                "base_model": {"pull": cfg.model, "tokenizer_sha256": tokenizers.pop()},
                 "data_licence": SHIPPED_DATA_LICENCE, "command": cfg.command}
     path = out_dir / "experts.json"
     write_json_atomic(path, manifest)

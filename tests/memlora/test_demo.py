@@ -16,11 +16,11 @@ from memlora.world.evaluation import normalize_answer
 
 @pytest.fixture(scope="module")
 def small_world_record(tmp_path_factory):
-    """``memlora demo --preset small --json FILE`` (the CLI, end to end) and the JSON it wrote."""
+    """``memlora demo --world --preset small --json FILE`` (the CLI, end to end) and the JSON it wrote."""
     from memlora.cli import demo
 
     out = tmp_path_factory.mktemp("demo") / "demo.json"
-    result = CliRunner().invoke(demo, ["--preset", "small", "--json", str(out)])
+    result = CliRunner().invoke(demo, ["--world", "--preset", "small", "--json", str(out)])
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output
 
@@ -90,9 +90,9 @@ def test_random_tiny_model_says_it_is_nonsense(tiny_model, tmp_path):
     "args, message",
     [
         (["--model", "/nonexistent/model"], "not a local checkpoint"),
-        (["--adapters", "/tmp"], "--adapters needs --model"),
+        (["--world", "--adapters", "/tmp"], "--adapters needs --model"),
         (["--model", "tiny-random", "--bundle", "/tmp"], "either --model"),
-        (["--preset", "huge"], "unknown world preset"),
+        (["--world", "--preset", "huge"], "unknown world preset"),
         (["--model", "tiny-random", "--max-batches", "0"], "--max-batches"),
         (["--real", "--world"], "one of --model, --real and --world"),
         (["--real", "--model", "tiny-random"], "one of --model, --real and --world"),

@@ -143,3 +143,25 @@ def test_shipped_experts_turn_the_bases_invalid_output_into_valid_json(shipped, 
     for stage in ("extraction", "update"):
         assert all(results[(stage, stage)]), (stage, results)
         assert sum(results[(stage, None)]) < len(results[(stage, None)]), (stage, "the base alone is already valid", results)
+
+
+def test_the_recipe_trains_packages_and_resumes(tiny_model, tmp_path):
+    """``train_shipped_experts`` end to end on a tiny model with a capped budget; a rerun trains nothing and writes the
+    same files."""
+    from memlora.distill.train import TrainConfig
+    from memlora.world.shipped import ShippedExpertsConfig, train_shipped_experts
+
+    config = ShippedExpertsConfig(model=SHIPPED_MODEL, stages=("extraction", "update"), max_examples=6, command="test",
+                                  train=TrainConfig(max_epochs=1, batch_size=4, progress=False, plot=False))
+    said: list[str] = []
+    path = train_shipped_experts(tiny_model("qwen2"), tmp_path / "shipped", tmp_path / "work", config, echo=said.append)
+    manifest = check_shipped_experts(tmp_path / "shipped")
+    assert path == tmp_path / "shipped" / "experts.json" and set(manifest["experts"]) == {"extraction", "update"}
+    assert manifest["command"] == "test" and manifest["base_model"]["pull"] == SHIPPED_MODEL
+    card = json.loads((tmp_path / "shipped" / "update" / "training_card.json").read_text())
+    assert card["data"]["n_train"] == 6 and set(card["data"]["sources"]) <= {"natural", "world"}
+    first = {s: e["files"] for s, e in manifest["experts"].items()}
+    said.clear()
+    train_shipped_experts(tiny_model("qwen2"), tmp_path / "shipped", tmp_path / "work", config, echo=said.append)
+    assert sum("already trained" in line for line in said) == 2 and any("reusing" in line for line in said)
+    assert {s: e["files"] for s, e in check_shipped_experts(tmp_path / "shipped")["experts"].items()} == first
