@@ -119,9 +119,9 @@ def _fixed_prompts():
     conv = load_natural("demo")[0]
     extraction, update = [], []
     for batch, facts, _ops, before in gold_steps(conv):
-        if facts and len(extraction) < 4:
+        if facts and len(extraction) < 3:
             extraction.append(prompts.extraction_messages(batch.messages))
-        if facts and before and len(update) < 3:
+        if facts and before and len(update) < 2:
             memories = [{"id": str(i), "text": t} for i, t in enumerate(before.values())]
             update.append(prompts.update_messages(memories, facts))
     return extraction, update
@@ -134,7 +134,7 @@ def test_shipped_experts_turn_the_bases_invalid_output_into_valid_json(shipped, 
     engine = TorchEngine(smollm2_dir, shipped, threads=2)
     budgets = {s: e["max_new_tokens"] for s, e in json.loads((shipped / "experts.json").read_text())["experts"].items()}
     extraction, update = _fixed_prompts()
-    assert len(extraction) == 4 and len(update) == 3
+    assert len(extraction) == 3 and len(update) == 2
     results = {}
     for stage, parse, prompts_ in (("extraction", parse_facts, extraction), ("update", parse_memory_update, update)):
         for adapter in (None, stage):
