@@ -124,7 +124,9 @@ def package_expert(trained: Path, dest: Path, model: str, dtype: str) -> dict[st
     tensors = load_file(str(trained / "adapter_model.safetensors"))
     save_file({k: v.to(torch_dtype).contiguous() for k, v in sorted(tensors.items())}, str(tmp / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-    shutil.copyfile(trained / "adapter_config.json", tmp / "adapter_config.json")
+    peft_config = json.loads((trained / "adapter_config.json").read_text())
+    peft_config["base_model_name_or_path"] = model  # the pull name, not this machine's path
+    write_json_atomic(tmp / "adapter_config.json", peft_config)
     card = json.loads((trained / "training_card.json").read_text())
     card["base_model"] = {**card["base_model"], "dir": None, "pull": model}  # resolved on the user's machine
     card["data_licence"], card["data_source"] = SHIPPED_DATA_LICENCE, "memlora-natural+world"

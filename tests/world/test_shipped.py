@@ -60,6 +60,8 @@ def test_package_stores_fp16_weights_equal_to_the_trained_ones(packaged):
     card = json.loads((dest / "extraction" / "training_card.json").read_text())
     assert card["base_model"]["dir"] is None and card["base_model"]["pull"] == SHIPPED_MODEL
     assert card["stored_dtype"] == "float16" and "Apache-2.0" in card["data_licence"]
+    peft_config = json.loads((dest / "extraction" / "adapter_config.json").read_text())
+    assert peft_config["base_model_name_or_path"] == SHIPPED_MODEL and peft_config["r"] == 4
     assert check_shipped_experts(dest)["experts"]["extraction"]["files"].keys() == set(SHIPPED_FILES)
 
 
