@@ -21,7 +21,7 @@ from memlora.export.android_assets import write_android_assets
 from memlora.export.compiler import ExportConfig, export_bundle
 from memlora.export.defaults import base_from_cards, default_output
 from memlora.export.embedder_export import EmbedderExportConfig
-from memlora.export.genai_builder import BuilderConfig
+from memlora.export.genai_builder import INT4_ASYMMETRIC_OPTIONS, BuilderConfig
 from memlora.export.verify import VerifyConfig, verify_bundle, write_report
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -40,6 +40,12 @@ def build_options(func):
                      help="Base weight precision. int4 (RTN block 32, LoRA kept fp32) is the default because the bundle is "
                           "meant for a phone: about 1/6 of the fp32 size (SmolLM2-135M: 90 MB vs 544 MB) to download "
                           "and hold in memory; fp32 matches transformers + peft to 1e-4 (verify fails beyond that)."),
+        click.option("--int4-accuracy-level", "accuracy_level", type=click.IntRange(0, 4), default=None,
+                     help="int4 MatMul accuracy level (the builder's CPU default 4 quantizes activations to int8 too; 0 "
+                          "keeps them fp32: closer to transformers, slower)."),
+        click.option("--int4-asymmetric", "asymmetric", is_flag=True,
+                     help="Asymmetric int4 (uint4 + zero points; the tied embedding untied and quantized too): more "
+                          "faithful to fp32 than the symmetric default, bigger (SmolLM2-135M: 146 MB vs 90 MB)."),
         click.option("--mode", type=click.Choice(["externalize", "merge"]), default="externalize", show_default=True,
                      help="externalize: runtime adapters on one multi-LoRA graph; merge: each expert its own model."),
         click.option("--merge", "merge", multiple=True, metavar="STAGE", help="Merge this expert, externalize the rest (repeatable)."),
@@ -61,7 +67,7 @@ def build_options(func):
 
 
 def _build(base, adapters, output, precision, mode, merge, embedder, embedder_int8, embedder_with_tokenizer,
-           android_assets, force, verify, quiet) -> None:
+           android_assets, force, verify, quiet, accuracy_level=None, asymmetric=False) -> None:
     if adapters is None and (base is None or output is None):
         raise click.UsageError("a base-only bundle needs --base and -o/--output (with --adapters both have defaults)")
     if base is None:
@@ -78,8 +84,12 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
             int8=embedder_int8,
             with_tokenizer=embedder_with_tokenizer or android_assets is not None,
         )
-    config = ExportConfig(base=base, output=output, adapters=adapters, mode=mode, merge=tuple(merge),
-                          builder=BuilderConfig(precision=precision), embedder=embedder_config, overwrite=force, quiet=quiet)
+    if asymmetric and precision != "int4":
+        raise click.UsageError("--int4-asymmetric needs --precision int4")
+    builder = BuilderConfig(precision=precision, accuracy_level=accuracy_level,
+                            extra_options=dict(INT4_ASYMMETRIC_OPTIONS) if asymmetric else {})
+    config = ExportConfig(base=base, output=output, adapters=adapters, mode=mode, merge=tuple(merge), builder=builder,
+                          embedder=embedder_config, overwrite=force, quiet=quiet)
     path = export_bundle(config)
     click.echo(f"bundle written: {path}")
     if verify:

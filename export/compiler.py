@@ -185,6 +185,7 @@ def export_bundle(config: ExportConfig) -> Path:
                     "model_type": base.model_type,
                     "num_layers": base.num_layers,
                     "precision": builder_config.precision,
+                    "builder_options": builder_config.chosen_options(),
                     "dir": "model",
                     "lora_union": union.ranks,
                     "source": str(config.base.resolve()),

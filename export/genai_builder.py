@@ -25,6 +25,12 @@ class BuildError(MemloraError):
     """The onnxruntime-genai builder failed; the message ends with the tail of its log."""
 
 
+INT4_ASYMMETRIC_OPTIONS = {"is_symmetric": "false", "shared_embeddings": "false", "op_types_to_quantize": "MatMul/Gather"}
+"""Builder options for asymmetric int4 (uint4 + zero points): the tied embedding is untied (the builder cannot load an
+asymmetric shared one) and both copies quantized. On SmolLM2-135M it keeps the extraction expert's JSON where the
+symmetric default makes it stop at once (docs/results/locomo-tables.md); 146 MB instead of 90 MB."""
+
+
 @dataclass
 class BuilderConfig:
     """How the onnxruntime-genai builder exports the base decoder."""
@@ -43,6 +49,17 @@ class BuilderConfig:
     """Gemma2 windowed KV cache; None = builder default (then max_length must be >= the sliding window)."""
     extra_options: dict[str, str] = field(default_factory=dict)
     """Any further builder ``extra_options`` (KEY=VALUE), passed through unchanged."""
+
+    def chosen_options(self) -> dict[str, str]:
+        """The builder ``extra_options`` this config sets (recorded in bundle.json as ``base.builder_options``)."""
+        options: dict[str, str] = {}
+        if self.block_size is not None:
+            options["block_size"] = str(self.block_size)
+        if self.accuracy_level is not None:
+            options["accuracy_level"] = str(self.accuracy_level)
+        if self.windowed_kv_cache is not None:
+            options["windowed_kv_cache"] = "true" if self.windowed_kv_cache else "false"
+        return {**options, **self.extra_options}
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "int4"):
@@ -101,18 +118,13 @@ def run_builder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir.parent / (out_dir.name + ".cache")
-    options: dict[str, str] = {"hf_token": "false"}
-    if config.block_size is not None:
-        options["block_size"] = str(config.block_size)
-    if config.accuracy_level is not None:
-        options["accuracy_level"] = str(config.accuracy_level)
-    if config.windowed_kv_cache is not None:
-        options["windowed_kv_cache"] = "true" if config.windowed_kv_cache else "false"
+    chosen = config.chosen_options()
+    options: dict[str, str] = {"hf_token": "false", **{k: v for k, v in chosen.items() if k not in config.extra_options}}
     if adapter_dir is not None:
         options["adapter_path"] = str(Path(adapter_dir).resolve())
         if config.precision == "int4" and lora_modules:
             options["nodes_to_exclude"] = ",".join(lora_node_names(base, lora_modules))
-    options.update(config.extra_options)
+    options.update(config.extra_options)  # last: an explicit builder option wins
 
     log_path = out_dir.parent / (out_dir.name + ".build.log")
     disable_telemetry()

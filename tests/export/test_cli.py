@@ -71,3 +71,34 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for name in ("build", "verify", "add-adapter"):
         assert name in result.output
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--int4-asymmetric"], {"is_symmetric": "false", "shared_embeddings": "false"}),
+    (["--int4-accuracy-level", "0"], {"accuracy_level": "0"}),
+])
+def test_int4_builder_options_reach_the_builder_and_the_bundle_verifies(tiny_model, experts_dir, tmp_path, flags, expect):
+    """On qwen2 (tied embeddings, like SmolLM2): the asymmetric int4 form unties them (the builder cannot load an
+    asymmetric shared embedding), quantizes both copies, loads and verifies."""
+    from memlora.runtime.bundle import load_bundle
+    from memlora.runtime.ort_engine import OrtGenAIEngine
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(export_group, ["--base", str(tiny_model("qwen2")), "--adapters", str(experts_dir("qwen2")),
+                                               "-o", str(out), *flags, "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "OK:" in result.output  # the default verify ran and passed
+    log = (out / "model" / "genai_config.json").read_text()
+    bundle = load_bundle(out)
+    assert bundle.precision == "int4" and json.loads(log)
+    builder = json.loads((out / "bundle.json").read_text())["base"].get("builder_options", {})
+    for key, value in expect.items():
+        assert builder.get(key) == value, builder
+    engine = OrtGenAIEngine(out, threads=1)
+    assert engine.generate([{"role": "user", "content": "hello"}], adapter="extraction", max_new_tokens=4).completion_tokens >= 1
+
+
+def test_int4_asymmetric_needs_int4(tiny_model, experts_dir, tmp_path):
+    result = CliRunner().invoke(export_group, ["--base", str(tiny_model("qwen2")), "--adapters", str(experts_dir("qwen2")),
+                                               "-o", str(tmp_path / "b"), "--precision", "fp32", "--int4-asymmetric"])
+    assert result.exit_code != 0 and "--int4-asymmetric needs --precision int4" in result.output
