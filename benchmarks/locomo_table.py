@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from memlora.bench.eval_report import _num, _pct
 from memlora.errors import MemloraError
 from memlora.extras import pyplot
 
@@ -80,14 +81,6 @@ def table(rows: list[TableRow]) -> dict:
     return {"rows": out, "reference": ref["label"], "l_offline_parts": list(OFFLINE_L_PARTS)}
 
 
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
-
-
-def _num(v, digits: int = 2) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
 def markdown(doc: dict) -> str:
     rows = doc["rows"]
     kk = next(k for k in rows[0] if k.startswith("hit@"))
@@ -101,11 +94,11 @@ def markdown(doc: dict) -> str:
         lines.append(
             f"| {r['label']} | {st.get('extraction')} | {st.get('update')} | {st.get('generation')} | {r['prompt_set']} | {r['n']} | "
             f"{_pct(r['f1'])} | {_pct(r['bleu1'])} | {_pct(r['rouge1_f'])} | {_pct(r['meteor'])} | {_pct(r['sbert'])} | "
-            f"{_pct(r['l_offline'])} | {'x' + _num(r['f1_x']) if r['f1_x'] is not None else '—'} | "
+            f"{_pct(r['l_offline'])} | {'x' + _num(r['f1_x'], 2) if r['f1_x'] is not None else '—'} | "
             f"{'+' if (r['l_offline_gain'] or 0) >= 0 else ''}{_pct(r['l_offline_gain'])}% | {_num(r[kk], 3)} | "
             f"{_pct(r['extraction_valid'])}% | {_pct(r['update_valid'])}% | "
             f"{ev.get('ADD', '—')}/{ev.get('UPDATE', '—')}/{ev.get('DELETE', '—')} | {_num(r['answer_tokens'], 1)} | "
-            f"{_num(r['answer_s'])} |")
+            f"{_num(r['answer_s'], 2)} |")
     lines += ["", "Metrics x100 except hit@k (fraction), tok/answer and s/answer. L offline = mean of "
               + ", ".join(doc["l_offline_parts"]) + " (BERTScore and J need a local roberta-large or a judge)."]
     lines += ["", "Rows and their commands:", ""]

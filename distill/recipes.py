@@ -61,8 +61,9 @@ class LocomoExpertsConfig:
     """At most N examples per stage and split after cleaning (smoke runs)."""
 
 
-def stage_config(config: LocomoExpertsConfig, stage: str) -> TrainConfig:
-    """The ``TrainConfig`` of one stage: the shared one, the stage set, then its overrides."""
+def stage_config(config, stage: str) -> TrainConfig:
+    """The ``TrainConfig`` of one stage: the shared one, the stage set, then its overrides. ``config``: a recipe config
+    with ``train`` (the shared ``TrainConfig``) and ``per_stage`` (overrides), e.g. ``LocomoExpertsConfig``."""
     overrides = dict(config.per_stage.get(stage, {}))
     unknown = set(overrides) - set(asdict(config.train))
     if unknown:

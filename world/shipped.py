@@ -16,19 +16,19 @@ directory against its manifest (one ``AdapterError`` line on any mismatch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from memlora import LOOP_STAGES
 from memlora.corpus.dataset import stage_path, write_json_atomic
-from memlora.distill.recipes import expert_trained
+from memlora.distill.recipes import expert_trained, stage_config
 from memlora.distill.train import TrainConfig, load_examples, train_expert
 from memlora.errors import AdapterError, DataError
 from memlora.paths import data_file
+from memlora.runtime.bundle import sha256_file
 from memlora.world.generator import WorldConfig
 from memlora.world.natural_examples import export_natural_jsonl
 
@@ -78,19 +78,11 @@ class ShippedExpertsConfig:
     """The command line that runs this recipe (written into ``experts.json``)."""
 
 
-def _stage_config(config: ShippedExpertsConfig, stage: str) -> TrainConfig:
-    overrides = dict(config.per_stage.get(stage, {}))
-    unknown = set(overrides) - set(asdict(config.train))
-    if unknown:
-        raise DataError(f"unknown TrainConfig field(s) for {stage}: {', '.join(sorted(unknown))}")
-    return replace(config.train, stage=stage, **overrides)
-
-
 def build_shipped_data(data_dir: Path, config: ShippedExpertsConfig, echo: Callable[[str], None] = print) -> None:
     """``data_dir/<split>/<stage>.jsonl``: the natural conversations plus the world mix (skipped when already built
     with the same settings)."""
     settings = {"world_ratio": config.world_ratio, "world_seed": config.world_seed,
-                "natural": {split: hashlib.sha256(data_file(f"natural/{split}.json").read_bytes()).hexdigest()
+                "natural": {split: sha256_file(data_file(f"natural/{split}.json"))
                             for split in ("train", "val", "demo")}}
     stamp = data_dir / _DATA_STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
@@ -100,14 +92,6 @@ def build_shipped_data(data_dir: Path, config: ShippedExpertsConfig, echo: Calla
     for split in ("train", "val"):
         echo(f"data: {split}: " + ", ".join(f"{s} {c['natural']} natural + {c['world']} world" for s, c in counts[split].items()))
     write_json_atomic(stamp, settings)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_expert(trained: Path, dest: Path, model: str, dtype: str) -> dict[str, str]:
@@ -150,7 +134,7 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
     bad = [s for s in cfg.stages if s not in LOOP_STAGES]
     if bad or not cfg.stages:
         raise DataError(f"stages must be among {', '.join(LOOP_STAGES)}, got {', '.join(bad) or 'none'}")
-    configs = {stage: _stage_config(cfg, stage) for stage in cfg.stages}
+    configs = {stage: stage_config(cfg, stage) for stage in cfg.stages}
     data_dir = work_dir / "data"
     build_shipped_data(data_dir, cfg, echo)
     for i, stage in enumerate(cfg.stages, 1):

@@ -11,11 +11,11 @@ import pytest
 from memlora.errors import AdapterError
 from memlora.export.defaults import base_from_cards
 from memlora.export.pull import model_dir
+from memlora.runtime.bundle import sha256_file
 from memlora.world.shipped import (
     SHIPPED_FILES,
     check_shipped_experts,
     package_expert,
-    sha256_file,
     shipped_dir,
 )
 
