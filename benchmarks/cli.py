@@ -149,7 +149,7 @@ def store_command(sizes, queries, adds, k, out, workdir):
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--top-layers", type=int, default=None, help="LoRA layers of fast-top (default 10; --quick 1).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--only", default="", help="Comma list of configurations to run (default: plain,head,fast,fast-top).")
+@click.option("--only", default="", help="Comma list of configurations to run (default: plain,head,fast,fast-bucketed,fast-top).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON report.")
 def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_size, top_layers, threads, only, json_path):
     """Training tokens/s and final val loss: the plain loop vs the fast one (and LoRA on the top layers), interleaved."""

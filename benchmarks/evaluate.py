@@ -54,19 +54,15 @@ def stage_labels(engine, memories: str, experts: tuple[str, ...] | None = None) 
 def expert_budgets(engine, adapters: Path | None, experts: tuple[str, ...] | None) -> dict[str, int]:
     """Per-stage generation budgets: an expert's own (its manifest entry) where an expert serves the stage, else the
     runtime's defaults (what ``Memory.from_bundle`` / ``from_pretrained`` use)."""
-    from memlora.runtime.memory import DEFAULT_MAX_NEW_TOKENS  # FAISS (the memory store): off the import path
+    from memlora.runtime.memory import stage_budgets  # FAISS (the memory store): off the import path
 
-    budgets = dict(DEFAULT_MAX_NEW_TOKENS)
     own: dict[str, int | None] = {}
     bundle = getattr(engine, "bundle", None)
     if bundle is not None:
         own = {e.stage: e.max_new_tokens for e in bundle.experts.values()}
     elif adapters is not None:
         own = {spec.stage: spec.max_new_tokens for spec in discover_experts(adapters)}
-    for stage, value in own.items():
-        if value and stage in budgets and (experts is None or stage in experts):
-            budgets[stage] = int(value)
-    return budgets
+    return stage_budgets(own, serving=experts)
 
 
 def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conversations: tuple[str, ...] = (),

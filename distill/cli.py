@@ -162,6 +162,8 @@ TRAIN_OPTIONS = (
                  help="LoRA on the top N decoder layers only (default: every layer)."),
     click.option("--bucket-by-length/--no-bucket-by-length", default=False, show_default=True,
                  help="Batch examples of similar length together (less padding)."),
+    click.option("--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
+                 help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32)."),
     click.option("--checkpoint-every-minutes", type=float, default=5.0, show_default=True,
                  help="Write a resumable checkpoint into the output dir this often (0: off)."),
     click.option("--checkpoint-every-steps", type=click.IntRange(min=1), default=None,
@@ -211,6 +213,18 @@ def train_command(base, stage, data_dir, out_dir, **config_fields):
     train_stage(base, stage, data_dir, out_dir, **config_fields)
 
 
+def stage_counts(text: str | None) -> int | dict[str, int] | None:
+    """``N`` -> N; ``stage=N,stage=N`` -> {stage: N}; None -> None."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither N nor stage=N,stage=N") from None
+
+
 def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
     """``STAGE.FIELD=VALUE`` items -> {stage: {field: value}} (VALUE read as JSON when it parses, else as text)."""
     import json
@@ -246,7 +260,11 @@ def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
               help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear for generation).")
 @click.option("--set", "stage_sets", multiple=True, metavar="STAGE.FIELD=VALUE",
               help="A per-stage TrainConfig override, e.g. --set generation.lr=1e-4 (repeatable).")
-@click.option("--max-examples", type=int, default=None, help="At most N examples per stage and split (smoke runs).")
+@click.option("--max-examples", default=None, callback=lambda c, p, v: stage_counts(v),
+              help="At most N training examples per stage, evenly over the split (validation: a quarter), or per stage: "
+                   "extraction=600,update=400,generation=200.")
+@click.option("--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
+              help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32).")
 @click.option("--max-batches", type=int, default=None, help="Only the first N batches per speaker store (smoke runs).")
 @click.option("--max-questions", type=int, default=None, help="Only the first N questions per conversation (smoke runs).")
 @click.option("--checkpoint-every-minutes", type=float, default=5.0, show_default=True,
@@ -254,7 +272,8 @@ def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--cpu", is_flag=True, help="Train on CPU even if a GPU is present.")
 def locomo_experts_command(locomo, base, out_dir, stages, max_epochs, patience, lr, batch_size, rank, alpha, target_modules,
-                           stage_sets, max_examples, max_batches, max_questions, checkpoint_every_minutes, threads, cpu):
+                           stage_sets, max_examples, base_int4_block, max_batches, max_questions, checkpoint_every_minutes,
+                           threads, cpu):
     """The extraction/update/generation experts from a local LoCoMo file, no teacher (rerun to resume).
 
     LoCoMo's observations are the extraction/update targets and its gold answers the generation targets, on the
@@ -270,7 +289,7 @@ def locomo_experts_command(locomo, base, out_dir, stages, max_epochs, patience, 
         stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
         train=TrainConfig(max_epochs=max_epochs, patience=patience, lr=lr, batch_size=batch_size, rank=rank, alpha=alpha,
                           target_modules=target_modules, checkpoint_every_minutes=checkpoint_every_minutes or None,
-                          threads=threads, cpu=cpu),
+                          threads=threads, cpu=cpu, base_int4_block=base_int4_block),
         per_stage=_stage_overrides(stage_sets), max_examples=max_examples, max_batches=max_batches,
         max_questions=max_questions)
     manifest = train_locomo_experts(path, base, out_dir, config, echo=click.echo)

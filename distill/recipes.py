@@ -57,8 +57,9 @@ class LocomoExpertsConfig:
     """Only the first N ingestion batches per speaker store (smoke runs)."""
     max_questions: int | None = None
     """Only the first N questions per conversation (smoke runs)."""
-    max_examples: int | None = None
-    """At most N examples per stage and split after cleaning (smoke runs)."""
+    max_examples: int | dict[str, int] | None = None
+    """At most N training examples per stage after cleaning (a dict: per stage), taken evenly across the split so
+    every conversation stays represented; validation keeps a quarter as many (at least 1). None: all."""
 
 
 def stage_config(config, stage: str) -> TrainConfig:
@@ -71,12 +72,27 @@ def stage_config(config, stage: str) -> TrainConfig:
     return replace(config.train, stage=stage, **overrides)
 
 
+def example_cap(max_examples: int | dict[str, int] | None, stage: str, split: str) -> int | None:
+    """The number of examples kept for ``stage`` in ``split`` (``LocomoExpertsConfig.max_examples``); None: all."""
+    cap = max_examples.get(stage) if isinstance(max_examples, dict) else max_examples
+    if cap is None:
+        return None
+    return int(cap) if split == "train" else max(1, int(cap) // 4)
+
+
+def even_sample(rows: list, n: int) -> list:
+    """``n`` of ``rows`` spread evenly over the list, in order (all of them when there are no more than ``n``)."""
+    if n >= len(rows):
+        return list(rows)
+    return [rows[(i * len(rows)) // n] for i in range(n)]
+
+
 def _data_settings(locomo_file: Path, base_dir: Path, config: LocomoExpertsConfig) -> dict:
     stat = locomo_file.stat()
     return {"locomo": {"path": str(locomo_file.resolve()), "bytes": stat.st_size, "mtime": int(stat.st_mtime)},
             "student": str(base_dir.resolve()), "stages": list(config.stages), "empty_ratio": config.empty_ratio,
             "top_s": config.top_s, "answer_k": config.answer_k, "max_batches": config.max_batches,
-            "max_questions": config.max_questions, "max_examples": config.max_examples}
+            "max_questions": config.max_questions, "max_examples": config.max_examples, "sampling": "even"}
 
 
 def build_locomo_data(locomo_file: Path, base_dir: Path, data_dir: Path, config: LocomoExpertsConfig, embedder=None,
@@ -108,10 +124,11 @@ def build_locomo_data(locomo_file: Path, base_dir: Path, data_dir: Path, config:
             write_jsonl_atomic(stage_path(data_dir, split, stage, raw=True), raw)
         report = clean_split(data_dir, split, config.stages, student=base_dir)
         echo(report.summary())
-        if config.max_examples is not None:
-            for stage in config.stages:
+        for stage in config.stages:
+            cap = example_cap(config.max_examples, stage, split)
+            if cap is not None:
                 path = stage_path(data_dir, split, stage)
-                write_jsonl_atomic(path, load_examples(path)[: config.max_examples])
+                write_jsonl_atomic(path, even_sample(load_examples(path), cap))
     write_json_atomic(stamp, settings)
 
 
@@ -125,6 +142,23 @@ def expert_trained(stage_dir: Path, base_dir: Path) -> bool:
     except (json.JSONDecodeError, KeyError, TypeError):
         return False
     return Path(recorded) == base_dir.resolve()
+
+
+def train_stages(base_dir: Path, data_dir: Path, work_dir: Path, stages, configs: dict[str, TrainConfig],
+                 echo: Callable[[str], None] = print, max_examples: int | None = None) -> None:
+    """Train each of ``stages`` from ``data_dir/<split>/<stage>.jsonl`` into ``work_dir/<stage>`` with its
+    ``configs[stage]``; a stage whose expert is already there is skipped (``expert_trained``), a killed one resumes.
+    ``max_examples``: only the first N train and val examples (smoke runs)."""
+    stages = list(stages)
+    for i, stage in enumerate(stages, 1):
+        if expert_trained(work_dir / stage, base_dir):
+            echo(f"[{i}/{len(stages)}] {stage}: already trained in {work_dir / stage}, skipped")
+            continue
+        train_ex = load_examples(stage_path(data_dir, "train", stage))[:max_examples]
+        val_ex = load_examples(stage_path(data_dir, "val", stage))[:max_examples]
+        echo(f"[{i}/{len(stages)}] {stage}: training on {len(train_ex)} examples (val {len(val_ex)})")
+        result = train_expert(base_dir, train_ex, val_ex, work_dir / stage, configs[stage])
+        echo(f"{stage}: best epoch {result.best_epoch}, val loss {result.initial_val_loss:.4f} -> {result.best_val_loss:.4f}")
 
 
 def _stamp_licence(stage_dir: Path) -> None:
@@ -153,6 +187,8 @@ def train_locomo_experts(locomo_file: str | os.PathLike, base_dir: str | os.Path
     bad = [s for s in cfg.stages if s not in LOOP_STAGES]
     if bad or not cfg.stages:
         raise DataError(f"stages must be among {', '.join(LOOP_STAGES)}, got {', '.join(bad) or 'none'}")
+    if isinstance(cfg.max_examples, dict) and set(cfg.max_examples) - set(cfg.stages):
+        raise DataError(f"max_examples names stage(s) not trained here: {', '.join(sorted(set(cfg.max_examples) - set(cfg.stages)))}")
     configs = {stage: stage_config(cfg, stage) for stage in cfg.stages}  # bad overrides fail before any work
     pending = [s for s in cfg.stages if not expert_trained(out_dir / s, base_dir)]
     for stage in cfg.stages:
@@ -161,12 +197,7 @@ def train_locomo_experts(locomo_file: str | os.PathLike, base_dir: str | os.Path
     data_dir = out_dir / "data"
     if pending:
         build_locomo_data(locomo_file, base_dir, data_dir, cfg, embedder, echo)
-    for i, stage in enumerate(pending, 1):
-        train_ex = load_examples(stage_path(data_dir, "train", stage))
-        val_ex = load_examples(stage_path(data_dir, "val", stage))
-        echo(f"[{i}/{len(pending)}] {stage}: training on {len(train_ex)} examples (val {len(val_ex)})")
-        result = train_expert(base_dir, train_ex, val_ex, out_dir / stage, configs[stage])
-        echo(f"{stage}: best epoch {result.best_epoch}, val loss {result.initial_val_loss} -> {result.best_val_loss}")
+    train_stages(base_dir, data_dir, out_dir, pending, configs, echo)
     experts = {}
     for stage in cfg.stages:
         _stamp_licence(out_dir / stage)

@@ -132,6 +132,10 @@ class TrainConfig:
     """LoRA on the top N decoder layers only (None: every layer); faster, since backward stops below them."""
     bucket_by_length: bool = False
     """Batch examples of similar length together (less padding; the batches are less random)."""
+    base_int4_block: int | None = None
+    """Train against the int4 bundle's weights: the frozen base's decoder linears, LM head and embeddings replaced by
+    their symmetric int4 round trip with this block size (``memlora.export.int4_reference``, QLoRA-style); None: the
+    fp32 weights. The saved expert is a plain LoRA on the original base."""
     checkpoint_every_minutes: float | None = 5.0
     """Write a resumable checkpoint into the output dir this often (None: only by checkpoint_every_steps)."""
     checkpoint_every_steps: int | None = None
@@ -172,6 +176,8 @@ class TrainConfig:
             raise MemloraError(f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.lora_top_layers is not None and int(self.lora_top_layers) < 1:
             raise MemloraError(f"TrainConfig.lora_top_layers must be >= 1 (or None for every layer), got {self.lora_top_layers}")
+        if self.base_int4_block is not None and (int(self.base_int4_block) < 16 or int(self.base_int4_block) % 16):
+            raise MemloraError(f"TrainConfig.base_int4_block must be a multiple of 16 (the builder's 16..256), got {self.base_int4_block}")
         if self.checkpoint_every_steps is not None and int(self.checkpoint_every_steps) < 1:
             raise MemloraError(f"TrainConfig.checkpoint_every_steps must be >= 1, got {self.checkpoint_every_steps}")
         if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear",):
@@ -537,6 +543,10 @@ def train_expert(
         raise MemloraError("an auxiliary loss supervises text-only students; leave it out for image examples")
     model, model_config = _load_base(base_dir, config.gradient_checkpointing,
                                      aux_loss.attn_implementation if aux_loss is not None else None)
+    if config.base_int4_block is not None:
+        from memlora.export.int4_reference import quantize_like_int4_bundle
+
+        quantize_like_int4_bundle(model, int(config.base_int4_block))
     if aux_loss is not None:
         aux_loss.prepare(tokenizer, model_config)
     max_length = config.max_length or _context_length(model_config)

@@ -18,8 +18,8 @@ the gold answers — and the same conversation run by the base model alone, side
 
 from __future__ import annotations
 
-import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from memlora import LOOP_STAGES
 from memlora.corpus.locomo import ingestion_batches, load_locomo
 from memlora.errors import MemloraError
-from memlora.export.adapters import trained_prompt_set
+from memlora.export.adapters import discover_experts, trained_prompt_set
 from memlora.export.multilora import GRAPH_VERSION
 from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
@@ -322,16 +322,15 @@ def demo_model(model: str | None, real: bool = False, world: bool = False) -> st
 
 
 def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
-    """Run the demo; return the JSON-able record of what it did."""
-    import torch
-
+    """Run the demo; return the JSON-able record of what it did. Every engine and embedder it builds gets
+    ``options.threads`` (torch is not imported on the real model's warm path: ONNX Runtime runs it all)."""
     t_start = time.perf_counter()
-    torch.set_num_threads(int(options.threads))
     record: dict[str, Any] = {"format": 1, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}}
     budgets = dict(DEFAULT_BUDGETS)
     stage_adapters_all = {s: s for s in LOOP_STAGES}
     world_config = None
     timings: dict[str, float] = {}
+    concurrent = False
 
     if options.max_batches is not None and options.max_batches < 1:
         raise MemloraError(f"--max-batches must be >= 1, got {options.max_batches}")
@@ -362,16 +361,21 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         model_dir, bundle_dir, experts_dir = _prepare_real(options, say, timings, record)
         has_experts = experts_dir is not None
         prompt_set = trained_prompt_set(bundle_dir=bundle_dir) if has_experts else "memlora"
-        budgets.update(_expert_budgets(experts_dir))
+        budgets = _with_expert_budgets(budgets, experts_dir)
+        # with experts and the base alone to run and 2+ threads, the two systems run at once, each on its own engine
+        # with half the threads: on 2 cores one decode stream per core beats two streams taking turns on both
+        concurrent = options.compare_base and has_experts and options.threads >= 2
+        engine_threads = options.threads // 2 if concurrent else options.threads
         t1 = time.perf_counter()
-        engine = OrtGenAIEngine(bundle_dir, threads=options.threads)
+        engine = OrtGenAIEngine(bundle_dir, threads=engine_threads)
+        base_engine = OrtGenAIEngine(bundle_dir, threads=engine_threads, verify=False) if concurrent else engine
         embedder = bundle_embedder(engine.bundle, threads=options.threads) or SentenceTransformerEmbedder(threads=options.threads)
         timings["load_s"] = round(time.perf_counter() - t1, 2)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = (f"{options.model} int4 on ONNX Runtime GenAI" +
                   (f" + experts {list(engine.adapters)}" if has_experts else " (base model alone: no shipped experts)"))
         factory = _memory_factory(engine, options.threads, stage_adapters, budgets, embedder, prompt_set)
-        base_factory = (_memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, embedder,
+        base_factory = (_memory_factory(base_engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, embedder,
                                         prompt_set) if has_experts else None)
     elif options.model is not None:
         model_dir = Path(options.model)
@@ -383,10 +387,10 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
         prompt_set = trained_prompt_set(options.adapters)
+        budgets = _with_expert_budgets(budgets, options.adapters)
         factory = _memory_factory(engine, options.threads, stage_adapters, budgets, prompt_set=prompt_set)
         base_factory = (_memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, factory.embedder,
                                         prompt_set) if has_experts else None)
-        budgets.update(_expert_budgets(options.adapters))
     else:
         say("memlora demo: the synthetic memory world (a tiny model pretrained from scratch on its conversations + 3 experts)")
         cached = _world_is_cached(options.preset, options.seed)
@@ -396,7 +400,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
                                    threads=options.threads)
         record["world_build"] = {"cached": cached, "root": str(art.root), **art.build}
         world_config = art.world
-        budgets.update(_expert_budgets(art.adapters_dir))
+        budgets = _with_expert_budgets(budgets, art.adapters_dir)
         engine = _engine_for(str(art.base_dir), art.adapters_dir, None, options.threads)
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
         prompt_set = trained_prompt_set(art.adapters_dir)
@@ -424,16 +428,23 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     record.update(system=system, prompt_set=prompt_set, data=data.name, speakers=list(data.speakers),
                   gold_memories=data.gold_memories)
 
-    runs = {}
     plan = [("experts" if has_experts else "model", factory)]
     if options.compare_base and base_factory is not None:
         plan.append(("base alone", base_factory))
     steps = len(plan) * (len(data.batches) + len(data.questions))
     progress = progress_factory(steps) if progress_factory else None
-    for label, fac in plan:
-        runs[label] = run_system(label, fac, data, progress.advance if progress else (lambda n: None))
+    advance = progress.advance if progress else (lambda n: None)
+    t0 = time.perf_counter()
+    if concurrent and len(plan) > 1:
+        with ThreadPoolExecutor(len(plan)) as pool:
+            futures = {label: pool.submit(run_system, label, fac, data, advance) for label, fac in plan}
+            runs = {label: future.result() for label, future in futures.items()}
+    else:
+        runs = {label: run_system(label, fac, data, advance) for label, fac in plan}
+    timings["runs_s"] = round(time.perf_counter() - t0, 2)
     if progress:
         progress.close()
+    record["side_by_side"] = "concurrent" if concurrent and len(plan) > 1 else "one after the other"
     record["runs"] = {label: run.as_dict() for label, run in runs.items()}
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     record["timings"] = timings
@@ -464,15 +475,13 @@ def _prepare_real(options: DemoOptions, say, timings: dict, record: dict) -> tup
     return model_dir, bundle_dir, experts_dir
 
 
-def _expert_budgets(adapters_dir: Path | None) -> dict[str, int]:
-    """Generation budgets from ``experts.json`` when the adapters dir has one."""
+def _with_expert_budgets(budgets: dict[str, int], adapters_dir: Path | None) -> dict[str, int]:
+    """``budgets`` with each expert's own (its ``experts.json`` entry) where the adapters dir has experts."""
+    from memlora.runtime.memory import stage_budgets  # FAISS (the memory store): off the import path
+
     if adapters_dir is None or not (Path(adapters_dir) / "experts.json").is_file():
-        return {}
-    try:
-        experts = json.loads((Path(adapters_dir) / "experts.json").read_text())["experts"]
-        return {s: int(e["max_new_tokens"]) for s, e in experts.items() if s in LOOP_STAGES and "max_new_tokens" in e}
-    except (ValueError, KeyError, TypeError):
-        return {}
+        return budgets
+    return stage_budgets({spec.stage: spec.max_new_tokens for spec in discover_experts(adapters_dir)}, budgets)
 
 
 def _world_is_cached(preset: str, seed: int) -> bool:
@@ -560,15 +569,19 @@ def _short(text: str, n: int = 60) -> str:
 
 
 class ProgressBar:
-    """The demo's progress bar (tqdm) over the loop's message pairs."""
+    """The demo's progress bar (tqdm) over the loop's message pairs; the two systems may advance it at once."""
 
     def __init__(self, total: int):
+        import threading
+
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, desc="memory loop (ingest + answer)", leave=False)
+        self.lock = threading.Lock()
 
     def advance(self, n: int) -> None:
-        self.bar.update(n)
+        with self.lock:
+            self.bar.update(n)
 
     def close(self) -> None:
         self.bar.close()

@@ -35,6 +35,17 @@ from memlora.runtime.update import IdMap, ResolvedOp, resolve
 DEFAULT_MAX_NEW_TOKENS = {"extraction": 128, "update": 256, "generation": 64, "vqa": 64}
 
 
+def stage_budgets(own: Mapping[str, int | None], defaults: Mapping[str, int] = DEFAULT_MAX_NEW_TOKENS,
+                  serving: Sequence[str] | None = None) -> dict[str, int]:
+    """Per-stage generation budgets: ``defaults``, with an expert's own budget (``own``: stage -> its manifest's
+    max_new_tokens) wherever that expert serves the stage (``serving``: the stages experts serve; None: every one)."""
+    budgets = dict(defaults)
+    for stage, value in own.items():
+        if value and stage in budgets and (serving is None or stage in serving):
+            budgets[stage] = int(value)
+    return budgets
+
+
 @dataclass
 class MemoryConfig:
     """How the loop runs; every field has a default (the paper's / Mem0's setting where there is one)."""
@@ -150,9 +161,7 @@ class Memory:
         engine = OrtGenAIEngine(bundle_dir, threads=config.get("threads"), verify=verify, prefix_cache=prefix_cache)
         experts = engine.bundle.experts.values()
         if "max_new_tokens" not in config:
-            budgets = dict(DEFAULT_MAX_NEW_TOKENS)
-            budgets.update({e.stage: int(e.max_new_tokens) for e in experts if e.max_new_tokens})
-            config["max_new_tokens"] = budgets
+            config["max_new_tokens"] = stage_budgets({e.stage: e.max_new_tokens for e in experts})
         shared_prompt_set = engine.bundle.shared_prompt_set()
         if "prompt_set" not in config and shared_prompt_set is not None:
             config["prompt_set"] = shared_prompt_set

@@ -214,13 +214,18 @@ def natural_stats_command(sources: tuple[str, ...]) -> None:
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data and full-precision training outputs (default: runs/shipped-experts/<model>); rerun to resume.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
-def natural_experts_command(model: str, out_dir: Path | None, work_dir: Path | None, threads: int | None) -> None:
+@click.option("--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
+              help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32).")
+def natural_experts_command(model: str, out_dir: Path | None, work_dir: Path | None, threads: int | None,
+                            base_int4_block: int | None) -> None:
     """Train and package the shipped experts: natural conversations + the world, one LoRA per stage, fp16, checksummed."""
     from memlora.export.pull import pull_model  # may download the model once
 
     config = ShippedExpertsConfig(model=model)
     config.train.threads = threads
-    config.command = f"memlora-train natural experts --model {model}" + (f" --threads {threads}" if threads else "")
+    config.train.base_int4_block = base_int4_block
+    config.command = (f"memlora-train natural experts --model {model}" + (f" --threads {threads}" if threads else "")
+                      + (f" --int4-base {base_int4_block}" if base_int4_block else ""))
     base = pull_model(model, progress=lambda m: click.echo(f"pull: {m}"))
     train_shipped_experts(base, out_dir or shipped_dir(model), work_dir or Path("runs/shipped-experts") / model, config,
                           echo=click.echo)

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from memlora import LOOP_STAGES
-from memlora.corpus.dataset import stage_path, write_json_atomic
-from memlora.distill.recipes import expert_trained, stage_config
-from memlora.distill.train import TrainConfig, load_examples, train_expert
+from memlora.corpus.dataset import write_json_atomic
+from memlora.distill.recipes import stage_config, train_stages
+from memlora.distill.train import TrainConfig
 from memlora.errors import AdapterError, DataError
 from memlora.paths import data_file
 from memlora.runtime.bundle import sha256_file
@@ -137,15 +137,7 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
     configs = {stage: stage_config(cfg, stage) for stage in cfg.stages}
     data_dir = work_dir / "data"
     build_shipped_data(data_dir, cfg, echo)
-    for i, stage in enumerate(cfg.stages, 1):
-        if expert_trained(work_dir / stage, base_dir):
-            echo(f"[{i}/{len(cfg.stages)}] {stage}: already trained in {work_dir / stage}, skipped")
-            continue
-        train_ex = load_examples(stage_path(data_dir, "train", stage))[: cfg.max_examples]
-        val_ex = load_examples(stage_path(data_dir, "val", stage))[: cfg.max_examples]
-        echo(f"[{i}/{len(cfg.stages)}] {stage}: training on {len(train_ex)} examples (val {len(val_ex)})")
-        result = train_expert(base_dir, train_ex, val_ex, work_dir / stage, configs[stage])
-        echo(f"{stage}: best epoch {result.best_epoch}, val loss {result.initial_val_loss:.4f} -> {result.best_val_loss:.4f}")
+    train_stages(base_dir, data_dir, work_dir, cfg.stages, configs, echo, cfg.max_examples)
     out_dir.mkdir(parents=True, exist_ok=True)
     experts, tokenizers = {}, set()
     for stage in cfg.stages:

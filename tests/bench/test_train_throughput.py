@@ -16,7 +16,8 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
     assert result.exception is None, result.output
     report = json.loads(out.read_text())
     rows = {r["name"]: r for r in report["results"]}
-    assert list(rows) == ["plain", "head", "fast", "fast-top"] and report["rounds"] == 2
+    assert list(rows) == ["plain", "head", "fast", "fast-bucketed", "fast-top"] and report["rounds"] == 2
+    assert rows["fast-bucketed"]["bucket_by_length"] is True and rows["fast"]["bucket_by_length"] is False
     assert rows["plain"]["precision"] == "fp32" and rows["plain"]["target_only_head"] is False
     assert rows["fast"]["target_only_head"] is True and rows["fast"]["precision"] == ("bf16" if report["cpu_bf16"] else "fp32")
     assert rows["plain"]["lora_layers"] == rows["fast"]["lora_layers"] == "all" and len(rows["fast-top"]["lora_layers"]) == 1
@@ -27,7 +28,7 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
         assert r["val_loss_change"] == round(r["val_loss_fp32"] / rows["plain"]["val_loss_fp32"] - 1, 4)
     # the same data and seed: the fast loop learns what the plain one learns (the head change is exact; bf16 is close)
     assert abs(rows["head"]["val_loss_change"]) < 1e-4 and abs(rows["fast"]["val_loss_change"]) < 0.02
-    assert "| plain | fp32 | all | all |" in result.output
+    assert "| plain | fp32 | all | all | shuffled |" in result.output
 
 
 def test_train_throughput_needs_a_model():

@@ -78,3 +78,41 @@ def test_per_stage_overrides_follow_the_shared_config():
     assert (ext.stage, ext.lr, ext.max_epochs) == ("extraction", cfg.train.lr, cfg.train.max_epochs)
     with pytest.raises(DataError, match="unknown TrainConfig field"):
         stage_config(LocomoExpertsConfig(per_stage={"update": {"learning_rate": 1.0}}), "update")
+
+
+@pytest.mark.parametrize(("max_examples", "stage", "split", "cap"), [
+    (None, "extraction", "train", None),
+    (400, "update", "train", 400),
+    (400, "update", "val", 100),
+    (3, "update", "val", 1),
+    ({"generation": 200}, "generation", "train", 200),
+    ({"generation": 200}, "extraction", "train", None),
+])
+def test_example_cap(max_examples, stage, split, cap):
+    from memlora.distill.recipes import example_cap
+
+    assert example_cap(max_examples, stage, split) == cap
+
+
+def test_even_sample_keeps_order_and_spreads_over_the_list():
+    from memlora.distill.recipes import even_sample
+
+    rows = list(range(10))
+    assert even_sample(rows, 5) == [0, 2, 4, 6, 8]
+    assert even_sample(rows, 3) == [0, 3, 6]
+    assert even_sample(rows, 20) == rows
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    (None, None), ("700", 700), ("extraction=600,update=400", {"extraction": 600, "update": 400})])
+def test_max_examples_option(text, parsed):
+    from memlora.distill.cli import stage_counts
+
+    assert stage_counts(text) == parsed
+
+
+def test_max_examples_option_refuses_garbage():
+    from memlora.distill.cli import stage_counts
+
+    with pytest.raises(Exception, match="neither N nor stage=N"):
+        stage_counts("extraction=lots")

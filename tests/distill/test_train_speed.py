@@ -225,3 +225,20 @@ def test_a_sigkilled_run_rerun_with_the_same_command_ends_equal_to_an_uninterrup
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert [e["val_loss"] for e in resumed_card["epochs"]] == pytest.approx([e["val_loss"] for e in whole_card["epochs"]],
                                                                             rel=1e-5)
+
+
+def test_training_against_the_int4_base(tiny_model, tmp_path):
+    """``base_int4_block``: the frozen base runs on its int4 round trip (its initial loss moves), the card says so, and
+    the saved expert is a plain LoRA (no base weights in it)."""
+    from safetensors import safe_open
+
+    base = tiny_model("qwen2")
+    ex = toy_examples(4)
+    fp32 = train_expert(base, ex, ex[:2], tmp_path / "fp32", TrainConfig(**FAST))
+    int4 = train_expert(base, ex, ex[:2], tmp_path / "int4", TrainConfig(**{**FAST, "base_int4_block": 32}))
+    assert int4.initial_val_loss != fp32.initial_val_loss
+    assert int4.card["hyperparameters"]["base_int4_block"] == 32 and fp32.card["hyperparameters"]["base_int4_block"] is None
+    with safe_open(str(tmp_path / "int4" / "adapter_model.safetensors"), "pt") as f:
+        assert all("lora_" in k for k in f.keys())  # noqa: SIM118 (safe_open has no __iter__)
+    with pytest.raises(Exception, match="base_int4_block must be a multiple of 16"):
+        TrainConfig(base_int4_block=20).validate()

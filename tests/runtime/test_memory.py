@@ -417,3 +417,21 @@ def test_add_and_answer_offline(no_network, tiny_model, tiny_adapters, tmp_path)
     reopened = MemoryStore(tmp_path / "store", dim=384)  # what add() recorded is on disk
     assert len(reopened.rejections("john")) == n_rejections and len(reopened.get_all("john")) == len(result.events)
     reopened.close()
+
+
+@pytest.mark.parametrize(("own", "serving", "expected"), [
+    ({}, None, {"extraction": 128, "update": 256, "generation": 64, "vqa": 64}),
+    ({"extraction": 40, "generation": None}, None, {"extraction": 40, "update": 256, "generation": 64, "vqa": 64}),
+    ({"extraction": 40, "update": 90}, ("update",), {"extraction": 128, "update": 90, "generation": 64, "vqa": 64}),
+    ({"unknown": 5}, None, {"extraction": 128, "update": 256, "generation": 64, "vqa": 64}),
+])
+def test_stage_budgets(own, serving, expected):
+    from memlora.runtime.memory import stage_budgets
+
+    assert stage_budgets(own, serving=serving) == expected
+
+
+def test_stage_budgets_over_other_defaults():
+    from memlora.runtime.memory import stage_budgets
+
+    assert stage_budgets({"generation": 24}, {"extraction": 64, "generation": 16}) == {"extraction": 64, "generation": 24}
