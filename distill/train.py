@@ -47,6 +47,7 @@ from memlora.distill.checkpoint import (
 from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
+from memlora.export.int4_reference import quantize_like_int4_bundle
 from memlora.extras import has_module
 
 __all__ = [
@@ -544,8 +545,6 @@ def train_expert(
     model, model_config = _load_base(base_dir, config.gradient_checkpointing,
                                      aux_loss.attn_implementation if aux_loss is not None else None)
     if config.base_int4_block is not None:
-        from memlora.export.int4_reference import quantize_like_int4_bundle
-
         quantize_like_int4_bundle(model, int(config.base_int4_block))
     if aux_loss is not None:
         aux_loss.prepare(tokenizer, model_config)
