@@ -72,25 +72,31 @@ class ScriptedServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    if server.delay_s:
-                        time.sleep(server.delay_s)
-                    if self.path != "/v1/chat/completions":
-                        return self._send(404, {"error": {"message": "not found"}})
-                    if n <= server.fail_first:
-                        return self._send(server.status, {"error": {"message": "scripted failure"}})
-                    if payload.get("model") != server.model:
-                        return self._send(404, {"error": {"message": f"model {payload.get('model')} not found"}})
-                    text = scripted_teacher_reply(payload)
-                    prompt_tokens = sum(len(m["content"].split()) for m in payload["messages"])
-                    self._send(200, {
-                        "id": f"cmpl-{n}", "object": "chat.completion", "model": server.model,
-                        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
-                                  "total_tokens": prompt_tokens + len(text.split())},
-                    })
+                    status, reply = self._reply(payload, n)
                 finally:
+                    # a request stops counting before its reply is written: once the client has the reply it may send
+                    # the next one, which must not find this one still counted
                     with server.lock:
                         server.in_flight -= 1
+                self._send(status, reply)
+
+            def _reply(self, payload: dict, n: int) -> tuple[int, dict]:
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                if self.path != "/v1/chat/completions":
+                    return 404, {"error": {"message": "not found"}}
+                if n <= server.fail_first:
+                    return server.status, {"error": {"message": "scripted failure"}}
+                if payload.get("model") != server.model:
+                    return 404, {"error": {"message": f"model {payload.get('model')} not found"}}
+                text = scripted_teacher_reply(payload)
+                prompt_tokens = sum(len(m["content"].split()) for m in payload["messages"])
+                return 200, {
+                    "id": f"cmpl-{n}", "object": "chat.completion", "model": server.model,
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                              "total_tokens": prompt_tokens + len(text.split())},
+                }
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
