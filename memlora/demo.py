@@ -19,7 +19,6 @@ the gold answers — and the same conversation run by the base model alone, side
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,7 +329,6 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     stage_adapters_all = {s: s for s in LOOP_STAGES}
     world_config = None
     timings: dict[str, float] = {}
-    concurrent = False
 
     if options.max_batches is not None and options.max_batches < 1:
         raise MemloraError(f"--max-batches must be >= 1, got {options.max_batches}")
@@ -362,20 +360,15 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         has_experts = experts_dir is not None
         prompt_set = trained_prompt_set(bundle_dir=bundle_dir) if has_experts else "memlora"
         budgets = _with_expert_budgets(budgets, experts_dir)
-        # with experts and the base alone to run and 2+ threads, the two systems run at once, each on its own engine
-        # with half the threads: on 2 cores one decode stream per core beats two streams taking turns on both
-        concurrent = options.compare_base and has_experts and options.threads >= 2
-        engine_threads = options.threads // 2 if concurrent else options.threads
         t1 = time.perf_counter()
-        engine = OrtGenAIEngine(bundle_dir, threads=engine_threads)
-        base_engine = OrtGenAIEngine(bundle_dir, threads=engine_threads, verify=False) if concurrent else engine
+        engine = OrtGenAIEngine(bundle_dir, threads=options.threads)
         embedder = bundle_embedder(engine.bundle, threads=options.threads) or SentenceTransformerEmbedder(threads=options.threads)
         timings["load_s"] = round(time.perf_counter() - t1, 2)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = (f"{options.model} int4 on ONNX Runtime GenAI" +
                   (f" + experts {list(engine.adapters)}" if has_experts else " (base model alone: no shipped experts)"))
         factory = _memory_factory(engine, options.threads, stage_adapters, budgets, embedder, prompt_set)
-        base_factory = (_memory_factory(base_engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, embedder,
+        base_factory = (_memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets, embedder,
                                         prompt_set) if has_experts else None)
     elif options.model is not None:
         model_dir = Path(options.model)
@@ -435,16 +428,10 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     progress = progress_factory(steps) if progress_factory else None
     advance = progress.advance if progress else (lambda n: None)
     t0 = time.perf_counter()
-    if concurrent and len(plan) > 1:
-        with ThreadPoolExecutor(len(plan)) as pool:
-            futures = {label: pool.submit(run_system, label, fac, data, advance) for label, fac in plan}
-            runs = {label: future.result() for label, future in futures.items()}
-    else:
-        runs = {label: run_system(label, fac, data, advance) for label, fac in plan}
+    runs = {label: run_system(label, fac, data, advance) for label, fac in plan}
     timings["runs_s"] = round(time.perf_counter() - t0, 2)
     if progress:
         progress.close()
-    record["side_by_side"] = "concurrent" if concurrent and len(plan) > 1 else "one after the other"
     record["runs"] = {label: run.as_dict() for label, run in runs.items()}
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     record["timings"] = timings
@@ -569,19 +556,15 @@ def _short(text: str, n: int = 60) -> str:
 
 
 class ProgressBar:
-    """The demo's progress bar (tqdm) over the loop's message pairs; the two systems may advance it at once."""
+    """The demo's progress bar (tqdm) over the loop's message pairs."""
 
     def __init__(self, total: int):
-        import threading
-
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, desc="memory loop (ingest + answer)", leave=False)
-        self.lock = threading.Lock()
 
     def advance(self, n: int) -> None:
-        with self.lock:
-            self.bar.update(n)
+        self.bar.update(n)
 
     def close(self) -> None:
         self.bar.close()

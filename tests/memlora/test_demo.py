@@ -131,20 +131,17 @@ def smollm2_tiny_experts(smollm2_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_runs(smollm2_tiny_experts, tmp_path_factory):
-    """The real-model demo run twice on the same bundle cache (2 batches, 2 questions): cold export with 2 threads (the
-    two systems at once, one engine thread each), then warm with 1 thread (one after the other)."""
-    from dataclasses import replace
-
+    """The real-model demo run twice on the same bundle cache (2 batches, 2 questions): cold export, then warm."""
     from memlora.demo import DemoOptions, run_demo
 
     cache = tmp_path_factory.mktemp("demo_bundles")
     options = DemoOptions(model="smollm2-135m-instruct", adapters=smollm2_tiny_experts, max_batches=2, max_questions=2,
-                          bundle_cache=cache, threads=2)
+                          bundle_cache=cache)
     first_said: list[str] = []
     first = run_demo(options, say=first_said.append)
     stamp = (Path(first["bundle_dir"]) / "bundle.json").stat().st_mtime_ns
     second_said: list[str] = []
-    second = run_demo(replace(options, threads=1), say=second_said.append)
+    second = run_demo(options, say=second_said.append)
     return first, second, first_said, second_said, stamp, cache
 
 
@@ -180,17 +177,6 @@ def test_real_demo_reuses_the_cached_bundle(real_runs):
     assert (Path(second["bundle_dir"]) / "bundle.json").stat().st_mtime_ns == stamp, "not exported again"
     assert not any("exporting" in line for line in second_said)
     assert [p.name for p in cache.iterdir()] == [Path(first["bundle_dir"]).name], "no temp dir left behind"
-
-
-def test_real_demo_runs_both_systems_at_once_with_the_same_results(real_runs):
-    first, second, *_ = real_runs
-    assert first["side_by_side"] == "concurrent" and second["side_by_side"] == "one after the other"
-    for label in ("experts", "base alone"):
-        a, b = first["runs"][label], second["runs"][label]
-        for key in ("facts", "memories", "answers"):
-            assert a[key] == b[key], (label, key)
-        assert [{k: v for k, v in e.items() if k != "memory_id"} for e in a["events"]] == \
-            [{k: v for k, v in e.items() if k != "memory_id"} for e in b["events"]]
 
 
 def test_bundle_key_follows_the_experts(smollm2_dir, smollm2_tiny_experts, tmp_path):
