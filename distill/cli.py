@@ -136,6 +136,11 @@ def clean_command(data_dir, split, stages, student):
         click.echo(report.summary())
 
 
+INT4_BASE_OPTION = click.option(
+    "--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
+    help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32).")
+"""``TrainConfig.base_int4_block`` as a flag: ``train``, ``locomo-experts`` and ``natural experts`` share it."""
+
 TRAIN_OPTIONS = (
     click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Student model dir."),
     click.option("--stage", type=click.Choice(STAGES), required=True),
@@ -162,8 +167,7 @@ TRAIN_OPTIONS = (
                  help="LoRA on the top N decoder layers only (default: every layer)."),
     click.option("--bucket-by-length/--no-bucket-by-length", default=False, show_default=True,
                  help="Batch examples of similar length together (less padding)."),
-    click.option("--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
-                 help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32)."),
+    INT4_BASE_OPTION,
     click.option("--checkpoint-every-minutes", type=float, default=5.0, show_default=True,
                  help="Write a resumable checkpoint into the output dir this often (0: off)."),
     click.option("--checkpoint-every-steps", type=click.IntRange(min=1), default=None,
@@ -263,8 +267,7 @@ def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--max-examples", default=None, callback=lambda c, p, v: stage_counts(v),
               help="At most N training examples per stage, evenly over the split (validation: a quarter), or per stage: "
                    "extraction=600,update=400,generation=200.")
-@click.option("--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
-              help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32).")
+@INT4_BASE_OPTION
 @click.option("--max-batches", type=int, default=None, help="Only the first N batches per speaker store (smoke runs).")
 @click.option("--max-questions", type=int, default=None, help="Only the first N questions per conversation (smoke runs).")
 @click.option("--checkpoint-every-minutes", type=float, default=5.0, show_default=True,

@@ -14,7 +14,7 @@ its first decision (JSON or not) once the base is quantized.
 from __future__ import annotations
 
 INT4_DEFAULT_BLOCK = 32
-"""The builder's default int4 block size (``BuilderConfig.int4_block_size``)."""
+"""The builder's int4 block size when ``BuilderConfig.block_size`` is None (its default)."""
 
 
 def int4_round_trip(weight, block_size: int = INT4_DEFAULT_BLOCK):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from memlora.distill.cli import int_list, train_options, train_stage
+from memlora.distill.cli import INT4_BASE_OPTION, int_list, train_options, train_stage
 from memlora.errors import MemloraError
 from memlora.world.copy_attention import CopyAttentionLoss
 from memlora.world.evaluation import WorldEvalConfig, markdown, run_world_eval
@@ -214,8 +214,7 @@ def natural_stats_command(sources: tuple[str, ...]) -> None:
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data and full-precision training outputs (default: runs/shipped-experts/<model>); rerun to resume.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
-@click.option("--int4-base", "base_int4_block", type=int, default=None, metavar="BLOCK",
-              help="Train against the int4 bundle's base weights (symmetric int4 round trip, this block size, e.g. 32).")
+@INT4_BASE_OPTION
 def natural_experts_command(model: str, out_dir: Path | None, work_dir: Path | None, threads: int | None,
                             base_int4_block: int | None) -> None:
     """Train and package the shipped experts: natural conversations + the world, one LoRA per stage, fp16, checksummed."""
