@@ -31,6 +31,7 @@ from memlora.export.multilora import GRAPH_VERSION
 from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
 from memlora.paths import cache_dir, data_file, remove_stale_temps
+from memlora.runtime.bundle import sha256_file
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.torch_engine import TorchEngine
@@ -162,15 +163,9 @@ def demo_bundle_key(base_dir: Path, experts_dir: Path | None, precision: str = D
     import hashlib
 
     source = base_dir / "memlora-source.json"
-    base_id = _file_sha(source) if source.is_file() else _tree_digest(base_dir)
+    base_id = sha256_file(source) if source.is_file() else _tree_digest(base_dir)
     experts_id = _tree_digest(experts_dir) if experts_dir is not None else "none"
     return hashlib.sha256(f"{base_id}|{experts_id}|{precision}|embedder|g{GRAPH_VERSION}".encode()).hexdigest()[:16]
-
-
-def _file_sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def ensure_demo_bundle(base_dir: Path, experts_dir: Path | None, name: str, root: Path | None = None,
