@@ -90,11 +90,13 @@ def build_report(rows: list[dict], config, parts, engine_label: str) -> dict:
     }
 
 
-def _pct(value) -> str:
+def fmt_pct(value) -> str:
+    """A rate in [0, 1] as a percentage with one decimal (``—`` when missing)."""
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def _num(value, digits: int) -> str:
+def fmt_num(value, digits: int) -> str:
+    """A number with ``digits`` decimals (``—`` when missing)."""
     return "—" if value is None else f"{value:.{digits}f}"
 
 
@@ -122,31 +124,32 @@ def markdown(report: dict) -> str:
         ext, upd, ev = loop["extraction"], loop["update"], loop["events"]
         lines += ["", "## The loop's memory writes", "",
                   "| adds | facts | extraction valid | update valid | ADD | UPDATE | DELETE | s/add |", "|---|---|---|---|---|---|---|---|",
-                  f"| {loop['adds']} | {loop['facts']} | {_pct(ext['valid_rate'])}% of {ext['calls']} | "
-                  f"{_pct(upd['valid_rate'])}% of {upd['calls']} | {ev['ADD']} | {ev['UPDATE']} | {ev['DELETE']} | "
+                  f"| {loop['adds']} | {loop['facts']} | {fmt_pct(ext['valid_rate'])}% of {ext['calls']} | "
+                  f"{fmt_pct(upd['valid_rate'])}% of {upd['calls']} | {ev['ADD']} | {ev['UPDATE']} | {ev['DELETE']} | "
                   f"{loop['seconds_per_add']:.2f} |"]
     if not s["retrieval_only"]:
         lines += ["", f"## Overall (paper Table 1/2 shape, x100; {label} = mean of {', '.join(report['l_parts']) or 'nothing'})", ""]
         lines += [f"| model | retrieval | {label} | J | F1 | BLEU-1 | n | tok/answer | s/answer |", "|---|---|---|---|---|---|---|---|---|"]
         for name, v in variants.items():
             o = v["overall"]
-            lines.append(f"| {s['model']} | {name} | {_pct(o['l'])} | {_pct(o['j'])} | {_pct(o['f1'])} | {_pct(o['bleu1'])} | {o['n']} | "
-                         f"{_num(o.get('answer_tokens'), 1)} | {_num(o.get('answer_s'), 2)} |")
+            lines.append(f"| {s['model']} | {name} | {fmt_pct(o['l'])} | {fmt_pct(o['j'])} | {fmt_pct(o['f1'])} | "
+                         f"{fmt_pct(o['bleu1'])} | {o['n']} | {fmt_num(o.get('answer_tokens'), 1)} | {fmt_num(o.get('answer_s'), 2)} |")
         st = s["stages"]
         lines += ["", "## Per stage (paper Table 4 shape, x100)", "", f"| extraction | update | generation | retrieval | {label} | J |",
                   "|---|---|---|---|---|---|"]
         for name, v in variants.items():
             o = v["overall"]
             lines.append(f"| {st.get('extraction', '?')} | {st.get('update', '?')} | {st.get('generation', '?')} | {name} | "
-                         f"{_pct(o['l'])} | {_pct(o['j'])} |")
+                         f"{fmt_pct(o['l'])} | {fmt_pct(o['j'])} |")
         for name, v in variants.items():
             lines += ["", f"## Per category — {name} (x100)", "",
                       "| category | n | F1 | BLEU-1 | ROUGE-1 | METEOR | BERTScore | SBERT | " + label + " | J |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             rows = [(f"{c} {report['category_names'].get(c, '')}", a) for c, a in v["by_category"].items()]
             for title, a in rows + [("overall", v["overall"])]:
-                lines.append(f"| {title} | {a['n']} | {_pct(a['f1'])} | {_pct(a['bleu1'])} | {_pct(a['rouge1_f'])} | "
-                             f"{_pct(a['meteor'])} | {_pct(a['bertscore_f1'])} | {_pct(a['sbert'])} | {_pct(a['l'])} | {_pct(a['j'])} |")
+                lines.append(f"| {title} | {a['n']} | {fmt_pct(a['f1'])} | {fmt_pct(a['bleu1'])} | {fmt_pct(a['rouge1_f'])} | "
+                             f"{fmt_pct(a['meteor'])} | {fmt_pct(a['bertscore_f1'])} | {fmt_pct(a['sbert'])} | {fmt_pct(a['l'])} | "
+                             f"{fmt_pct(a['j'])} |")
     names = list(variants)
     lines += ["", "## Evidence recall (top k of each speaker's store)", "",
               "| k | " + " | ".join(f"hit@k {n}" for n in names) + " | " + " | ".join(f"cover@k {n}" for n in names) + " |",

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from memlora.bench.eval_report import _num, _pct
+from memlora.bench.eval_report import fmt_num, fmt_pct
 from memlora.errors import MemloraError
 from memlora.extras import pyplot
 
@@ -93,12 +93,12 @@ def markdown(doc: dict) -> str:
         st = r["stages"]
         lines.append(
             f"| {r['label']} | {st.get('extraction')} | {st.get('update')} | {st.get('generation')} | {r['prompt_set']} | {r['n']} | "
-            f"{_pct(r['f1'])} | {_pct(r['bleu1'])} | {_pct(r['rouge1_f'])} | {_pct(r['meteor'])} | {_pct(r['sbert'])} | "
-            f"{_pct(r['l_offline'])} | {'x' + _num(r['f1_x'], 2) if r['f1_x'] is not None else '—'} | "
-            f"{'+' if (r['l_offline_gain'] or 0) >= 0 else ''}{_pct(r['l_offline_gain'])}% | {_num(r[kk], 3)} | "
-            f"{_pct(r['extraction_valid'])}% | {_pct(r['update_valid'])}% | "
-            f"{ev.get('ADD', '—')}/{ev.get('UPDATE', '—')}/{ev.get('DELETE', '—')} | {_num(r['answer_tokens'], 1)} | "
-            f"{_num(r['answer_s'], 2)} |")
+            f"{fmt_pct(r['f1'])} | {fmt_pct(r['bleu1'])} | {fmt_pct(r['rouge1_f'])} | {fmt_pct(r['meteor'])} | {fmt_pct(r['sbert'])} | "
+            f"{fmt_pct(r['l_offline'])} | {'x' + fmt_num(r['f1_x'], 2) if r['f1_x'] is not None else '—'} | "
+            f"{'+' if (r['l_offline_gain'] or 0) >= 0 else ''}{fmt_pct(r['l_offline_gain'])}% | {fmt_num(r[kk], 3)} | "
+            f"{fmt_pct(r['extraction_valid'])}% | {fmt_pct(r['update_valid'])}% | "
+            f"{ev.get('ADD', '—')}/{ev.get('UPDATE', '—')}/{ev.get('DELETE', '—')} | {fmt_num(r['answer_tokens'], 1)} | "
+            f"{fmt_num(r['answer_s'], 2)} |")
     lines += ["", "Metrics x100 except hit@k (fraction), tok/answer and s/answer. L offline = mean of "
               + ", ".join(doc["l_offline_parts"]) + " (BERTScore and J need a local roberta-large or a judge)."]
     lines += ["", "Rows and their commands:", ""]

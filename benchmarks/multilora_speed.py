@@ -41,6 +41,9 @@ class MultiLoraSpeedConfig:
     """Interleaved decode rounds: each variant's own generator (prompt already in) decodes ``burst_tokens`` per round."""
     burst_tokens: int = 8
     """Tokens per decode burst (short bursts spread the load of a shared machine evenly over the variants)."""
+    settle_tokens: int = 8
+    """Untimed tokens each variant decodes before its timed burst (the plain graph is a second session: the other
+    session's idle pool threads keep spinning for a while after its run and slow whichever session runs next)."""
     threads: int = 2
     """ONNX Runtime intra-op threads (set in the session options of every variant)."""
     session_options: dict = field(default_factory=dict)
@@ -193,7 +196,8 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
         for _ in range(config.rounds):
             for name, model, adapter in variants:
                 prefill[name].append(_prefill_once(og, model, adapters, adapter, prompt, config))
-        decode_length = len(prompt) + (config.decode_bursts + config.warmup) * config.burst_tokens + 1
+        per_round = config.burst_tokens + config.settle_tokens
+        decode_length = len(prompt) + (config.decode_bursts + config.warmup) * per_round + 1
         generators = {name: _generator(og, model, adapters, adapter, decode_length) for name, model, adapter in variants}
         for generator in generators.values():
             generator.append_tokens(prompt)
@@ -202,6 +206,8 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
         decode: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for _ in range(config.decode_bursts):
             for name, generator in generators.items():
+                if config.settle_tokens:
+                    _decode_burst(generator, config.settle_tokens)
                 decode[name].append(_decode_burst(generator, config.burst_tokens))
         del generators, adapters, multi, plain
     loadavg_after = _loadavg()

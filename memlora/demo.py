@@ -240,25 +240,18 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
     return run
 
 
-def _engine_for(model: str | None, adapters: Path | None, bundle: Path | None, threads: int):
-    if bundle is not None:
-        return OrtGenAIEngine(bundle, threads=threads)
-
+def _torch_engine(model: str, adapters: Path | None, threads: int):
     return TorchEngine(model, adapters, threads=threads)
 
 
-def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict, budgets: dict):
-    """``Memory.from_bundle`` when the runtime has it (bundle engine + bundle embedder), else the ORT engine + default embedder."""
+def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict):
+    """``Memory.from_bundle``: the bundle's engine and embedder, each expert's token budget and prompt set from its manifest."""
     from memlora.runtime.memory import Memory  # FAISS (the memory store): off the import path until a memory is built
 
-    if hasattr(Memory, "from_bundle"):
-        def factory():
-            # the bundle's manifest carries each expert's token budget and prompt set
-            return Memory.from_bundle(str(bundle), stage_adapters=stage_adapters, threads=threads)
+    def factory():
+        return Memory.from_bundle(str(bundle), stage_adapters=stage_adapters, threads=threads)
 
-        return factory
-    engine = _engine_for(None, None, bundle, threads)
-    return _memory_factory(engine, threads, stage_adapters, budgets)
+    return factory
 
 
 def _memory_factory(engine, threads: int, stage_adapters: dict, budgets: dict, embedder=None, prompt_set: str = "memlora"):
@@ -337,8 +330,8 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     t0 = time.perf_counter()
     if options.bundle is not None:
         system = f"bundle {options.bundle} (ONNX Runtime GenAI)"
-        factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all, budgets)
-        base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES}, budgets)
+        factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all)
+        base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES})
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
         record.update(model=None, bundle_dir=str(options.bundle))
@@ -347,7 +340,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
         system = f"random tiny model {base_dir}"
         budgets.update(extraction=24, update=48, generation=16)  # nonsense needs no long budget
-        engine = _engine_for(str(base_dir), None, None, options.threads)
+        engine = _torch_engine(str(base_dir), None, options.threads)
         factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         base_factory, has_experts, prompt_set = None, False, "memlora"
     elif options.model in MODELS:  # a real model by name: pulled, exported once to an int4 bundle, run on ORT GenAI
@@ -370,7 +363,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         if not (model_dir / "config.json").is_file():
             raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder, 'tiny-random' "
                                f"or a model memlora pulls ({', '.join(sorted(MODELS))})")
-        engine = _engine_for(str(model_dir), options.adapters, None, options.threads)
+        engine = _torch_engine(str(model_dir), options.adapters, options.threads)
         has_experts = bool(engine.adapters)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
@@ -389,7 +382,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         record["world_build"] = {"cached": cached, "root": str(art.root), **art.build}
         world_config = art.world
         budgets = _with_expert_budgets(budgets, art.adapters_dir)
-        engine = _engine_for(str(art.base_dir), art.adapters_dir, None, options.threads)
+        engine = _torch_engine(str(art.base_dir), art.adapters_dir, options.threads)
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
         prompt_set = trained_prompt_set(art.adapters_dir)
         factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets, prompt_set=prompt_set)

@@ -116,7 +116,11 @@ def _read_max_length(tokenizer_dir: Path) -> int:
 
 
 class OnnxEmbedder:
-    """An exported sentence embedder run with onnxruntime (CPU), tokenized with the ``tokenizers`` library."""
+    """An exported sentence embedder run with onnxruntime (CPU), tokenized with the ``tokenizers`` library.
+
+    ``spin_wait=False`` (the default) turns off ONNX Runtime's spin-waiting of the intra-op pool: the embedder runs for a
+    few milliseconds between the LLM's calls, and threads spinning after it compete with the next call for the cores.
+    """
 
     def __init__(
         self,
@@ -125,6 +129,7 @@ class OnnxEmbedder:
         batch_size: int = 32,
         threads: int | None = None,
         max_length: int | None = None,
+        spin_wait: bool = False,
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -147,6 +152,9 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = resolve_threads(threads)
         options.inter_op_num_threads = 1
+        if not spin_wait:
+            # The embedder runs briefly between LLM calls; pool threads left spinning after it would slow the next call.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:

@@ -111,6 +111,21 @@ def test_truncates_to_max_seq_length(onnx_embedder):
     assert onnx_embedder.encode([long]).shape == (1, 384)
 
 
+def _config_entry(options, key: str) -> str | None:
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:  # onnxruntime raises for a key that was never set
+        return None
+
+
+@pytest.mark.parametrize("spin_wait, expected", [(False, "0"), (True, None)])
+def test_spin_wait_is_off_unless_asked(onnx_embedder_file, spin_wait, expected):
+    embedder = OnnxEmbedder(onnx_embedder_file, default_embedder_path(), threads=2, spin_wait=spin_wait)
+    options = embedder.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert _config_entry(options, "session.intra_op.allow_spinning") == expected
+
+
 @pytest.mark.parametrize("kind", ["st-missing-dir", "onnx-missing-model", "onnx-missing-tokenizer", "onnx-not-an-embedder"])
 def test_bad_paths_raise_clear_errors(kind, tmp_path, onnx_embedder_file):
     with pytest.raises(MemloraError):
