@@ -1,4 +1,4 @@
-"""``run_bench``: every engine and variant the issue asks about, measured side by side in ONE run, with ratios and goals.
+"""``run_bench``: every engine and variant of the speed comparison, measured side by side in ONE run, with ratios and goals.
 
 The default measures the real SmolLM2-135M-Instruct (pulled when absent) with random experts of the paper's shapes
 (``--experts DIR`` for trained ones); output lengths are decided by the model (EOS), capped by the loop's per-stage budgets.
@@ -14,7 +14,7 @@ Runs (``sub`` = the same shorter workload for every comparison, so ratios compar
 - ``*@peer``               the peer (e), when llama-cpp-python is installed: the bundle's loop and llama.cpp (the shipped
                            GGUF and its Q4_0 requant on a real model; a Q4_0 conversion on random weights), interleaved
                            over ``rounds`` rounds in one process so machine noise hits every engine alike
-- levers (issue item 4): ``prefix-cache``, ``1-thread``, int4 ``block128`` and ``acc1`` builds
+- levers (the loop's own costs): ``prefix-cache``, ``1-thread``, int4 ``block128`` and ``acc1`` builds
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class BenchConfig:
     peer: bool = True
     """Also measure llama.cpp (needs the optional llama-cpp-python)."""
     levers: bool = True
-    """Also measure the speed levers of issue item 4."""
+    """Also measure the speed levers (prefix cache, threads, int4 settings)."""
     sub_adds: int | None = None
     """Adds in the comparison workload (default 8, quick 2)."""
     sub_questions: int | None = None
@@ -324,7 +324,7 @@ def run_bench(config: BenchConfig) -> dict:
     report["ratios"]["switch_share_of_stage"] = {
         stage: _ratio(stats["switch_ms"] / 1000, stats["s_per_answer"]) for stage, stats in main["summary"]["stages"].items()}
 
-    # -- levers (issue item 4) ------------------------------------------------------------------------------------------------
+    # -- levers ------------------------------------------------------------------------------------------------------------------
     if config.levers:
         report["levers"] = _levers(config, bench, sub, ref, ref_name, bundles, ort_run, threads, progress, real_model)
     report["loop_costs"] = {name: run["loop_costs"] for name, run in report["runs"].items()}

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import make_lora
 
-# The three experts of the issue: different target modules AND ranks.
+# Three experts of the paper's shapes: different target modules AND ranks.
 EXPERTS = {
     "extraction": (["q_proj", "v_proj"], 8),
     "update": (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 16),
