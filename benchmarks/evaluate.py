@@ -72,7 +72,8 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
                     judge_model: str | None = None, judge_no_json_mode: bool = False, bertscore_model: Path | None = None,
                     prompt_set: str | None = None, max_new_tokens: int = 64, threads: int = 2,
                     out_dir: Path = Path("runs/locomo-eval"), restart: bool = False, quiet: bool = False,
-                    experts: tuple[str, ...] | None = None, command: str = "") -> dict:
+                    experts: tuple[str, ...] | None = None, command: str = "",
+                    min_new_tokens: dict[str, int] | None = None) -> dict:
     """Evaluate on LoCoMo with Mem0's protocol (L, J, F1, BLEU-1, evidence recall per category); returns the report.
     Arguments as the options of ``memlora eval``."""
 
@@ -86,7 +87,7 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
     config = EvalConfig(
         out_dir=str(out_dir), split=split, conversations=tuple(conversations), memories=memories,
         retrieval=RETRIEVAL_CHOICES[retrieval], top_k=top_k, retrieval_only=retrieval_only, limit=limit, max_sessions=max_sessions,
-        prompt_set=prompt_set, max_new_tokens=max_new_tokens,
+        prompt_set=prompt_set, max_new_tokens=max_new_tokens, min_new_tokens=dict(min_new_tokens or {}),
         scorer=ScorerConfig(bertscore_model=str(bertscore_model) if bertscore_model else None), judge=judge_config,
         model_label=" + ".join(str(p.name) for p in (model, adapters, bundle) if p) or "none",
         experts=tuple(experts) if experts is not None else None, command=command,
@@ -118,7 +119,8 @@ def evaluate_locomo(locomo_path: Path | None = None, split: str = "test", conver
         def memory_factory(store_dir: Path):
             return Memory(engine, embedder, MemoryStore(str(store_dir), dim=embedder.dim),
                           MemoryConfig(store_dir=str(store_dir), prompt_set=prompt_set, answer_k=top_k,
-                                       stage_adapters=stage_adapters, max_new_tokens=budgets))
+                                       stage_adapters=stage_adapters, max_new_tokens=budgets,
+                                       min_new_tokens=dict(config.min_new_tokens)))
 
     parts = EvalParts(
         embedder=embedder, engine=None if retrieval_only else engine, memory_factory=memory_factory,

@@ -76,6 +76,8 @@ class EvalConfig:
     """Prompt set for extraction/update/generation (``memlora.runtime.prompts``)."""
     max_new_tokens: int = 64
     """Answer budget in tokens."""
+    min_new_tokens: dict[str, int] = field(default_factory=dict)
+    """``loop`` only: tokens per stage before EOS is allowed (``MemoryConfig.min_new_tokens``; empty: none)."""
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     """Which answer metrics to compute."""
     judge: JudgeConfig | None = None
@@ -109,6 +111,8 @@ class EvalConfig:
         """Settings that change results: a rerun into the same out dir must match them."""
         keep = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "conversations", "limit", "retrieval", "split",
                                                                          "command")}
+        if not keep.get("min_new_tokens"):
+            keep.pop("min_new_tokens", None)  # runs made before the option existed keep their fingerprint
         if keep.get("judge"):
             keep["judge"] = {k: keep["judge"][k] for k in ("url", "model", "temperature")}
         return json.loads(json.dumps(keep, default=str))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from memlora import LOOP_STAGES
 from memlora.bench.eval_report import markdown
 from memlora.bench.evaluate import RETRIEVAL_CHOICES, evaluate_locomo
 from memlora.bench.vqa_bench import vqa_from_cli
@@ -188,6 +189,8 @@ def chat(bundle_dir: Path, user_id: str, store_dir: Path | None, threads: int | 
               help="Prompt set: memlora, memlora-textfirst or mem0 [default: the one the experts were trained with "
                    "(--adapters' experts.json, --bundle's manifest), else memlora].")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Answer budget in tokens.")
+@click.option("--min-new-tokens", "min_new_tokens", multiple=True, metavar="STAGE=N",
+              help="--memories loop: EOS refused until the stage has N tokens (repeatable, e.g. extraction=1) [default: none].")
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for the engine and the embedder.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/locomo-eval"),
               show_default=True, help="Run folder: results.jsonl (resumable), report.json/.md/.png, stores.")
@@ -210,8 +213,9 @@ def chat(bundle_dir: Path, user_id: str, store_dir: Path | None, threads: int | 
 @click.option("--vqa-route", type=click.Choice(["image", "caption", "both"]), default="image", show_default=True,
               help="--vqa: image kept (MemLoRA-V), caption text only (Mem0's baseline) or both side by side.")
 def eval_command(locomo_path, split, conversations, model, adapters, bundle, memories, retrieval, retrieval_only, top_k, limit,
-                 max_sessions, judge_url, judge_model, judge_no_json_mode, bertscore_model, prompt_set, max_new_tokens, threads,
-                 out_dir, restart, experts, json_path, quiet, world_preset=None, vqa=False, vqa_data=None, vqa_route="image"):
+                 max_sessions, judge_url, judge_model, judge_no_json_mode, bertscore_model, prompt_set, max_new_tokens,
+                 min_new_tokens, threads, out_dir, restart, experts, json_path, quiet, world_preset=None, vqa=False,
+                 vqa_data=None, vqa_route="image"):
     """Evaluate on LoCoMo with Mem0's protocol: L, J, F1, BLEU-1 and evidence recall, per category."""
     if vqa:  # images: the VQA expert (owned by memlora.bench.vqa_bench)
 
@@ -226,13 +230,25 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
     report = evaluate_locomo(locomo_path, split, tuple(conversations), model, adapters, bundle, memories, retrieval,
                              retrieval_only, top_k, limit, max_sessions, judge_url, judge_model, judge_no_json_mode,
                              bertscore_model, prompt_set, max_new_tokens, threads, out_dir, restart, quiet,
-                             experts=parse_experts(experts), command=shlex.join(["memlora", *sys.argv[1:]]))
+                             experts=parse_experts(experts), command=shlex.join(["memlora", *sys.argv[1:]]),
+                             min_new_tokens=parse_stage_counts(min_new_tokens, "--min-new-tokens"))
     click.echo(markdown(report))
     click.echo(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")
+
+
+def parse_stage_counts(values: tuple[str, ...], option: str) -> dict[str, int]:
+    """``("extraction=1", "update=1")`` -> ``{"extraction": 1, "update": 1}``; a malformed item is a one-line error."""
+    counts = {}
+    for item in values:
+        stage, sep, number = item.partition("=")
+        if not sep or stage not in LOOP_STAGES or not number.strip().isdigit():
+            raise MemloraError(f"{option} takes STAGE=N with STAGE one of {', '.join(LOOP_STAGES)} and N >= 0, got {item!r}")
+        counts[stage] = int(number)
+    return counts
 
 
 def parse_experts(value: str | None) -> tuple[str, ...] | None:

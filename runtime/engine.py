@@ -59,7 +59,9 @@ class Engine(Protocol):
         max_new_tokens: int = 128,
         **options: Any,
     ) -> Generation:
-        """Render ``messages`` with the model's chat template, activate ``adapter`` (None: base model), decode greedily."""
+        """Render ``messages`` with the model's chat template, activate ``adapter`` (None: base model), decode greedily.
+        Every engine takes the option ``min_new_tokens``: EOS is refused until that many tokens exist (never fewer than
+        the engine's own minimum)."""
         ...
 
     def count_tokens(self, text: str) -> int:

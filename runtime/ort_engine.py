@@ -177,7 +177,8 @@ class OrtGenAIEngine:
         max_new_tokens: int = 128,
         **options: Any,
     ) -> Generation:
-        """Greedy decode. Options: ``min_new_tokens`` (alias ``force_new_tokens``) overrides the engine's."""
+        """Greedy decode. Options: ``min_new_tokens`` (alias ``force_new_tokens``): EOS refused until that many tokens (the
+        engine's own minimum still applies)."""
         if self.vision_engine is not None:
             return self.vision_engine.generate(messages, adapter=adapter, images=images, max_new_tokens=max_new_tokens, **options)
         if images:
@@ -186,7 +187,7 @@ class OrtGenAIEngine:
         if adapter is not None and adapter not in self.bundle.experts:
             raise AdapterError(f"unknown adapter {adapter!r}: the bundle {self.bundle.root} has "
                                f"{list(self.bundle.experts) or 'no experts'} (None runs the base model)")
-        min_new = int(options.get("min_new_tokens", options.get("force_new_tokens", self.min_new_tokens)))
+        min_new = max(self.min_new_tokens, int(options.get("min_new_tokens", options.get("force_new_tokens", 0))))
         start = time.perf_counter()
         prompt_ids = self.render(messages)
         if self.context_length and len(prompt_ids) >= self.context_length:

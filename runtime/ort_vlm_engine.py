@@ -188,13 +188,14 @@ class OrtVLMEngine:
     ) -> Generation:
         """Greedy decode with ``adapter`` (None: base model) on ``images`` (paths, bytes or PIL images).
 
-        Options: ``min_new_tokens`` (alias ``force_new_tokens``) overrides the engine's; ``keep_logits=True`` keeps each
-        step's next-token logits in ``self.last_logits`` ([steps, vocab], for parity checks).
+        Options: ``min_new_tokens`` (alias ``force_new_tokens``): EOS refused until that many tokens (at least the
+        engine's own minimum); ``keep_logits=True`` keeps each step's next-token logits in ``self.last_logits``
+        ([steps, vocab], for parity checks).
         """
         if adapter is not None and adapter not in self._adapters:
             raise AdapterError(f"unknown adapter {adapter!r}: the bundle {self.bundle.root} has "
                                f"{list(self._adapters) or 'no experts'} (None runs the base model)")
-        min_new = int(options.get("min_new_tokens", options.get("force_new_tokens", self.min_new_tokens)))
+        min_new = max(self.min_new_tokens, int(options.get("min_new_tokens", options.get("force_new_tokens", 0))))
         start = time.perf_counter()
         ids, features, positions = self.prepare(messages, images or [])
         if self.context_length and len(ids) >= self.context_length:

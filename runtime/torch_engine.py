@@ -184,12 +184,13 @@ class TorchEngine:
         max_new_tokens: int = 128,
         **options: Any,
     ) -> Generation:
-        """Greedy decode. Options: ``min_new_tokens`` (overrides the engine's); other engines' options are ignored."""
+        """Greedy decode. Options: ``min_new_tokens`` (EOS refused until that many tokens; the engine's own minimum still
+        applies); other engines' options are ignored."""
         import torch
 
         if images:
             raise ImageError("TorchEngine is text-only: images need a vision-language engine")
-        min_new = int(options.get("min_new_tokens", self.min_new_tokens))
+        min_new = max(self.min_new_tokens, int(options.get("min_new_tokens", 0)))
         start = time.perf_counter()
         prompt_ids = self.render(messages)
         if self.max_positions and len(prompt_ids) >= self.max_positions:

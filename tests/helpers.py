@@ -29,7 +29,7 @@ class ScriptedEngine:
     """An ``Engine`` without a model: each call returns the next item of ``queue`` (a string, or a function of the prompt
     messages, like a model reading its prompt); with the queue empty, ``reply(messages, adapter)``; with neither, the call
     fails with ``MemloraError``. Every call is recorded first in ``calls`` as a dict (messages, adapter, images,
-    max_new_tokens). Token counts are whitespace words."""
+    max_new_tokens, min_new_tokens). Token counts are whitespace words."""
 
     def __init__(self, adapters: Sequence[str] = ("extraction", "update", "generation"), supports_images: bool = False,
                  reply: Reply | None = None):
@@ -40,7 +40,8 @@ class ScriptedEngine:
         self.calls: list[dict[str, Any]] = []
 
     def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options) -> Generation:
-        self.calls.append({"messages": messages, "adapter": adapter, "images": images, "max_new_tokens": max_new_tokens})
+        self.calls.append({"messages": messages, "adapter": adapter, "images": images, "max_new_tokens": max_new_tokens,
+                           "min_new_tokens": options.get("min_new_tokens", 0)})
         if self.queue:
             item = self.queue.pop(0)
             text = item(messages) if callable(item) else item

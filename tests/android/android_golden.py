@@ -825,7 +825,8 @@ def loop_cases() -> list[dict]:
                 case["result"] = {"text": r.text, "memories": _hits(r.memories)}
             else:
                 case["result"] = _hits(memory.search(step["query"], step["user_id"], k=step.get("k")))
-            case["calls"] = jsonable([{k: c[k] for k in ("messages", "adapter", "max_new_tokens")} for c in engine.calls])
+            case["calls"] = jsonable([{k: c[k] for k in ("messages", "adapter", "max_new_tokens", "min_new_tokens")}
+                                      for c in engine.calls])
             case["state"] = {"records": {u: jsonable(store.get_all(u)) for u in ("caroline", "melanie")},
                              "rejections": jsonable(store.rejections()), "batch_seq": store.batch_seq}
             cases.append(case)

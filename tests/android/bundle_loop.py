@@ -22,6 +22,8 @@ from helpers import FakeEmbedder, make_store
 
 THREADS = 1
 """Decoder threads on both sides (the Java engine applies them through ``Config.overlay``)."""
+MIN_NEW_TOKENS = {"extraction": 1, "update": 1}
+"""Stage minimums on both sides (Python masks EOS logits on its cached generator, Java sets GenAI's ``min_length``)."""
 
 
 class RecordingEngine:
@@ -31,9 +33,12 @@ class RecordingEngine:
         self.engine, self.adapters, self.calls = engine, engine.adapters, []
 
     def generate(self, messages, adapter=None, images=None, max_new_tokens=128, **options):
-        generation = self.engine.generate(messages, adapter=adapter, max_new_tokens=max_new_tokens)
+        min_new_tokens = int(options.get("min_new_tokens", 0))
+        generation = self.engine.generate(messages, adapter=adapter, max_new_tokens=max_new_tokens,
+                                          min_new_tokens=min_new_tokens)
         self.calls.append({
             "messages": [dict(m) for m in messages], "adapter": adapter, "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
             "prompt": self.engine.chat_template.render(messages), "prompt_ids": self.engine.render(messages),
             "token_ids": list(generation.token_ids), "text": generation.text,
         })
@@ -76,7 +81,7 @@ def bundle_loop_cases(bundle_dir: Path, script: list[dict]) -> dict[str, Any]:
     from memlora.runtime.update import ResolvedOp
 
     embedder = FakeEmbedder()
-    memory = Memory.from_bundle(str(bundle_dir), embedder=embedder, threads=THREADS)
+    memory = Memory.from_bundle(str(bundle_dir), embedder=embedder, threads=THREADS, min_new_tokens=MIN_NEW_TOKENS)
     memory.store.close()
     memory.store = make_store(dim=embedder.dim, ids="m%d", clock="2024-02-01T10:00:%02d+00:00", first_tick=1)
     engine = memory.engine = RecordingEngine(memory.engine)
@@ -105,6 +110,7 @@ def bundle_loop_cases(bundle_dir: Path, script: list[dict]) -> dict[str, Any]:
         config = {"id": "config", "bundle": str(bundle_dir), "threads": THREADS,
                   "session_overlay": json.dumps(_session_overlay(THREADS)), "dim": embedder.dim,
                   "prompt_set": memory.config.prompt_set, "max_new_tokens": dict(memory.config.max_new_tokens),
+                  "min_new_tokens": dict(memory.config.min_new_tokens),
                   "top_s": memory.config.top_s, "answer_k": memory.config.answer_k,
                   "stage_adapters": memory.stage_adapters, "vectors": embedder.table}
     finally:

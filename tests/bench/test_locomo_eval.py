@@ -129,6 +129,27 @@ def test_experts_option_values(value, expected):
     assert parse_experts(value) == expected
 
 
+@pytest.mark.parametrize("values, expected", [
+    ((), {}), (("extraction=1", "update=2"), {"extraction": 1, "update": 2}),
+    (("extraction",), "takes STAGE=N"), (("recall=1",), "takes STAGE=N"), (("update=-1",), "takes STAGE=N"),
+])
+def test_min_new_tokens_option_values(values, expected):
+    from memlora.cli import parse_stage_counts
+    from memlora.errors import MemloraError
+
+    if isinstance(expected, dict):
+        assert parse_stage_counts(values, "--min-new-tokens") == expected
+    else:
+        with pytest.raises(MemloraError, match=expected):
+            parse_stage_counts(values, "--min-new-tokens")
+
+
+def test_stage_minimums_are_part_of_the_fingerprint_only_when_set():
+    assert "min_new_tokens" not in EvalConfig(out_dir="x", memories="loop").fingerprint()  # older runs still resume
+    assert EvalConfig(out_dir="x", memories="loop", min_new_tokens={"extraction": 1}).fingerprint()["min_new_tokens"] == {
+        "extraction": 1}
+
+
 def test_cli_refuses_an_unknown_expert_stage(locomo_path, tmp_path):
     result = CliRunner().invoke(eval_command, ["--locomo", str(locomo_path), "--out", str(tmp_path), "--quiet",
                                                "--memories", "loop", "--experts", "extraction,recall"])

@@ -306,6 +306,34 @@ def test_mem0_prompt_set_and_token_budgets(embedder):
     assert engine.calls[1]["max_new_tokens"] == 64  # default kept for stages left out
 
 
+@pytest.mark.parametrize("config, expected", [
+    (MemoryConfig(), {"extraction": 0, "update": 0, "generation": 0}),  # off by default
+    (MemoryConfig(min_new_tokens={"extraction": 1, "update": 1}), {"extraction": 1, "update": 1, "generation": 0}),
+    (MemoryConfig(min_new_tokens={"generation": 3}), {"extraction": 0, "update": 0, "generation": 3}),
+])
+def test_min_new_tokens_per_stage(embedder, config, expected):
+    engine = ScriptedEngine()
+    memory = Memory(engine, embedder, make_store(), config)
+    engine.queue += ['{"facts": ["Has a dog"]}', '{"memory": [{"id": "0", "text": "Has a dog", "event": "ADD"}]}', "Rex"]
+    memory.add("I have a dog", "ann")
+    memory.answer("What pet?", "ann")
+    assert {s: c["min_new_tokens"] for s, c in zip(("extraction", "update", "generation"), engine.calls)} == expected
+
+
+def test_extraction_never_ends_at_its_first_token(tiny_model, embedder):
+    # a real engine whose first greedy extraction token is declared EOS: without the stage minimum the output is empty
+    engine = TorchEngine(tiny_model("qwen2"), threads=1)
+    probe = Memory(engine, embedder, make_store(), MemoryConfig(min_new_tokens={}, max_new_tokens={"extraction": 6}))
+    first = probe.extract_facts([{"role": "user", "content": "I have a dog named Rex."}])[2].token_ids[0]
+    engine.eos_ids = {first}
+    outputs = {}
+    for name, minimums in (("none", {}), ("one", {"extraction": 1})):
+        memory = Memory(engine, embedder, make_store(), MemoryConfig(min_new_tokens=minimums, max_new_tokens={"extraction": 6}))
+        outputs[name] = memory.extract_facts([{"role": "user", "content": "I have a dog named Rex."}])[2]
+    assert outputs["none"].token_ids == [first] and outputs["none"].text == ""
+    assert outputs["one"].token_ids[0] != first and outputs["one"].completion_tokens >= 2
+
+
 def test_image_needs_a_vision_engine(embedder):
     memory = Memory(ScriptedEngine(), embedder, make_store(), MemoryConfig())
     with pytest.raises(ImageError, match="no vision"):

@@ -113,6 +113,12 @@ def test_unknown_adapter_and_images(engine):
     assert engine.generate(MESSAGES, adapter="extraction", max_new_tokens=4, min_new_tokens=4).completion_tokens == 4
 
 
+def test_min_new_tokens_option_is_a_floor(tiny_model, tiny_adapters):
+    # the engine's own minimum (forced-length benchmarks) is never lowered by a call's smaller one
+    forced = TorchEngine(tiny_model("qwen2"), tiny_adapters, threads=1, min_new_tokens=6)
+    assert forced.generate(MESSAGES, adapter="extraction", max_new_tokens=6, min_new_tokens=1).completion_tokens == 6
+
+
 def test_adapter_for_another_base_is_rejected(tiny_model, tmp_path, random_adapter):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 

@@ -13,9 +13,9 @@ public interface Engine extends Closeable {
 
   /**
    * Renders {@code messages} with the model's chat template, activates {@code adapter} (null: base
-   * model) and decodes greedily up to {@code maxNewTokens} tokens.
+   * model) and decodes greedily up to {@code maxNewTokens} tokens, refusing EOS until {@code minNewTokens} exist.
    */
-  Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens);
+  Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens, int minNewTokens);
 
   /** Number of tokens {@code text} encodes to. */
   int countTokens(String text);

@@ -153,7 +153,7 @@ public final class Memory implements Closeable {
   }
 
   private Generation run(String stage, List<ChatMessage> messages) {
-    return engine.generate(messages, stageAdapters.get(stage), config.budget(stage));
+    return engine.generate(messages, stageAdapters.get(stage), config.budget(stage), config.minimum(stage));
   }
 
   private static List<Rejection> tagged(String stage, List<Rejection> rejections) {

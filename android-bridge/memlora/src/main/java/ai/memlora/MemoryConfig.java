@@ -22,6 +22,11 @@ public final class MemoryConfig {
   public int answerK = 30;
   /** Generation budget per stage (left-out stages take the defaults below). */
   public Map<String, Integer> maxNewTokens = new LinkedHashMap<String, Integer>();
+  /**
+   * Tokens per stage before EOS is allowed (left-out stages: 0; none by default). {@code extraction=1, update=1}
+   * refuses an empty JSON output (Python's {@code min_new_tokens}).
+   */
+  public Map<String, Integer> minNewTokens = new LinkedHashMap<String, Integer>();
   /** Intra-op threads of the engine's decoder sessions and of the embedder (0: ONNX Runtime's default). */
   public int threads;
 
@@ -32,6 +37,12 @@ public final class MemoryConfig {
     m.put("generation", 64);
     m.put("vqa", 64);
     return m;
+  }
+
+  /** Tokens {@code stage} must produce before EOS is allowed. */
+  public int minimum(String stage) {
+    Integer v = minNewTokens.get(stage);
+    return v != null ? v : 0;
   }
 
   /** The budget of {@code stage}. */

@@ -203,7 +203,7 @@ public final class OrtGenAiEngine implements Engine {
   }
 
   @Override
-  public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens) {
+  public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens, int minNewTokens) {
     Served served = servedFor(adapter);
     long t0 = System.nanoTime();
     int[] promptIds = encode(served.tokenizer, render(messages));
@@ -219,6 +219,10 @@ public final class OrtGenAiEngine implements Engine {
       params = new GeneratorParams(served.model);
       params.setSearchOption("max_length", promptIds.length + budget);
       params.setSearchOption("do_sample", false);
+      int minimum = Math.max(0, Math.min(minNewTokens, budget));
+      if (minimum > 0) {
+        params.setSearchOption("min_length", promptIds.length + minimum); // counts the prompt: EOS refused until then
+      }
       long tSwitch = System.nanoTime();
       generator = new Generator(served.model, params);
       if (adapter != null && externalized.contains(adapter)) {

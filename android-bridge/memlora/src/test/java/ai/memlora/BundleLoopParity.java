@@ -30,8 +30,8 @@ public class BundleLoopParity {
     }
 
     @Override
-    public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens) {
-      Generation g = engine.generate(messages, adapter, maxNewTokens);
+    public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens, int minNewTokens) {
+      Generation g = engine.generate(messages, adapter, maxNewTokens, minNewTokens);
       Map<String, Object> call = new LinkedHashMap<String, Object>();
       List<Object> ms = new ArrayList<Object>();
       for (ChatMessage m : messages) {
@@ -40,6 +40,7 @@ public class BundleLoopParity {
       call.put("messages", ms);
       call.put("adapter", adapter);
       call.put("max_new_tokens", (long) maxNewTokens);
+      call.put("min_new_tokens", (long) minNewTokens);
       call.put("prompt", engine.render(messages));
       List<Object> promptIds = new ArrayList<Object>();
       for (int id : engine.promptIds(messages)) {
@@ -76,6 +77,9 @@ public class BundleLoopParity {
     BundleManifest bundle = BundleManifest.load(new File((String) cfg.get("bundle")), true);
     MemoryConfig config = new MemoryConfig();
     config.threads = ((Number) cfg.get("threads")).intValue();
+    for (Map.Entry<String, Object> e : Golden.map(cfg.get("min_new_tokens")).entrySet()) {
+      config.minNewTokens.put(e.getKey(), ((Number) e.getValue()).intValue());
+    }
     OrtGenAiEngine ort = new OrtGenAiEngine(bundle, config.threads);
     RecordingEngine engine = new RecordingEngine(ort);
     MemoryStore store = new MemoryStore(JdbcSqlDatabase.open(":memory:"), dim, Golden.counter("m%d"),
@@ -91,6 +95,11 @@ public class BundleLoopParity {
       budgets.put(stage, (long) config.budget(stage));
     }
     report.check("max_new_tokens", cfg.get("max_new_tokens"), budgets);
+    Map<String, Object> minimums = new LinkedHashMap<String, Object>();
+    for (Map.Entry<String, Integer> e : config.minNewTokens.entrySet()) {
+      minimums.put(e.getKey(), (long) e.getValue());
+    }
+    report.check("min_new_tokens", cfg.get("min_new_tokens"), minimums);
     report.check("stage_adapters", cfg.get("stage_adapters"), Golden.jsonable(memory.stageAdapters()));
     try {
       for (Map<String, Object> c : cases.subList(1, cases.size())) {

@@ -24,11 +24,12 @@ public class MemoryLoopGoldenTest {
     }
 
     @Override
-    public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens) {
+    public Generation generate(List<ChatMessage> messages, String adapter, int maxNewTokens, int minNewTokens) {
       Map<String, Object> call = new LinkedHashMap<String, Object>();
       call.put("messages", Golden.jsonable(messages));
       call.put("adapter", adapter);
       call.put("max_new_tokens", (long) maxNewTokens);
+      call.put("min_new_tokens", (long) minNewTokens);
       calls.add(call);
       if (outputs.isEmpty()) {
         throw new MemloraException("scripted engine: no output left for this call");
