@@ -240,10 +240,6 @@ def run_system(label: str, memory_factory, data: DemoData, progress) -> SystemRu
     return run
 
 
-def _torch_engine(model: str, adapters: Path | None, threads: int):
-    return TorchEngine(model, adapters, threads=threads)
-
-
 def _bundle_memory_factory(bundle: Path, threads: int, stage_adapters: dict):
     """``Memory.from_bundle``: the bundle's engine and embedder, each expert's token budget and prompt set from its manifest."""
     from memlora.runtime.memory import Memory  # FAISS (the memory store): off the import path until a memory is built
@@ -340,7 +336,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         base_dir = ensure_model("qwen2", "tiny", seed=options.seed)
         system = f"random tiny model {base_dir}"
         budgets.update(extraction=24, update=48, generation=16)  # nonsense needs no long budget
-        engine = _torch_engine(str(base_dir), None, options.threads)
+        engine = TorchEngine(str(base_dir), None, threads=options.threads)
         factory = _memory_factory(engine, options.threads, {s: None for s in LOOP_STAGES}, budgets)
         base_factory, has_experts, prompt_set = None, False, "memlora"
     elif options.model in MODELS:  # a real model by name: pulled, exported once to an int4 bundle, run on ORT GenAI
@@ -363,7 +359,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         if not (model_dir / "config.json").is_file():
             raise MemloraError(f"--model {model_dir}: not a local checkpoint (no config.json); give a folder, 'tiny-random' "
                                f"or a model memlora pulls ({', '.join(sorted(MODELS))})")
-        engine = _torch_engine(str(model_dir), options.adapters, options.threads)
+        engine = TorchEngine(str(model_dir), options.adapters, threads=options.threads)
         has_experts = bool(engine.adapters)
         stage_adapters = {s: (s if s in engine.adapters else None) for s in LOOP_STAGES}
         system = f"{model_dir}" + (f" + experts {options.adapters}" if has_experts else " (no experts)")
@@ -382,7 +378,7 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
         record["world_build"] = {"cached": cached, "root": str(art.root), **art.build}
         world_config = art.world
         budgets = _with_expert_budgets(budgets, art.adapters_dir)
-        engine = _torch_engine(str(art.base_dir), art.adapters_dir, options.threads)
+        engine = TorchEngine(str(art.base_dir), art.adapters_dir, threads=options.threads)
         system = f"world base ({art.preset.size}, pretrained on the world) + experts {list(engine.adapters)}"
         prompt_set = trained_prompt_set(art.adapters_dir)
         factory = _memory_factory(engine, options.threads, stage_adapters_all, budgets, prompt_set=prompt_set)

@@ -152,8 +152,7 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = resolve_threads(threads)
         options.inter_op_num_threads = 1
-        if not spin_wait:
-            # The embedder runs briefly between LLM calls; pool threads left spinning after it would slow the next call.
+        if not spin_wait:  # see the class doc
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])

@@ -188,9 +188,8 @@ class Memory:
     # -- one stage = one engine call with the stage's adapter ---------------------------------------------------------
     def _run(self, stage: str, messages: list[dict], images: Sequence[Any] | None = None) -> Generation:
         budget = self.config.max_new_tokens.get(stage, DEFAULT_MAX_NEW_TOKENS[stage])
-        options = {"min_new_tokens": minimum} if (minimum := self.config.min_new_tokens.get(stage, 0)) else {}
         return self.engine.generate(messages, adapter=self.stage_adapters[stage], images=images, max_new_tokens=budget,
-                                    **options)
+                                    min_new_tokens=self.config.min_new_tokens.get(stage, 0))
 
     def extract_facts(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[Rejection], Generation]:
         """Stage 1: the extraction expert on the conversation."""
