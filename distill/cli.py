@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from memlora import STAGES
-from memlora.cli_support import run_cli
+from memlora.cli_support import parse_stage_counts, run_cli
 from memlora.corpus.dataset import SPLITS, stage_path
 from memlora.corpus.locomo import default_locomo_path, split_conversations
 from memlora.distill.cleaning import clean_split
@@ -217,18 +217,6 @@ def train_command(base, stage, data_dir, out_dir, **config_fields):
     train_stage(base, stage, data_dir, out_dir, **config_fields)
 
 
-def stage_counts(text: str | None) -> int | dict[str, int] | None:
-    """``N`` -> N; ``stage=N,stage=N`` -> {stage: N}; None -> None."""
-    if text is None:
-        return None
-    try:
-        if "=" not in text:
-            return int(text)
-        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is neither N nor stage=N,stage=N") from None
-
-
 def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
     """``STAGE.FIELD=VALUE`` items -> {stage: {field: value}} (VALUE read as JSON when it parses, else as text)."""
     import json
@@ -264,7 +252,7 @@ def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
               help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear for generation).")
 @click.option("--set", "stage_sets", multiple=True, metavar="STAGE.FIELD=VALUE",
               help="A per-stage TrainConfig override, e.g. --set generation.lr=1e-4 (repeatable).")
-@click.option("--max-examples", default=None, callback=lambda c, p, v: stage_counts(v),
+@click.option("--max-examples", default=None, callback=lambda c, p, v: parse_stage_counts(v, "--max-examples", total=True),
               help="At most N training examples per stage, evenly over the split (validation: a quarter), or per stage: "
                    "extraction=600,update=400,generation=200.")
 @INT4_BASE_OPTION

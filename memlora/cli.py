@@ -17,11 +17,10 @@ from pathlib import Path
 
 import click
 
-from memlora import LOOP_STAGES
 from memlora.bench.eval_report import markdown
 from memlora.bench.evaluate import RETRIEVAL_CHOICES, evaluate_locomo
 from memlora.bench.vqa_bench import vqa_from_cli
-from memlora.cli_support import run_cli
+from memlora.cli_support import parse_stage_counts, run_cli
 from memlora.corpus.dataset import write_json_atomic
 from memlora.corpus.locomo import default_locomo_path, load_locomo, summarize
 from memlora.demo import REAL_MODEL, DemoOptions, ProgressBar, demo_model, print_record, run_demo
@@ -231,24 +230,13 @@ def eval_command(locomo_path, split, conversations, model, adapters, bundle, mem
                              retrieval_only, top_k, limit, max_sessions, judge_url, judge_model, judge_no_json_mode,
                              bertscore_model, prompt_set, max_new_tokens, threads, out_dir, restart, quiet,
                              experts=parse_experts(experts), command=shlex.join(["memlora", *sys.argv[1:]]),
-                             min_new_tokens=parse_stage_counts(min_new_tokens, "--min-new-tokens"))
+                             min_new_tokens=parse_stage_counts(min_new_tokens, "--min-new-tokens") or {})
     click.echo(markdown(report))
     click.echo(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")
-
-
-def parse_stage_counts(values: tuple[str, ...], option: str) -> dict[str, int]:
-    """``("extraction=1", "update=1")`` -> ``{"extraction": 1, "update": 1}``; a malformed item is a one-line error."""
-    counts = {}
-    for item in values:
-        stage, sep, number = item.partition("=")
-        if not sep or stage not in LOOP_STAGES or not number.strip().isdigit():
-            raise MemloraError(f"{option} takes STAGE=N with STAGE one of {', '.join(LOOP_STAGES)} and N >= 0, got {item!r}")
-        counts[stage] = int(number)
-    return counts
 
 
 def parse_experts(value: str | None) -> tuple[str, ...] | None:

@@ -130,14 +130,16 @@ def test_experts_option_values(value, expected):
 
 
 @pytest.mark.parametrize("values, expected", [
-    ((), {}), (("extraction=1", "update=2"), {"extraction": 1, "update": 2}),
+    ((), None), (("extraction=1", "update=2"), {"extraction": 1, "update": 2}),
+    (("extraction=1,update=2", "generation=0"), {"extraction": 1, "update": 2, "generation": 0}),
     (("extraction",), "takes STAGE=N"), (("recall=1",), "takes STAGE=N"), (("update=-1",), "takes STAGE=N"),
+    (("3",), "takes STAGE=N"),
 ])
 def test_min_new_tokens_option_values(values, expected):
-    from memlora.cli import parse_stage_counts
+    from memlora.cli_support import parse_stage_counts
     from memlora.errors import MemloraError
 
-    if isinstance(expected, dict):
+    if not isinstance(expected, str):
         assert parse_stage_counts(values, "--min-new-tokens") == expected
     else:
         with pytest.raises(MemloraError, match=expected):

@@ -104,15 +104,15 @@ def test_even_sample_keeps_order_and_spreads_over_the_list():
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
-    (None, None), ("700", 700), ("extraction=600,update=400", {"extraction": 600, "update": 400})])
+    (None, None), ("700", 700), ("extraction=600,update=400", {"extraction": 600, "update": 400}),
+    ("extraction=lots", "takes N or STAGE=N"), ("700,update=4", "takes N or STAGE=N"), ("vqa=3", "takes N or STAGE=N")])
 def test_max_examples_option(text, parsed):
-    from memlora.distill.cli import stage_counts
+    """``--max-examples``: one total or per-stage counts, through the CLI's shared parser."""
+    from memlora.cli_support import parse_stage_counts
+    from memlora.errors import MemloraError
 
-    assert stage_counts(text) == parsed
-
-
-def test_max_examples_option_refuses_garbage():
-    from memlora.distill.cli import stage_counts
-
-    with pytest.raises(Exception, match="neither N nor stage=N"):
-        stage_counts("extraction=lots")
+    if isinstance(parsed, str):
+        with pytest.raises(MemloraError, match=parsed):
+            parse_stage_counts(text, "--max-examples", total=True)
+    else:
+        assert parse_stage_counts(text, "--max-examples", total=True) == parsed
