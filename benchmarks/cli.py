@@ -148,16 +148,19 @@ def store_command(sizes, queries, adds, k, out, workdir):
 @click.option("--n-val", type=int, default=None, help="Validation examples (default 16; --quick 4).")
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--top-layers", type=int, default=None, help="LoRA layers of fast-top (default 10; --quick 1).")
+@click.option("--epochs", default=1, show_default=True, help="Epochs per run (the frozen-layer cache pays off from the 2nd).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--only", default="", help="Comma list of configurations to run (default: plain,head,fast,fast-bucketed,fast-top).")
+@click.option("--only", default="",
+              help="Comma list of configurations (default: plain,head,fast,fast-bucketed,fast-top,fast-top-uncached).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON report.")
-def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_size, top_layers, threads, only, json_path):
+def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_size, top_layers, epochs, threads, only,
+                             json_path):
     """Training tokens/s and final val loss: the plain loop vs the fast one (and LoRA on the top layers), interleaved."""
     if model_dir is None and not quick:
         raise MemloraError("train-throughput needs --model-dir DIR (a local causal LM) or --quick (the tiny random model)")
     path = model_dir or ensure_model("qwen2", "tiny")
     cfg = ThroughputConfig(n_train=n_train or (8 if quick else 32), n_val=n_val or (4 if quick else 16), batch_size=batch_size,
-                           rounds=rounds, top_layers=top_layers or (1 if quick else 10), threads=threads,
+                           rounds=rounds, top_layers=top_layers or (1 if quick else 10), epochs=epochs, threads=threads,
                            only=tuple(x.strip() for x in only.split(",") if x.strip()))
     report = run_train_throughput(path, cfg, say=click.echo)
     click.echo(format_report(report))

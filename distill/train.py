@@ -44,6 +44,7 @@ from memlora.distill.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from memlora.distill.frozen_layers import FrozenLayerCache, cache_bytes
 from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
@@ -131,6 +132,11 @@ class TrainConfig:
     """Run the LM head on the completion positions only (same loss, no prompt logits); text-only models, one process."""
     lora_top_layers: int | None = None
     """LoRA on the top N decoder layers only (None: every layer); faster, since backward stops below them."""
+    cache_frozen_layers: bool = True
+    """With lora_top_layers: run the frozen layers below the LoRA once per example, not once per epoch
+    (``memlora.distill.frozen_layers``; same result, RAM: tokens x hidden x 4 bytes). Text students, one process."""
+    frozen_cache_max_gb: float = 8.0
+    """Largest frozen-layer cache (train + validation) kept in RAM; beyond it every epoch runs all layers."""
     bucket_by_length: bool = False
     """Batch examples of similar length together (less padding; the batches are less random)."""
     base_int4_block: int | None = None
@@ -328,7 +334,13 @@ def check_examples(examples: Sequence[dict], stage: str, tokenizer_sha: str, wha
 # training
 
 
+ROW_INDEX = "row_index"
+"""Batch key of the rows' positions in their dataset (``_Encoded``): what the frozen-layer cache is keyed by."""
+
+
 class _Encoded:
+    """Encoded rows; an item is (position, row), so a batch knows which rows it holds."""
+
     def __init__(self, rows):
         self.rows = rows
 
@@ -336,7 +348,19 @@ class _Encoded:
         return len(self.rows)
 
     def __getitem__(self, i):
-        return self.rows[i]
+        return i, self.rows[i]
+
+
+def _indexed(collate):
+    """A collate over (position, row) items: ``collate``'s batch plus ``ROW_INDEX``."""
+    import torch
+
+    def collate_indexed(items):
+        batch = collate([row for _, row in items])
+        batch[ROW_INDEX] = torch.tensor([i for i, _ in items], dtype=torch.long)
+        return batch
+
+    return collate_indexed
 
 
 def _collate(pad_id: int):
@@ -412,8 +436,10 @@ def _num_layers(model_config) -> int | None:
     return getattr(cfg, "num_hidden_layers", None)
 
 
-def _masked_loss_sums(model, loader, accelerator, autocast, target_only: bool = False, progress: bool = False) -> tuple[float, int]:
-    """Teacher-forcing loss summed over completion tokens, and their count (reduced over processes)."""
+def _masked_loss_sums(model, loader, accelerator, autocast, target_only: bool = False, progress: bool = False,
+                      replay=None) -> tuple[float, int]:
+    """Teacher-forcing loss summed over completion tokens, and their count (reduced over processes). ``replay(batch)``:
+    the context the forward runs in (``FrozenLayerCache.replay``; it takes ``ROW_INDEX`` out of the batch)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -421,12 +447,48 @@ def _masked_loss_sums(model, loader, accelerator, autocast, target_only: bool = 
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     with torch.no_grad(), autocast():
         for batch in tqdm(loader, desc="validation", leave=False, disable=not progress, unit="batch"):
-            loss, count = masked_loss_sum(model, batch, target_only)
+            with (replay or _no_replay)(batch):
+                loss, count = masked_loss_sum(model, batch, target_only)
             total[0] += loss.double()
             total[1] += count
     total = accelerator.reduce(total, reduction="sum")
     model.train()
     return float(total[0]), int(total[1])
+
+
+def _no_replay(batch: dict):
+    """Every layer runs: drop the row positions the frozen-layer cache would have read."""
+    batch.pop(ROW_INDEX, None)
+    return contextlib.nullcontext()
+
+
+def _frozen_layer_cache(model, config: TrainConfig, layers: list[int] | None, rows: dict[str, list], usable: bool,
+                        collate, autocast, progress: bool, echo) -> FrozenLayerCache | None:
+    """The filled frozen-layer cache of ``rows`` ({"train": ..., "val": ...}), or None when it does not apply."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    if not (config.cache_frozen_layers and layers and layers[0] > 0 and usable):
+        return None
+    decoder = model.get_base_model().get_decoder()
+    size = cache_bytes([len(r[0]) for part in rows.values() for r in part], int(decoder.config.hidden_size))
+    if size > config.frozen_cache_max_gb * 1e9:
+        echo(f"[{config.stage}] frozen-layer cache would take {size / 1e9:.1f} GB (> frozen_cache_max_gb "
+             f"{config.frozen_cache_max_gb}): every epoch runs all layers")
+        return None
+    cache, start = FrozenLayerCache(decoder, layers[0]), time.perf_counter()
+    batch_size = config.eval_batch_size or 2 * config.batch_size
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws its seed from the global RNG: leave dropout's stream alone
+        for name, part in rows.items():
+            if not part:
+                continue
+            loader = DataLoader(_Encoded(part), batch_size=batch_size, collate_fn=_indexed(collate))
+            with tqdm(total=len(loader), desc=f"{config.stage} frozen layers 0-{layers[0] - 1} ({name})", unit="batch",
+                      leave=False, disable=not progress) as bar:
+                cache.fill(name, ((b.pop(ROW_INDEX).tolist(), b) for b in loader), autocast, bar.update)
+    cache.fill_seconds = time.perf_counter() - start
+    return cache
 
 
 def teacher_forcing_loss(model, tokenizer, examples: Sequence[dict], batch_size: int = 8) -> float:
@@ -586,7 +648,7 @@ def train_expert(
                    and target_only_supported(model))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    collate = _collate(tokenizer.pad_token_id)
+    collate = _indexed(_collate(tokenizer.pad_token_id))
     if config.bucket_by_length:
         train_loader = DataLoader(_Encoded(train_rows), collate_fn=collate, batch_sampler=LengthBucketBatchSampler(
             [len(row[0]) for row in train_rows], config.batch_size, config.seed))
@@ -606,11 +668,28 @@ def train_expert(
             return contextlib.nullcontext()
         return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
 
+    frozen = _frozen_layer_cache(
+        model, config, layers, {"train": train_rows, "val": val_rows},
+        usable=aux_loss is None and vision is None and accelerator.num_processes == 1,
+        collate=_collate(tokenizer.pad_token_id), autocast=autocast,
+        progress=config.progress and accelerator.is_local_main_process, echo=tqdm.write)
+
+    def replay(name: str):
+        """The context a batch of split ``name`` runs its forward in: the cached frozen layers, or every layer."""
+        if frozen is None:
+            return _no_replay
+
+        def context(batch: dict):
+            index = batch.pop(ROW_INDEX)
+            return frozen.replay(name, index.tolist(), int(batch["input_ids"].shape[1]))
+
+        return context
+
     def val_loss() -> float | None:
         if not val_rows:
             return None
         s, n = _masked_loss_sums(model, val_loader, accelerator, autocast, target_only,
-                                 progress=config.progress and accelerator.is_local_main_process)
+                                 progress=config.progress and accelerator.is_local_main_process, replay=replay("val"))
         return s / max(n, 1)
 
     def lora_state() -> dict:
@@ -660,6 +739,7 @@ def train_expert(
         return bool((config.checkpoint_every_steps and steps_since >= config.checkpoint_every_steps)
                     or (minutes and time.monotonic() - last_checkpoint >= 60.0 * minutes))
 
+    replay_train = replay("train")
     model.train()
     while not loop["done"] and loop["epoch"] <= config.max_epochs:
         epoch = loop["epoch"]
@@ -684,7 +764,7 @@ def train_expert(
                 set_rng_state(resumed["rng"])
                 resumed = None
             with accelerator.accumulate(model):
-                with autocast():
+                with autocast(), replay_train(batch):
                     if aux_loss is not None:
                         out = model(**batch, **aux_loss.forward_kwargs)
                         extra = aux_loss(out, batch)
@@ -773,6 +853,9 @@ def train_expert(
         "precision": "bf16" if precision == "bf16" else "fp32",
         "target_only_head": target_only,
         "lora_layers": layers if layers is not None else "all",
+        "frozen_layer_cache": ({"layers": list(range(frozen.first)), "megabytes": round(frozen.nbytes / 1e6, 1),
+                                "seconds": round(frozen.fill_seconds, 3)}
+                               if frozen is not None else None),
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "epochs": [asdict(e) for e in epochs],
@@ -809,7 +892,9 @@ def train_expert(
     )
 
 
-_NOT_IN_RUN_KEY = ("progress", "plot", "threads", "checkpoint_every_minutes", "checkpoint_every_steps", "resume")
+_NOT_IN_RUN_KEY = ("progress", "plot", "threads", "checkpoint_every_minutes", "checkpoint_every_steps", "resume",
+                   "cache_frozen_layers", "frozen_cache_max_gb")
+"""Settings that change speed or output, not the result: a run resumes across them."""
 """TrainConfig fields that do not change what a run computes: a rerun that changes only these resumes."""
 
 

@@ -12,11 +12,12 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
 
     out = tmp_path / "train.json"
     result = CliRunner().invoke(bench_command, ["train-throughput", "--quick", "--rounds", "2", "--threads", "2",
-                                                "--json", str(out)], standalone_mode=False)
+                                                "--epochs", "2", "--json", str(out)], standalone_mode=False)
     assert result.exception is None, result.output
     report = json.loads(out.read_text())
     rows = {r["name"]: r for r in report["results"]}
-    assert list(rows) == ["plain", "head", "fast", "fast-bucketed", "fast-top"] and report["rounds"] == 2
+    assert list(rows) == ["plain", "head", "fast", "fast-bucketed", "fast-top", "fast-top-uncached"]
+    assert report["rounds"] == 2 and report["epochs"] == 2 and all(r["epochs"] == 2 for r in rows.values())
     assert rows["fast-bucketed"]["bucket_by_length"] is True and rows["fast"]["bucket_by_length"] is False
     assert rows["plain"]["precision"] == "fp32" and rows["plain"]["target_only_head"] is False
     assert rows["fast"]["target_only_head"] is True and rows["fast"]["precision"] == ("bf16" if report["cpu_bf16"] else "fp32")
@@ -28,7 +29,10 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
         assert r["val_loss_change"] == round(r["val_loss_fp32"] / rows["plain"]["val_loss_fp32"] - 1, 4)
     # the same data and seed: the fast loop learns what the plain one learns (the head change is exact; bf16 is close)
     assert abs(rows["head"]["val_loss_change"]) < 1e-4 and abs(rows["fast"]["val_loss_change"]) < 0.02
-    assert "| plain | fp32 | all | all | shuffled |" in result.output
+    # the frozen-layer cache changes the cost, not the result
+    assert rows["fast-top"]["frozen_layer_cache"] is True and rows["fast-top-uncached"]["frozen_layer_cache"] is False
+    assert abs(rows["fast-top"]["val_loss_fp32"] - rows["fast-top-uncached"]["val_loss_fp32"]) < 1e-4
+    assert "| plain | fp32 | all | all | - | shuffled |" in result.output and "| top 1 | cached |" in result.output
 
 
 def test_train_throughput_needs_a_model():

@@ -3,6 +3,7 @@ resuming a SIGKILLed run from its checkpoint (a real subprocess, killed with SIG
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,6 +109,64 @@ def test_lora_on_the_top_layers_only(tiny_model, tmp_path):
     assert layers == {str(n_layers - 1)}
     with pytest.raises(Exception, match="lora_top_layers must be >= 1"):
         TrainConfig(lora_top_layers=0).validate()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma2"])
+def test_replayed_frozen_layers_give_the_decoder_output_of_a_full_forward(tiny_model, arch):
+    """The cache's states, replayed into the top layers of a right-padded batch, give the full forward's last hidden
+    states at every real position (gemma2: per-layer attention types stay lined up)."""
+    import torch
+
+    from memlora.distill.frozen_layers import FrozenLayerCache
+
+    base = tiny_model(arch)
+    tok = load_tokenizer(base)
+    examples = toy_examples(3)
+    examples[1] = dict(examples[1], target=examples[1]["target"] + " and a much longer target than the others")
+    rows = [encode_example(tok, e) for e in examples]
+    batch = _collate(tok.pad_token_id)(rows)
+    decoder = _lora_model(base).get_base_model().get_decoder()
+    decoder.eval()
+    with torch.no_grad():
+        full = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        cache = FrozenLayerCache(decoder, first=1)
+        cache.fill("train", iter([([2, 0, 1], _collate(tok.pad_token_id)([rows[2], rows[0], rows[1]]))]),
+                   contextlib.nullcontext)
+        assert [t.shape[0] for t in cache.states["train"]] == [len(r[0]) for r in rows]
+        assert cache.nbytes == 4 * decoder.config.hidden_size * sum(len(r[0]) for r in rows)
+        with cache.replay("train", [0, 1, 2], batch["input_ids"].shape[1]):
+            replayed = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    assert len(decoder.layers) == decoder.config.num_hidden_layers and all(
+        type(layer).__name__ != "Replay" for layer in decoder.layers)  # the real layers are back
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(replayed[real], full[real], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="first LoRA layer"):
+        FrozenLayerCache(decoder, first=0)
+
+
+def test_training_with_the_frozen_layer_cache_equals_training_without(tiny_model, tmp_path):
+    """LoRA on the top layer: the cached run (bottom layer run once per example) trains the same adapter, loss for loss,
+    as the run that recomputes every layer every epoch; over the RAM cap the cache is left out."""
+    import torch
+    from safetensors.torch import load_file
+
+    base = tiny_model("qwen2")
+    train, val = toy_examples(12), toy_examples(4, offset=30)
+    config = {**FAST, "lora_top_layers": 1, "max_epochs": 2, "patience": 5}
+    cached = train_expert(base, train, val, tmp_path / "cached", TrainConfig(**config))
+    full = train_expert(base, train, val, tmp_path / "full", TrainConfig(**config, cache_frozen_layers=False))
+    capped = train_expert(base, train, val, tmp_path / "capped", TrainConfig(**config, frozen_cache_max_gb=1e-9))
+    assert cached.card["frozen_layer_cache"]["layers"] == [0] and cached.card["frozen_layer_cache"]["megabytes"] > 0
+    assert full.card["frozen_layer_cache"] is None and capped.card["frozen_layer_cache"] is None
+    assert len(cached.epochs) == len(full.epochs) == 3
+    for a, b in zip(cached.epochs, full.epochs):
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-5)
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5) if b.train_loss is not None else a.train_loss is None
+    assert cached.epochs[-1].val_loss < cached.epochs[0].val_loss
+    weights = {name: load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("cached", "full")}
+    assert weights["cached"].keys() == weights["full"].keys()
+    for key, tensor in weights["cached"].items():
+        torch.testing.assert_close(tensor, weights["full"][key], rtol=1e-4, atol=1e-6)
 
 
 def test_length_buckets_cover_every_example_once_and_cut_padding():
