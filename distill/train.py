@@ -462,6 +462,10 @@ def _no_replay(batch: dict):
     return contextlib.nullcontext()
 
 
+_BASE_DROPOUTS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
+"""Config fields of a base's own dropout: non-zero, the layers below the LoRA are not constant, so nothing is cached."""
+
+
 def _frozen_layer_cache(model, config: TrainConfig, layers: list[int] | None, rows: dict[str, list], usable: bool,
                         collate, autocast, progress: bool, echo) -> FrozenLayerCache | None:
     """The filled frozen-layer cache of ``rows`` ({"train": ..., "val": ...}), or None when it does not apply."""
@@ -472,6 +476,10 @@ def _frozen_layer_cache(model, config: TrainConfig, layers: list[int] | None, ro
     if not (config.cache_frozen_layers and layers and layers[0] > 0 and usable):
         return None
     decoder = model.get_base_model().get_decoder()
+    dropout = {n: getattr(decoder.config, n) for n in _BASE_DROPOUTS if getattr(decoder.config, n, 0) or 0}
+    if dropout:  # the frozen layers' output then changes from step to step
+        echo(f"[{config.stage}] no frozen-layer cache: the base has dropout in training ({dropout})")
+        return None
     size = cache_bytes([len(r[0]) for part in rows.values() for r in part], int(decoder.config.hidden_size))
     if size > config.frozen_cache_max_gb * 1e9:
         echo(f"[{config.stage}] frozen-layer cache would take {size / 1e9:.1f} GB (> frozen_cache_max_gb "

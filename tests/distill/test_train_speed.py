@@ -169,6 +169,18 @@ def test_training_with_the_frozen_layer_cache_equals_training_without(tiny_model
         torch.testing.assert_close(tensor, weights["full"][key], rtol=1e-4, atol=1e-6)
 
 
+def test_no_frozen_layer_cache_when_the_base_has_its_own_dropout(tiny_model, tmp_path):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model("qwen2"), base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.1}))
+    result = train_expert(base, toy_examples(4), toy_examples(2, offset=30), tmp_path / "out",
+                          TrainConfig(**{**FAST, "lora_top_layers": 1}))
+    assert result.card["frozen_layer_cache"] is None
+
+
 def test_length_buckets_cover_every_example_once_and_cut_padding():
     import random
 
