@@ -92,8 +92,8 @@ def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
               "batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "seed": 0, "threads": cfg.threads, "plot": False,
               "progress": False, "checkpoint_every_minutes": None}
     confs = {
-        "plain": {**common, "precision": "fp32", "target_only_head": False},
-        "head": {**common, "precision": "fp32", "target_only_head": True},
+        "plain": {**common, "precision": "fp32", "target_only_head": False, "fast_dropout": False},
+        "head": {**common, "precision": "fp32", "target_only_head": True, "fast_dropout": False},
         "fast": {**common, "precision": "auto", "target_only_head": True},
         "fast-bucketed": {**common, "precision": "auto", "target_only_head": True, "bucket_by_length": True},
         "fast-top": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers},
@@ -151,6 +151,7 @@ def run_train_throughput(model_dir: str | os.PathLike, cfg: ThroughputConfig | N
             "lora_layers": card["lora_layers"], "trainable_parameters": card["trainable_parameters"],
             "bucket_by_length": card["hyperparameters"]["bucket_by_length"],
             "frozen_layer_cache": card["frozen_layer_cache"] is not None, "epochs": len(card["epochs"]) - 1,
+            "fast_dropout": card["fast_dropout"],
             "tokens_per_s": round(statistics.median(speeds[n]), 1), "tokens_per_s_rounds": [round(s, 1) for s in speeds[n]],
             "train_loss": card["epochs"][-1]["train_loss"], "val_loss_fp32": round(losses[n], 4),
         })
@@ -168,13 +169,15 @@ def format_report(report: dict) -> str:
               f"{report['train_tokens_per_epoch']} tokens per epoch, {report.get('epochs', 1)} epoch(s), "
               f"{report['threads']} threads, {report['rounds']} "
               f"interleaved rounds (CPU bf16: {'yes' if report['cpu_bf16'] else 'no'})"),
-             "| config | precision | head | LoRA layers | frozen layers | batches | tokens/s (median) | speed-up | "
-             "val loss (fp32 eval) | change |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | precision | head | dropout masks | LoRA layers | frozen layers | batches | tokens/s (median) | "
+             "speed-up | val loss (fp32 eval) | change |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         layers = r["lora_layers"] if r["lora_layers"] == "all" else f"top {len(r['lora_layers'])}"
         frozen = "-" if r["lora_layers"] == "all" else "cached" if r.get("frozen_layer_cache") else "every epoch"
-        lines.append(f"| {r['name']} | {r['precision']} | {'targets' if r['target_only_head'] else 'all'} | {layers} | {frozen} | "
+        masks = "numpy SFC64" if r.get("fast_dropout") else "torch"
+        lines.append(f"| {r['name']} | {r['precision']} | {'targets' if r['target_only_head'] else 'all'} | {masks} | {layers} | "
+                     f"{frozen} | "
                      f"{'by length' if r.get('bucket_by_length') else 'shuffled'} | "
                      f"{r['tokens_per_s']:.1f} | x{r['speedup']:.2f} | {r['val_loss_fp32']:.4f} | {100 * r['val_loss_change']:+.2f}% |")
     return "\n".join(lines)

@@ -165,6 +165,8 @@ TRAIN_OPTIONS = (
                  help="Run the LM head on the completion positions only (same loss, less compute)."),
     click.option("--lora-top-layers", type=click.IntRange(min=1), default=None,
                  help="LoRA on the top N decoder layers only (default: every layer)."),
+    click.option("--fast-dropout/--torch-dropout", default=True, show_default=True,
+                 help="CPU: LoRA dropout masks from numpy's SFC64 (seeded by torch) instead of torch's slower generator."),
     click.option("--cache-frozen-layers/--no-cache-frozen-layers", default=True, show_default=True,
                  help="With --lora-top-layers: run the frozen layers below the LoRA once per example, not every epoch."),
     click.option("--frozen-cache-max-gb", type=float, default=8.0, show_default=True,

@@ -44,6 +44,7 @@ from memlora.distill.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from memlora.distill.dropout import use_fast_lora_dropout
 from memlora.distill.frozen_layers import FrozenLayerCache, cache_bytes
 from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
@@ -132,6 +133,9 @@ class TrainConfig:
     """Run the LM head on the completion positions only (same loss, no prompt logits); text-only models, one process."""
     lora_top_layers: int | None = None
     """LoRA on the top N decoder layers only (None: every layer); faster, since backward stops below them."""
+    fast_dropout: bool = True
+    """On CPU: LoRA dropout masks from numpy's SFC64 seeded by torch's RNG (``memlora.distill.dropout``), not torch's
+    scalar generator; same distribution, a different random stream. GPUs keep torch's dropout."""
     cache_frozen_layers: bool = True
     """With lora_top_layers: run the frozen layers below the LoRA once per example, not once per epoch
     (``memlora.distill.frozen_layers``; same result, RAM: tokens x hidden x 4 bytes). Text students, one process."""
@@ -650,6 +654,9 @@ def train_expert(
         model = get_peft_model(model, lora)
     except ValueError as exc:
         raise MemloraError(f"LoRA target modules {target_modules!r} do not fit {base_dir}: {exc}") from None
+    fast_dropout = config.fast_dropout and config.dropout > 0 and accelerator.device.type == "cpu"
+    if fast_dropout:
+        use_fast_lora_dropout(model)
     # the head on the target positions only: text students without an auxiliary loss (which reads the full outputs),
     # in one process (the decoder is called past the DDP wrapper)
     target_only = (config.target_only_head and aux_loss is None and vision is None and accelerator.num_processes == 1
@@ -860,6 +867,7 @@ def train_expert(
                             **_jsonable(aux_loss.hyperparameters() if aux_loss is not None else {})},
         "precision": "bf16" if precision == "bf16" else "fp32",
         "target_only_head": target_only,
+        "fast_dropout": fast_dropout,
         "lora_layers": layers if layers is not None else "all",
         "frozen_layer_cache": ({"layers": list(range(frozen.first)), "megabytes": round(frozen.nbytes / 1e6, 1),
                                 "seconds": round(frozen.fill_seconds, 3)}

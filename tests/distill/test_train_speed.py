@@ -181,6 +181,57 @@ def test_no_frozen_layer_cache_when_the_base_has_its_own_dropout(tiny_model, tmp
     assert result.card["frozen_layer_cache"] is None
 
 
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_fast_dropout_keeps_each_element_with_probability_1_minus_p_and_keeps_the_mean(p):
+    import torch
+
+    from memlora.distill.dropout import fast_dropout_class
+
+    drop = fast_dropout_class()(p)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(7)
+    y = drop(x)
+    kept = y != 0
+    assert float(kept.float().mean()) == pytest.approx(1 - p, abs=2e-3)
+    assert float(y.mean()) == pytest.approx(1.0, abs=3e-3) and float(y[kept].min()) == float(y[kept].max()) > 1
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient = mask x scale
+    torch.manual_seed(7)
+    assert torch.equal(drop(x), y)  # seeded by torch's RNG: repeatable
+    assert not torch.equal(drop(x), y)  # and a new mask on the next call
+    assert drop.eval()(x) is x and fast_dropout_class()(0.0).train()(x) is x
+
+
+def test_fast_dropout_replaces_every_lora_dropout(tiny_model):
+    import torch
+
+    from memlora.distill.dropout import fast_dropout_class, use_fast_lora_dropout
+
+    model = _lora_model(tiny_model("qwen2"))  # lora_dropout 0: nothing to replace
+    assert use_fast_lora_dropout(model) == 0
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model("qwen2")), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
+    n_lora = sum(1 for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict))
+    assert use_fast_lora_dropout(model) == n_lora > 0
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert sum(isinstance(m, fast_dropout_class()) for m in model.modules()) == n_lora
+
+
+def test_training_records_the_dropout_masks(tiny_model, tmp_path):
+    base = tiny_model("qwen2")
+    ex = toy_examples(4)
+    fast = train_expert(base, ex, ex[:2], tmp_path / "fast", TrainConfig(**FAST))
+    torch_masks = train_expert(base, ex, ex[:2], tmp_path / "torch", TrainConfig(**FAST, fast_dropout=False))
+    assert fast.card["fast_dropout"] is True and torch_masks.card["fast_dropout"] is False
+    # another random stream (the first step's loss is the same: LoRA's B starts at zero), the same kind of result
+    assert fast.epochs[-1].val_loss != torch_masks.epochs[-1].val_loss
+    assert fast.epochs[-1].val_loss == pytest.approx(torch_masks.epochs[-1].val_loss, rel=0.05)
+
+
 def test_length_buckets_cover_every_example_once_and_cut_padding():
     import random
 
