@@ -58,6 +58,7 @@ class FrozenLayerCache:
             raise _Captured
 
         store: dict[int, Any] = {}
+        device = next(self.decoder.parameters()).device
         handle = self.decoder.layers[self.first].register_forward_pre_hook(capture, with_kwargs=True)
         was_training = self.decoder.training
         self.decoder.eval()
@@ -66,7 +67,7 @@ class FrozenLayerCache:
                 for indices, batch in batches:
                     captured.clear()
                     with contextlib.suppress(_Captured):
-                        self.decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                        self.decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
                     hidden = captured[0].float()
                     lengths = batch["attention_mask"].sum(dim=1).tolist()
                     for row, index in enumerate(indices):
