@@ -10,7 +10,9 @@ teacher-forcing loss; the best epoch's LoRA weights are kept. Written to ``out_d
 - ``loss_curve.png``.
 
 Speed (``TrainConfig``): the LM head on the target positions only (``memlora.distill.loss``), bf16 autocast where the
-hardware has it, optional LoRA on the top N layers and length-bucketed batches (``memlora.distill.batching``). A
+hardware has it, fast LoRA dropout masks on CPU (``memlora.distill.dropout``), optional LoRA on the top N layers with
+the frozen layers below run once per example (``memlora.distill.frozen_layers``) and length-bucketed batches
+(``memlora.distill.batching``). A
 checkpoint (``memlora.distill.checkpoint``) is written into ``out_dir`` every few minutes; rerunning the same call
 continues from it.
 
