@@ -912,7 +912,6 @@ def train_expert(
 
 _NOT_IN_RUN_KEY = ("progress", "plot", "threads", "checkpoint_every_minutes", "checkpoint_every_steps", "resume",
                    "cache_frozen_layers", "frozen_cache_max_gb")
-"""Settings that change speed or output, not the result: a run resumes across them."""
 """TrainConfig fields that do not change what a run computes: a rerun that changes only these resumes."""
 
 
