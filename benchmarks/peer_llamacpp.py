@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.paths import cache_dir
 from memlora.runtime.chat_template import ChatTemplate
-from memlora.runtime.engine import Generation, Message, Timings
+from memlora.runtime.engine import Generation, Message, Timings, resolve_min_new_tokens
 
 PRE_TOKENIZER = {"qwen2": "qwen2", "llama": "llama-bpe", "gemma2": "default"}
 """What the converter is told about a locally trained byte-level BPE tokenizer, by architecture."""
@@ -255,7 +255,7 @@ class LlamaCppEngine:
             raise ImageError("the llama.cpp peer is text-only")
         if adapter is not None and adapter not in self._adapters:
             raise AdapterError(f"unknown adapter {adapter!r}; the peer has {list(self._adapters)}")
-        min_new = min(max(self.min_new_tokens, int(options.get("min_new_tokens", 0))), max_new_tokens)
+        min_new = min(resolve_min_new_tokens(options, self.min_new_tokens), max_new_tokens)
         start = time.perf_counter()
         ids = self.tokenizer.encode(self.chat_template.render(messages), add_special_tokens=False).ids
         switch_start = time.perf_counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["FrozenLayerCache", "cache_bytes"]
@@ -44,13 +45,14 @@ class FrozenLayerCache:
         self.decoder, self.first = decoder, first
         self.states: dict[str, list[Any]] = {}
         self.fill_seconds = 0.0
-        """Wall time the fills took (set by the trainer; part of what training costs)."""
+        """Wall time the fills took (part of what training costs)."""
 
     def fill(self, name: str, batches: Iterator[tuple[list[int], dict]], autocast: Callable[[], Any],
              progress: Callable[[int], None] | None = None) -> None:
         """Run the frozen layers over ``batches`` ((row indices, collated batch) pairs) and keep each row's states."""
         import torch
 
+        start = time.perf_counter()
         captured: list[Any] = []
 
         def capture(module, args, kwargs):
@@ -78,6 +80,7 @@ class FrozenLayerCache:
             handle.remove()
             self.decoder.train(was_training)
         self.states[name] = [store[i] for i in range(len(store))]
+        self.fill_seconds += time.perf_counter() - start
 
     @property
     def nbytes(self) -> int:

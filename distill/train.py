@@ -474,7 +474,8 @@ _BASE_DROPOUTS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pd
 
 def _frozen_layer_cache(model, config: TrainConfig, layers: list[int] | None, rows: dict[str, list], usable: bool,
                         collate, autocast, progress: bool, echo) -> FrozenLayerCache | None:
-    """The filled frozen-layer cache of ``rows`` ({"train": ..., "val": ...}), or None when it does not apply."""
+    """The filled frozen-layer cache of ``rows`` ({"train": ..., "val": ...}), or None when it does not apply. ``collate``:
+    the training collate (its batches carry ``ROW_INDEX``)."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -491,17 +492,16 @@ def _frozen_layer_cache(model, config: TrainConfig, layers: list[int] | None, ro
         echo(f"[{config.stage}] frozen-layer cache would take {size / 1e9:.1f} GB (> frozen_cache_max_gb "
              f"{config.frozen_cache_max_gb}): every epoch runs all layers")
         return None
-    cache, start = FrozenLayerCache(decoder, layers[0]), time.perf_counter()
+    cache = FrozenLayerCache(decoder, layers[0])
     batch_size = config.eval_batch_size or 2 * config.batch_size
     with torch.random.fork_rng(devices=[]):  # a DataLoader draws its seed from the global RNG: leave dropout's stream alone
         for name, part in rows.items():
             if not part:
                 continue
-            loader = DataLoader(_Encoded(part), batch_size=batch_size, collate_fn=_indexed(collate))
+            loader = DataLoader(_Encoded(part), batch_size=batch_size, collate_fn=collate)
             with tqdm(total=len(loader), desc=f"{config.stage} frozen layers 0-{layers[0] - 1} ({name})", unit="batch",
                       leave=False, disable=not progress) as bar:
                 cache.fill(name, ((b.pop(ROW_INDEX).tolist(), b) for b in loader), autocast, bar.update)
-    cache.fill_seconds = time.perf_counter() - start
     return cache
 
 
@@ -688,7 +688,7 @@ def train_expert(
     frozen = _frozen_layer_cache(
         model, config, layers, {"train": train_rows, "val": val_rows},
         usable=aux_loss is None and vision is None and accelerator.num_processes == 1,
-        collate=_collate(tokenizer.pad_token_id), autocast=autocast,
+        collate=collate, autocast=autocast,
         progress=config.progress and accelerator.is_local_main_process, echo=tqdm.write)
 
     def replay(name: str):

@@ -13,6 +13,12 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
 
+def resolve_min_new_tokens(options: dict[str, Any], floor: int) -> int:
+    """The tokens a ``generate`` call must produce before EOS: its ``min_new_tokens`` option (alias
+    ``force_new_tokens``), never below the engine's own minimum ``floor``."""
+    return max(floor, int(options.get("min_new_tokens", options.get("force_new_tokens", 0))))
+
+
 @dataclass
 class Timings:
     """Seconds spent in one ``generate`` call."""
@@ -61,7 +67,7 @@ class Engine(Protocol):
     ) -> Generation:
         """Render ``messages`` with the model's chat template, activate ``adapter`` (None: base model), decode greedily.
         Every engine takes the option ``min_new_tokens``: EOS is refused until that many tokens exist (never fewer than
-        the engine's own minimum)."""
+        the engine's own minimum; ``resolve_min_new_tokens`` reads it)."""
         ...
 
     def count_tokens(self, text: str) -> int:

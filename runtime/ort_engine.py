@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from memlora.errors import AdapterError, BundleError, ImageError, MemloraError
 from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
 from memlora.runtime.embedder import OnnxEmbedder
-from memlora.runtime.engine import Generation, Message, Timings
+from memlora.runtime.engine import Generation, Message, Timings, resolve_min_new_tokens
 from memlora.runtime.ort_vlm_engine import OrtVLMEngine
 from memlora.runtime.threads import resolve_threads
 
@@ -187,7 +187,7 @@ class OrtGenAIEngine:
         if adapter is not None and adapter not in self.bundle.experts:
             raise AdapterError(f"unknown adapter {adapter!r}: the bundle {self.bundle.root} has "
                                f"{list(self.bundle.experts) or 'no experts'} (None runs the base model)")
-        min_new = max(self.min_new_tokens, int(options.get("min_new_tokens", options.get("force_new_tokens", 0))))
+        min_new = resolve_min_new_tokens(options, self.min_new_tokens)
         start = time.perf_counter()
         prompt_ids = self.render(messages)
         if self.context_length and len(prompt_ids) >= self.context_length:

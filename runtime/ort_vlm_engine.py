@@ -28,7 +28,7 @@ import numpy as np
 
 from memlora.errors import AdapterError, BundleError, MemloraError
 from memlora.runtime.bundle import Bundle, open_bundle, read_bundle_text
-from memlora.runtime.engine import Generation, Message, Timings
+from memlora.runtime.engine import Generation, Message, Timings, resolve_min_new_tokens
 from memlora.runtime.images import ImageLimits, load_rgb
 from memlora.runtime.threads import resolve_threads
 from memlora.runtime.vision_processor import VisionProcessor, place_images
@@ -195,7 +195,7 @@ class OrtVLMEngine:
         if adapter is not None and adapter not in self._adapters:
             raise AdapterError(f"unknown adapter {adapter!r}: the bundle {self.bundle.root} has "
                                f"{list(self._adapters) or 'no experts'} (None runs the base model)")
-        min_new = max(self.min_new_tokens, int(options.get("min_new_tokens", options.get("force_new_tokens", 0))))
+        min_new = resolve_min_new_tokens(options, self.min_new_tokens)
         start = time.perf_counter()
         ids, features, positions = self.prepare(messages, images or [])
         if self.context_length and len(ids) >= self.context_length:

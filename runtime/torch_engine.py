@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from memlora import STAGES
 from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.runtime.chat_template import apply_chat_template
-from memlora.runtime.engine import Generation, Message, Timings
+from memlora.runtime.engine import Generation, Message, Timings, resolve_min_new_tokens
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
@@ -184,13 +184,13 @@ class TorchEngine:
         max_new_tokens: int = 128,
         **options: Any,
     ) -> Generation:
-        """Greedy decode. Options: ``min_new_tokens`` (EOS refused until that many tokens; the engine's own minimum still
-        applies); other engines' options are ignored."""
+        """Greedy decode. Options: ``min_new_tokens`` (alias ``force_new_tokens``: EOS refused until that many tokens; the
+        engine's own minimum still applies); other engines' options are ignored."""
         import torch
 
         if images:
             raise ImageError("TorchEngine is text-only: images need a vision-language engine")
-        min_new = max(self.min_new_tokens, int(options.get("min_new_tokens", 0)))
+        min_new = resolve_min_new_tokens(options, self.min_new_tokens)
         start = time.perf_counter()
         prompt_ids = self.render(messages)
         if self.max_positions and len(prompt_ids) >= self.max_positions:
