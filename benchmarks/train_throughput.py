@@ -92,9 +92,12 @@ def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
               "batch_size": cfg.batch_size, "max_epochs": cfg.epochs, "seed": 0, "threads": cfg.threads, "plot": False,
               "progress": False, "checkpoint_every_minutes": None}
     confs = {
-        "plain": {**common, "precision": "fp32", "target_only_head": False, "fast_dropout": False},
-        "head": {**common, "precision": "fp32", "target_only_head": True, "fast_dropout": False},
+        "plain": {**common, "precision": "fp32", "target_only_head": False, "fast_dropout": False,
+                  "eager_attention_max_length": 0},
+        "head": {**common, "precision": "fp32", "target_only_head": True, "fast_dropout": False,
+                 "eager_attention_max_length": 0},
         "fast": {**common, "precision": "auto", "target_only_head": True},
+        "fast-sdpa": {**common, "precision": "auto", "target_only_head": True, "eager_attention_max_length": 0},
         "fast-bucketed": {**common, "precision": "auto", "target_only_head": True, "bucket_by_length": True},
         "fast-top": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers},
         "fast-top-uncached": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers,
@@ -111,6 +114,12 @@ def _val_loss(model_dir: Path, adapter: Path, val: list[dict], batch_size: int) 
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter))
     return teacher_forcing_loss(model, load_tokenizer(model_dir), val, batch_size=batch_size)
+
+
+def _attention(card: dict) -> str:
+    """The attention kernels a run used: "sdpa", or "eager <= N" when the length switch was on."""
+    switch = card.get("attention")
+    return f"eager <= {switch['eager_max_length']}" if switch else "sdpa"
 
 
 def _tokens_per_s(card: dict) -> float:
@@ -151,7 +160,7 @@ def run_train_throughput(model_dir: str | os.PathLike, cfg: ThroughputConfig | N
             "lora_layers": card["lora_layers"], "trainable_parameters": card["trainable_parameters"],
             "bucket_by_length": card["hyperparameters"]["bucket_by_length"],
             "frozen_layer_cache": card["frozen_layer_cache"] is not None, "epochs": len(card["epochs"]) - 1,
-            "fast_dropout": card["fast_dropout"],
+            "fast_dropout": card["fast_dropout"], "attention": _attention(card),
             "tokens_per_s": round(statistics.median(speeds[n]), 1), "tokens_per_s_rounds": [round(s, 1) for s in speeds[n]],
             "train_loss": card["epochs"][-1]["train_loss"], "val_loss_fp32": round(losses[n], 4),
         })
@@ -169,14 +178,15 @@ def format_report(report: dict) -> str:
               f"{report['train_tokens_per_epoch']} tokens per epoch, {report.get('epochs', 1)} epoch(s), "
               f"{report['threads']} threads, {report['rounds']} "
               f"interleaved rounds (CPU bf16: {'yes' if report['cpu_bf16'] else 'no'})"),
-             "| config | precision | head | dropout masks | LoRA layers | frozen layers | batches | tokens/s (median) | "
-             "speed-up | val loss (fp32 eval) | change |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | precision | head | dropout masks | attention | LoRA layers | frozen layers | batches | "
+             "tokens/s (median) | speed-up | val loss (fp32 eval) | change |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         layers = r["lora_layers"] if r["lora_layers"] == "all" else f"top {len(r['lora_layers'])}"
         frozen = "-" if r["lora_layers"] == "all" else "cached" if r.get("frozen_layer_cache") else "every epoch"
         masks = "numpy SFC64" if r.get("fast_dropout") else "torch"
-        lines.append(f"| {r['name']} | {r['precision']} | {'targets' if r['target_only_head'] else 'all'} | {masks} | {layers} | "
+        lines.append(f"| {r['name']} | {r['precision']} | {'targets' if r['target_only_head'] else 'all'} | {masks} | "
+                     f"{r.get('attention', 'sdpa')} | {layers} | "
                      f"{frozen} | "
                      f"{'by length' if r.get('bucket_by_length') else 'shuffled'} | "
                      f"{r['tokens_per_s']:.1f} | x{r['speedup']:.2f} | {r['val_loss_fp32']:.4f} | {100 * r['val_loss_change']:+.2f}% |")

@@ -37,6 +37,7 @@ from typing import Any, Protocol, Sequence
 import memlora
 from memlora import STAGES
 from memlora.corpus.dataset import examples_hash, load_examples, render_prompt, validate_example, write_json_atomic
+from memlora.distill.attention import LengthSwitchedAttention
 from memlora.distill.batching import LengthBucketBatchSampler
 from memlora.distill.checkpoint import (
     CHECKPOINT_NAME,
@@ -143,6 +144,9 @@ class TrainConfig:
     (``memlora.distill.frozen_layers``; same result, RAM: tokens x hidden x 4 bytes). Text students, one process."""
     frozen_cache_max_gb: float = 8.0
     """Largest frozen-layer cache (train + validation) kept in RAM; beyond it every epoch runs all layers."""
+    eager_attention_max_length: int = 512
+    """On CPU, for a base loaded with SDPA: batches whose rows are at most this many tokens run eager attention, faster
+    there for short rows (``memlora.distill.attention``); 0: always the loaded implementation."""
     bucket_by_length: bool = False
     """Batch examples of similar length together (less padding; the batches are less random)."""
     base_int4_block: int | None = None
@@ -191,6 +195,8 @@ class TrainConfig:
             raise MemloraError(f"TrainConfig.lora_top_layers must be >= 1 (or None for every layer), got {self.lora_top_layers}")
         if self.base_int4_block is not None and (int(self.base_int4_block) < 16 or int(self.base_int4_block) % 16):
             raise MemloraError(f"TrainConfig.base_int4_block must be a multiple of 16 (the builder's 16..256), got {self.base_int4_block}")
+        if int(self.eager_attention_max_length) < 0:
+            raise MemloraError(f"TrainConfig.eager_attention_max_length must be >= 0, got {self.eager_attention_max_length}")
         if self.checkpoint_every_steps is not None and int(self.checkpoint_every_steps) < 1:
             raise MemloraError(f"TrainConfig.checkpoint_every_steps must be >= 1, got {self.checkpoint_every_steps}")
         if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear",):
@@ -437,6 +443,23 @@ def _decoder_linear_names(model) -> list[str]:
                    if isinstance(module, torch.nn.Linear) and ".layers." in name})
 
 
+def frozen_linears_to_bf16(decoder) -> int:
+    """Keep the frozen linear weights of ``decoder``'s layers in bf16; returns how many linears were cast.
+
+    What bf16 autocast does to them on every forward anyway (it keeps the casts of trainable weights only), done once:
+    the same numbers, without the per-step casts, and half their memory."""
+    import torch
+
+    cast = 0
+    for module in decoder.layers.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and module.weight.dtype == torch.float32:
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+            if module.bias is not None:
+                module.bias.data = module.bias.data.to(torch.bfloat16)
+            cast += 1
+    return cast
+
+
 def _num_layers(model_config) -> int | None:
     cfg = getattr(model_config, "text_config", None) or model_config
     return getattr(cfg, "num_hidden_layers", None)
@@ -659,6 +682,12 @@ def train_expert(
     fast_dropout = config.fast_dropout and config.dropout > 0 and accelerator.device.type == "cpu"
     if fast_dropout:
         use_fast_lora_dropout(model)
+    # text students under bf16 autocast: the frozen linears cast once instead of on every forward
+    bf16_linears = frozen_linears_to_bf16(model.get_base_model().get_decoder()) if precision == "bf16" and vision is None else 0
+    attention = None
+    if (config.eager_attention_max_length and accelerator.device.type == "cpu" and aux_loss is None and vision is None
+            and model.get_base_model().config._attn_implementation == "sdpa"):
+        attention = LengthSwitchedAttention(model.get_base_model(), config.eager_attention_max_length)
     # the head on the target positions only: text students without an auxiliary loss (which reads the full outputs),
     # in one process (the decoder is called past the DDP wrapper)
     target_only = (config.target_only_head and aux_loss is None and vision is None and accelerator.num_processes == 1
@@ -840,6 +869,8 @@ def train_expert(
     best_loss, best_epoch, stopped_early = loop["best_loss"], loop["best_epoch"], loop["stopped_early"]
     train_seconds, train_tokens = loop["train_seconds"], loop["train_tokens"]
 
+    if attention is not None:
+        attention.remove()
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         set_peft_model_state_dict(unwrapped, best_state)
@@ -870,6 +901,8 @@ def train_expert(
         "precision": "bf16" if precision == "bf16" else "fp32",
         "target_only_head": target_only,
         "fast_dropout": fast_dropout,
+        "attention": attention.summary() if attention is not None else None,
+        "frozen_linears_bf16": bf16_linears,
         "lora_layers": layers if layers is not None else "all",
         "frozen_layer_cache": ({"layers": list(range(frozen.first)), "megabytes": round(frozen.nbytes / 1e6, 1),
                                 "seconds": round(frozen.fill_seconds, 3)}

@@ -89,6 +89,7 @@ def test_bf16_autocast_trains_close_to_fp32(tiny_model, tmp_path):
     bf16 = train_expert(base, train, val, tmp_path / "bf16", TrainConfig(**{**FAST, "precision": "bf16"}))
     fp32 = train_expert(base, train, val, tmp_path / "fp32", TrainConfig(**FAST))
     assert bf16.card["precision"] == "bf16" and fp32.card["precision"] == "fp32"
+    assert bf16.card["frozen_linears_bf16"] == 2 * 7 and fp32.card["frozen_linears_bf16"] == 0  # 2 layers x 7 linears
     assert bf16.epochs[-1].val_loss != fp32.epochs[-1].val_loss  # autocast did run in bf16
     assert bf16.epochs[-1].val_loss == pytest.approx(fp32.epochs[-1].val_loss, rel=2e-2)
 
@@ -230,6 +231,72 @@ def test_training_records_the_dropout_masks(tiny_model, tmp_path):
     # another random stream (the first step's loss is the same: LoRA's B starts at zero), the same kind of result
     assert fast.epochs[-1].val_loss != torch_masks.epochs[-1].val_loss
     assert fast.epochs[-1].val_loss == pytest.approx(torch_masks.epochs[-1].val_loss, rel=0.05)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("length, max_length, expected", [(6, 8, "eager"), (8, 8, "eager"), (9, 8, "sdpa")])
+def test_length_switched_attention_runs_eager_for_short_rows_with_the_same_output(tiny_model, arch, length, max_length,
+                                                                                    expected):
+    """Rows of at most max_length tokens run eager attention, longer ones the loaded SDPA; the decoder output is the
+    unswitched model's; removing the switch gives the model its SDPA back."""
+    import torch
+
+    from memlora.distill.attention import LengthSwitchedAttention
+
+    model = _lora_model(tiny_model(arch)).get_base_model()
+    model.eval()
+    seen = []
+    attention = next(m for name, m in model.named_modules() if name.endswith("self_attn"))
+    attention.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    ids = torch.arange(3, 3 + 2 * length).reshape(2, length)
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0  # a padded row: the eager and SDPA masks must agree on it too
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        switch = LengthSwitchedAttention(model, max_length)
+        switched = model(input_ids=ids, attention_mask=mask).logits
+    assert seen == ["sdpa", expected] and switch.batches[expected] == 1
+    torch.testing.assert_close(switched[mask.bool()], reference[mask.bool()], rtol=1e-5, atol=1e-5)
+    switch.remove()
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_training_records_the_attention_switch(tiny_model, tmp_path):
+    """The defaults switch short rows to eager on CPU and say so in the card; 0 keeps SDPA; a negative length is refused."""
+    base = tiny_model("qwen2")
+    ex = toy_examples(4)
+    switched = train_expert(base, ex, ex[:2], tmp_path / "eager", TrainConfig(**FAST))
+    sdpa = train_expert(base, ex, ex[:2], tmp_path / "sdpa", TrainConfig(**FAST, eager_attention_max_length=0))
+    assert switched.card["attention"]["eager_max_length"] == 512 and sdpa.card["attention"] is None
+    assert switched.card["frozen_linears_bf16"] == 0  # FAST trains in fp32: nothing to cast
+    assert switched.card["attention"]["batches"]["eager"] > 0 and switched.card["attention"]["batches"]["sdpa"] == 0
+    assert switched.epochs[-1].val_loss == pytest.approx(sdpa.epochs[-1].val_loss, rel=1e-3)
+    with pytest.raises(Exception, match="eager_attention_max_length must be >= 0"):
+        TrainConfig(eager_attention_max_length=-1).validate()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma2"])
+def test_frozen_linears_in_bf16_give_the_autocast_forward_bit_for_bit(tiny_model, arch):
+    """Casting the frozen decoder linears to bf16 once is what autocast does on every forward: same logits, bit for bit;
+    the LoRA weights stay fp32 and trainable."""
+    import copy
+
+    import torch
+
+    from memlora.distill.train import frozen_linears_to_bf16
+
+    model = _lora_model(tiny_model(arch))
+    model.eval()
+    cast = copy.deepcopy(model)
+    decoder = cast.get_base_model().get_decoder()
+    n = frozen_linears_to_bf16(decoder)
+    linears = [m for m in decoder.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert n == sum(not m.weight.requires_grad for m in linears) > 0
+    assert all((m.weight.dtype == torch.bfloat16) != m.weight.requires_grad for m in linears)
+    ids = torch.arange(3, 43).reshape(2, 20)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cast(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert frozen_linears_to_bf16(decoder) == 0  # already cast
 
 
 def test_length_buckets_cover_every_example_once_and_cut_padding():
