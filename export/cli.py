@@ -18,7 +18,7 @@ from click.core import ParameterSource
 from memlora.cli_support import run_cli
 from memlora.export.add_adapter import add_adapter
 from memlora.export.android_assets import write_android_assets
-from memlora.export.compiler import ExportConfig, export_bundle
+from memlora.export.compiler import UNION_LAYERS, ExportConfig, export_bundle
 from memlora.export.defaults import base_from_cards, default_output
 from memlora.export.embedder_export import EmbedderExportConfig
 from memlora.export.genai_builder import INT4_ASYMMETRIC_OPTIONS, BuilderConfig
@@ -49,6 +49,9 @@ def build_options(func):
         click.option("--mode", type=click.Choice(["externalize", "merge"]), default="externalize", show_default=True,
                      help="externalize: runtime adapters on one multi-LoRA graph; merge: each expert its own model."),
         click.option("--merge", "merge", multiple=True, metavar="STAGE", help="Merge this expert, externalize the rest (repeatable)."),
+        click.option("--union-layers", type=click.Choice(UNION_LAYERS), default="used", show_default=True,
+                     help="used: LoRA branches only on the layers the experts adapt; all: on every layer (later experts on "
+                          "other layers fit without a rebuild)."),
         click.option("--embedder", "embedder", default=None, metavar="PATH|default",
                      help="Sentence-transformers folder to export as the embedder ('default' = all-MiniLM-L6-v2)."),
         click.option("--embedder-int8", is_flag=True, help="Quantize the embedder to int8 (per-channel)."),
@@ -67,7 +70,7 @@ def build_options(func):
 
 
 def _build(base, adapters, output, precision, mode, merge, embedder, embedder_int8, embedder_with_tokenizer,
-           android_assets, force, verify, quiet, accuracy_level=None, asymmetric=False) -> None:
+           android_assets, force, verify, quiet, accuracy_level=None, asymmetric=False, union_layers="used") -> None:
     if adapters is None and (base is None or output is None):
         raise click.UsageError("a base-only bundle needs --base and -o/--output (with --adapters both have defaults)")
     if base is None:
@@ -89,7 +92,7 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
     builder = BuilderConfig(precision=precision, accuracy_level=accuracy_level,
                             extra_options=dict(INT4_ASYMMETRIC_OPTIONS) if asymmetric else {})
     config = ExportConfig(base=base, output=output, adapters=adapters, mode=mode, merge=tuple(merge), builder=builder,
-                          embedder=embedder_config, overwrite=force, quiet=quiet)
+                          union_layers=union_layers, embedder=embedder_config, overwrite=force, quiet=quiet)
     path = export_bundle(config)
     click.echo(f"bundle written: {path}")
     if verify:

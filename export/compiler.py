@@ -42,6 +42,10 @@ from memlora.runtime.bundle import load_bundle
 MODEL_FILES = ("model.onnx", "model.onnx.data")
 
 
+UNION_LAYERS = ("used", "all")
+"""``ExportConfig.union_layers`` choices."""
+
+
 @dataclass
 class ExportConfig:
     """What ``memlora-export`` builds."""
@@ -58,6 +62,9 @@ class ExportConfig:
     """Stages to merge while the rest stay externalized (ignored when mode=merge, which merges all)."""
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     """onnxruntime-genai builder settings (precision fp32|int4, ...)."""
+    union_layers: str = "used"
+    """used: a LoRA branch only on the layers where an expert adapts that projection (top-N-layer experts add none below);
+    all: on every layer for each projection of the union (room for later experts on other layers, no rebuild)."""
     embedder: EmbedderExportConfig | None = None
     """Embedder export settings; None = no embedder in the bundle."""
     overwrite: bool = False
@@ -71,6 +78,8 @@ class ExportConfig:
         if self.mode not in ("externalize", "merge"):
             raise MemloraError(f"mode must be externalize or merge, not {self.mode!r}")
         self.merge = tuple(self.merge)
+        if self.union_layers not in UNION_LAYERS:
+            raise MemloraError(f"union_layers must be one of {', '.join(UNION_LAYERS)}, not {self.union_layers!r}")
 
 
 def _split_experts(experts: list[Expert], config: ExportConfig) -> tuple[list[Expert], list[Expert]]:
@@ -135,7 +144,8 @@ def export_bundle(config: ExportConfig) -> Path:
         with steps.step(f"build the {builder_config.precision} base graph" + (f" with the LoRA union {union.ranks}" if union else "")):
             if union:
                 run_builder(decoder_source, work / "base", builder_config, base=decoder_base)
-                slots = add_lora_branches(work / "base" / "model.onnx", staging / "model", decoder_base, union.modules)
+                slots = add_lora_branches(work / "base" / "model.onnx", staging / "model", decoder_base, union.modules,
+                                          layers=union.layers if config.union_layers == "used" else None)
                 _copy_model_dir(work / "base", staging / "model", skip_model=True)
             else:
                 slots = []
@@ -188,6 +198,8 @@ def export_bundle(config: ExportConfig) -> Path:
                     "builder_options": builder_config.chosen_options(),
                     "dir": "model",
                     "lora_union": union.ranks,
+                    "lora_union_layers": ({m: ls for m, ls in union.layers.items() if len(ls) < decoder_base.num_layers}
+                                          if config.union_layers == "used" else {}),
                     "source": str(config.base.resolve()),
                 },
                 "experts": {stage: expert_entries[stage] for stage in [e.stage for e in experts]},

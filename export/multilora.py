@@ -116,9 +116,11 @@ def add_lora_branches(
     base: BaseModelInfo,
     modules: list[str],
     *,
+    layers: dict[str, list[int]] | None = None,
     filename: str = "model.onnx",
 ) -> list[LoraSlot]:
-    """Add a LoRA branch to every projection node of the builder's plain graph ``src_model`` that serves one of ``modules``;
+    """Add a LoRA branch to every projection node of the builder's plain graph ``src_model`` that serves one of ``modules``
+    (``layers``: module -> the only layers it gets a branch on; a module not in it, or ``layers=None``: every layer);
     write the result to ``dst_dir/filename`` (+ ``.data``) and return its slots (also stored in the model's metadata)."""
     import onnx_ir as ir
 
@@ -136,14 +138,15 @@ def add_lora_branches(
             continue
         layer, proj = int(match["layer"]), match["proj"]
         members_all = PACKED_PROJECTIONS.get(proj, (proj,))
-        if not wanted & set(members_all):
+        wanted_here = {m for m in wanted & set(members_all) if layers is None or m not in layers or layer in layers[m]}
+        if not wanted_here:
             continue
         offset, members = 0, []
         for module in members_all:
             if (layer, module) not in shapes:
                 raise MemloraError(f"{src_model}: node {node.name} but the base model has no layer {layer} {module}")
             in_features, size = shapes[(layer, module)]
-            if module in wanted:
+            if module in wanted_here:
                 members.append(LoraMember(module, offset, size))
                 covered.add((layer, module))
             offset += size

@@ -226,3 +226,39 @@ def test_memlora_bench_multilora_prints_the_table_and_writes_json(bundles, tmp_p
     assert "decode/roofline" in result.output
     rows = json.loads(out.read_text())["rows"]
     assert [r["name"] for r in rows] == ["plain", "no adapter", "extraction", "update", "generation"]
+
+
+@pytest.mark.parametrize("union_layers, mlp_slot_layers", [("used", [1]), ("all", [0, 1])])
+def test_branches_only_on_the_layers_the_experts_adapt(tiny_model, lora_factory, tmp_path, union_layers, mlp_slot_layers):
+    """An expert with LoRA on the top layer only adds no branch below it ("used", the default): the graph's slots, the
+    manifest and the parity with transformers + peft say so; "all" keeps a branch on every layer. An expert adapting a
+    layer the used-layers graph has no branch for is refused with a clear error."""
+    from memlora.errors import AdapterError
+    from memlora.export.add_adapter import add_adapter
+    from memlora.export.compiler import ExportConfig, export_bundle
+    from memlora.export.multilora import read_lora_slots
+    from memlora.runtime.bundle import load_bundle
+
+    base = tiny_model("qwen2")
+    out = tmp_path / "out"
+    lora_factory(base, out / "extraction", ["q_proj", "v_proj"], 8, seed=1)  # every layer
+    lora_factory(base, out / "generation", ["gate_proj", "up_proj", "down_proj"], 4, seed=2, layers_to_transform=[1],
+                 layers_pattern="layers")  # the top layer only
+    (out / "experts.json").write_text(json.dumps({"format": 1, "experts": {
+        s: {"path": s, "prompt_set": "memlora", "max_new_tokens": 48} for s in ("extraction", "generation")}}))
+    path = export_bundle(ExportConfig(base=base, adapters=out, output=tmp_path / "bundle", quiet=True, union_layers=union_layers))
+    bundle = load_bundle(path)
+    slots = read_lora_slots(bundle.base_dir / "model.onnx")
+    assert sorted(s.layer for s in slots if s.projection == "qkv_proj") == [0, 1]
+    assert sorted(s.layer for s in slots if s.projection == "down_proj") == mlp_slot_layers
+    assert bundle.manifest["base"]["lora_union_layers"] == (
+        {"gate_proj": [1], "up_proj": [1], "down_proj": [1]} if union_layers == "used" else {})
+    report = verify_bundle(path, base, out, VerifyConfig(prompts=PROMPTS[:1], steps=16))
+    _check_fp32_report(report, {"extraction", "generation"})
+    everywhere = lora_factory(base, tmp_path / "mlp-everywhere", ["down_proj"], 4, seed=3)
+    if union_layers == "used":
+        with pytest.raises(AdapterError, match="outside the bundle's LoRA union .*layer 0 down_proj"):
+            add_adapter(path, everywhere, "update")
+    else:
+        add_adapter(path, everywhere, "update")
+        assert "update" in load_bundle(path).experts
