@@ -100,6 +100,8 @@ def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
         "fast-sdpa": {**common, "precision": "auto", "target_only_head": True, "eager_attention_max_length": 0},
         "fast-bucketed": {**common, "precision": "auto", "target_only_head": True, "bucket_by_length": True},
         "fast-top": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers},
+        "fast-top-bucketed": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers,
+                              "bucket_by_length": True},
         "fast-top-uncached": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers,
                               "cache_frozen_layers": False},
     }

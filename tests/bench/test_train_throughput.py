@@ -16,7 +16,8 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
     assert result.exception is None, result.output
     report = json.loads(out.read_text())
     rows = {r["name"]: r for r in report["results"]}
-    assert list(rows) == ["plain", "head", "fast", "fast-sdpa", "fast-bucketed", "fast-top", "fast-top-uncached"]
+    assert list(rows) == ["plain", "head", "fast", "fast-sdpa", "fast-bucketed", "fast-top", "fast-top-bucketed",
+                          "fast-top-uncached"]
     assert report["rounds"] == 2 and report["epochs"] == 2 and all(r["epochs"] == 2 for r in rows.values())
     assert rows["fast-bucketed"]["bucket_by_length"] is True and rows["fast"]["bucket_by_length"] is False
     assert rows["plain"]["precision"] == "fp32" and rows["plain"]["target_only_head"] is False
