@@ -151,7 +151,7 @@ def store_command(sizes, queries, adds, k, out, workdir):
 @click.option("--epochs", default=1, show_default=True, help="Epochs per run (the frozen-layer cache pays off from the 2nd).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--only", default="",
-              help="Comma list of configurations (default: plain,head,fast,fast-sdpa,fast-bucketed,fast-top,"
+              help="Comma list of configurations (default: plain,head,fast,fast-eager,fast-bucketed,fast-top,"
                    "fast-top-bucketed,fast-top-uncached).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON report.")
 def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_size, top_layers, epochs, threads, only,

@@ -97,7 +97,7 @@ def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
         "head": {**common, "precision": "fp32", "target_only_head": True, "fast_dropout": False,
                  "eager_attention_max_length": 0},
         "fast": {**common, "precision": "auto", "target_only_head": True},
-        "fast-sdpa": {**common, "precision": "auto", "target_only_head": True, "eager_attention_max_length": 0},
+        "fast-eager": {**common, "precision": "auto", "target_only_head": True, "eager_attention_max_length": 512},
         "fast-bucketed": {**common, "precision": "auto", "target_only_head": True, "bucket_by_length": True},
         "fast-top": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers},
         "fast-top-bucketed": {**common, "precision": "auto", "target_only_head": True, "lora_top_layers": cfg.top_layers,

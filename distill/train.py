@@ -144,9 +144,10 @@ class TrainConfig:
     (``memlora.distill.frozen_layers``; same result, RAM: tokens x hidden x 4 bytes). Text students, one process."""
     frozen_cache_max_gb: float = 8.0
     """Largest frozen-layer cache (train + validation) kept in RAM; beyond it every epoch runs all layers."""
-    eager_attention_max_length: int = 512
+    eager_attention_max_length: int = 0
     """On CPU, for a base loaded with SDPA: batches whose rows are at most this many tokens run eager attention, faster
-    there for short rows (``memlora.distill.attention``); 0: always the loaded implementation."""
+    there for short rows (``memlora.distill.attention``; 512 measured best); 0 (default): always the loaded
+    implementation. Opt-in: under bf16 eager rounds the attention scores to bf16 before the softmax."""
     bucket_by_length: bool = False
     """Batch examples of similar length together (less padding; the batches are less random)."""
     base_int4_block: int | None = None

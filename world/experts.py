@@ -241,7 +241,6 @@ def build_world_experts(preset: WorldPreset, base_dir: Path, out_dir: Path, seed
             batch_size=recipe.batch_size, max_epochs=recipe.epochs, patience=recipe.epochs, seed=seed, threads=None,
             progress=False, plot=True, dropout=recipe.dropout, lr_schedule=recipe.lr_schedule,
             precision="fp32", target_only_head=False, fast_dropout=False,  # what the cached world experts were built with
-            eager_attention_max_length=0,
         )
         aux = (CopyAttentionLoss(recipe.copy_attention, yes_no_pointer=recipe.yes_no_pointer, lead_space=recipe.lead_space)
                if recipe.copy_attention else None)

@@ -48,10 +48,9 @@ def shipped_dir(model: str) -> Path:
 
 
 def _default_train() -> TrainConfig:
-    # fast_dropout=False, eager_attention_max_length=0: the dropout stream and attention kernel the shipped experts were
-    # trained with, so their recorded command rebuilds them
+    # fast_dropout=False: the dropout stream the shipped experts were trained with, so their recorded command rebuilds them
     return TrainConfig(lr=1e-3, lr_schedule="cosine", warmup_steps=10, max_epochs=4, patience=1, bucket_by_length=True,
-                       fast_dropout=False, eager_attention_max_length=0)
+                       fast_dropout=False)
 
 
 @dataclass

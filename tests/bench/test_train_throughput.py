@@ -16,7 +16,7 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
     assert result.exception is None, result.output
     report = json.loads(out.read_text())
     rows = {r["name"]: r for r in report["results"]}
-    assert list(rows) == ["plain", "head", "fast", "fast-sdpa", "fast-bucketed", "fast-top", "fast-top-bucketed",
+    assert list(rows) == ["plain", "head", "fast", "fast-eager", "fast-bucketed", "fast-top", "fast-top-bucketed",
                           "fast-top-uncached"]
     assert report["rounds"] == 2 and report["epochs"] == 2 and all(r["epochs"] == 2 for r in rows.values())
     assert rows["fast-bucketed"]["bucket_by_length"] is True and rows["fast"]["bucket_by_length"] is False
@@ -34,9 +34,9 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
     assert rows["fast-top"]["frozen_layer_cache"] is True and rows["fast-top-uncached"]["frozen_layer_cache"] is False
     assert abs(rows["fast-top"]["val_loss_fp32"] - rows["fast-top-uncached"]["val_loss_fp32"]) < 1e-4
     assert rows["plain"]["fast_dropout"] is False and rows["fast"]["fast_dropout"] is True  # the bench runs on CPU
-    # the length switch: the quick rows are short, so the defaults run eager attention; plain and fast-sdpa keep SDPA
-    assert rows["plain"]["attention"] == rows["fast-sdpa"]["attention"] == "sdpa" and rows["fast"]["attention"] == "eager <= 512"
-    assert abs(rows["fast"]["val_loss_fp32"] - rows["fast-sdpa"]["val_loss_fp32"]) < 0.01 * rows["fast-sdpa"]["val_loss_fp32"]
+    # the length switch (opt-in): the quick rows are short, so fast-eager runs eager attention; the defaults keep SDPA
+    assert rows["plain"]["attention"] == rows["fast"]["attention"] == "sdpa" and rows["fast-eager"]["attention"] == "eager <= 512"
+    assert abs(rows["fast"]["val_loss_fp32"] - rows["fast-eager"]["val_loss_fp32"]) < 0.01 * rows["fast"]["val_loss_fp32"]
     assert "| plain | fp32 | all | torch | sdpa | all | - | shuffled |" in result.output and "| top 1 | cached |" in result.output
 
 

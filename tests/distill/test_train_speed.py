@@ -262,11 +262,11 @@ def test_length_switched_attention_runs_eager_for_short_rows_with_the_same_outpu
 
 
 def test_training_records_the_attention_switch(tiny_model, tmp_path):
-    """The defaults switch short rows to eager on CPU and say so in the card; 0 keeps SDPA; a negative length is refused."""
+    """Opted in, short rows run eager on CPU and the card says so; the default (0) keeps SDPA; a negative length is refused."""
     base = tiny_model("qwen2")
     ex = toy_examples(4)
-    switched = train_expert(base, ex, ex[:2], tmp_path / "eager", TrainConfig(**FAST))
-    sdpa = train_expert(base, ex, ex[:2], tmp_path / "sdpa", TrainConfig(**FAST, eager_attention_max_length=0))
+    switched = train_expert(base, ex, ex[:2], tmp_path / "eager", TrainConfig(**FAST, eager_attention_max_length=512))
+    sdpa = train_expert(base, ex, ex[:2], tmp_path / "sdpa", TrainConfig(**FAST))
     assert switched.card["attention"]["eager_max_length"] == 512 and sdpa.card["attention"] is None
     assert switched.card["frozen_linears_bf16"] == 0  # FAST trains in fp32: nothing to cast
     assert switched.card["attention"]["batches"]["eager"] > 0 and switched.card["attention"]["batches"]["sdpa"] == 0
