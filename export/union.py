@@ -27,12 +27,11 @@ class UnionSpec:
         ranks: dict[str, int] = {}
         layers: dict[str, set[int]] = {}
         for expert in experts:
-            for module, rank in expert.ranks.items():
-                ranks[module] = max(ranks.get(module, 0), rank)
             for mod in expert.modules.values():
+                ranks[mod.module] = max(ranks.get(mod.module, 0), mod.rank)
                 layers.setdefault(mod.module, set()).add(mod.layer)
         order = sorted(ranks, key=LORA_MODULES.index)
-        return cls({m: ranks[m] for m in order}, {m: sorted(layers.get(m, ())) for m in order})
+        return cls({m: ranks[m] for m in order}, {m: sorted(layers[m]) for m in order})
 
     @property
     def modules(self) -> list[str]:
