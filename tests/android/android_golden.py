@@ -212,6 +212,8 @@ FACT_OUTPUTS = [
     "[]",
     '{"facts": [tru',
     '{"facts": ["A"], "n": 3.',
+    '{"facts", "Likes tea"}',
+    '{"facts": [{ }, {  }, {"x" /* c */}, {# note\n}]}',
     "Sure! Here are the facts:\n\n1. Likes tea\n2. Lives in Paris",
 ]
 
@@ -245,6 +247,7 @@ UPDATE_OUTPUTS = [
     "No changes are needed.",
     "",
     '{"facts": ["wrong stage"]}',
+    '{"memory": [{"id"}, {"id": "1", "event": "DELETE"}]}',
     # the key order the world's update expert writes (text first, id last: ExpertRecipe.op_key_order), whole and cut off
     '{"memory": [{"text": "Lives in Rome", "event": "UPDATE", "old_memory": "Lives in Paris", "id": "0"}, '
     '{"text": "Has a cat", "event": "ADD", "id": "2"}]}',
@@ -277,13 +280,24 @@ VQA_OUTPUTS = [
 ]
 
 
+def _cut_everywhere(text: str) -> list[str]:
+    """``text`` cut off after every character: how a model's output looks when it runs out of tokens anywhere."""
+    return [text[:i] for i in range(1, len(text))]
+
+
+TRUNCATED_FACT_OUTPUTS = _cut_everywhere('{"facts": ["Likes tea", "Lives in Paris", "Has a dog named Max"]}')
+TRUNCATED_UPDATE_OUTPUTS = _cut_everywhere(
+    '{"memory": [{"id": "0", "text": "Lives in Rome", "event": "UPDATE", "old_memory": "Lives in Paris"}, '
+    '{"id": "1", "text": "Has a cat", "event": "ADD"}, {"id": "2", "text": "Plays chess", "event": "NONE"}]}')
+
+
 def parsing_cases() -> list[dict]:
     from memlora.runtime import parsing
 
     cases = []
     for kind, fn, outputs in (
-        ("facts", parsing.parse_facts, FACT_OUTPUTS),
-        ("memory", parsing.parse_memory_update, UPDATE_OUTPUTS),
+        ("facts", parsing.parse_facts, FACT_OUTPUTS + TRUNCATED_FACT_OUTPUTS),
+        ("memory", parsing.parse_memory_update, UPDATE_OUTPUTS + TRUNCATED_UPDATE_OUTPUTS),
         ("vqa", parsing.parse_vqa, VQA_OUTPUTS),
     ):
         for i, text in enumerate(outputs):

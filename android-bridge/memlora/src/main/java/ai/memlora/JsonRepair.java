@@ -12,11 +12,13 @@ import java.util.Map;
  * trailing, doubled or missing commas, unquoted keys and bare-word values, Python literals
  * ({@code True/False/None}), {@code //}, {@code #} and block comments, stray closing brackets, and
  * several top-level values (returned as a list unless they repeat the same shape, in which case the
- * last one wins, as json_repair does).
+ * last one wins, as json_repair does), and an object with no member and no ':' read again as an array.
+ * The golden corpus includes two real outputs cut off after every character.
  *
  * <p>It never throws: whatever it cannot read is skipped. It does not reproduce json_repair's deeper
- * heuristics for unescaped quotes inside strings; the parsers validate every value afterwards, so a
- * different recovery can only drop items, never invent them.
+ * heuristics for unescaped quotes inside strings (e.g. {@code [{"a", "b"}]}, which json_repair reads
+ * as {@code [{"a": "b"}]}); the parsers validate every value afterwards, so a different recovery can
+ * only drop items, never invent them.
  */
 final class JsonRepair {
   private static final String QUOTES = "\"'\u201c\u201d";
@@ -244,6 +246,7 @@ final class JsonRepair {
     if (tooDeep()) {
       return obj;
     }
+    int start = i;
     while (true) {
       skipWhitespaceAndComments();
       Character c = at();
@@ -289,11 +292,126 @@ final class JsonRepair {
         i++;
       }
     }
-    if (at() != null && at() == '}') {
+    boolean closed = at() != null && at() == '}';
+    if (closed) {
       i++;
     }
     depth--;
+    if (obj.isEmpty() && setLike(start, closed)) {
+      // json_repair: an object that ends with no member and no ':' in its body ({"a", "b"}, or {"id cut off)
+      // is read again as an array
+      i = start;
+      ctx.add(Ctx.OBJECT_KEY);
+      Object arr = parseArray();
+      ctx.remove(ctx.size() - 1);
+      return arr;
+    }
     return obj;
+  }
+
+  /**
+   * json_repair's test for an object that parsed empty: true when its text (from {@code start}, just after the
+   * brace) holds something besides whitespace and comments, with no ':' outside quotes ({"a", "b"}, or {"id cut
+   * off): it is then read again as an array. Its escaped-key case ({\"a\": 1}, re-read as an object) is not
+   * reproduced.
+   */
+  private boolean setLike(int start, boolean closed) {
+    int index = closed ? i : s.length() + 1; // json_repair's index after the object
+    if (index - start <= 2) {
+      return false;
+    }
+    if (closed && PyStr.strip(withoutComments(s.substring(start, index - 1))).isEmpty()) {
+      return false;
+    }
+    String body = s.substring(start, Math.min(s.length(), index + 1));
+    if (body.endsWith("}")) {
+      body = body.substring(0, body.length() - 1);
+    }
+    body = lstrip(withoutComments(lstrip(body)));
+    if (body.isEmpty()) {
+      return false;
+    }
+    Character quote = null;
+    int backslashes = 0;
+    for (int k = 0; k < body.length(); k++) {
+      char c = body.charAt(k);
+      if (c == '\\') {
+        backslashes++;
+        continue;
+      }
+      if (quote != null) {
+        if (c == quote && backslashes % 2 == 0) {
+          quote = null;
+        }
+      } else if (QUOTES.indexOf(c) >= 0 && backslashes % 2 == 0) {
+        quote = c;
+      } else if (c == ':' && backslashes % 2 == 0) {
+        return false;
+      }
+      backslashes = 0;
+    }
+    return true;
+  }
+
+  private static String lstrip(String v) {
+    int k = 0;
+    while (k < v.length() && PyStr.isSpace(v.charAt(k))) {
+      k++;
+    }
+    return v.substring(k);
+  }
+
+  /** {@code body} without its {@code #}, {@code //} and block comments (quoted text kept as it is). */
+  private static String withoutComments(String body) {
+    StringBuilder out = new StringBuilder();
+    Character quote = null;
+    int backslashes = 0;
+    int k = 0;
+    while (k < body.length()) {
+      char c = body.charAt(k);
+      char next = k + 1 < body.length() ? body.charAt(k + 1) : '\0';
+      if (c == '\\') {
+        backslashes++;
+        out.append(c);
+        k++;
+        continue;
+      }
+      if (quote != null) {
+        out.append(c);
+        if (c == quote && backslashes % 2 == 0) {
+          quote = null;
+        }
+        backslashes = 0;
+        k++;
+        continue;
+      }
+      if (QUOTES.indexOf(c) >= 0 && backslashes % 2 == 0) {
+        quote = c;
+        out.append(c);
+        backslashes = 0;
+        k++;
+        continue;
+      }
+      backslashes = 0;
+      if (c == '#' || (c == '/' && next == '/')) {
+        k += c == '/' ? 2 : 1;
+        while (k < body.length() && body.charAt(k) != '\n' && body.charAt(k) != '\r') {
+          k++;
+        }
+        continue;
+      }
+      if (c == '/' && next == '*') {
+        k += 2;
+        while (k < body.length() - 1 && !body.startsWith("*/", k)) {
+          k++;
+        }
+        k = Math.min(k + 2, body.length());
+        continue;
+      }
+      out.append(c);
+      k++;
+    }
+    return out.toString();
   }
 
   /** A key, or null when the text ends before the key is complete. */
