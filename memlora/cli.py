@@ -75,7 +75,7 @@ def demo(real, world, model, adapters, bundle, data, conversation, max_batches, 
     from rich.console import Console
 
     console = Console()
-    options = DemoOptions(model=demo_model(model, real=real, world=world), adapters=adapters, bundle=bundle, data=data,
+    options = DemoOptions(model=demo_model(model, real=real, world=world, bundle=bundle), adapters=adapters, bundle=bundle, data=data,
                           conversation=conversation, max_batches=max_batches, max_questions=max_questions,
                           compare_base=not no_compare, preset=preset, seed=seed, threads=threads)
     record = run_demo(options, say=console.print, progress_factory=ProgressBar)

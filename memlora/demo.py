@@ -31,7 +31,7 @@ from memlora.export.multilora import GRAPH_VERSION
 from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
 from memlora.paths import cache_dir, data_file, remove_stale_temps
-from memlora.runtime.bundle import sha256_file
+from memlora.runtime.bundle import load_bundle, sha256_file
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.torch_engine import TorchEngine
@@ -295,11 +295,12 @@ class DemoOptions:
     """CPU threads."""
 
 
-def demo_model(model: str | None, real: bool = False, world: bool = False) -> str | None:
-    """``DemoOptions.model`` for ``--model`` / ``--real`` / ``--world`` (at most one); none: ``default_system()``."""
+def demo_model(model: str | None, real: bool = False, world: bool = False, bundle: Path | None = None) -> str | None:
+    """``DemoOptions.model`` for ``--model`` / ``--real`` / ``--world`` (at most one); none: ``default_system()``, unless
+    a ``--bundle`` is given (it carries its own model)."""
     if sum((model is not None, real, world)) > 1:
         raise MemloraError("give one of --model, --real and --world")
-    if real or (model is None and not world and default_system() == "real"):
+    if real or (model is None and not world and bundle is None and default_system() == "real"):
         return REAL_MODEL
     return model
 
@@ -325,8 +326,10 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
 
     t0 = time.perf_counter()
     if options.bundle is not None:
-        system = f"bundle {options.bundle} (ONNX Runtime GenAI)"
-        factory = _bundle_memory_factory(options.bundle, options.threads, stage_adapters_all)
+        experts = load_bundle(options.bundle, verify=False).experts  # Memory.from_bundle verifies every file
+        system = f"bundle {options.bundle} (ONNX Runtime GenAI) + experts {list(experts)}"
+        factory = _bundle_memory_factory(options.bundle, options.threads,
+                                         {s: (s if s in experts else None) for s in LOOP_STAGES})
         base_factory = _bundle_memory_factory(options.bundle, options.threads, {s: None for s in LOOP_STAGES})
         has_experts = True
         prompt_set = trained_prompt_set(bundle_dir=options.bundle)  # what Memory.from_bundle renders with
@@ -469,7 +472,8 @@ def print_record(record: dict, console) -> None:
     console.rule(f"[bold]{record['system']}[/bold]")
     console.print(f"conversation: {record['data']} (speakers {', '.join(record['speakers'])})")
     if record.get("bundle_dir"):
-        console.print(f"bundle: {record['bundle_dir']} ({'cached' if record['bundle_cached'] else 'exported now'})")
+        how = {True: "cached", False: "exported now"}.get(record.get("bundle_cached"), "given")
+        console.print(f"bundle: {record['bundle_dir']} ({how})")
 
     facts = Table(title=f"Facts extracted ({main_label})", show_lines=False)
     facts.add_column("store")

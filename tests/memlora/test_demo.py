@@ -179,6 +179,21 @@ def test_real_demo_reuses_the_cached_bundle(real_runs):
     assert [p.name for p in cache.iterdir()] == [Path(first["bundle_dir"]).name], "no temp dir left behind"
 
 
+def test_demo_runs_a_given_bundle(real_runs, tmp_path):
+    """`memlora demo --bundle DIR` runs that bundle (no model, no export; stages without an expert run the base) and
+    prints where it came from."""
+    from memlora.cli import demo
+
+    bundle = real_runs[0]["bundle_dir"]
+    result = CliRunner().invoke(demo, ["--bundle", bundle, "--max-batches", "1", "--max-questions", "1", "--no-compare",
+                                       "--json", str(tmp_path / "demo.json")])
+    assert result.exit_code == 0, result.output
+    assert "(given)" in result.output and "Answers" in result.output
+    record = json.loads((tmp_path / "demo.json").read_text())
+    assert record["bundle_dir"] == bundle and record["model"] is None and "experts ['extraction']" in record["system"]
+    assert len(record["runs"]["experts"]["facts"]) == 1 and len(record["runs"]["experts"]["answers"]) == 1
+
+
 def test_bundle_key_follows_the_experts(smollm2_dir, smollm2_tiny_experts, tmp_path):
     import shutil
 
@@ -202,6 +217,12 @@ def test_shipped_experts_are_looked_up_in_the_package_and_make_the_real_model_th
     assert demo_module.shipped_experts_dir("smollm2-135m-instruct") == tmp_path / "experts" / "smollm2-135m-instruct"
     assert demo_module.default_system() == "real" and demo_module.demo_model(None) == "smollm2-135m-instruct"
     assert demo_module.demo_model(None, world=True) is None  # --world still runs the synthetic world
+    assert demo_module.demo_model(None, bundle=tmp_path) is None  # --bundle alone runs that bundle
+    from memlora.demo import DemoOptions, run_demo
+    from memlora.errors import MemloraError
+
+    with pytest.raises(MemloraError, match="either --model"):  # --real with --bundle is still refused
+        run_demo(DemoOptions(model=demo_module.demo_model(None, real=True, bundle=tmp_path), bundle=tmp_path))
 
 
 def test_a_corrupt_shipped_expert_stops_the_demo_before_any_export(monkeypatch, tmp_path, smollm2_dir):
