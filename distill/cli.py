@@ -226,7 +226,7 @@ def train_command(base, stage, data_dir, out_dir, **config_fields):
     train_stage(base, stage, data_dir, out_dir, **config_fields)
 
 
-def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
+def stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
     """``STAGE.FIELD=VALUE`` items -> {stage: {field: value}} (VALUE read as JSON when it parses, else as text)."""
     import json
 
@@ -244,6 +244,11 @@ def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
+STAGE_SET_OPTION = click.option(
+    "--set", "stage_sets", multiple=True, metavar="STAGE.FIELD=VALUE",
+    help="A per-stage TrainConfig override, e.g. --set generation.lr=1e-4 (repeatable).")
+
+
 @cli.command("locomo-experts")
 @click.option("--locomo", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Local LoCoMo JSON (default: $MEMLORA_LOCOMO or ../shared/data/locomo/locomo10.json).")
@@ -259,8 +264,7 @@ def _stage_overrides(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--alpha", default=32, show_default=True)
 @click.option("--target-modules", default=None,
               help="Comma list or all-linear (default: q_proj,v_proj for extraction/update, all-linear for generation).")
-@click.option("--set", "stage_sets", multiple=True, metavar="STAGE.FIELD=VALUE",
-              help="A per-stage TrainConfig override, e.g. --set generation.lr=1e-4 (repeatable).")
+@STAGE_SET_OPTION
 @click.option("--max-examples", default=None, callback=lambda c, p, v: parse_stage_counts(v, "--max-examples", total=True),
               help="At most N training examples per stage, evenly over the split (validation: a quarter), or per stage: "
                    "extraction=600,update=400,generation=200.")
@@ -290,7 +294,7 @@ def locomo_experts_command(locomo, base, out_dir, stages, max_epochs, patience, 
         train=TrainConfig(max_epochs=max_epochs, patience=patience, lr=lr, batch_size=batch_size, rank=rank, alpha=alpha,
                           target_modules=target_modules, checkpoint_every_minutes=checkpoint_every_minutes or None,
                           threads=threads, cpu=cpu, base_int4_block=base_int4_block),
-        per_stage=_stage_overrides(stage_sets), max_examples=max_examples, max_batches=max_batches,
+        per_stage=stage_overrides(stage_sets), max_examples=max_examples, max_batches=max_batches,
         max_questions=max_questions)
     manifest = train_locomo_experts(path, base, out_dir, config, echo=click.echo)
     click.echo(f"experts written to {out_dir} ({manifest.name}); export with: memlora-export --adapters {out_dir}")

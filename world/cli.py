@@ -11,11 +11,19 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import click
 
-from memlora.distill.cli import INT4_BASE_OPTION, int_list, train_options, train_stage
+from memlora.distill.cli import (
+    INT4_BASE_OPTION,
+    STAGE_SET_OPTION,
+    int_list,
+    stage_overrides,
+    train_options,
+    train_stage,
+)
 from memlora.errors import MemloraError
 from memlora.world.copy_attention import CopyAttentionLoss
 from memlora.world.evaluation import WorldEvalConfig, markdown, run_world_eval
@@ -215,16 +223,20 @@ def natural_stats_command(sources: tuple[str, ...]) -> None:
               help="Data and full-precision training outputs (default: runs/shipped-experts/<model>); rerun to resume.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @INT4_BASE_OPTION
+@STAGE_SET_OPTION
 def natural_experts_command(model: str, out_dir: Path | None, work_dir: Path | None, threads: int | None,
-                            base_int4_block: int | None) -> None:
+                            base_int4_block: int | None, stage_sets: tuple[str, ...]) -> None:
     """Train and package the shipped experts: natural conversations + the world, one LoRA per stage, fp16, checksummed."""
     from memlora.export.pull import pull_model  # may download the model once
 
     config = ShippedExpertsConfig(model=model)
     config.train.threads = threads
     config.train.base_int4_block = base_int4_block
+    for stage, fields in stage_overrides(stage_sets).items():
+        config.per_stage[stage] = {**config.per_stage.get(stage, {}), **fields}
     config.command = (f"memlora-train natural experts --model {model}" + (f" --threads {threads}" if threads else "")
-                      + (f" --int4-base {base_int4_block}" if base_int4_block else ""))
+                      + (f" --int4-base {base_int4_block}" if base_int4_block else "")
+                      + "".join(f" --set {shlex.quote(item)}" for item in stage_sets))
     base = pull_model(model, progress=lambda m: click.echo(f"pull: {m}"))
     train_shipped_experts(base, out_dir or shipped_dir(model), work_dir or Path("runs/shipped-experts") / model, config,
                           echo=click.echo)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from memlora.distill.cli import cli, main
+from memlora.distill.cli import cli, main, stage_overrides
 from memlora.distill.recipes import LOCOMO_LICENCE, LocomoExpertsConfig, stage_config
 from memlora.errors import DataError
 
@@ -116,3 +117,20 @@ def test_max_examples_option(text, parsed):
             parse_stage_counts(text, "--max-examples", total=True)
     else:
         assert parse_stage_counts(text, "--max-examples", total=True) == parsed
+
+
+@pytest.mark.parametrize("items, expected", [
+    ((), {}),
+    (("generation.lr=1e-4",), {"generation": {"lr": 1e-4}}),
+    (("generation.lora-top-layers=8", "generation.max_epochs=2", "update.precision=fp32"),
+     {"generation": {"lora_top_layers": 8, "max_epochs": 2}, "update": {"precision": "fp32"}}),
+    (("extraction.target_modules=[\"q_proj\"]",), {"extraction": {"target_modules": ["q_proj"]}}),
+])
+def test_set_options_become_per_stage_overrides(items, expected):
+    assert stage_overrides(items) == expected
+
+
+@pytest.mark.parametrize("item", ["lr=1e-4", "generation.lr", ".lr=1", "generation.=1"])
+def test_a_malformed_set_option_is_refused(item):
+    with pytest.raises(click.BadParameter, match="STAGE.FIELD=VALUE"):
+        stage_overrides((item,))

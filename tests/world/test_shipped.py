@@ -113,6 +113,20 @@ def test_shipped_smollm2_experts_match_their_manifest_and_size(shipped):
         assert entry["files"]["adapter_model.safetensors"] == sha256_file(shipped / entry["path"] / "adapter_model.safetensors")
 
 
+def test_shipped_smollm2_experts_are_trained_for_the_int4_bundle(shipped):
+    """The demo runs the int4 bundle: every expert trained against its base weights, each with LoRA on q and v only (an
+    all-linear expert on every layer decodes at three quarters of the plain int4 graph's speed)."""
+    from safetensors import safe_open
+
+    for stage in ("extraction", "update", "generation"):
+        card = json.loads((shipped / stage / "training_card.json").read_text())
+        assert card["hyperparameters"]["base_int4_block"] == 32, stage
+        assert sorted(json.loads((shipped / stage / "adapter_config.json").read_text())["target_modules"]) == ["q_proj", "v_proj"]
+        with safe_open(str(shipped / stage / "adapter_model.safetensors"), "pt") as f:
+            modules = {name.split(".lora_")[0].rsplit(".", 1)[1] for name in f.keys()}
+        assert modules == {"q_proj", "v_proj"}, (stage, modules)
+
+
 def _fixed_prompts():
     """Extraction and update prompts from the kept-aside natural demo conversation (never trained on)."""
     from memlora.runtime import prompts
@@ -167,3 +181,38 @@ def test_the_recipe_trains_packages_and_resumes(tiny_model, tmp_path):
     train_shipped_experts(tiny_model("qwen2"), tmp_path / "shipped", tmp_path / "work", config, echo=said.append)
     assert sum("already trained" in line for line in said) == 2 and any("reusing" in line for line in said)
     assert {s: e["files"] for s, e in check_shipped_experts(tmp_path / "shipped")["experts"].items()} == first
+
+
+def test_settings_for_an_unknown_stage_are_refused_before_training(tiny_model, tmp_path):
+    from memlora.errors import DataError
+    from memlora.world.shipped import ShippedExpertsConfig, train_shipped_experts
+
+    config = ShippedExpertsConfig(model=SHIPPED_MODEL, per_stage={"generaton": {"lr": 1e-4}})
+    with pytest.raises(DataError, match="unknown stage.*generaton"):
+        train_shipped_experts(tiny_model("qwen2"), tmp_path / "shipped", tmp_path / "work", config, echo=lambda m: None)
+    assert not (tmp_path / "work").exists()
+
+
+def test_the_experts_command_passes_set_overrides_and_records_them(monkeypatch, tmp_path):
+    """`memlora-train natural experts --set STAGE.FIELD=VALUE`: merged into the recipe's per-stage settings and written
+    into the command that experts.json records (shell-quoted, so it can be pasted back)."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    import memlora.export.pull as pull
+    import memlora.world.cli as world_cli
+
+    seen = {}
+    monkeypatch.setattr(pull, "pull_model", lambda model, progress=None: tmp_path / "base")
+    monkeypatch.setattr(world_cli, "train_shipped_experts",
+                        lambda base, out, work, config, echo: seen.update(base=base, config=config))
+    args = ["experts", "--threads", "2", "--int4-base", "32", "--set", "generation.lr=2e-4",
+            "--set", 'update.target_modules=["q_proj","v_proj"]', "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(world_cli.natural_group, args)
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert config.per_stage["generation"] == {"max_epochs": 3, "target_modules": ["q_proj", "v_proj"], "lr": 2e-4}
+    assert config.per_stage["update"] == {"max_epochs": 3, "target_modules": ["q_proj", "v_proj"]}
+    assert config.train.base_int4_block == 32 and config.train.threads == 2
+    assert shlex.split(config.command) == ["memlora-train", "natural", "experts", "--model", SHIPPED_MODEL, *args[1:9]]
