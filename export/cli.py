@@ -43,6 +43,9 @@ def build_options(func):
         click.option("--int4-accuracy-level", "accuracy_level", type=click.IntRange(0, 4), default=None,
                      help="int4 MatMul accuracy level (the builder's CPU default 4 quantizes activations to int8 too; 0 "
                           "keeps them fp32: closer to transformers, slower)."),
+        click.option("--int4-block-size", "block_size", type=click.Choice(["16", "32", "64", "128", "256"]), default=None,
+                     help="int4 quantization block (the builder's default 32; 128 is smaller and decodes faster, with "
+                          "a larger logit error: docs/results/speed-smollm2.md)."),
         click.option("--int4-asymmetric", "asymmetric", is_flag=True,
                      help="Asymmetric int4 (uint4 + zero points; the tied embedding untied and quantized too): more "
                           "faithful to fp32 than the symmetric default, bigger (SmolLM2-135M: 146 MB vs 90 MB)."),
@@ -70,7 +73,8 @@ def build_options(func):
 
 
 def _build(base, adapters, output, precision, mode, merge, embedder, embedder_int8, embedder_with_tokenizer,
-           android_assets, force, verify, quiet, accuracy_level=None, asymmetric=False, union_layers="used") -> None:
+           android_assets, force, verify, quiet, accuracy_level=None, asymmetric=False, union_layers="used",
+           block_size=None) -> None:
     if adapters is None and (base is None or output is None):
         raise click.UsageError("a base-only bundle needs --base and -o/--output (with --adapters both have defaults)")
     if base is None:
@@ -89,7 +93,10 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
         )
     if asymmetric and precision != "int4":
         raise click.UsageError("--int4-asymmetric needs --precision int4")
+    if block_size is not None and precision != "int4":
+        raise click.UsageError("--int4-block-size needs --precision int4")
     builder = BuilderConfig(precision=precision, accuracy_level=accuracy_level,
+                            block_size=int(block_size) if block_size else None,
                             extra_options=dict(INT4_ASYMMETRIC_OPTIONS) if asymmetric else {})
     config = ExportConfig(base=base, output=output, adapters=adapters, mode=mode, merge=tuple(merge), builder=builder,
                           union_layers=union_layers, embedder=embedder_config, overwrite=force, quiet=quiet)

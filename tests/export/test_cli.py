@@ -76,6 +76,7 @@ def test_help_lists_commands():
 @pytest.mark.parametrize("flags, expect", [
     (["--int4-asymmetric"], {"is_symmetric": "false", "shared_embeddings": "false"}),
     (["--int4-accuracy-level", "0"], {"accuracy_level": "0"}),
+    (["--int4-block-size", "16"], {"block_size": "16"}),
 ])
 def test_int4_builder_options_reach_the_builder_and_the_bundle_verifies(tiny_model, experts_dir, tmp_path, flags, expect):
     """On qwen2 (tied embeddings, like SmolLM2): the asymmetric int4 form unties them (the builder cannot load an
@@ -96,7 +97,9 @@ def test_int4_builder_options_reach_the_builder_and_the_bundle_verifies(tiny_mod
     assert engine.generate([{"role": "user", "content": "hello"}], adapter="extraction", max_new_tokens=4).completion_tokens >= 1
 
 
-def test_int4_asymmetric_needs_int4(tiny_model, experts_dir, tmp_path):
+@pytest.mark.parametrize("flags", [["--int4-asymmetric"], ["--int4-block-size", "128"]])
+def test_int4_options_need_int4(tiny_model, experts_dir, tmp_path, flags):
     result = CliRunner().invoke(export_group, ["--base", str(tiny_model("qwen2")), "--adapters", str(experts_dir("qwen2")),
-                                               "-o", str(tmp_path / "b"), "--precision", "fp32", "--int4-asymmetric"])
-    assert result.exit_code != 0 and "--int4-asymmetric needs --precision int4" in result.output
+                                               "-o", str(tmp_path / "b"), "--precision", "fp32", *flags])
+    assert result.exit_code != 0 and f"{flags[0]} needs --precision int4" in result.output
+    assert not (tmp_path / "b").exists()
