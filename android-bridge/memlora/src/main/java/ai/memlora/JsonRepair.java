@@ -327,7 +327,7 @@ final class JsonRepair {
     if (body.endsWith("}")) {
       body = body.substring(0, body.length() - 1);
     }
-    body = lstrip(withoutComments(lstrip(body)));
+    body = PyStr.lstrip(withoutComments(PyStr.lstrip(body)));
     if (body.isEmpty()) {
       return false;
     }
@@ -351,14 +351,6 @@ final class JsonRepair {
       backslashes = 0;
     }
     return true;
-  }
-
-  private static String lstrip(String v) {
-    int k = 0;
-    while (k < v.length() && PyStr.isSpace(v.charAt(k))) {
-      k++;
-    }
-    return v.substring(k);
   }
 
   /** {@code body} without its {@code #}, {@code //} and block comments (quoted text kept as it is). */

@@ -81,7 +81,7 @@ public final class OutputParser {
       out = lastFinalEnd >= 0 ? out.substring(lastFinalEnd) : "";
     }
     out = HARMONY_TOKEN.matcher(out).replaceAll("");
-    String stripped = lstrip(out);
+    String stripped = PyStr.lstrip(out);
     if (stripped.contains(GPT_OSS_FINAL)
         && (stripped.startsWith("analysis")
             || stripped.startsWith("assistant")
@@ -91,14 +91,6 @@ public final class OutputParser {
       out = "";
     }
     return PyStr.strip(out);
-  }
-
-  private static String lstrip(String s) {
-    int k = 0;
-    while (k < s.length() && PyStr.isSpace(s.charAt(k))) {
-      k++;
-    }
-    return s.substring(k);
   }
 
   /** The content of the first code fence holding {@code {} or {@code [}, or the text unchanged. */

@@ -46,6 +46,15 @@ public final class PyStr {
     return s.substring(start, end);
   }
 
+  /** Python's {@code str.lstrip()} (no argument). */
+  public static String lstrip(String s) {
+    int k = 0;
+    while (k < s.length() && isSpace(s.charAt(k))) {
+      k++;
+    }
+    return s.substring(k);
+  }
+
   /** Python's {@code str.strip(chars)}. */
   public static String strip(String s, String chars) {
     int start = 0;
