@@ -1,5 +1,6 @@
 """The real SmolLM2-135M-Instruct through the toolchain: an fp32 bundle with three experts of mixed modules and ranks
-equals transformers + peft (logits <= 1e-4, identical greedy tokens for 32 steps, base and each expert); int4 with a
+equals transformers + peft (identical greedy tokens for 32 steps, base and each expert; logits within
+``FP32_LIMIT_32_STEPS``); int4 with a
 runtime adapter equals int4 with the adapter baked in; the int4 bundle answers in real English; the manifest records the
 template's system role."""
 
@@ -12,6 +13,11 @@ from memlora.export.verify import VerifyConfig, verify_bundle
 
 pytestmark = pytest.mark.slow
 PROMPT = "Alice: I moved to Lisbon last spring and started learning the guitar."
+FP32_LIMIT_32_STEPS = 2e-4
+"""fp32 logits of ONNX Runtime against torch over 32 greedy steps. Both sum in an order that depends on the CPU's
+kernels: on an Intel CPU with AVX-512 the difference stayed within 1e-4, on an AMD EPYC with AVX2 it reached 1.03e-4
+at 32 steps and 1.18e-4 at 24 (the tokens agreeing at every step); ``verify``'s own check (16 steps, 3 prompts, 1e-4)
+measured at most 8.2e-5 there."""
 
 
 def test_fp32_bundle_matches_transformers_peft_for_32_steps(smollm2_bundle, smollm2_dir, smollm2_experts):
@@ -22,12 +28,13 @@ def test_fp32_bundle_matches_transformers_peft_for_32_steps(smollm2_bundle, smol
     assert bundle.lora_union == {"q_proj": 16, "k_proj": 16, "v_proj": 16, "o_proj": 16, "gate_proj": 16, "up_proj": 16,
                                  "down_proj": 16}
     assert bundle.system_role == "native" and bundle.manifest["chat"]["system_role"] == "native"
-    report = verify_bundle(path, smollm2_dir, smollm2_experts, VerifyConfig(prompts=(PROMPT,), steps=32))
+    report = verify_bundle(path, smollm2_dir, smollm2_experts,
+                           VerifyConfig(prompts=(PROMPT,), steps=32, fp32_max_abs_diff=FP32_LIMIT_32_STEPS))
     assert report.ok, report.failures
     assert report.tokenizer_match
     assert {case.stage for case in report.cases} == {"base", "extraction", "update", "generation"}
     for case in report.cases:
-        assert case.steps == 32 and case.max_abs_diff <= 1e-4 and case.agreement == 1.0, case
+        assert case.steps == 32 and case.max_abs_diff <= FP32_LIMIT_32_STEPS and case.agreement == 1.0, case
         if case.stage != "base":
             assert case.adapter_effect is not None and case.adapter_effect > 1e-2, case
 
