@@ -24,6 +24,7 @@ from memlora.bench import roofline
 from memlora.errors import MemloraError
 from memlora.export.multilora import strip_lora_branches
 from memlora.runtime.bundle import load_bundle
+from memlora.runtime.cpu import cpu_info
 from memlora.runtime.ort_engine import disable_ort_telemetry
 
 
@@ -84,6 +85,8 @@ class MultiLoraSpeedReport:
     loadavg_before: str
     loadavg_after: str
     rows: list[VariantSpeed]
+    cpu: dict = field(default_factory=cpu_info)
+    """The CPU it ran on (``memlora.runtime.cpu.cpu_info``)."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -92,7 +95,8 @@ class MultiLoraSpeedReport:
         c = self.config
         header = (f"bundle {self.bundle}: prompt {c.prompt_tokens}, {c.threads} threads; prefill: {c.rounds} rounds; "
                   f"decode: {c.decode_bursts} interleaved bursts of {c.burst_tokens} tokens (medians); read bandwidth "
-                  f"{self.bandwidth_gb_s:.1f} GB/s; loadavg {self.loadavg_before} -> {self.loadavg_after}")
+                  f"{self.bandwidth_gb_s:.1f} GB/s; loadavg {self.loadavg_before} -> {self.loadavg_after}; CPU "
+                  f"{self.cpu.get('model')} ({', '.join(self.cpu.get('isa') or []) or 'no flags read'})")
         columns = (f"{'variant':<14} {'prefill tok/s':>13} {'decode tok/s':>12} {'prefill/plain':>13} {'decode/plain':>12} "
                    f"{'paired':>6} {'MB/token':>8} {'roofline':>8} {'decode/roofline':>15}")
         lines = [header, columns]

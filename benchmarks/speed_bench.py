@@ -41,6 +41,7 @@ from memlora.bench.speed import FORCED_TOKENS, LoopResult, run_speed_loop
 from memlora.bench.workload import load_workload
 from memlora.errors import MemloraError
 from memlora.runtime.bundle import load_bundle
+from memlora.runtime.cpu import cpu_info
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.torch_engine import TorchEngine
@@ -184,6 +185,7 @@ def run_bench(config: BenchConfig) -> dict:
                                       "sub": [len(sub.batches), len(sub.questions)],
                                       "torch": [len(torch_sub.batches), len(torch_sub.questions)]}},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "processor": platform.processor(),
+                    "cpu": cpu_info(),
                     "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "bundles": {}, "runs": {}, "ratios": {}, "levers": {}, "goals": [],
         "quality": {"available": False, "reason": "random weights: only speed is meaningful" if random_weights else

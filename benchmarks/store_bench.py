@@ -26,6 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from memlora.runtime.cpu import cpu_info
 from memlora.runtime.store import INDEX_FILE, MemoryStore
 from memlora.runtime.update import ResolvedOp
 
@@ -147,7 +148,7 @@ def run_store_bench(config: StoreBenchConfig) -> dict:
     return {
         "config": asdict(config),
         "environment": {"faiss": faiss.__version__, "faiss_threads": 1, "python": platform.python_version(),
-                        "machine": platform.machine(), "cpus": os.cpu_count(),
+                        "machine": platform.machine(), "cpus": os.cpu_count(), "cpu": cpu_info(),
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "results": results,
     }

@@ -32,6 +32,7 @@ from memlora.distill.train import (
     teacher_forcing_loss,
     train_expert,
 )
+from memlora.runtime.cpu import cpu_info
 from memlora.runtime.prompts import extraction_messages
 
 __all__ = ["ThroughputConfig", "bench_examples", "configurations", "format_report", "run_train_throughput"]
@@ -170,7 +171,7 @@ def run_train_throughput(model_dir: str | os.PathLike, cfg: ThroughputConfig | N
     for row in rows:
         row["speedup"] = round(row["tokens_per_s"] / ref["tokens_per_s"], 2)
         row["val_loss_change"] = round(row["val_loss_fp32"] / ref["val_loss_fp32"] - 1.0, 4)
-    return {"model": str(model_dir), "threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(),
+    return {"model": str(model_dir), "threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(), "cpu": cpu_info(),
             "n_train": len(train), "n_val": len(val), "batch_size": cfg.batch_size, "rounds": cfg.rounds, "epochs": cfg.epochs,
             "train_tokens_per_epoch": cards[names[0]]["data"]["train_tokens_per_epoch"], "results": rows}
 

@@ -54,6 +54,7 @@ from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
 from memlora.export.int4_reference import quantize_like_int4_bundle
 from memlora.extras import has_module
+from memlora.runtime.cpu import cpu_info
 
 __all__ = [
     "TrainConfig",
@@ -415,12 +416,9 @@ def _load_base(base_dir: Path, gradient_checkpointing: bool, attn_implementation
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX); read from /proc/cpuinfo (Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX; ``memlora.runtime.cpu``, Linux)."""
+    isa = cpu_info()["isa"]
+    return "avx512_bf16" in isa or "amx_bf16" in isa
 
 
 def _mixed_precision(config: TrainConfig) -> str:

@@ -32,6 +32,7 @@ from memlora.export.pull import MODELS, pull_model
 from memlora.models import ensure_model
 from memlora.paths import cache_dir, data_file, remove_stale_temps
 from memlora.runtime.bundle import load_bundle, sha256_file
+from memlora.runtime.cpu import cpu_info
 from memlora.runtime.embedder import SentenceTransformerEmbedder
 from memlora.runtime.ort_engine import OrtGenAIEngine, bundle_embedder
 from memlora.runtime.torch_engine import TorchEngine
@@ -309,7 +310,8 @@ def run_demo(options: DemoOptions, say=print, progress_factory=None) -> dict:
     """Run the demo; return the JSON-able record of what it did. Every engine and embedder it builds gets
     ``options.threads`` (torch is not imported on the real model's warm path: ONNX Runtime runs it all)."""
     t_start = time.perf_counter()
-    record: dict[str, Any] = {"format": 1, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}}
+    record: dict[str, Any] = {"format": 1, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()},
+                              "cpu": cpu_info()}  # speeds and greedy outputs depend on it
     budgets = dict(DEFAULT_BUDGETS)
     stage_adapters_all = {s: s for s in LOOP_STAGES}
     world_config = None

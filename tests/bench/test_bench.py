@@ -8,6 +8,7 @@ import json
 import pytest
 
 from memlora import LOOP_STAGES as STAGES
+from memlora.runtime.cpu import cpu_info
 
 RATIOS = ("compact_vs_mem0_prompts", "multilora_vs_merged_vs_plain", "ort_vs_torch", "decode_vs_roofline", "peer_llamacpp",
           "switch_share_of_stage")
@@ -29,6 +30,7 @@ def report(tmp_path_factory):
 
 def test_outputs_and_schema(report):
     assert report["schema"] == "memlora-bench/1"
+    assert report["machine"]["cpu"] == cpu_info()
     assert report["config"]["random_weights"] and report["config"]["forced_tokens"] == {"extraction": 30, "update": 55, "generation": 33}
     out = report["_out"]
     assert (out / "bench.png").stat().st_size > 1000 and (out / "bench.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,4 +14,5 @@ def test_store_bench_small_run(tmp_path):
     for key in ("p50_ms", "p95_ms", "p99_ms"):
         assert result["one_user"]["search"][key] > 0 and result["add_batch"][key] > 0
     assert result["index_file_mb"] > 0 and report["environment"]["faiss_threads"] == 1
+    assert report["environment"]["cpu"]["model"] and isinstance(report["environment"]["cpu"]["isa"], list)
     assert "300" in format_table(report)

@@ -22,6 +22,7 @@ def test_quick_train_throughput_reports_every_configuration_side_by_side(tmp_pat
     assert rows["fast-bucketed"]["bucket_by_length"] is True and rows["fast"]["bucket_by_length"] is False
     assert rows["plain"]["precision"] == "fp32" and rows["plain"]["target_only_head"] is False
     assert rows["fast"]["target_only_head"] is True and rows["fast"]["precision"] == ("bf16" if report["cpu_bf16"] else "fp32")
+    assert report["cpu_bf16"] == ("avx512_bf16" in report["cpu"]["isa"] or "amx_bf16" in report["cpu"]["isa"])
     assert rows["plain"]["lora_layers"] == rows["fast"]["lora_layers"] == "all" and len(rows["fast-top"]["lora_layers"]) == 1
     assert rows["fast-top"]["trainable_parameters"] < rows["fast"]["trainable_parameters"] == rows["plain"]["trainable_parameters"]
     for r in rows.values():

@@ -201,6 +201,7 @@ def test_every_genai_config_sets_its_threads(bundles):
 def test_multilora_speed_report_covers_plain_and_every_expert(bundles):
     """The benchmark runs the stripped plain graph, the graph with no adapter and each expert (numbers are not judged)."""
     from memlora.bench.multilora_speed import MultiLoraSpeedConfig, measure_multilora_speed
+    from memlora.runtime.cpu import cpu_info
 
     config = MultiLoraSpeedConfig(prompt_tokens=16, new_tokens=4, rounds=1, decode_bursts=2, burst_tokens=2, bandwidth_mb=64)
     report = measure_multilora_speed(bundles("qwen2-int4"), config)
@@ -212,6 +213,7 @@ def test_multilora_speed_report_covers_plain_and_every_expert(bundles):
         assert row.bytes_per_token >= plain.bytes_per_token and row.decode_vs_roofline > 0
     assert report.rows[3].bytes_per_token > report.rows[2].bytes_per_token  # all-linear r16 reads more than q,v r8
     assert "decode/roofline" in report.table()
+    assert report.cpu == cpu_info() and f"CPU {report.cpu['model']}" in report.table()  # which CPU the numbers are from
 
 
 def test_memlora_bench_multilora_prints_the_table_and_writes_json(bundles, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from memlora.runtime.cpu import cpu_info
 from memlora.world.evaluation import normalize_answer
 
 
@@ -153,6 +154,7 @@ def test_real_demo_runs_the_natural_conversation_on_the_int4_bundle(real_runs, s
     record, _, said, _, _, cache = real_runs
     conv = load_natural("demo")[0]
     assert record["model"] == "smollm2-135m-instruct" and record["model_dir"] == str(smollm2_dir)
+    assert record["cpu"] == cpu_info()  # speeds and greedy outputs depend on the CPU's kernels
     bundle = load_bundle(record["bundle_dir"])  # a verified bundle: sha256 of every file checked
     assert Path(record["bundle_dir"]).parent == cache and record["bundle_cached"] is False
     assert bundle.precision == "int4" and list(bundle.experts) == ["extraction"] and bundle.embedder is not None
