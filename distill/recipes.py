@@ -72,6 +72,18 @@ def stage_config(config, stage: str) -> TrainConfig:
     return replace(config.train, stage=stage, **overrides)
 
 
+def stage_configs(config) -> dict[str, TrainConfig]:
+    """``stage_config`` of each of ``config.stages``, after checking that those stages and the ones ``config.per_stage``
+    names are memory-loop stages (a misspelt stage would otherwise be ignored), before any work is done."""
+    bad = [s for s in config.stages if s not in LOOP_STAGES]
+    if bad or not config.stages:
+        raise DataError(f"stages must be among {', '.join(LOOP_STAGES)}, got {', '.join(bad) or 'none'}")
+    stray = sorted(set(config.per_stage) - set(LOOP_STAGES))
+    if stray:
+        raise DataError(f"per-stage settings for unknown stage(s) {', '.join(stray)}: stages are {', '.join(LOOP_STAGES)}")
+    return {stage: stage_config(config, stage) for stage in config.stages}
+
+
 def example_cap(max_examples: int | dict[str, int] | None, stage: str, split: str) -> int | None:
     """The number of examples kept for ``stage`` in ``split`` (``LocomoExpertsConfig.max_examples``); None: all."""
     cap = max_examples.get(stage) if isinstance(max_examples, dict) else max_examples
@@ -184,12 +196,9 @@ def train_locomo_experts(locomo_file: str | os.PathLike, base_dir: str | os.Path
         raise DataError(f"LoCoMo file not found: {locomo_file} (download locomo10.json from snap-research/LoCoMo)")
     if not base_dir.is_dir():
         raise DataError(f"student model dir not found: {base_dir}")
-    bad = [s for s in cfg.stages if s not in LOOP_STAGES]
-    if bad or not cfg.stages:
-        raise DataError(f"stages must be among {', '.join(LOOP_STAGES)}, got {', '.join(bad) or 'none'}")
+    configs = stage_configs(cfg)  # bad stages or overrides fail before any work
     if isinstance(cfg.max_examples, dict) and set(cfg.max_examples) - set(cfg.stages):
         raise DataError(f"max_examples names stage(s) not trained here: {', '.join(sorted(set(cfg.max_examples) - set(cfg.stages)))}")
-    configs = {stage: stage_config(cfg, stage) for stage in cfg.stages}  # bad overrides fail before any work
     pending = [s for s in cfg.stages if not expert_trained(out_dir / s, base_dir)]
     for stage in cfg.stages:
         if stage not in pending:

@@ -24,7 +24,7 @@ from typing import Callable
 
 from memlora import LOOP_STAGES
 from memlora.corpus.dataset import write_json_atomic
-from memlora.distill.recipes import stage_config, train_stages
+from memlora.distill.recipes import stage_configs, train_stages
 from memlora.distill.train import TrainConfig
 from memlora.errors import AdapterError, DataError
 from memlora.paths import data_file
@@ -132,13 +132,7 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
     base_dir, out_dir, work_dir = Path(base_dir), Path(out_dir), Path(work_dir)
     if not base_dir.is_dir():
         raise DataError(f"base model dir not found: {base_dir} (run `memlora pull {cfg.model}`)")
-    bad = [s for s in cfg.stages if s not in LOOP_STAGES]
-    if bad or not cfg.stages:
-        raise DataError(f"stages must be among {', '.join(LOOP_STAGES)}, got {', '.join(bad) or 'none'}")
-    stray = sorted(set(cfg.per_stage) - set(LOOP_STAGES))
-    if stray:
-        raise DataError(f"per-stage settings for unknown stage(s) {', '.join(stray)}: stages are {', '.join(LOOP_STAGES)}")
-    configs = {stage: stage_config(cfg, stage) for stage in cfg.stages}
+    configs = stage_configs(cfg)
     data_dir = work_dir / "data"
     build_shipped_data(data_dir, cfg, echo)
     train_stages(base_dir, data_dir, work_dir, cfg.stages, configs, echo, cfg.max_examples)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from memlora.distill.cli import cli, main, stage_overrides
-from memlora.distill.recipes import LOCOMO_LICENCE, LocomoExpertsConfig, stage_config
+from memlora.distill.recipes import LOCOMO_LICENCE, LocomoExpertsConfig, stage_config, stage_configs
 from memlora.errors import DataError
 
 STAGES = ("extraction", "update", "generation")
@@ -79,6 +79,23 @@ def test_per_stage_overrides_follow_the_shared_config():
     assert (ext.stage, ext.lr, ext.max_epochs) == ("extraction", cfg.train.lr, cfg.train.max_epochs)
     with pytest.raises(DataError, match="unknown TrainConfig field"):
         stage_config(LocomoExpertsConfig(per_stage={"update": {"learning_rate": 1.0}}), "update")
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"stages": ("extraction", "recall")}, "stages must be among .* got recall"),
+    ({"stages": ()}, "stages must be among .* got none"),
+    ({"per_stage": {"generaton": {"lr": 1e-4}}}, "per-stage settings for unknown stage.*generaton"),
+    ({"per_stage": {"update": {"learning_rate": 1.0}}}, "unknown TrainConfig field"),
+])
+def test_stage_configs_refuse_unknown_stages_and_fields(fields, error):
+    with pytest.raises(DataError, match=error):
+        stage_configs(LocomoExpertsConfig(**fields))
+
+
+def test_stage_configs_give_each_trained_stage_its_config():
+    configs = stage_configs(LocomoExpertsConfig(stages=("update", "generation"), per_stage={"generation": {"lr": 1e-4}}))
+    assert list(configs) == ["update", "generation"] and configs["generation"].lr == 1e-4
+    assert configs["update"].stage == "update" and configs["update"].lr == LocomoExpertsConfig().train.lr
 
 
 @pytest.mark.parametrize(("max_examples", "stage", "split", "cap"), [
