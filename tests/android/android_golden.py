@@ -280,6 +280,39 @@ VQA_OUTPUTS = [
 ]
 
 
+# Quotes inside strings, as small models write titles and nicknames: json_repair's look-ahead decides whether a quote
+# ends the string (it must be followed by what the context expects) or belongs to it.
+QUOTED_FACT_OUTPUTS = [
+    '{"facts": ["Loves the song "Brave" by Sara Bareilles", "Has a dog"]}',
+    '{"facts": ["Read "Becoming Nicole"", "Likes tea"]}',
+    '{"facts": ["Favourite book is "Dune""]}',
+    '{"facts": ["Watched "Up" and "Cars" with the kids"]}',
+    '{"facts": ["Calls it "the shed", a small studio", "Paints"]}',
+    '{"facts": ["Said "yes"]}',
+    '["She said "hi" to me", "Likes tea"]',
+    "{'facts': ['Went to O'Brien's pub', 'Likes tea']}",
+    '{"facts": ["Likes tea"], "note": "x "y""}',
+    '{facts": ["A"], "b": 1}',
+    '{"facts": ["Likes tea", "confidence": 0.9}',
+    '{"facts": ["x"], "n": 1, "facts": ["y"]}',
+]
+QUOTED_UPDATE_OUTPUTS = [
+    '{"memory": [{"id": "0", "text": "Loves the song "Brave" by Sara", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "Favourite film is "Up"", "event": "UPDATE", "old_memory": "Likes "Cars""}, '
+    '{"id": "1", "text": "Plays chess", "event": "NONE"}]}',
+    '{"memory": [{"id": "0", "text": "Calls her mom "Ma", often", "event": "ADD"}]}',
+    '[{"a", "b"}]',
+    '[{"id": "1", "event": "DELETE", "id": "2", "event": "NONE"}]',
+    '{"memory": [{"id": "0", "text": "Likes tea", "event": "NONE"}}, {"id": "1", "text": "x", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "x", "event": "ADD"]}',
+    '{"key "x"": 1}',
+]
+QUOTED_VQA_OUTPUTS = [
+    '{"answer": "a "red" car", "reason": "it is"}',
+    '{"answer": "red", "reason": "the sign says "STOP""}',
+]
+
+
 def _cut_everywhere(text: str) -> list[str]:
     """``text`` cut off after every character: how a model's output looks when it runs out of tokens anywhere."""
     return [text[:i] for i in range(1, len(text))]
@@ -291,14 +324,48 @@ TRUNCATED_UPDATE_OUTPUTS = _cut_everywhere(
     '{"id": "1", "text": "Has a cat", "event": "ADD"}, {"id": "2", "text": "Plays chess", "event": "NONE"}]}')
 
 
+TRUNCATED_QUOTED_OUTPUTS = _cut_everywhere(
+    '{"memory": [{"id": "0", "text": "Loves the song "Brave" by Sara", "event": "UPDATE", "old_memory": "Likes '
+    '"Cars""}, {"id": "1", "text": "Plays chess", "event": "NONE"}]}')
+
+MUTATION_CHARS = ['"', '"', '"', "'", ",", ":", "{", "}", "[", "]", " ", "\\", "\n", "a", "“", "”"]
+"""What ``mutated`` inserts: mostly quotes and JSON punctuation, where the repair rules differ."""
+
+
+def mutated(outputs: list[str], count: int, seed: int) -> list[str]:
+    """``count`` copies of the corpus's outputs, each with 1-3 random edits (insert a character from
+    ``MUTATION_CHARS``, delete one, or cut the rest off), seeded: malformed output nobody wrote by hand."""
+    import random
+
+    rng = random.Random(seed)
+    bases = [t for t in outputs if "{" in t or "[" in t]
+    out = []
+    for _ in range(count):
+        text = rng.choice(bases)
+        for _ in range(rng.randint(1, 3)):
+            k, op = rng.randrange(len(text) + 1), rng.random()
+            if op < 0.45:
+                text = text[:k] + rng.choice(MUTATION_CHARS) + text[k:]
+            elif op < 0.8:
+                text = text[:k] + text[k + 1:]
+            else:
+                text = text[:k]
+        out.append(text)
+    return out
+
+
 def parsing_cases() -> list[dict]:
     from memlora.runtime import parsing
 
+    facts = FACT_OUTPUTS + QUOTED_FACT_OUTPUTS
+    updates = UPDATE_OUTPUTS + QUOTED_UPDATE_OUTPUTS
+    vqa = VQA_OUTPUTS + QUOTED_VQA_OUTPUTS
     cases = []
     for kind, fn, outputs in (
-        ("facts", parsing.parse_facts, FACT_OUTPUTS + TRUNCATED_FACT_OUTPUTS),
-        ("memory", parsing.parse_memory_update, UPDATE_OUTPUTS + TRUNCATED_UPDATE_OUTPUTS),
-        ("vqa", parsing.parse_vqa, VQA_OUTPUTS),
+        ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)),
+        ("memory", parsing.parse_memory_update,
+         updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)),
+        ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3)),
     ):
         for i, text in enumerate(outputs):
             cases.append({"id": f"{kind}-{i}", "kind": kind, "text": text, "expected": _parse_result(fn(text))})
