@@ -44,8 +44,9 @@ def build_options(func):
                      help="int4 MatMul accuracy level (the builder's CPU default 4 quantizes activations to int8 too; 0 "
                           "keeps them fp32: closer to transformers, slower)."),
         click.option("--int4-block-size", "block_size", type=click.Choice(["16", "32", "64", "128", "256"]), default=None,
-                     help="int4 quantization block (the builder's default 32; 128 is smaller and decodes faster, with "
-                          "a larger logit error: docs/results/speed-smollm2.md)."),
+                     help="int4 quantization block (default: the block the experts were trained against, "
+                          "memlora-train --int4-base, else the builder's 32; 128 is smaller and decodes faster, with a "
+                          "larger logit error: docs/results/speed-smollm2.md)."),
         click.option("--int4-asymmetric", "asymmetric", is_flag=True,
                      help="Asymmetric int4 (uint4 + zero points; the tied embedding untied and quantized too): more "
                           "faithful to fp32 than the symmetric default, bigger (SmolLM2-135M: 146 MB vs 90 MB)."),

@@ -29,6 +29,7 @@ from memlora.errors import AdapterError, MemloraError
 from memlora.export.adapters import Expert, read_experts
 from memlora.export.base_model import read_base_model
 from memlora.export.chat_form import chat_entry
+from memlora.export.defaults import int4_block_from_cards
 from memlora.export.embedder_export import EmbedderExportConfig, export_embedder
 from memlora.export.genai_builder import BuilderConfig, run_builder
 from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
@@ -91,11 +92,14 @@ def _split_experts(experts: list[Expert], config: ExportConfig) -> tuple[list[Ex
     return [e for e in experts if e.stage not in merged_names], [e for e in experts if e.stage in merged_names]
 
 
-def _builder_config_for(base_config: BuilderConfig, has_sliding_window: bool) -> BuilderConfig:
+def _builder_config_for(base_config: BuilderConfig, has_sliding_window: bool, adapters: Path | None) -> BuilderConfig:
     # A windowed KV cache needs max_length >= the sliding window at run time; the full cache works for any length and gives
     # the same logits (checked against transformers beyond the window on Gemma2).
     if base_config.windowed_kv_cache is None and has_sliding_window:
-        return dataclasses.replace(base_config, windowed_kv_cache=False)
+        base_config = dataclasses.replace(base_config, windowed_kv_cache=False)
+    # int4 with no block size given: the block the experts were trained against (memlora-train --int4-base), if any
+    if base_config.precision == "int4" and base_config.block_size is None and adapters is not None:
+        base_config = dataclasses.replace(base_config, block_size=int4_block_from_cards(adapters))
     return base_config
 
 
@@ -118,7 +122,8 @@ def export_bundle(config: ExportConfig) -> Path:
     externalized, merged = _split_experts(experts, config)
     union = UnionSpec.of(externalized)
     hf_config = json.loads((config.base / "config.json").read_text())
-    builder_config = _builder_config_for(config.builder, bool((hf_config.get("text_config") or hf_config).get("sliding_window")))
+    builder_config = _builder_config_for(config.builder, bool((hf_config.get("text_config") or hf_config).get("sliding_window")),
+                                         config.adapters)
     is_vlm = hf_config.get("vision_config") is not None
     decoder_source, decoder_base = config.base, base  # what the builder reads (a VLM's language model may need extracting)
     if is_vlm:  # the text decoder takes inputs_embeds; the vision half is exported by export/vlm_export.py

@@ -1,5 +1,5 @@
-"""What ``memlora-export --adapters out/`` fills in when it is not told: the base model the experts' training cards name, and
-the bundle directory beside ``out/``.
+"""What ``memlora-export --adapters out/`` fills in when it is not told: the base model the experts' training cards name, the
+int4 block size they were trained against, and the bundle directory beside ``out/``.
 
 Every expert ``memlora-train`` writes carries a ``training_card.json`` whose ``base_model.dir`` is the resolved base model
 directory it was trained on (a ``memlora pull`` model is a folder in the memlora cache, named the same way); the experts
@@ -81,6 +81,31 @@ def base_from_cards(adapters_dir: str | Path) -> CardBase:
     if not path.is_dir():
         raise AdapterError(f"base model {path}, named by {users[0][1]}, no longer exists: {_missing_hint(path)}")
     return CardBase(path=path, cards=tuple(card for _, card in users))
+
+
+def int4_block_from_cards(adapters_dir: str | Path) -> int | None:
+    """The int4 block size the experts in ``adapters_dir`` were trained against (``memlora-train --int4-base BLOCK``,
+    recorded as ``hyperparameters.base_int4_block`` in each training card), so that an int4 bundle runs the weights its
+    experts learnt around; None when none of them was (trained on the full-precision base, or no card). Experts trained
+    against different block sizes are refused with one ``AdapterError`` line."""
+    blocks: dict[int, list[str]] = {}
+    for spec in discover_experts(adapters_dir):
+        card = spec.path / CARD_FILE
+        try:
+            data = json.loads(card.read_text()) if card.is_file() else {}
+        except json.JSONDecodeError as exc:
+            raise AdapterError(f"{card}: not valid JSON ({exc.msg})") from None
+        hyper = data.get("hyperparameters") if isinstance(data, dict) else None
+        block = hyper.get("base_int4_block") if isinstance(hyper, dict) else None
+        if block is not None:
+            if not isinstance(block, int) or isinstance(block, bool) or block <= 0:
+                raise AdapterError(f"{card}: hyperparameters.base_int4_block is {block!r}, not a block size")
+            blocks.setdefault(block, []).append(spec.stage)
+    if len(blocks) > 1:
+        parts = "; ".join(f"{', '.join(stages)} -> {block}" for block, stages in sorted(blocks.items()))
+        raise AdapterError(f"the experts were trained against different int4 block sizes ({parts}): "
+                           "retrain them against one, or pass --int4-block-size")
+    return next(iter(blocks), None)
 
 
 def default_output(adapters_dir: str | Path) -> Path:

@@ -40,7 +40,7 @@ class BuilderConfig:
     execution_provider: str = "cpu"
     """Target execution provider (Android and the bench run on CPU)."""
     block_size: int | None = None
-    """int4 block size (builder default 32)."""
+    """int4 block size (None: ``export_bundle`` uses the block the experts were trained against, else the builder's 32)."""
     accuracy_level: int | None = None
     """int4 MatMul accuracy level (builder default 4 on CPU)."""
     threads: int = DEFAULT_THREADS

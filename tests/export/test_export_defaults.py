@@ -4,6 +4,7 @@ then verify; and the one-line refusals when the cards name no base, different ba
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from memlora.distill.train import TrainConfig, train_expert
 from memlora.errors import AdapterError
 from memlora.export.cli import export_group, main
-from memlora.export.defaults import CARD_FILE, base_from_cards, default_output
+from memlora.export.defaults import CARD_FILE, base_from_cards, default_output, int4_block_from_cards
 from memlora.export.gguf_import import SOURCE_FILE
 from memlora.runtime.bundle import load_bundle
 from memlora.runtime.prompts import extraction_messages
@@ -163,3 +164,53 @@ def test_library_reads_the_base_and_the_default_output(trained, tmp_path):
 def test_no_arguments_still_print_help():
     result = CliRunner().invoke(export_group, [])
     assert result.exit_code == 0 and "--adapters" in result.output and "phone" in result.output
+
+
+def _set_card_int4_block(expert_dir, value):
+    card_path = expert_dir / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["hyperparameters"]["base_int4_block"] = value
+    card_path.write_text(json.dumps(card))
+
+
+def _matmulnbits_blocks(bundle_dir) -> set[int]:
+    import onnx
+
+    model = onnx.load(str(bundle_dir / "model" / "model.onnx"), load_external_data=False)
+    return {onnx.helper.get_attribute_value(a) for node in model.graph.node if node.op_type == "MatMulNBits"
+            for a in node.attribute if a.name == "block_size"}
+
+
+@pytest.mark.parametrize("blocks, expected", [
+    ({"extraction": None, "generation": None}, None),       # trained on the full-precision base
+    ({"extraction": 16, "generation": 16}, 16),
+    ({"extraction": None, "generation": 128}, 128),         # one expert trained against int4, one not
+    ({"extraction": 32, "generation": 128}, "different int4 block sizes (extraction -> 32; generation -> 128)"),
+    ({"extraction": "32", "generation": 32}, "base_int4_block is '32', not a block size"),
+    ({"extraction": 0, "generation": 32}, "base_int4_block is 0, not a block size"),
+])
+def test_int4_block_from_cards(trained, tmp_path, blocks, expected):
+    out = _copy_out(trained, tmp_path)
+    for stage, block in blocks.items():
+        _set_card_int4_block(out / stage, block)
+    if isinstance(expected, str):
+        with pytest.raises(AdapterError, match=re.escape(expected)):
+            int4_block_from_cards(out)
+    else:
+        assert int4_block_from_cards(out) == expected
+
+
+def test_an_int4_bundle_takes_the_block_its_experts_were_trained_against(trained, tmp_path):
+    """Experts trained with --int4-base 16 give a block-16 bundle unless --int4-block-size says otherwise; the block
+    is in the graph's MatMulNBits nodes and in the manifest's builder options."""
+    out = _copy_out(trained, tmp_path)
+    for stage in ("extraction", "generation"):
+        _set_card_int4_block(out / stage, 16)
+    for args, block in (([], 16), (["--int4-block-size", "32"], 32)):
+        target = tmp_path / f"bundle-{block}"
+        result = CliRunner().invoke(export_group, ["--adapters", str(out), "-o", str(target), "--no-verify", "--quiet",
+                                                   *args])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert _matmulnbits_blocks(target) == {block}
+        manifest = json.loads((target / "bundle.json").read_text())
+        assert manifest["base"]["builder_options"]["block_size"] == str(block), manifest["base"]
