@@ -57,6 +57,9 @@ FACT_CASES = [
     ("whitespace", "  \n ", [], False, ["empty output"]),
     ("prose", "I could not find any facts in this conversation.", [], False, ["no facts JSON"]),
     ("other-object", '{"memory": []}', [], False, ["no facts JSON"]),
+    # unescaped quotes inside a fact (a title, a nickname): json_repair's look-ahead keeps them in the string
+    ("inner-quotes", '{"facts": ["Loves the song "Brave" by Sara", "Has a dog"]}', ['Loves the song "Brave" by Sara', "Has a dog"], True, []),
+    ("inner-quotes-at-end", '{"facts": ["Favourite book is "Dune""]}', ['Favourite book is "Dune"'], True, []),
 ]
 
 
@@ -135,6 +138,13 @@ UPDATE_CASES = [
         [UpdateOp("0", "Lives in Rome", "UPDATE", "Lives in Paris")],
         False,
         ["'AD' is not one of"],
+    ),
+    (
+        "inner-quotes",  # a title in quotes inside an operation's text is kept, not cut at its first quote
+        '{"memory": [{"id": "0", "text": "Calls her mom "Ma", often", "event": "UPDATE", "old_memory": "Likes "Cars""}]}',
+        [UpdateOp("0", 'Calls her mom "Ma", often', "UPDATE", 'Likes "Cars"')],
+        True,
+        [],
     ),
     ("old-memory-wrong-type", '{"memory": [{"id": "0", "text": "a", "event": "UPDATE", "old_memory": 5}]}', [UpdateOp("0", "a", "UPDATE")], True, []),
     ("memory-not-list", '{"memory": "ADD everything"}', [], False, ["not a list"]),
