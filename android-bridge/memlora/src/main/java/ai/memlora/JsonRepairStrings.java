@@ -871,7 +871,7 @@ abstract class JsonRepairStrings {
   /** _starts_nested_inline_container. */
   private boolean startsNestedInlineContainer(int k) {
     char open = at(k);
-    for (int p = k - 1; p >= -i; p--) {
+    for (int p = k - 1; p >= 0; p--) {
       Character prev = at(p);
       if (prev == null) {
         return true;
