@@ -8,7 +8,8 @@ Files (each ``{"format": 1, "cases": [...]}``):
 
 - ``prompts.json``: rendered chat messages for every stage and both prompt sets, plus inputs Python refuses.
 - ``parsing.json``: ``parse_facts`` / ``parse_memory_update`` / ``parse_vqa`` results for a corpus of real-shaped model
-  outputs (clean, fenced, reasoning, truncated, single-quoted, trailing commas, wrong types, prose, empty).
+  outputs (clean, fenced, reasoning, truncated, single-quoted, trailing commas, wrong types, prose, empty, quotes
+  inside strings) and seeded random edits of them (``mutated``).
 - ``update.json``: ``IdMap`` numbering and ``resolve`` results (unknown ids, duplicates, no-op updates, ...).
 - ``store.json``: the store state and history after scripted update sequences (deterministic ids and clock).
 - ``retrieval.json``: search rankings and scores for given vectors (ties included).
