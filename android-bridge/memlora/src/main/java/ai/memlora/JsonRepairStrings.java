@@ -731,11 +731,16 @@ abstract class JsonRepairStrings {
     if (c == null || !(Character.isLetterOrDigit(c) || c == '_')) {
       return false;
     }
+    Character after = at(afterBareKey(k));
+    return after != null && after == ':';
+  }
+
+  /** The offset of the first non-whitespace character after the bare key (letters, digits, _ and -) at {@code k}. */
+  private int afterBareKey(int k) {
     while (at(k) != null && (Character.isLetterOrDigit(at(k)) || at(k) == '_' || at(k) == '-')) {
       k++;
     }
-    Character after = at(scrollWs(k));
-    return after != null && after == ':';
+    return scrollWs(k);
   }
 
   /** _scroll_comment_prefixed_member_start: skips whitespace and comments from offset {@code k}. */
@@ -781,11 +786,7 @@ abstract class JsonRepairStrings {
       return after != null && after == ':' ? "member" : "string";
     }
     if (c == '`' || Character.isLetterOrDigit(c) || c == '_') {
-      int keyEnd = c == '`' ? k + 1 : k;
-      while (at(keyEnd) != null && (Character.isLetterOrDigit(at(keyEnd)) || at(keyEnd) == '_' || at(keyEnd) == '-')) {
-        keyEnd++;
-      }
-      keyEnd = scrollWs(keyEnd);
+      int keyEnd = afterBareKey(c == '`' ? k + 1 : k);
       boolean colon = at(keyEnd) != null && at(keyEnd) == ':';
       if (c == '`') {
         return colon ? "member" : "string";
