@@ -34,15 +34,20 @@ class CardBase:
     """The training cards that name it, in stage order."""
 
 
+def _read_card(card: Path, hint: str = "") -> dict:
+    """A training card's JSON object ({} for any other JSON value); one ``AdapterError`` line when it is not JSON."""
+    try:
+        data = json.loads(card.read_text())
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{card}: not valid JSON ({exc.msg}){hint}") from None
+    return data if isinstance(data, dict) else {}
+
+
 def _card_base_dir(card: Path) -> str:
     """The ``base_model.dir`` a training card records; refuses a card without one."""
     if not card.is_file():
         raise AdapterError(f"{card.parent} has no {CARD_FILE}, so its base model is unknown: pass --base MODEL_DIR")
-    try:
-        data = json.loads(card.read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{card}: not valid JSON ({exc.msg}); pass --base MODEL_DIR") from None
-    base = data.get("base_model") if isinstance(data, dict) else None
+    base = _read_card(card, "; pass --base MODEL_DIR").get("base_model")
     value = base.get("dir") if isinstance(base, dict) else None
     pulled = base.get("pull") if isinstance(base, dict) else None
     if not value and isinstance(pulled, str) and pulled in MODELS:  # shipped experts name their base by its pull name
@@ -91,11 +96,7 @@ def int4_block_from_cards(adapters_dir: str | Path) -> int | None:
     blocks: dict[int, list[str]] = {}
     for spec in discover_experts(adapters_dir):
         card = spec.path / CARD_FILE
-        try:
-            data = json.loads(card.read_text()) if card.is_file() else {}
-        except json.JSONDecodeError as exc:
-            raise AdapterError(f"{card}: not valid JSON ({exc.msg})") from None
-        hyper = data.get("hyperparameters") if isinstance(data, dict) else None
+        hyper = (_read_card(card) if card.is_file() else {}).get("hyperparameters")
         block = hyper.get("base_int4_block") if isinstance(hyper, dict) else None
         if block is not None:
             if not isinstance(block, int) or isinstance(block, bool) or block <= 0:
