@@ -214,3 +214,13 @@ def test_an_int4_bundle_takes_the_block_its_experts_were_trained_against(trained
         assert _matmulnbits_blocks(target) == {block}
         manifest = json.loads((target / "bundle.json").read_text())
         assert manifest["base"]["builder_options"]["block_size"] == str(block), manifest["base"]
+
+
+def test_a_card_that_is_not_json_is_one_line_for_both_defaults(trained, tmp_path):
+    out = _copy_out(trained, tmp_path)
+    card = out / "generation" / CARD_FILE
+    card.write_text("{not json")
+    with pytest.raises(AdapterError, match=re.escape(f"{card}: not valid JSON (") + r".*\); pass --base MODEL_DIR$"):
+        base_from_cards(out)
+    with pytest.raises(AdapterError, match=re.escape(f"{card}: not valid JSON (") + r"[^;]*\)$"):
+        int4_block_from_cards(out)
