@@ -25,6 +25,7 @@ from memlora.corpus.locomo import load_locomo, split_conversations
 from memlora.distill.cleaning import clean_split
 from memlora.distill.train import TrainConfig, load_examples, train_expert
 from memlora.errors import DataError
+from memlora.export.adapters import CARD_FILE
 
 LOCOMO_LICENCE = ("LoCoMo is CC BY-NC 4.0 (Maharana et al., ACL 2024): experts trained on it are for non-commercial "
                   "research only and must not be shipped or redistributed")
@@ -146,7 +147,7 @@ def build_locomo_data(locomo_file: Path, base_dir: Path, data_dir: Path, config:
 
 def expert_trained(stage_dir: Path, base_dir: Path) -> bool:
     """An expert is in place: a peft adapter and a training card naming ``base_dir``."""
-    card = stage_dir / "training_card.json"
+    card = stage_dir / CARD_FILE
     if not (card.is_file() and (stage_dir / "adapter_config.json").is_file()):
         return False
     try:
@@ -174,7 +175,7 @@ def train_stages(base_dir: Path, data_dir: Path, work_dir: Path, stages, configs
 
 
 def _stamp_licence(stage_dir: Path) -> None:
-    path = stage_dir / "training_card.json"
+    path = stage_dir / CARD_FILE
     card = json.loads(path.read_text())
     if card.get("data_licence") != LOCOMO_LICENCE or card.get("data_source") != "locomo-observations":
         card["data_licence"], card["data_source"] = LOCOMO_LICENCE, "locomo-observations"
@@ -210,6 +211,6 @@ def train_locomo_experts(locomo_file: str | os.PathLike, base_dir: str | os.Path
     experts = {}
     for stage in cfg.stages:
         _stamp_licence(out_dir / stage)
-        card = json.loads((out_dir / stage / "training_card.json").read_text())
+        card = json.loads((out_dir / stage / CARD_FILE).read_text())
         experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": card["suggested_max_new_tokens"]}
     return write_experts_manifest(out_dir, experts)

@@ -30,6 +30,7 @@ from memlora.corpus.locomo import Conversation, ingestion_batches
 from memlora.distill.teacher_run import answer_context
 from memlora.distill.train import TrainConfig, train_expert
 from memlora.errors import DataError, MemloraError
+from memlora.export.adapters import CARD_FILE
 from memlora.judge import JudgeClient, JudgeConfig
 from memlora.runtime import prompts
 from memlora.runtime.embedder import SentenceTransformerEmbedder
@@ -253,7 +254,7 @@ def _write_out(out_dir: Path, chosen: dict[str, str], report: SearchReport, cfg:
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(tmp, dst)
-        card = json.loads((dst / "training_card.json").read_text())
+        card = json.loads((dst / CARD_FILE).read_text())
         experts[stage] = {"path": stage, "prompt_set": cfg.prompt_set,
                           "max_new_tokens": int(card.get("suggested_max_new_tokens") or 128)}
     write_experts_manifest(out_dir, experts)

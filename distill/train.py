@@ -52,6 +52,7 @@ from memlora.distill.frozen_layers import FrozenLayerCache, cache_bytes
 from memlora.distill.loss import causal_lm_loss, masked_loss_sum, target_only_supported
 from memlora.distill.vqa_train import VisionExampleEncoder, collate_vision
 from memlora.errors import DataError, MemloraError
+from memlora.export.adapters import CARD_FILE
 from memlora.export.int4_reference import quantize_like_int4_bundle
 from memlora.extras import has_module
 from memlora.runtime.cpu import cpu_info
@@ -925,7 +926,7 @@ def train_expert(
         tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(str(tmp))
-        write_json_atomic(tmp / "training_card.json", card)
+        write_json_atomic(tmp / CARD_FILE, card)
         if config.plot and has_module("matplotlib"):  # the loss curve needs the eval extra; the expert does not
             _plot(epochs, tmp / "loss_curve.png", f"{config.stage} expert (best epoch {best_epoch})")
         _replace_dir(tmp, out_dir)

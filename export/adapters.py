@@ -27,6 +27,9 @@ _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<path>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
 _LAYER_MODULE = re.compile(r"(?:^|\.)layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<module>[a-z_]+_proj)$")
 
+CARD_FILE = "training_card.json"
+"""The training card ``memlora-train`` writes into every expert dir."""
+
 
 @dataclass
 class LoraModule:
@@ -253,7 +256,7 @@ def trained_prompt_set(adapters_dir: str | Path | None = None, bundle_dir: str |
 
 
 def _card_max_new_tokens(adapter_dir: Path) -> int | None:
-    card = adapter_dir / "training_card.json"
+    card = adapter_dir / CARD_FILE
     if not card.is_file():
         return None
     try:

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlora.errors import AdapterError
-from memlora.export.adapters import discover_experts
+from memlora.export.adapters import CARD_FILE, discover_experts
 from memlora.export.pull import MODELS, model_dir
 
-CARD_FILE = "training_card.json"
-"""The training card ``memlora-train`` writes into every expert dir."""
 DEFAULT_BUNDLE_NAME = "bundle"
 """Bundle directory created beside ``out/`` when ``-o`` is not given."""
 

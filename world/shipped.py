@@ -27,6 +27,7 @@ from memlora.corpus.dataset import write_json_atomic
 from memlora.distill.recipes import stage_configs, train_stages
 from memlora.distill.train import TrainConfig
 from memlora.errors import AdapterError, DataError
+from memlora.export.adapters import CARD_FILE
 from memlora.paths import data_file
 from memlora.runtime.bundle import sha256_file
 from memlora.world.generator import WorldConfig
@@ -37,7 +38,7 @@ SHIPPED_FORMAT = 1
 SHIPPED_DATA_LICENCE = ("Apache-2.0: memlora's own natural-English conversations (memlora/data/natural) and its synthetic "
                         "world's ground truth; no third-party data")
 """What every shipped expert's training card records as ``data_licence``."""
-SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "training_card.json")
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", CARD_FILE)
 """The files of one shipped expert (checksummed in ``experts.json``)."""
 _DATA_STAMP = "shipped_data.json"
 
@@ -112,11 +113,11 @@ def package_expert(trained: Path, dest: Path, model: str, dtype: str) -> dict[st
     peft_config = json.loads((trained / "adapter_config.json").read_text())
     peft_config["base_model_name_or_path"] = model  # the pull name, not this machine's path
     write_json_atomic(tmp / "adapter_config.json", peft_config)
-    card = json.loads((trained / "training_card.json").read_text())
+    card = json.loads((trained / CARD_FILE).read_text())
     card["base_model"] = {**card["base_model"], "dir": None, "pull": model}  # resolved on the user's machine
     card["data_licence"], card["data_source"] = SHIPPED_DATA_LICENCE, "memlora-natural+world"
     card["stored_dtype"] = dtype
-    write_json_atomic(tmp / "training_card.json", card)
+    write_json_atomic(tmp / CARD_FILE, card)
     files = {name: sha256_file(tmp / name) for name in SHIPPED_FILES}
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
@@ -140,7 +141,7 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
     experts, tokenizers = {}, set()
     for stage in cfg.stages:
         files = package_expert(work_dir / stage, out_dir / stage, cfg.model, cfg.dtype)
-        card = json.loads((out_dir / stage / "training_card.json").read_text())
+        card = json.loads((out_dir / stage / CARD_FILE).read_text())
         tokenizers.add(card["tokenizer_sha256"])
         experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": card["suggested_max_new_tokens"],
                           "files": files}
