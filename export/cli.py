@@ -56,6 +56,9 @@ def build_options(func):
         click.option("--union-layers", type=click.Choice(UNION_LAYERS), default="used", show_default=True,
                      help="used: LoRA branches only on the layers the experts adapt; all: on every layer (later experts on "
                           "other layers fit without a rebuild)."),
+        click.option("--all-logits", "all_logits", is_flag=True,
+                     help="Keep the LM head on every position (logits for a whole sequence in one run); by default it "
+                          "runs on the last position only, which prefill does not need the rest of."),
         click.option("--embedder", "embedder", default=None, metavar="PATH|default",
                      help="Sentence-transformers folder to export as the embedder ('default' = all-MiniLM-L6-v2)."),
         click.option("--embedder-int8", is_flag=True, help="Quantize the embedder to int8 (per-channel)."),
@@ -75,7 +78,7 @@ def build_options(func):
 
 def _build(base, adapters, output, precision, mode, merge, embedder, embedder_int8, embedder_with_tokenizer,
            android_assets, force, verify, quiet, accuracy_level=None, asymmetric=False, union_layers="used",
-           block_size=None) -> None:
+           block_size=None, all_logits=False) -> None:
     if adapters is None and (base is None or output is None):
         raise click.UsageError("a base-only bundle needs --base and -o/--output (with --adapters both have defaults)")
     if base is None:
@@ -100,7 +103,8 @@ def _build(base, adapters, output, precision, mode, merge, embedder, embedder_in
                             block_size=int(block_size) if block_size else None,
                             extra_options=dict(INT4_ASYMMETRIC_OPTIONS) if asymmetric else {})
     config = ExportConfig(base=base, output=output, adapters=adapters, mode=mode, merge=tuple(merge), builder=builder,
-                          union_layers=union_layers, embedder=embedder_config, overwrite=force, quiet=quiet)
+                          union_layers=union_layers, last_token_logits=not all_logits, embedder=embedder_config,
+                          overwrite=force, quiet=quiet)
     path = export_bundle(config)
     click.echo(f"bundle written: {path}")
     if verify:

@@ -6,7 +6,7 @@ Passes, in order (each in its own module):
    foreign shapes, unknown modules — before anything is written);
 2. externalized experts: build the plain base graph once (``genai_builder``), add one LoRA branch per projection node the
    experts' union reaches (``union`` + ``multilora``), write one ``.onnx_adapter`` per expert (``onnx_adapter``);
-   no externalized expert: the plain base graph;
+   no externalized expert: the plain base graph; then the LM head on the last position only (``last_token_logits``);
 3. merged experts: ``merge_and_unload`` then a builder run each (``merge``) -> ``merged/<stage>/``;
 4. the embedder (``embedder_export``);
 5. ``bundle.json`` with checksums (``manifest``) and the chat template as a checked form (``chat_form``), read by
@@ -32,6 +32,7 @@ from memlora.export.chat_form import chat_entry
 from memlora.export.defaults import int4_block_from_cards
 from memlora.export.embedder_export import EmbedderExportConfig, export_embedder
 from memlora.export.genai_builder import BuilderConfig, run_builder
+from memlora.export.last_token_logits import rewrite_model_file
 from memlora.export.manifest import created_by, list_files, toolchain_versions, write_manifest
 from memlora.export.merge import merge_expert
 from memlora.export.multilora import add_lora_branches
@@ -66,6 +67,9 @@ class ExportConfig:
     union_layers: str = "used"
     """used: a LoRA branch only on the layers where an expert adapts that projection (top-N-layer experts add none below);
     all: on every layer for each projection of the union (room for later experts on other layers, no rebuild)."""
+    last_token_logits: bool = True
+    """LM head on the last position only (``last_token_logits``): prefill skips the vocabulary projection of every other
+    position; False keeps logits for every position (to score whole sequences with the graph)."""
     embedder: EmbedderExportConfig | None = None
     """Embedder export settings; None = no embedder in the bundle."""
     overwrite: bool = False
@@ -156,6 +160,8 @@ def export_bundle(config: ExportConfig) -> Path:
                 slots = []
                 run_builder(decoder_source, work / "base", builder_config, base=decoder_base)
                 _copy_model_dir(work / "base", staging / "model", skip_model=False)
+            if config.last_token_logits:
+                rewrite_model_file(staging / "model" / "model.onnx")
         expert_entries: dict[str, dict] = {}
         if externalized:
             with steps.step(f"write {len(externalized)} adapter(s): {', '.join(e.stage for e in externalized)}"):
@@ -168,6 +174,8 @@ def export_bundle(config: ExportConfig) -> Path:
                 merged_hf = merge_expert(config.base, expert.path, work / f"merged_hf_{expert.stage}")
                 run_builder(merged_hf, work / f"merged_{expert.stage}", builder_config, base=base)
                 _copy_model_dir(work / f"merged_{expert.stage}", staging / "merged" / expert.stage, skip_model=False)
+                if config.last_token_logits:
+                    rewrite_model_file(staging / "merged" / expert.stage / "model.onnx")
                 shutil.rmtree(merged_hf, ignore_errors=True)
                 expert_entries[expert.stage] = {"mode": "merged", "model_dir": f"merged/{expert.stage}", **expert.manifest_entry()}
         embedder_entry = None
@@ -201,6 +209,7 @@ def export_bundle(config: ExportConfig) -> Path:
                     "num_layers": base.num_layers,
                     "precision": builder_config.precision,
                     "builder_options": builder_config.chosen_options(),
+                    "last_token_logits": config.last_token_logits,
                     "dir": "model",
                     "lora_union": union.ranks,
                     "lora_union_layers": ({m: ls for m, ls in union.layers.items() if len(ls) < decoder_base.num_layers}

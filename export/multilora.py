@@ -35,8 +35,9 @@ PACKED_PROJECTIONS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj"
 SLOTS_METADATA = "memlora.lora_slots"
 """Model metadata key holding the LoRA slot layout (JSON)."""
 
-GRAPH_VERSION = 2
-"""Version of the exported multi-LoRA graph (2: LoRA branches on the plain graph, packed q/k/v kept). Caches of exported
+GRAPH_VERSION = 3
+"""Version of the exported decoder graph (2: LoRA branches on the plain graph, packed q/k/v kept; 3: and the LM head on the
+last position only, ``last_token_logits``). Caches of exported
 bundles (the bench's, the demo's) key on it, so a changed graph is exported again instead of read from a stale cache."""
 
 _PROJECTION_NODE = re.compile(r"^/model/layers\.(?P<layer>\d+)/(?P<block>attn|mlp)/(?P<proj>[a-z_]+_proj)/MatMul(?:_Q4|NBits)?$")
