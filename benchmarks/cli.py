@@ -153,16 +153,18 @@ def store_command(sizes, queries, adds, k, out, workdir):
 @click.option("--only", default="",
               help="Comma list of configurations (default: plain,head,fast,fast-eager,fast-bucketed,fast-top,"
                    "fast-top-bucketed,fast-top-uncached).")
+@click.option("--same-seed", is_flag=True,
+              help="Seed 0 in every round (default: seed r in round r, the validation loss averaged over the seeds).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON report.")
 def train_throughput_command(model_dir, quick, rounds, n_train, n_val, batch_size, top_layers, epochs, threads, only,
-                             json_path):
+                             same_seed, json_path):
     """Training tokens/s and final val loss: the plain loop vs the fast one (and LoRA on the top layers), interleaved."""
     if model_dir is None and not quick:
         raise MemloraError("train-throughput needs --model-dir DIR (a local causal LM) or --quick (the tiny random model)")
     path = model_dir or ensure_model("qwen2", "tiny")
     cfg = ThroughputConfig(n_train=n_train or (8 if quick else 32), n_val=n_val or (4 if quick else 16), batch_size=batch_size,
                            rounds=rounds, top_layers=top_layers or (1 if quick else 10), epochs=epochs, threads=threads,
-                           only=tuple(x.strip() for x in only.split(",") if x.strip()))
+                           only=tuple(x.strip() for x in only.split(",") if x.strip()), seed_per_round=not same_seed)
     report = run_train_throughput(path, cfg, say=click.echo)
     click.echo(format_report(report))
     if json_path is not None:

@@ -6,7 +6,9 @@
 Every configuration trains the same LoRA (r 16 on all linear layers, dropout 0.1) with ``train_expert`` on the same
 synthetic extraction examples (chat prompt + JSON facts target, loss on the target only) for one epoch. The runs are
 interleaved: each round runs every configuration once, in alternating order, so that load from other processes falls
-on all of them alike; tokens/s is the median over the rounds. The final validation loss of each configuration's adapter
+on all of them alike; tokens/s is the median over the rounds. Round r trains every configuration with seed r (LoRA
+initialisation, batch order, dropout masks): one seed's final loss differs from another's by several per cent on these
+short runs, so the validation loss is the mean over the rounds, each configuration against plain on the same seeds. It
 is measured afterwards by one fp32 evaluator (full head), so the numbers compare the training, not the evaluation.
 
 - ``plain``: the loop before the speed options (fp32, the LM head on every position, LoRA on every layer);
@@ -85,6 +87,8 @@ class ThroughputConfig:
     """torch CPU threads (None: torch's default)."""
     only: tuple[str, ...] = field(default_factory=tuple)
     """Run only these configurations (empty: all)."""
+    seed_per_round: bool = True
+    """Round r trains with seed r (the validation loss is averaged over seeds); False: seed 0 in every round."""
 
 
 def configurations(cfg: ThroughputConfig) -> dict[str, dict]:
@@ -149,12 +153,14 @@ def run_train_throughput(model_dir: str | os.PathLike, cfg: ThroughputConfig | N
         for r in range(cfg.rounds):
             for name in (names if r % 2 == 0 else names[::-1]):
                 out = Path(tmp) / name / f"round{r}"
-                result = train_expert(model_dir, train, [], out, TrainConfig(**confs[name]))
+                seed = r if cfg.seed_per_round else 0
+                result = train_expert(model_dir, train, [], out, TrainConfig(**{**confs[name], "seed": seed}))
                 speeds[name].append(_tokens_per_s(result.card))
                 cards.setdefault(name, result.card)
                 say(f"round {r + 1}/{cfg.rounds} {name:<17} {speeds[name][-1]:8.1f} tokens/s  "
                     f"(train loss {result.epochs[-1].train_loss:.4f})")
-        losses = {n: _val_loss(model_dir, Path(tmp) / n / "round0", val, 2 * cfg.batch_size) for n in names}
+        losses = {n: [_val_loss(model_dir, Path(tmp) / n / f"round{r}", val, 2 * cfg.batch_size) for r in range(cfg.rounds)]
+                  for n in names}
     rows = []
     for n in names:
         card = cards[n]
@@ -165,25 +171,29 @@ def run_train_throughput(model_dir: str | os.PathLike, cfg: ThroughputConfig | N
             "frozen_layer_cache": card["frozen_layer_cache"] is not None, "epochs": len(card["epochs"]) - 1,
             "fast_dropout": card["fast_dropout"], "attention": _attention(card),
             "tokens_per_s": round(statistics.median(speeds[n]), 1), "tokens_per_s_rounds": [round(s, 1) for s in speeds[n]],
-            "train_loss": card["epochs"][-1]["train_loss"], "val_loss_fp32": round(losses[n], 4),
+            "train_loss": card["epochs"][-1]["train_loss"], "val_loss_fp32": round(statistics.fmean(losses[n]), 4),
+            "val_loss_rounds": [round(v, 4) for v in losses[n]],
         })
     ref = next((row for row in rows if row["name"] == "plain"), rows[0])
     for row in rows:
         row["speedup"] = round(row["tokens_per_s"] / ref["tokens_per_s"], 2)
         row["val_loss_change"] = round(row["val_loss_fp32"] / ref["val_loss_fp32"] - 1.0, 4)
+        row["val_loss_change_rounds"] = [round(v / w - 1.0, 4) for v, w in zip(row["val_loss_rounds"], ref["val_loss_rounds"])]
     return {"model": str(model_dir), "threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(), "cpu": cpu_info(),
             "n_train": len(train), "n_val": len(val), "batch_size": cfg.batch_size, "rounds": cfg.rounds, "epochs": cfg.epochs,
+            "seed_per_round": cfg.seed_per_round,
             "train_tokens_per_epoch": cards[names[0]]["data"]["train_tokens_per_epoch"], "results": rows}
 
 
 def format_report(report: dict) -> str:
+    seeds = "seed r in round r" if report.get("seed_per_round") else "seed 0 in every round"
     lines = [(f"{report['model']}: {report['n_train']} train / {report['n_val']} val examples, batch {report['batch_size']}, "
               f"{report['train_tokens_per_epoch']} tokens per epoch, {report.get('epochs', 1)} epoch(s), "
               f"{report['threads']} threads, {report['rounds']} "
-              f"interleaved rounds (CPU bf16: {'yes' if report['cpu_bf16'] else 'no'})"),
+              f"interleaved rounds, {seeds} (CPU bf16: {'yes' if report['cpu_bf16'] else 'no'})"),
              "| config | precision | head | dropout masks | attention | LoRA layers | frozen layers | batches | "
-             "tokens/s (median) | speed-up | val loss (fp32 eval) | change |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens/s (median) | speed-up | val loss (fp32 eval, mean) | change | change per round |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         layers = r["lora_layers"] if r["lora_layers"] == "all" else f"top {len(r['lora_layers'])}"
         frozen = "-" if r["lora_layers"] == "all" else "cached" if r.get("frozen_layer_cache") else "every epoch"
@@ -192,5 +202,6 @@ def format_report(report: dict) -> str:
                      f"{r.get('attention', 'sdpa')} | {layers} | "
                      f"{frozen} | "
                      f"{'by length' if r.get('bucket_by_length') else 'shuffled'} | "
-                     f"{r['tokens_per_s']:.1f} | x{r['speedup']:.2f} | {r['val_loss_fp32']:.4f} | {100 * r['val_loss_change']:+.2f}% |")
+                     f"{r['tokens_per_s']:.1f} | x{r['speedup']:.2f} | {r['val_loss_fp32']:.4f} | {100 * r['val_loss_change']:+.2f}% | "
+                     f"{', '.join(f'{100 * c:+.2f}%' for c in r.get('val_loss_change_rounds', []))} |")
     return "\n".join(lines)
