@@ -11,7 +11,9 @@ ONNX Runtime GenAI then copies out the last row. During a prompt's prefill that 
 
 and declares ``logits`` with a static 1 in its sequence dimension. ONNX Runtime GenAI (0.18 and later) reads such a graph as
 one that returns only the last token's logits ("trimmed prefill logits") and takes the row as it is. Decoding (one position)
-is unchanged; the last position's logits are the same numbers as before (same kernels, same row).
+is unchanged. The last position's logits are the full head's in fp32 (within 1e-5, tested); in int4 the head's MatMulNBits
+then runs on one row instead of the prompt's, and on an AVX-512 CPU the logits were bit-identical (docs/export.md); a CPU
+whose int4 kernel for one row differs from its kernel for several may round them differently.
 
 What it costs: the graph no longer scores every position of a sequence in one run (perplexity over a text). Nothing in
 memlora does that with a bundle; ``ExportConfig.last_token_logits = False`` keeps the full head. With batched prompts of
