@@ -35,7 +35,7 @@ SLICE_NODE = "/lm_head/last_position/Slice"
 """Name of the node this pass adds (its presence marks a graph as already rewritten)."""
 
 _HEAD_OPS = ("MatMul", "MatMulNBits")
-_AFTER_HEAD_OPS = ("Add", "Mul", "Div", "Tanh", "Cast", "Softcap")
+_AFTER_HEAD_OPS = ("Add", "Mul", "Div", "Tanh", "Cast")
 """Ops the builder may put between the LM head's MatMul and ``logits`` (bias, scale, soft-capping, a cast to fp32)."""
 
 
