@@ -7,7 +7,8 @@ Passes, in order (each in its own module):
 2. externalized experts: build the plain base graph once (``genai_builder``), add one LoRA branch per projection node the
    experts' union reaches (``union`` + ``multilora``), write one ``.onnx_adapter`` per expert (``onnx_adapter``);
    no externalized expert: the plain base graph; then the LM head on the last position only (``last_token_logits``);
-3. merged experts: ``merge_and_unload`` then a builder run each (``merge``) -> ``merged/<stage>/``;
+3. merged experts: ``merge_and_unload`` then a builder run each (``merge``) -> ``merged/<stage>/``, the same last-position
+   head;
 4. the embedder (``embedder_export``);
 5. ``bundle.json`` with checksums (``manifest``) and the chat template as a checked form (``chat_form``), read by
    ``memlora.runtime.bundle.load_bundle``.

@@ -91,12 +91,10 @@ def keep_last_token_logits(model) -> bool:
 def rewrite_model_file(model_path: str | Path) -> bool:
     """``keep_last_token_logits`` on a model file (its external data stays where it is); False when nothing changed."""
     import onnx
-
-    model_path = Path(model_path)
-    proto = onnx.load(str(model_path), load_external_data=False)
     import onnx_ir as ir
 
-    model = ir.serde.deserialize_model(proto)
+    model_path = Path(model_path)
+    model = ir.serde.deserialize_model(onnx.load(str(model_path), load_external_data=False))
     if not keep_last_token_logits(model):
         return False
     rewritten = ir.serde.serialize_model(model)
