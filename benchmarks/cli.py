@@ -110,11 +110,16 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
 @click.option("--rounds", type=int, default=MultiLoraSpeedConfig.rounds, show_default=True, help="Prefill rounds per variant.")
 @click.option("--decode-bursts", type=int, default=MultiLoraSpeedConfig.decode_bursts, show_default=True,
               help="Interleaved decode bursts per variant (medians and paired ratios are taken over them).")
+@click.option("--fixed-order", is_flag=True,
+              help="Run the variants in the same order every round (default: an order shuffled per round, seed 0).")
+@click.option("--no-control", is_flag=True, help="Leave out the second run of the plain graph (the noise floor).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def multilora_command(bundle, threads, prompt_tokens, rounds, decode_bursts, json_path):
+def multilora_command(bundle, threads, prompt_tokens, rounds, decode_bursts, fixed_order, no_control, json_path):
     """The multi-LoRA graph against the plain graph: prefill and decode tok/s with no adapter and with each expert,
-    interleaved, with the memory-bandwidth roofline measured in the same run."""
-    config = MultiLoraSpeedConfig(threads=threads, prompt_tokens=prompt_tokens, rounds=rounds, decode_bursts=decode_bursts)
+    interleaved in shuffled order, with a second plain run as control and the memory-bandwidth roofline measured in the
+    same run."""
+    config = MultiLoraSpeedConfig(threads=threads, prompt_tokens=prompt_tokens, rounds=rounds, decode_bursts=decode_bursts,
+                                  shuffle_seed=None if fixed_order else 0, control=not no_control)
     report = measure_multilora_speed(bundle, config)
     click.echo(report.table())
     if json_path:

@@ -1,9 +1,10 @@
 """Multi-LoRA decode speed against the plain graph, on one bundle: prefill and decode tok/s, interleaved, medians.
 
 The plain graph is the bundle's own base graph with its LoRA branches stripped (``strip_lora_branches``), so the two differ
-only by the branches. Every round runs each variant once — plain, the multi-LoRA graph with no adapter, then with each
-expert — so load that comes and goes on a shared machine hits all of them alike; the report gives medians over the rounds,
-each variant's ratio to the plain graph, and its ratio to the memory-bandwidth roofline measured in the same run.
+only by the branches. Every round runs each variant once — plain, plain again (a control: its ratio is the noise floor),
+the multi-LoRA graph with no adapter, then with each expert — in a shuffled order, so load that comes and goes on a
+shared machine hits all of them alike and no variant always follows the same one; the report gives medians over the
+rounds, each variant's ratio to the plain graph, and its ratio to the memory-bandwidth roofline measured in the same run.
 
     report = measure_multilora_speed("bundle/", MultiLoraSpeedConfig(rounds=7))
     for row in report.rows: print(row.name, row.decode_tok_s, row.decode_vs_plain, row.decode_vs_roofline)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -26,6 +28,9 @@ from memlora.export.multilora import strip_lora_branches
 from memlora.runtime.bundle import load_bundle
 from memlora.runtime.cpu import cpu_info
 from memlora.runtime.ort_engine import disable_ort_telemetry
+
+CONTROL = "plain (control)"
+"""The second run of the plain graph (``MultiLoraSpeedConfig.control``)."""
 
 
 @dataclass
@@ -55,6 +60,13 @@ class MultiLoraSpeedConfig:
     """Untimed runs of each variant before the rounds."""
     bandwidth_mb: int = 512
     """Buffer of the streaming-read bandwidth measurement."""
+    shuffle_seed: int | None = 0
+    """Each prefill and decode round runs the variants in an order shuffled with this seed; None: always plain, control,
+    no adapter, the experts. In a fixed order a variant that follows one of its own session is favoured: the other
+    session's idle pool threads still spin and slow whichever session runs next (with 4 settle tokens on a 2-core VM, a
+    graph with no adapter that always followed an expert on its session decoded at 1.13 of plain, 0.94 when shuffled)."""
+    control: bool = True
+    """Also run ``plain (control)``, a second generator on the plain graph: its ratio to plain is the noise floor."""
 
 
 @dataclass
@@ -62,7 +74,7 @@ class VariantSpeed:
     """One variant's medians."""
 
     name: str
-    """``plain``, ``no adapter`` or the expert's stage."""
+    """``plain``, ``plain (control)``, ``no adapter`` or the expert's stage."""
     prefill_tok_s: float
     decode_tok_s: float
     prefill_vs_plain: float
@@ -188,17 +200,28 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
         adapters = og.Adapters(multi)
         for stage in experts:
             adapters.load(str(bundle.adapter_for(stage)), stage)
-        variants = [("plain", plain, None), ("no adapter", multi, None)] + [(stage, multi, stage) for stage in experts]
+        variants = ([("plain", plain, None)] + ([(CONTROL, plain, None)] if config.control else [])
+                    + [("no adapter", multi, None)] + [(stage, multi, stage) for stage in experts])
         weights = {"plain": roofline.model_weight_bytes(plain_dir)}
+        weights[CONTROL] = weights["plain"]
         multi_bytes = roofline.model_weight_bytes(bundle.base_dir)
-        for name, _, adapter in variants[1:]:
-            weights[name] = multi_bytes + (bundle.adapter_for(adapter).stat().st_size if adapter else 0)
+        for name, model, adapter in variants:
+            if model is multi:
+                weights[name] = multi_bytes + (bundle.adapter_for(adapter).stat().st_size if adapter else 0)
+        order = random.Random(config.shuffle_seed)
+
+        def in_order(items: list) -> list:
+            items = list(items)
+            if config.shuffle_seed is not None:
+                order.shuffle(items)
+            return items
+
         for _ in range(config.warmup):
             for _, model, adapter in variants:
                 _prefill_once(og, model, adapters, adapter, prompt, config)
         prefill: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for _ in range(config.rounds):
-            for name, model, adapter in variants:
+            for name, model, adapter in in_order(variants):
                 prefill[name].append(_prefill_once(og, model, adapters, adapter, prompt, config))
         per_round = config.burst_tokens + config.settle_tokens
         decode_length = len(prompt) + (config.decode_bursts + config.warmup) * per_round + 1
@@ -209,7 +232,7 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
                 _decode_burst(generator, config.burst_tokens)
         decode: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for _ in range(config.decode_bursts):
-            for name, generator in generators.items():
+            for name, generator in in_order(generators.items()):
                 if config.settle_tokens:
                     _decode_burst(generator, config.settle_tokens)
                 decode[name].append(_decode_burst(generator, config.burst_tokens))

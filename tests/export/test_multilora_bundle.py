@@ -205,13 +205,14 @@ def test_multilora_speed_report_covers_plain_and_every_expert(bundles):
 
     config = MultiLoraSpeedConfig(prompt_tokens=16, new_tokens=4, rounds=1, decode_bursts=2, burst_tokens=2, bandwidth_mb=64)
     report = measure_multilora_speed(bundles("qwen2-int4"), config)
-    assert [r.name for r in report.rows] == ["plain", "no adapter", "extraction", "update", "generation"]
-    plain = report.rows[0]
+    assert [r.name for r in report.rows] == ["plain", "plain (control)", "no adapter", "extraction", "update", "generation"]
+    plain, control = report.rows[0], report.rows[1]
     assert plain.decode_vs_plain == 1.0 and plain.prefill_vs_plain == 1.0
+    assert control.bytes_per_token == plain.bytes_per_token and control.decode_samples != plain.decode_samples
     for row in report.rows:
         assert row.prefill_tok_s > 0 and row.decode_tok_s > 0 and len(row.decode_samples) == 2
         assert row.bytes_per_token >= plain.bytes_per_token and row.decode_vs_roofline > 0
-    assert report.rows[3].bytes_per_token > report.rows[2].bytes_per_token  # all-linear r16 reads more than q,v r8
+    assert report.rows[4].bytes_per_token > report.rows[3].bytes_per_token  # all-linear r16 reads more than q,v r8
     assert "decode/roofline" in report.table()
     assert report.cpu == cpu_info() and f"CPU {report.cpu['model']}" in report.table()  # which CPU the numbers are from
 
@@ -226,8 +227,15 @@ def test_memlora_bench_multilora_prints_the_table_and_writes_json(bundles, tmp_p
                                                 "--rounds", "1", "--decode-bursts", "2", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "decode/roofline" in result.output
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["name"] for r in rows] == ["plain", "no adapter", "extraction", "update", "generation"]
+    report = json.loads(out.read_text())
+    assert [r["name"] for r in report["rows"]] == ["plain", "plain (control)", "no adapter", "extraction", "update", "generation"]
+    assert report["config"]["shuffle_seed"] == 0 and report["config"]["control"] is True
+    result = CliRunner().invoke(bench_command, ["multilora", str(bundles("qwen2-int4")), "--prompt-tokens", "16", "--rounds",
+                                                "1", "--decode-bursts", "2", "--fixed-order", "--no-control", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [r["name"] for r in report["rows"]] == ["plain", "no adapter", "extraction", "update", "generation"]
+    assert report["config"]["shuffle_seed"] is None and report["config"]["control"] is False
 
 
 @pytest.mark.parametrize("union_layers, mlp_slot_layers", [("used", [1]), ("all", [0, 1])])
