@@ -308,6 +308,20 @@ QUOTED_UPDATE_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "x", "event": "ADD"]}',
     '{"key "x"": 1}',
 ]
+# German low quotes, as a model writes titles in German text: json_repair reads „ as opening a span inside the string
+# that a straight quote (or ”) closes without ending the string.
+LOW_QUOTE_FACT_OUTPUTS = [
+    '{"facts": ["Liebt den Song „Brave" von Sara", "Hat einen Hund"]}',
+    '{"facts": ["Liebt den Song „Brave“ von Sara", "Hat einen Hund"]}',
+    '{"facts": ["Liest „Der Process" und „Das Schloss""]}',
+    '{"facts": [„Wohnt in Bonn“, "Hat eine Katze"]}',
+    '{"facts": ["Sagt „ja“, wenn man fragt"]}',
+    '{"facts": ["Zitat: \\„Hallo\\" sagt er"]}',
+]
+LOW_QUOTE_UPDATE_OUTPUTS = [
+    '{"memory": [{"id": "0", "text": "Nennt ihn „Opa"", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "Liebt „Brave“ von Sara", "event": "UPDATE", "old_memory": "Liebt „Cars""}]}',
+]
 QUOTED_VQA_OUTPUTS = [
     '{"answer": "a "red" car", "reason": "it is"}',
     '{"answer": "red", "reason": "the sign says "STOP""}',
@@ -361,11 +375,14 @@ def parsing_cases() -> list[dict]:
     facts = FACT_OUTPUTS + QUOTED_FACT_OUTPUTS
     updates = UPDATE_OUTPUTS + QUOTED_UPDATE_OUTPUTS
     vqa = VQA_OUTPUTS + QUOTED_VQA_OUTPUTS
+    low_facts, low_updates = LOW_QUOTE_FACT_OUTPUTS, LOW_QUOTE_UPDATE_OUTPUTS
     cases = []
     for kind, fn, outputs in (
-        ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)),
+        ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)
+         + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)),
         ("memory", parsing.parse_memory_update,
-         updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)),
+         updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
+         + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5)),
         ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3)),
     ):
         for i, text in enumerate(outputs):

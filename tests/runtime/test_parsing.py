@@ -60,6 +60,10 @@ FACT_CASES = [
     # unescaped quotes inside a fact (a title, a nickname): json_repair's look-ahead keeps them in the string
     ("inner-quotes", '{"facts": ["Loves the song "Brave" by Sara", "Has a dog"]}', ['Loves the song "Brave" by Sara', "Has a dog"], True, []),
     ("inner-quotes-at-end", '{"facts": ["Favourite book is "Dune""]}', ['Favourite book is "Dune"'], True, []),
+    # a German low quote opens a span that the next straight quote closes without ending the fact
+    ("low-quote", '{"facts": ["Liebt den Song „Brave" von Sara", "Hat einen Hund"]}',
+     ['Liebt den Song „Brave" von Sara', "Hat einen Hund"], True, []),
+    ("low-quote-curly-close", '{"facts": ["Liest „Dune“ gern"]}', ["Liest „Dune“ gern"], True, []),
 ]
 
 

@@ -14,13 +14,14 @@ import java.util.Map;
  * repeat the same shape, in which case the last one wins), an object with no member and no ':' read again as an
  * array, a repeated key inside an array starting a new object, and json_repair's look-ahead for quotes inside
  * strings ({@code "Loves "Brave" by Sara"} keeps its inner quotes; {@code [{"a", "b"}]} reads as
- * {@code [{"a": "b"}]}). This class holds the structure (values, objects, arrays, numbers); the strings and the
- * cursor are {@link JsonRepairStrings}.
+ * {@code [{"a": "b"}]}), and German low quotes inside a string ({@code "Liebt \u201eBrave" von Sara"} is one
+ * string). This class holds the structure (values, objects, arrays, numbers); the strings and the cursor are
+ * {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
- * it to Python's result on real-shaped outputs, on two real outputs cut off after every character and on 950 seeded
- * random edits of them. Not reproduced: json_repair's low quotes ({@code \u201e}), code fences inside a string, a
- * "[" that continues the previous member's array, and comments that end an object inside an array; the parsers
+ * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,250 seeded
+ * random edits of them. Not reproduced: code fences inside a string, a "[" that continues the previous member's
+ * array, and comments that end an object inside an array; the parsers
  * validate every value afterwards, so a different recovery can only drop items, never invent them.
  */
 final class JsonRepair extends JsonRepairStrings {

@@ -8,10 +8,13 @@ import java.util.List;
  * cursor and its context stack, literals, bare words, and quoted strings with the look-ahead that decides whether a
  * quote ends the string. A quote that is not followed by what the context expects (":" after a key, "," or "}" after
  * an object value, "," or "]" in an array) belongs to the string when the look-ahead says it goes on
- * ({@code "Loves "Brave" by Sara"}). Not reproduced: low quotes ({@code \u201e}) and code fences inside a string.
+ * ({@code "Loves "Brave" by Sara"}). A German low quote ({@code \u201e}) opens a span inside the string that a
+ * straight quote or {@code \u201d} closes without ending the string. Not reproduced: code fences inside a string.
  */
 abstract class JsonRepairStrings {
   static final String QUOTES = "\"'\u201c\u201d";
+  /** The German low quote that opens a span inside a string (json_repair's low smart quote). */
+  static final char LOW_QUOTE = '\u201e';
 
   enum Ctx {
     ARRAY,
@@ -198,7 +201,19 @@ abstract class JsonRepairStrings {
     boolean noFutureDelimiter;
     int unmatchedOpeningBraces;
     int regexClassStart = -1;
+    /** Open low-quote spans: a {@code \u201e} opens one, a straight or a curly closing quote closes it (json_repair
+     * pushes a sentinel onto its right-delimiter stack); while one is open the string's own quote does not end it. */
+    int lowQuoteSpans;
     final StringBuilder acc = new StringBuilder();
+
+    boolean inLowQuoteSpan() {
+      return lowQuoteSpans > 0;
+    }
+
+    /** _active_rstring_delimiter: the string's closing quote, or none while a low-quote span is open. */
+    char activeRight() {
+      return inLowQuoteSpan() ? '\0' : right;
+    }
 
     char last() {
       return acc.length() == 0 ? '\0' : acc.charAt(acc.length() - 1);
@@ -355,12 +370,22 @@ abstract class JsonRepairStrings {
   /** _scan_string_body: the characters up to the closing quote; returns the character it stopped at. */
   private Character scanString(StringState st) {
     Character c = at();
-    while (c != null && c != st.right) {
+    while (c != null && (c != st.right || st.inLowQuoteSpan())) {
       Ctx cur = current();
       if (st.missingQuotes) {
         if ((cur == Ctx.OBJECT_KEY && (c == ':' || PyStr.isSpace(c))) || (cur == Ctx.ARRAY && (c == ']' || c == ','))) {
           break;
         }
+      }
+      if (c == LOW_QUOTE && st.last() != '\\') {
+        st.lowQuoteSpans++;
+        c = appendLiteral(st, c);
+        continue;
+      }
+      if (st.inLowQuoteSpan() && c == '\u201d') {
+        st.lowQuoteSpans--;
+        c = appendLiteral(st, c);
+        continue;
       }
       if ((st.pendingInlineContainer
               || (cur == Ctx.OBJECT_VALUE && c == '{' && !(at(-1) != null && at(-1) == '\\')
@@ -427,6 +452,11 @@ abstract class JsonRepairStrings {
       }
       if (c == ':' && !st.missingQuotes && cur == Ctx.OBJECT_KEY && keyEndsBeforeColon(st)) {
         break;
+      }
+      if (st.inLowQuoteSpan() && c == '"') {
+        st.lowQuoteSpans--;
+        c = appendLiteral(st, c);
+        continue;
       }
       if (c == st.right && cur == Ctx.OBJECT_VALUE && inRegexClass(st)) {
         c = appendLiteral(st, c); // a quote inside a "[...]" with no space in it (a regex character class)
@@ -532,6 +562,14 @@ abstract class JsonRepairStrings {
   /** _normalize_escape_sequence for the character after a backslash ({@code c[0]}, updated); false: not an escape. */
   private boolean normalizeEscape(StringState st, Character[] c) {
     char e = c[0];
+    char active = st.activeRight();
+    if (st.inLowQuoteSpan() && e == '"') {
+      st.replaceTrailingBackslash("\"");
+      st.lowQuoteSpans--;
+      i++;
+      c[0] = at();
+      return true;
+    }
     if (e == '\\') {
       int runStart = i - 1;
       int runEnd = i + 1;
@@ -541,7 +579,7 @@ abstract class JsonRepairStrings {
       int run = runEnd - runStart;
       Character next = at(runEnd - i);
       Character afterQuote = at(scrollWs(runEnd - i + 1));
-      if (run % 2 == 0 && (next == null || next != st.right || among(afterQuote, ",:}]", true))) {
+      if (run % 2 == 0 && (next == null || next != active || among(afterQuote, ",:}]", true))) {
         StringBuilder half = new StringBuilder();
         for (int k = 0; k < run / 2; k++) {
           half.append('\\');
@@ -552,12 +590,12 @@ abstract class JsonRepairStrings {
         return true;
       }
     }
-    if (e == st.right || "tnrb\\".indexOf(e) >= 0) {
+    if (e == active || "tnrb\\".indexOf(e) >= 0) {
       String mapped = e == 't' ? "\t" : e == 'n' ? "\n" : e == 'r' ? "\r" : e == 'b' ? "\b" : String.valueOf(e);
       st.replaceTrailingBackslash(mapped);
       i++;
       Character next = at();
-      while (next != null && st.last() == '\\' && (next == st.right || next == '\\')) {
+      while (next != null && st.last() == '\\' && (next == active || next == '\\')) {
         st.replaceTrailingBackslash(String.valueOf(next));
         i++;
         next = at();
@@ -578,7 +616,7 @@ abstract class JsonRepairStrings {
       }
       return false;
     }
-    if (e == '\u201e' || (QUOTES.indexOf(e) >= 0 && e != st.right)) {
+    if (e == LOW_QUOTE || (QUOTES.indexOf(e) >= 0 && e != active)) {
       st.replaceTrailingBackslash(String.valueOf(e)); // an escaped quote that needs no escape
       i++;
       c[0] = at();
