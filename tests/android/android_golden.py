@@ -318,6 +318,17 @@ LOW_QUOTE_FACT_OUTPUTS = [
     '{"facts": ["Sagt „ja“, wenn man fragt"]}',
     '{"facts": ["Zitat: \\„Hallo\\" sagt er"]}',
 ]
+# A stray ':' after an object's last value: json_repair reads the next key from whatever follows, across "}, {",
+# so the next object's members join this one (or, when a key repeats, a new object starts there).
+STRAY_COLON_OUTPUTS = [
+    '[{"x": "2", "b": "y":}, {"id": "3"}]',
+    '[{"x": "2", "b": "y":}, {"x": "3"}]',
+    '{"memory": [{"i”d": "2", "text": "Plays cricket", "event": "DELETE":}, {"id": "3", "text": "Has a dog", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "a", "event": "ADD":}, {"text": "b", "event": "NONE"}]}',
+    '{"facts": ["a"]:, "x": 1}',
+    '[{"x" "2", "": "y":',  # the empty key repeats at the very end: one split, no endless re-parse
+    '[{"a": "1", "": "y":',
+]
 LOW_QUOTE_UPDATE_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "Nennt ihn „Opa"", "event": "ADD"}]}',
     '{"memory": [{"id": "0", "text": "Liebt „Brave“ von Sara", "event": "UPDATE", "old_memory": "Liebt „Cars""}]}',
@@ -382,7 +393,8 @@ def parsing_cases() -> list[dict]:
          + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)),
         ("memory", parsing.parse_memory_update,
          updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
-         + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5)),
+         + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5) + STRAY_COLON_OUTPUTS
+         + mutated(STRAY_COLON_OUTPUTS, 100, seed=6)),
         ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3)),
     ):
         for i, text in enumerate(outputs):

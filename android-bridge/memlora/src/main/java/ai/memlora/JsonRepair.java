@@ -12,14 +12,15 @@ import java.util.Map;
  * commas and colons, unquoted keys and bare-word values, Python literals ({@code True/False/None}), {@code //},
  * {@code #} and block comments, stray closing brackets, several top-level values (returned as a list unless they
  * repeat the same shape, in which case the last one wins), an object with no member and no ':' read again as an
- * array, a repeated key inside an array starting a new object, and json_repair's look-ahead for quotes inside
+ * array, a repeated key inside an array starting a new object, a stray ':' where a key should start (the key is
+ * read from whatever follows, across "}, {" too), and json_repair's look-ahead for quotes inside
  * strings ({@code "Loves "Brave" by Sara"} keeps its inner quotes; {@code [{"a", "b"}]} reads as
  * {@code [{"a": "b"}]}), and German low quotes inside a string ({@code "Liebt \u201eBrave" von Sara"} is one
  * string). This class holds the structure (values, objects, arrays, numbers); the strings and the cursor are
  * {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
- * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,250 seeded
+ * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,350 seeded
  * random edits of them. Not reproduced: code fences inside a string, a "[" that continues the previous member's
  * array, and comments that end an object inside an array; the parsers
  * validate every value afterwards, so a different recovery can only drop items, never invent them.
@@ -188,9 +189,12 @@ final class JsonRepair extends JsonRepairStrings {
       if (c == null || c == '}') {
         break;
       }
-      if (c == ',' || c == ']' || c == ':') {
+      if (c == ',' || c == ']') {
         i++;
         continue;
+      }
+      if (c == ':') {
+        i++; // a ':' where a key should start: stepped over, and the key is read from whatever follows ("}, {" too)
       }
       ctx.add(Ctx.OBJECT_KEY);
       String key = parseKey();
@@ -357,6 +361,7 @@ final class JsonRepair extends JsonRepairStrings {
   /** _parse_object_key: the next non-empty key (an empty one only right before ":" or "}"). */
   private String parseKey() {
     String key = "";
+    keyStart = i; // json_repair's rollback index, also when the text ends here (no key at all)
     while (at() != null) {
       keyStart = i;
       Object raw = parseString();
