@@ -329,6 +329,17 @@ STRAY_COLON_OUTPUTS = [
     '[{"x" "2", "": "y":',  # the empty key repeats at the very end: one split, no endless re-parse
     '[{"a": "1", "": "y":',
 ]
+# A "[" where a key should start, after a member whose value is a list: json_repair continues that list (rows of a
+# table stay rows).
+ARRAY_CONTINUATION_OUTPUTS = [
+    '{"facts": ["Likes tea", "Has a dog"], ["Lives in Rome"]}',
+    '{"facts": ["a"], ["b", "c"], ["d"]}',
+    '{"facts": [["a", "b"], ["c", "d"]], ["e", "f"]}',
+    '{"facts": [["a", "b"], "c", "d"], [["e", "f"]]}',
+    '{"facts": [["a", "b"], "c"], ["e", "f"]}',
+    '{"facts": "a", ["x"]}',
+    '{"memory": [{"id": "0", "text": "Likes tea", "event": "ADD"}], [{"id": "1", "text": "Has a dog", "event": "ADD"}]}',
+]
 LOW_QUOTE_UPDATE_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "Nennt ihn „Opa"", "event": "ADD"}]}',
     '{"memory": [{"id": "0", "text": "Liebt „Brave“ von Sara", "event": "UPDATE", "old_memory": "Liebt „Cars""}]}',
@@ -390,11 +401,12 @@ def parsing_cases() -> list[dict]:
     cases = []
     for kind, fn, outputs in (
         ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)
-         + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)),
+         + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)
+         + ARRAY_CONTINUATION_OUTPUTS + mutated(ARRAY_CONTINUATION_OUTPUTS, 100, seed=7)),
         ("memory", parsing.parse_memory_update,
          updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
          + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5) + STRAY_COLON_OUTPUTS
-         + mutated(STRAY_COLON_OUTPUTS, 100, seed=6)),
+         + mutated(STRAY_COLON_OUTPUTS, 100, seed=6) + ARRAY_CONTINUATION_OUTPUTS),
         ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3)),
     ):
         for i, text in enumerate(outputs):

@@ -13,16 +13,17 @@ import java.util.Map;
  * {@code #} and block comments, stray closing brackets, several top-level values (returned as a list unless they
  * repeat the same shape, in which case the last one wins), an object with no member and no ':' read again as an
  * array, a repeated key inside an array starting a new object, a stray ':' where a key should start (the key is
- * read from whatever follows, across "}, {" too), and json_repair's look-ahead for quotes inside
+ * read from whatever follows, across "}, {" too), a "[" where a key should start continuing the previous member's
+ * list, and json_repair's look-ahead for quotes inside
  * strings ({@code "Loves "Brave" by Sara"} keeps its inner quotes; {@code [{"a", "b"}]} reads as
  * {@code [{"a": "b"}]}), and German low quotes inside a string ({@code "Liebt \u201eBrave" von Sara"} is one
  * string). This class holds the structure (values, objects, arrays, numbers); the strings and the cursor are
  * {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
- * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,350 seeded
- * random edits of them. Not reproduced: code fences inside a string, a "[" that continues the previous member's
- * array, and comments that end an object inside an array; the parsers
+ * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,450 seeded
+ * random edits of them. Not reproduced: code fences inside a string and comments that end an object inside an
+ * array; the parsers
  * validate every value afterwards, so a different recovery can only drop items, never invent them.
  */
 final class JsonRepair extends JsonRepairStrings {
@@ -189,7 +190,7 @@ final class JsonRepair extends JsonRepairStrings {
       if (c == null || c == '}') {
         break;
       }
-      if (c == ',' || c == ']') {
+      if (c == ',') {
         i++;
         continue;
       }
@@ -197,7 +198,7 @@ final class JsonRepair extends JsonRepairStrings {
         i++; // a ':' where a key should start: stepped over, and the key is read from whatever follows ("}, {" too)
       }
       ctx.add(Ctx.OBJECT_KEY);
-      String key = parseKey();
+      String key = parseKey(obj);
       ctx.remove(ctx.size() - 1);
       if (ctx.contains(Ctx.ARRAY) && obj.containsKey(key) && !objectValue && splitsOnRepeatedKey(keyStart)) {
         // a repeated key inside an array: the object ends before it and a new one starts there
@@ -359,11 +360,14 @@ final class JsonRepair extends JsonRepairStrings {
   }
 
   /** _parse_object_key: the next non-empty key (an empty one only right before ":" or "}"). */
-  private String parseKey() {
+  private String parseKey(Map<String, Object> obj) {
     String key = "";
     keyStart = i; // json_repair's rollback index, also when the text ends here (no key at all)
     while (at() != null) {
       keyStart = i;
+      if (at() == '[' && key.isEmpty() && mergeArrayContinuation(obj)) {
+        continue;
+      }
       Object raw = parseString();
       key = raw instanceof String ? (String) raw : "";
       if (key.isEmpty()) {
@@ -374,6 +378,83 @@ final class JsonRepair extends JsonRepairStrings {
       }
     }
     return key;
+  }
+
+  /**
+   * _merge_object_array_continuation: a "[" where a key should start, after a member whose value is a list, continues
+   * that list ({@code {"facts": ["a"], ["b"]}} reads as {@code {"facts": ["a", "b"]}}); rows of a table stay rows.
+   */
+  @SuppressWarnings("unchecked")
+  private boolean mergeArrayContinuation(Map<String, Object> obj) {
+    Object previous = null;
+    for (Object value : obj.values()) {
+      previous = value;
+    }
+    if (!(previous instanceof List)) {
+      return false;
+    }
+    List<Object> rows = (List<Object>) previous;
+    i++;
+    Object parsed = parseArray();
+    if (parsed instanceof List) {
+      List<Object> more = (List<Object>) parsed;
+      Integer rowLength = sharedRowLength(rows);
+      if (rowLength != null && rowLength > 0) {
+        List<Object> tail = new ArrayList<Object>();
+        while (!rows.isEmpty() && !(rows.get(rows.size() - 1) instanceof List)) {
+          tail.add(0, rows.remove(rows.size() - 1));
+        }
+        if (!tail.isEmpty()) {
+          if (tail.size() % rowLength == 0) {
+            for (int k = 0; k < tail.size(); k += rowLength) {
+              rows.add(new ArrayList<Object>(tail.subList(k, k + rowLength))); // values without their row's brackets
+            }
+          } else {
+            rows.addAll(tail);
+          }
+        }
+        if (!more.isEmpty()) {
+          if (allLists(more)) {
+            rows.addAll(more);
+          } else {
+            rows.add(more);
+          }
+        }
+      } else {
+        rows.addAll(more.size() == 1 && more.get(0) instanceof List ? (List<Object>) more.get(0) : more);
+      }
+    }
+    skipWhitespaceAndComments();
+    if (at() != null && at() == ',') {
+      i++;
+    }
+    skipWhitespaceAndComments();
+    return true;
+  }
+
+  /** _shared_row_length: the length every list in {@code rows} has, or null when there is none or they differ. */
+  private static Integer sharedRowLength(List<Object> rows) {
+    Integer length = null;
+    for (Object item : rows) {
+      if (item instanceof List) {
+        int n = ((List<?>) item).size();
+        if (length == null) {
+          length = n;
+        } else if (length != n) {
+          return null;
+        }
+      }
+    }
+    return length;
+  }
+
+  private static boolean allLists(List<Object> items) {
+    for (Object item : items) {
+      if (!(item instanceof List)) {
+        return false;
+      }
+    }
+    return true;
   }
 
   private Object parseArray() {
