@@ -340,6 +340,18 @@ ARRAY_CONTINUATION_OUTPUTS = [
     '{"facts": "a", ["x"]}',
     '{"memory": [{"id": "0", "text": "Likes tea", "event": "ADD"}], [{"id": "1", "text": "Has a dog", "event": "ADD"}]}',
 ]
+# Comments in an update list: a "#" or "//" comment ends at the line's end, or, inside an object inside an array, at
+# the "}" or "]" that closes it.
+COMMENT_OUTPUTS = [
+    '[{"facts": ["a"] # comment\n}, {"x": 1}]',
+    '{"memory": [{"id": "0", "text": "a", "event": "ADD"} # done\n, {"id": "1", "text": "b", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "a", "event": "ADD" # comment }, {"id": "1", "text": "b", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "a", "event": "ADD" # comment\n}, {"id": "1", "text": "b", "event": "ADD"}]}',
+    '{"facts": ["a", # comment\n "b"]}',
+    '{"memory": [{"id": "0", "text": "a", # the id\n "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "a", "event": "ADD" // c\n}, {"id": "1", "event": "NONE"}]}',
+    '{"memory": [{"id": "0", "text": "a", "event": "ADD" /* c */}, {"id": "1", "event": "NONE"}]}',
+]
 LOW_QUOTE_UPDATE_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "Nennt ihn „Opa"", "event": "ADD"}]}',
     '{"memory": [{"id": "0", "text": "Liebt „Brave“ von Sara", "event": "UPDATE", "old_memory": "Liebt „Cars""}]}',
@@ -406,7 +418,8 @@ def parsing_cases() -> list[dict]:
         ("memory", parsing.parse_memory_update,
          updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
          + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5) + STRAY_COLON_OUTPUTS
-         + mutated(STRAY_COLON_OUTPUTS, 100, seed=6) + ARRAY_CONTINUATION_OUTPUTS),
+         + mutated(STRAY_COLON_OUTPUTS, 100, seed=6) + ARRAY_CONTINUATION_OUTPUTS + COMMENT_OUTPUTS
+         + mutated(COMMENT_OUTPUTS, 150, seed=8)),
         ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3)),
     ):
         for i, text in enumerate(outputs):

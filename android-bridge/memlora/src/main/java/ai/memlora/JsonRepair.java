@@ -21,9 +21,9 @@ import java.util.Map;
  * {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
- * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,450 seeded
- * random edits of them. Not reproduced: code fences inside a string and comments that end an object inside an
- * array; the parsers
+ * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,600 seeded
+ * random edits of them. Not reproduced: code fences inside a string, and a list item that lost its "{" after a
+ * block comment (docs/android.md); the parsers
  * validate every value afterwards, so a different recovery can only drop items, never invent them.
  */
 final class JsonRepair extends JsonRepairStrings {
