@@ -352,6 +352,15 @@ COMMENT_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "a", "event": "ADD" // c\n}, {"id": "1", "event": "NONE"}]}',
     '{"memory": [{"id": "0", "text": "a", "event": "ADD" /* c */}, {"id": "1", "event": "NONE"}]}',
 ]
+# A top-level object followed by ", " and a quoted key: json_repair reads the rest as more members of that object.
+TOP_LEVEL_MEMBER_OUTPUTS = [
+    '{"id": "0", "text": "a" "event": "ADD" /* c */}, "id": "1", "event": "NONE"}]}',
+    '{"id": "0", "text": "a", "event": "ADD"}, "id": "1", "event": "NONE"}]}',
+    '{"id": "0" /* c */}, "id": "1"}',
+    '{"facts": ["a"]}, "facts": ["b"]}',
+    '{"facts": ["a"]}, "note": "x"',
+    '{"answer": "red"}, "reason": "the sign"}',
+]
 LOW_QUOTE_UPDATE_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "Nennt ihn „Opa"", "event": "ADD"}]}',
     '{"memory": [{"id": "0", "text": "Liebt „Brave“ von Sara", "event": "UPDATE", "old_memory": "Liebt „Cars""}]}',
@@ -414,13 +423,13 @@ def parsing_cases() -> list[dict]:
     for kind, fn, outputs in (
         ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)
          + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)
-         + ARRAY_CONTINUATION_OUTPUTS + mutated(ARRAY_CONTINUATION_OUTPUTS, 100, seed=7)),
+         + ARRAY_CONTINUATION_OUTPUTS + mutated(ARRAY_CONTINUATION_OUTPUTS, 100, seed=7) + TOP_LEVEL_MEMBER_OUTPUTS),
         ("memory", parsing.parse_memory_update,
          updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
          + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5) + STRAY_COLON_OUTPUTS
          + mutated(STRAY_COLON_OUTPUTS, 100, seed=6) + ARRAY_CONTINUATION_OUTPUTS + COMMENT_OUTPUTS
-         + mutated(COMMENT_OUTPUTS, 150, seed=8)),
-        ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3)),
+         + mutated(COMMENT_OUTPUTS, 150, seed=8) + TOP_LEVEL_MEMBER_OUTPUTS + mutated(TOP_LEVEL_MEMBER_OUTPUTS, 100, seed=10)),
+        ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3) + TOP_LEVEL_MEMBER_OUTPUTS),
     ):
         for i, text in enumerate(outputs):
             cases.append({"id": f"{kind}-{i}", "kind": kind, "text": text, "expected": _parse_result(fn(text))})

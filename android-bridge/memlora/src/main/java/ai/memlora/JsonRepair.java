@@ -14,16 +14,17 @@ import java.util.Map;
  * repeat the same shape, in which case the last one wins), an object with no member and no ':' read again as an
  * array, a repeated key inside an array starting a new object, a stray ':' where a key should start (the key is
  * read from whatever follows, across "}, {" too), a "[" where a key should start continuing the previous member's
- * list, and json_repair's look-ahead for quotes inside
+ * list, a top-level object followed by ", " and a quoted key taking those members too, and json_repair's look-ahead
+ * for quotes inside
  * strings ({@code "Loves "Brave" by Sara"} keeps its inner quotes; {@code [{"a", "b"}]} reads as
  * {@code [{"a": "b"}]}), and German low quotes inside a string ({@code "Liebt \u201eBrave" von Sara"} is one
  * string). This class holds the structure (values, objects, arrays, numbers); the strings and the cursor are
  * {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
- * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,600 seeded
- * random edits of them. Not reproduced: code fences inside a string, and a list item that lost its "{" after a
- * block comment (docs/android.md); the parsers
+ * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,700 seeded
+ * random edits of them. Not reproduced: code fences inside a string (and one rare garbled input, docs/android.md);
+ * the parsers
  * validate every value afterwards, so a different recovery can only drop items, never invent them.
  */
 final class JsonRepair extends JsonRepairStrings {
@@ -245,6 +246,22 @@ final class JsonRepair extends JsonRepairStrings {
     }
     if (!ctx.isEmpty() && at() != null && at() == '}' && current() != Ctx.OBJECT_KEY && current() != Ctx.OBJECT_VALUE) {
       i++; // an extra closing brace inside an array: skipped
+    }
+    if (ctx.isEmpty()) {
+      // a top-level object followed by ", " and a quoted key: more members of this object ({"id": "0"}, "id": "1"})
+      skipWhitespace();
+      if (at() != null && at() == ',') {
+        i++;
+        skipWhitespace();
+        if (at() != null && QUOTES.indexOf(at()) >= 0) {
+          Object more = parseObject();
+          if (more instanceof Map) {
+            @SuppressWarnings("unchecked")
+            Map<String, Object> members = (Map<String, Object>) more;
+            obj.putAll(members); // as dict.update: a repeated key keeps its position and takes the new value
+          }
+        }
+      }
     }
     return obj;
   }
