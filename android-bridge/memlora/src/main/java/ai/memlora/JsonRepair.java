@@ -6,26 +6,23 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Tolerant JSON recovery for model output: the Java counterpart of {@code json_repair.loads} (json-repair 0.64,
- * the version pyproject.toml pins), rule for rule where small models' output needs it: output cut off anywhere
- * (unclosed strings, arrays, objects; a key without a value), single or curly quotes, trailing, doubled or missing
- * commas and colons, unquoted keys and bare-word values, Python literals ({@code True/False/None}), {@code //},
- * {@code #} and block comments, stray closing brackets, several top-level values (returned as a list unless they
- * repeat the same shape, in which case the last one wins), an object with no member and no ':' read again as an
- * array, a repeated key inside an array starting a new object, a stray ':' where a key should start (the key is
- * read from whatever follows, across "}, {" too), a "[" where a key should start continuing the previous member's
- * list, a top-level object followed by ", " and a quoted key taking those members too, and json_repair's look-ahead
- * for quotes inside
- * strings ({@code "Loves "Brave" by Sara"} keeps its inner quotes; {@code [{"a", "b"}]} reads as
- * {@code [{"a": "b"}]}), and German low quotes inside a string ({@code "Liebt \u201eBrave" von Sara"} is one
- * string). This class holds the structure (values, objects, arrays, numbers); the strings and the cursor are
- * {@link JsonRepairStrings}.
+ * Tolerant JSON recovery for model output: the Java counterpart of {@code json_repair.loads} (json-repair 0.64, the
+ * version pyproject.toml pins), rule for rule where small models' output needs it: output cut off anywhere (unclosed
+ * strings, arrays, objects; a key without a value), single or curly quotes, trailing, doubled or missing commas and
+ * colons, unquoted keys and bare-word values, Python literals ({@code True/False/None}), {@code //}, {@code #} and
+ * block comments, stray closing brackets, several top-level values (returned as a list unless they repeat the same
+ * shape, in which case the last one wins), an object with no member and no ':' read again as an array, a repeated
+ * key inside an array starting a new object, a stray ':' where a key should start (the key is read from whatever
+ * follows, across "}, {" too), a "[" where a key should start continuing the previous member's list, a top-level
+ * object followed by ", " and a quoted key taking those members too, and json_repair's look-ahead for quotes inside
+ * strings ({@code "Loves "Brave" by Sara"} keeps its inner quotes; {@code [{"a", "b"}]} reads as {@code [{"a":
+ * "b"}]}), and German low quotes inside a string ({@code "Liebt \u201eBrave" von Sara"} is one string). This class
+ * holds the structure (values, objects, arrays, numbers); the strings and the cursor are {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
  * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 1,700 seeded
  * random edits of them. Not reproduced: code fences inside a string (and one rare garbled input, docs/android.md);
- * the parsers
- * validate every value afterwards, so a different recovery can only drop items, never invent them.
+ * the parsers validate every value afterwards, so a different recovery can only drop items, never invent them.
  */
 final class JsonRepair extends JsonRepairStrings {
   private int depth;
