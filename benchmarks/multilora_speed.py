@@ -202,12 +202,9 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
             adapters.load(str(bundle.adapter_for(stage)), stage)
         variants = ([("plain", plain, None)] + ([(CONTROL, plain, None)] if config.control else [])
                     + [("no adapter", multi, None)] + [(stage, multi, stage) for stage in experts])
-        weights = {"plain": roofline.model_weight_bytes(plain_dir)}
-        weights[CONTROL] = weights["plain"]
-        multi_bytes = roofline.model_weight_bytes(bundle.base_dir)
-        for name, model, adapter in variants:
-            if model is multi:
-                weights[name] = multi_bytes + (bundle.adapter_for(adapter).stat().st_size if adapter else 0)
+        plain_bytes, multi_bytes = roofline.model_weight_bytes(plain_dir), roofline.model_weight_bytes(bundle.base_dir)
+        weights = {name: (plain_bytes if model is plain else multi_bytes)
+                   + (bundle.adapter_for(adapter).stat().st_size if adapter else 0) for name, model, adapter in variants}
         order = random.Random(config.shuffle_seed)
 
         def in_order(items: list) -> list:
