@@ -11,6 +11,11 @@
 - ``LlamaCppEngine`` implements the Engine protocol: the same chat template rendering as the other engines, greedy argmax,
   the expert activated with llama.cpp's adapter API and the KV cache CLEARED on every call (llama.cpp does not invalidate it
   when the adapter changes; a fresh generator per call is also what the ONNX engine does).
+- On a CPU with AMX, llama.cpp's extra weight buffers (its AMX and repacked layouts) are turned off: llama-cpp-python
+  0.3.36 crashes in ``ggml_backend_amx_mul_mat`` on the first decode there (measured on an Intel Xeon with AMX; upstream:
+  https://github.com/ggml-org/llama.cpp/issues/20824, and https://github.com/ggml-org/llama.cpp/pull/16315 on wrong Q4_0
+  results from the same kernels). Without them llama.cpp is slower on Q4_0 than where the repacked layout runs, so a
+  report from such a CPU says so (``extra_buffers`` in the peer's row).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +37,7 @@ from typing import Any, Sequence
 from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.paths import cache_dir
 from memlora.runtime.chat_template import ChatTemplate
+from memlora.runtime.cpu import cpu_info
 from memlora.runtime.engine import Generation, Message, Timings, resolve_min_new_tokens
 
 PRE_TOKENIZER = {"qwen2": "qwen2", "llama": "llama-bpe", "gemma2": "default"}
@@ -197,21 +204,51 @@ def _silence_llama_logs(llama_cpp) -> None:
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
+def extra_buffers_usable(isa: Sequence[str] | None = None) -> bool:
+    """Whether llama.cpp may put weights in its extra CPU buffers (AMX, repacked) on a CPU with ``isa`` (default: this
+    one): not where AMX exists (see the module doc)."""
+    isa = cpu_info()["isa"] if isa is None else isa
+    return not any(flag.startswith("amx") for flag in isa)
+
+
+@contextmanager
+def _model_params(llama_cpp, use_extra_bufts: bool):
+    """``llama_cpp.Llama`` with ``use_extra_bufts`` set (its constructor takes no such argument: it reads the library's
+    default model parameters, which this wraps for the duration)."""
+    lib = llama_cpp.llama_cpp
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = use_extra_bufts
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
 class LlamaCppEngine:
     """Greedy generation with llama.cpp; one GGUF LoRA per expert, the KV cache cleared on every call."""
 
     supports_images = False
 
     def __init__(self, files: GGUFFiles, model_dir: Path, threads: int | None = None, min_new_tokens: int = 0,
-                 n_ctx: int = 4096):
+                 n_ctx: int = 4096, extra_buffers: bool | None = None):
+        """``extra_buffers``: let llama.cpp use its AMX and repacked weight layouts (None: where
+        ``extra_buffers_usable``)."""
         import llama_cpp
         from tokenizers import Tokenizer
 
         self._lib = llama_cpp
         _silence_llama_logs(llama_cpp)
         threads = threads or min(2, os.cpu_count() or 1)
-        self.llm = llama_cpp.Llama(model_path=str(files.model), n_ctx=n_ctx, n_batch=512, n_threads=threads,
-                                   n_threads_batch=threads, logits_all=False, verbose=False)
+        self.extra_buffers = extra_buffers_usable() if extra_buffers is None else bool(extra_buffers)
+        with _model_params(llama_cpp, self.extra_buffers):
+            self.llm = llama_cpp.Llama(model_path=str(files.model), n_ctx=n_ctx, n_batch=512, n_threads=threads,
+                                       n_threads_batch=threads, logits_all=False, verbose=False)
         self.min_new_tokens = int(min_new_tokens)
         self.chat_template = ChatTemplate.from_model_dir(model_dir)
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))  # same ids as the other engines

@@ -126,6 +126,7 @@ def test_the_llamacpp_peer_runs_the_loop_with_forced_lengths():
     files = peer_llamacpp.ensure_gguf(bench.base_dir, bench.adapters_dir)
     assert set(files.adapters) == {"extraction", "update", "generation"} and files.model.stat().st_size > 0
     engine = peer_llamacpp.LlamaCppEngine(files, bench.base_dir, threads=1, min_new_tokens=10**9)
+    assert engine.llm.model_params.use_extra_bufts is engine.extra_buffers is peer_llamacpp.extra_buffers_usable()
     messages = [{"role": "user", "content": "Maya: I started a pottery class."}]
     outputs = {a: tuple(engine.generate(messages, adapter=a, max_new_tokens=6).token_ids) for a in (None, "extraction", "generation")}
     assert len(set(outputs.values())) == 3  # each expert really changes the output
@@ -134,4 +135,34 @@ def test_the_llamacpp_peer_runs_the_loop_with_forced_lengths():
     result = run_speed_loop("peer", engine, embedder, load_workload().head(1, 1), forced=FORCED_TOKENS)
     stats = result.stage_stats()
     assert {s: stats[s].output_tokens for s in stats} == FORCED_TOKENS
+    engine.close()
+
+
+@pytest.mark.parametrize("isa, usable", [
+    ([], True),
+    (["sse4_2", "avx2", "fma"], True),
+    (["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], True),
+    (["avx512f", "avx512_vnni", "amx_bf16", "amx_int8"], False),
+    (["amx_tile"], False),
+])
+def test_llamacpp_extra_buffers_are_off_on_amx_cpus(isa, usable):
+    """llama.cpp's AMX kernels crash on the first decode of an AMX CPU: the peer turns its extra buffers off there."""
+    from memlora.bench import peer_llamacpp
+
+    assert peer_llamacpp.extra_buffers_usable(isa) is usable
+
+
+def test_the_llamacpp_peer_can_load_without_extra_buffers():
+    """The switch reaches llama.cpp's model parameters, and the library's defaults are restored after loading."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="the optional peer extra (llama-cpp-python) is not installed")
+    from memlora.bench import peer_llamacpp
+    from memlora.bench.bench_bundles import ensure_bench_bundles
+
+    bench = ensure_bench_bundles("qwen2", "tiny", precision="int4", quiet=True)
+    files = peer_llamacpp.ensure_gguf(bench.base_dir, bench.adapters_dir)
+    engine = peer_llamacpp.LlamaCppEngine(files, bench.base_dir, threads=1, extra_buffers=False)
+    assert engine.extra_buffers is False and engine.llm.model_params.use_extra_bufts is False
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
+    out = engine.generate([{"role": "user", "content": "Maya: I started a pottery class."}], adapter="extraction", max_new_tokens=4)
+    assert 1 <= len(out.token_ids) <= 4
     engine.close()
