@@ -4,7 +4,7 @@ Every parser follows the same three steps and returns a ``ParseResult``:
 
 1. ``clean_output``: ``strip_reasoning`` (``<think>...</think>``, an unclosed ``<think>``, a ``</think>`` whose opening
    tag was in the prompt, gpt-oss ``analysis...assistantfinal`` text and raw ``<|channel|>`` harmony tokens), then the
-   content of the first Markdown code fence when there is one.
+   content of the first line-level Markdown code fence when there is one.
 2. ``find_json``: the first JSON value in the cleaned text that has the expected shape. Prose before and after is
    skipped; the strict ``json`` decoder is tried first at each ``{``/``[``, then the maintained ``json_repair`` library
    (truncated output, single quotes, trailing commas, missing brackets).
@@ -102,7 +102,10 @@ _HARMONY_FINAL = re.compile(r"<\|channel\|>\s*final\s*(?:<\|constrain\|>\s*\w+\s
 _HARMONY_TOKEN = re.compile(r"<\|[a-z_]+\|>", re.IGNORECASE)
 _GPT_OSS_FINAL = "assistantfinal"
 _GPT_OSS_ANALYSIS = re.compile(r"analysis[A-Z\"'(\[]")  # "analysisWe need to ...": the channel name glued to the text
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n?(.*?)(?:```|\Z)", re.DOTALL)
+# A fence opens at the start of a line (``` and an optional language, then a line break or the JSON itself) and closes
+# at the start of a line or at the end of one: ``` inside a JSON string ("Uses ```python``` daily") is text, not a fence.
+_FENCE = re.compile(r"(?:\A|(?<=\n))[ \t]*```[ \t]*[A-Za-z0-9_+-]*[ \t]*(?:\r?\n|(?=[{\[]))(.*?)"
+                    r"(?:(?<=\n)[ \t]*```|```[ \t]*(?=\r?\n|\Z)|\Z)", re.DOTALL)
 
 
 def strip_reasoning(text: str) -> str:
@@ -140,7 +143,7 @@ def strip_reasoning(text: str) -> str:
 
 def strip_code_fences(text: str) -> str:
     """The content of the first Markdown code fence that holds ``{`` or ``[`` (an unclosed fence runs to the end), or
-    the text unchanged when there is no fence."""
+    the text unchanged when there is no fence. Fences are line-level, as in Markdown: ``` inside a line is text."""
     for match in _FENCE.finditer(text):
         body = match.group(1)
         if "{" in body or "[" in body:

@@ -361,6 +361,31 @@ TOP_LEVEL_MEMBER_OUTPUTS = [
     '{"facts": ["a"]}, "note": "x"',
     '{"answer": "red"}, "reason": "the sign"}',
 ]
+# Code fences: around the JSON (stripped) and inside a string (kept as text).
+FENCE_OUTPUTS = [
+    '```json\n{"facts": ["Likes tea"]}\n```',
+    '```\n{"facts": ["Likes tea"]}\n```',
+    '{"facts": ["Uses ```python``` daily"]}',
+    '{"facts": ["Likes ```json code"]}',
+    '{"facts": ["a ``` b", "c"]}',
+    '{"facts": ["Wrote ```\n{"a": 1}\n``` in a note"]}',
+    '{"facts": ["```"]}',
+    '{"facts": ["a", "```json", "b"]}',
+    '{"facts": ["end ```"], "x": 1}',
+    '```json\n{"facts": ["Has ```code``` here"]}\n```',
+    '{"memory": [{"id": "0", "text": "Has a ```fence```", "event": "ADD"}]}',
+    '```json\n{"memory": [{"id": "0", "text": "Keeps ``` marks", "event": "ADD"}]}\n```',
+    # a fenced JSON block right after a string's opening quote (json_repair reads the block as the value), and a "}"
+    # before a fence inside an object value
+    '{"facts": "```json\n["a", "b"]\n```"}',
+    '{"facts": "```json ["a"]```"}',
+    '{"answer": "```json {"answer": "red"}```", "reason": "x"}',
+    '{"answer": "```python\nprint(1)\n```", "reason": "y"}',
+    '{"answer": "a}``` b", "reason": "x"}',
+    '{"answer": "code: {x} ```", "reason": "y"}',
+    '{"memory": [{"id": "0", "text": "Has {x}```", "event": "ADD"}]}',
+    '{"memory": [{"id": "0", "text": "```json {"id": "1"}```", "event": "ADD"}]}',
+]
 LOW_QUOTE_UPDATE_OUTPUTS = [
     '{"memory": [{"id": "0", "text": "Nennt ihn „Opa"", "event": "ADD"}]}',
     '{"memory": [{"id": "0", "text": "Liebt „Brave“ von Sara", "event": "UPDATE", "old_memory": "Liebt „Cars""}]}',
@@ -423,13 +448,16 @@ def parsing_cases() -> list[dict]:
     for kind, fn, outputs in (
         ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)
          + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)
-         + ARRAY_CONTINUATION_OUTPUTS + mutated(ARRAY_CONTINUATION_OUTPUTS, 100, seed=7) + TOP_LEVEL_MEMBER_OUTPUTS),
+         + ARRAY_CONTINUATION_OUTPUTS + mutated(ARRAY_CONTINUATION_OUTPUTS, 100, seed=7) + TOP_LEVEL_MEMBER_OUTPUTS
+         + FENCE_OUTPUTS + mutated(FENCE_OUTPUTS, 100, seed=11)),
         ("memory", parsing.parse_memory_update,
          updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
          + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5) + STRAY_COLON_OUTPUTS
          + mutated(STRAY_COLON_OUTPUTS, 100, seed=6) + ARRAY_CONTINUATION_OUTPUTS + COMMENT_OUTPUTS
-         + mutated(COMMENT_OUTPUTS, 150, seed=8) + TOP_LEVEL_MEMBER_OUTPUTS + mutated(TOP_LEVEL_MEMBER_OUTPUTS, 100, seed=10)),
-        ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3) + TOP_LEVEL_MEMBER_OUTPUTS),
+         + mutated(COMMENT_OUTPUTS, 150, seed=8) + TOP_LEVEL_MEMBER_OUTPUTS + mutated(TOP_LEVEL_MEMBER_OUTPUTS, 100, seed=10)
+         + FENCE_OUTPUTS + mutated(FENCE_OUTPUTS, 100, seed=12)),
+        ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3) + TOP_LEVEL_MEMBER_OUTPUTS + FENCE_OUTPUTS
+         + mutated(FENCE_OUTPUTS, 100, seed=13)),
     ):
         for i, text in enumerate(outputs):
             cases.append({"id": f"{kind}-{i}", "kind": kind, "text": text, "expected": _parse_result(fn(text))})

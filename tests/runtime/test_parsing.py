@@ -43,6 +43,12 @@ FACT_CASES = [
     ("think-close-only", 'so the answer is {"facts": ["wrong"]}</think>{"facts": ["right"]}', ["right"], True, []),
     ("fence-json", 'Here you go:\n```json\n{"facts": ["Plays guitar"]}\n```\nLet me know!', ["Plays guitar"], True, []),
     ("fence-unclosed", '```json\n{"facts": ["Plays guitar"]}', ["Plays guitar"], True, []),
+    # ``` inside a string is text: fences open and close at a line's start or end
+    ("fence-inside-string", '{"facts": ["Uses ```python``` daily"]}', ["Uses ```python``` daily"], True, []),
+    ("fence-inside-fenced-string", '```json\n{"facts": ["Has ```code``` here"]}\n```', ["Has ```code``` here"], True, []),
+    ("fence-marks-across-lines", '{"facts": ["Wrote ```\n{"a": 1}\n``` in a note"]}', ['Wrote ```\n{"a": 1}\n``` in a note'], True, []),
+    ("fence-inline", '```json {"facts": ["Plays guitar"]}```', ["Plays guitar"], True, []),
+    ("fence-after-prose-on-its-line", 'Output: ```json\n{"facts": ["a", "b', ["a", "b"], True, []),
     ("trailing-prose", '{"facts": ["Is a nurse"]}\n\nI extracted one fact because {the rest} was small talk.', ["Is a nurse"], True, []),
     ("leading-prose-brackets", 'I found [1] fact: {"facts": ["Is a nurse"]}', ["Is a nurse"], True, []),
     ("truncated", '{"facts": ["Likes tea", "Lives in Par', ["Likes tea", "Lives in Par"], True, []),

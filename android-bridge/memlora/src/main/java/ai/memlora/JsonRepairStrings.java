@@ -9,7 +9,8 @@ import java.util.List;
  * quote ends the string. A quote that is not followed by what the context expects (":" after a key, "," or "}" after
  * an object value, "," or "]" in an array) belongs to the string when the look-ahead says it goes on
  * ({@code "Loves "Brave" by Sara"}). A German low quote ({@code \u201e}) opens a span inside the string that a
- * straight quote or {@code \u201d} closes without ending the string. Not reproduced: code fences inside a string.
+ * straight quote or {@code \u201d} closes without ending the string. A {@code ```json} block right after a
+ * string's opening quote is read as the value (json_repair's LLM-block rule).
  */
 abstract class JsonRepairStrings {
   static final String QUOTES = "\"'\u201c\u201d";
@@ -244,8 +245,27 @@ abstract class JsonRepairStrings {
   /** What {@code stringEntry} returns when the scan goes on (any other value is the string itself). */
   private static final String SCAN = new String("scan");
 
+  /** parse_json: the next value at {@code i} (the structure is {@link JsonRepair}'s). */
+  abstract Object parseValue();
+
+  /**
+   * parse_json_llm_block: a {@code ```json} block right after a string's opening quote, closed by another fence, is
+   * read as the value itself; {@link #SCAN} when there is none.
+   */
+  private Object fencedJson() {
+    if (!s.startsWith("```json", i)) {
+      return SCAN;
+    }
+    int k = skipTo("`", 7);
+    if (!s.startsWith("```", i + k)) {
+      return SCAN;
+    }
+    i += 7;
+    return parseValue();
+  }
+
   /** parse_string for the quoted string at {@code i} (opening quote {@code open}); {@code i} ends after it. */
-  private String quotedString(char open) {
+  private Object quotedString(char open) {
     String fast = simpleQuoted();
     if (fast != null) {
       return fast;
@@ -258,6 +278,12 @@ abstract class JsonRepairStrings {
       st.right = '\u201d';
     }
     i++;
+    if (at() != null && at() == '`') {
+      Object block = fencedJson();
+      if (block != SCAN) {
+        return block;
+      }
+    }
     String entry = stringEntry(st);
     if (entry != SCAN) {
       return entry;

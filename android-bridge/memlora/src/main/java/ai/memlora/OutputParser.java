@@ -39,8 +39,10 @@ public final class OutputParser {
   private static final Pattern HARMONY_TOKEN = Pattern.compile("<\\|[a-z_]+\\|>", CI);
   private static final String GPT_OSS_FINAL = "assistantfinal";
   private static final Pattern GPT_OSS_ANALYSIS = Pattern.compile("analysis[A-Z\"'(\\[]");
+  /** A fence opens at a line's start and closes at a line's start or end: ``` inside a JSON string is text. */
   private static final Pattern FENCE =
-      Pattern.compile("```[ \\t]*[A-Za-z0-9_+-]*[ \\t]*\\r?\\n?(.*?)(?:```|\\z)", Pattern.DOTALL);
+      Pattern.compile("(?:\\A|(?<=\\n))[ \\t]*```[ \\t]*[A-Za-z0-9_+-]*[ \\t]*(?:\\r?\\n|(?=[{\\[]))(.*?)"
+          + "(?:(?<=\\n)[ \\t]*```|```[ \\t]*(?=\\r?\\n|\\z)|\\z)", Pattern.DOTALL);
   private static final Pattern WORD =
       Pattern.compile("^[\"'`*]*([\\w-]+)[\"'`*.!?]*$", Pattern.UNICODE_CHARACTER_CLASS);
 
@@ -93,7 +95,7 @@ public final class OutputParser {
     return PyStr.strip(out);
   }
 
-  /** The content of the first code fence holding {@code {} or {@code [}, or the text unchanged. */
+  /** The content of the first line-level code fence holding {@code {} or {@code [}, or the text unchanged. */
   public static String stripCodeFences(String text) {
     Matcher m = FENCE.matcher(text);
     while (m.find()) {
