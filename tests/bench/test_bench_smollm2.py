@@ -66,3 +66,9 @@ def test_the_peer_runs_the_same_weights_interleaved(report):
     assert peer["s_per_answer_ort_over_llamacpp"] == peer["q4_0"]["s_per_answer_ort_over_llamacpp"] > 0
     goal = report["goals"][0]
     assert "0.8 x llama.cpp" in goal["goal"] and goal["value"] == peer["s_per_answer_ort_over_llamacpp"]
+    from memlora.bench.peer_llamacpp import extra_buffers_usable
+
+    usable = extra_buffers_usable()  # off on CPUs with AMX, and the goal's note says so
+    assert peer["llamacpp_extra_buffers"] is usable
+    assert all(runs[name]["extra_buffers"] is usable for name in ("llamacpp-q4_0@peer", "llamacpp-q4_1-shipped@peer"))
+    assert ("not its fastest Q4_0 path" in goal["note"]) is (not usable)
