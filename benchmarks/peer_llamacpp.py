@@ -11,11 +11,12 @@
 - ``LlamaCppEngine`` implements the Engine protocol: the same chat template rendering as the other engines, greedy argmax,
   the expert activated with llama.cpp's adapter API and the KV cache CLEARED on every call (llama.cpp does not invalidate it
   when the adapter changes; a fresh generator per call is also what the ONNX engine does).
-- On a CPU with AMX, llama.cpp's extra weight buffers (its AMX and repacked layouts) are turned off: llama-cpp-python
-  0.3.36 crashes in ``ggml_backend_amx_mul_mat`` on the first decode there (measured on an Intel Xeon with AMX; upstream:
+- When the installed llama.cpp carries its AMX kernels (what ``pip install`` builds on a CPU with AMX: ``-march=native``),
+  its extra weight buffers (the AMX and repacked layouts) are turned off: llama-cpp-python 0.3.36 crashes in
+  ``ggml_backend_amx_mul_mat`` on the first decode (measured on an Intel Xeon with AMX; upstream:
   https://github.com/ggml-org/llama.cpp/issues/20824, and https://github.com/ggml-org/llama.cpp/pull/16315 on wrong Q4_0
-  results from the same kernels). Without them llama.cpp is slower on Q4_0 than where the repacked layout runs, so a
-  report from such a CPU says so (``extra_buffers`` in the peer's row).
+  results from the same kernels). Without them llama.cpp is slower on Q4_0 than with its repacked layout, so the report
+  says so (``extra_buffers`` in the peer's row). A build without AMX keeps the repacked layout (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from typing import Any, Sequence
 from memlora.errors import AdapterError, ImageError, MemloraError
 from memlora.paths import cache_dir
 from memlora.runtime.chat_template import ChatTemplate
-from memlora.runtime.cpu import cpu_info
 from memlora.runtime.engine import Generation, Message, Timings, resolve_min_new_tokens
 
 PRE_TOKENIZER = {"qwen2": "qwen2", "llama": "llama-bpe", "gemma2": "default"}
@@ -204,11 +204,15 @@ def _silence_llama_logs(llama_cpp) -> None:
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
-def extra_buffers_usable(isa: Sequence[str] | None = None) -> bool:
-    """Whether llama.cpp may put weights in its extra CPU buffers (AMX, repacked) on a CPU with ``isa`` (default: this
-    one): not where AMX exists (see the module doc)."""
-    isa = cpu_info()["isa"] if isa is None else isa
-    return not any(flag.startswith("amx") for flag in isa)
+def extra_buffers_usable(system_info: str | None = None) -> bool:
+    """Whether llama.cpp may put weights in its extra CPU buffers (AMX, repacked): not when its build carries the AMX
+    kernels, which its ``system_info`` line (default: the installed library's) reports as ``AMX_INT8 = 1`` (see the
+    module doc)."""
+    if system_info is None:
+        import llama_cpp
+
+        system_info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    return "AMX_INT8 = 1" not in system_info
 
 
 @contextmanager

@@ -138,18 +138,20 @@ def test_the_llamacpp_peer_runs_the_loop_with_forced_lengths():
     engine.close()
 
 
-@pytest.mark.parametrize("isa, usable", [
-    ([], True),
-    (["sse4_2", "avx2", "fma"], True),
-    (["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], True),
-    (["avx512f", "avx512_vnni", "amx_bf16", "amx_int8"], False),
-    (["amx_tile"], False),
+AVX512_INFO = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | "
+
+
+@pytest.mark.parametrize("system_info, usable", [
+    ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ", True),
+    (AVX512_INFO + "LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ", True),
+    (AVX512_INFO + "AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ", False),
+    ("", True),
 ])
-def test_llamacpp_extra_buffers_are_off_on_amx_cpus(isa, usable):
-    """llama.cpp's AMX kernels crash on the first decode of an AMX CPU: the peer turns its extra buffers off there."""
+def test_llamacpp_extra_buffers_are_off_in_a_build_with_amx_kernels(system_info, usable):
+    """llama.cpp's AMX kernels crash on the first decode: the peer turns its extra buffers off when the build has them."""
     from memlora.bench import peer_llamacpp
 
-    assert peer_llamacpp.extra_buffers_usable(isa) is usable
+    assert peer_llamacpp.extra_buffers_usable(system_info) is usable
 
 
 def test_the_llamacpp_peer_can_load_without_extra_buffers():
