@@ -112,18 +112,26 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_the_llamacpp_peer_runs_the_loop_with_forced_lengths():
-    """The peer engine on the tiny model: GGUF Q4_0 + f32 GGUF LoRA experts, KV cleared per call, lengths forced."""
+@pytest.fixture(scope="module")
+def tiny_peer():
+    """(the tiny model's bench bundles, its GGUF Q4_0 + f32 GGUF LoRA files), for the llama.cpp peer's tests."""
     pytest.importorskip("llama_cpp", reason="the optional peer extra (llama-cpp-python) is not installed")
     from memlora.bench import peer_llamacpp
     from memlora.bench.bench_bundles import ensure_bench_bundles
+
+    bench = ensure_bench_bundles("qwen2", "tiny", precision="int4", quiet=True)
+    return bench, peer_llamacpp.ensure_gguf(bench.base_dir, bench.adapters_dir)
+
+
+def test_the_llamacpp_peer_runs_the_loop_with_forced_lengths(tiny_peer):
+    """The peer engine on the tiny model: GGUF Q4_0 + f32 GGUF LoRA experts, KV cleared per call, lengths forced."""
+    from memlora.bench import peer_llamacpp
     from memlora.bench.speed import FORCED_TOKENS, run_speed_loop
     from memlora.bench.workload import load_workload
     from memlora.runtime.bundle import load_bundle
     from memlora.runtime.ort_engine import bundle_embedder
 
-    bench = ensure_bench_bundles("qwen2", "tiny", precision="int4", quiet=True)
-    files = peer_llamacpp.ensure_gguf(bench.base_dir, bench.adapters_dir)
+    bench, files = tiny_peer
     assert set(files.adapters) == {"extraction", "update", "generation"} and files.model.stat().st_size > 0
     engine = peer_llamacpp.LlamaCppEngine(files, bench.base_dir, threads=1, min_new_tokens=10**9)
     assert engine.llm.model_params.use_extra_bufts is engine.extra_buffers is peer_llamacpp.extra_buffers_usable()
@@ -154,14 +162,13 @@ def test_llamacpp_extra_buffers_are_off_in_a_build_with_amx_kernels(system_info,
     assert peer_llamacpp.extra_buffers_usable(system_info) is usable
 
 
-def test_the_llamacpp_peer_can_load_without_extra_buffers():
+def test_the_llamacpp_peer_can_load_without_extra_buffers(tiny_peer):
     """The switch reaches llama.cpp's model parameters, and the library's defaults are restored after loading."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="the optional peer extra (llama-cpp-python) is not installed")
-    from memlora.bench import peer_llamacpp
-    from memlora.bench.bench_bundles import ensure_bench_bundles
+    import llama_cpp
 
-    bench = ensure_bench_bundles("qwen2", "tiny", precision="int4", quiet=True)
-    files = peer_llamacpp.ensure_gguf(bench.base_dir, bench.adapters_dir)
+    from memlora.bench import peer_llamacpp
+
+    bench, files = tiny_peer
     engine = peer_llamacpp.LlamaCppEngine(files, bench.base_dir, threads=1, extra_buffers=False)
     assert engine.extra_buffers is False and engine.llm.model_params.use_extra_bufts is False
     assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
