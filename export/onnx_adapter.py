@@ -78,8 +78,9 @@ def write_onnx_adapter(expert: Expert, slots: list[LoraSlot], path: str | Path, 
 
 
 def read_onnx_adapter(path: str | Path) -> dict[str, np.ndarray]:
-    """The parameters of an ``.onnx_adapter`` file as numpy arrays."""
+    """The parameters of an ``.onnx_adapter`` file as numpy arrays (copies: ``OrtValue.numpy()`` of a read adapter is a
+    view into memory the adapter object frees once it is gone)."""
     import onnxruntime as ort
 
     fmt = ort.AdapterFormat.read_adapter(os.fspath(path))
-    return {name: value.numpy() for name, value in fmt.get_parameters().items()}
+    return {name: np.array(value.numpy(), copy=True) for name, value in fmt.get_parameters().items()}

@@ -177,3 +177,33 @@ def test_experts_prompt_set_is_the_one_set_the_experts_share(tmp_path, sets, exp
             experts_prompt_set(tmp_path)
     else:
         assert experts_prompt_set(tmp_path) == expected
+
+
+def test_read_onnx_adapter_returns_arrays_that_outlive_the_reader(tmp_path):
+    """The arrays stay valid once the adapter reader is gone and its memory reused (they were views into freed memory)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    params = {f"model.layers.{i}.attn.qkv_proj.lora_A.MatMul.weight": rng.standard_normal((64, 8)).astype(np.float32)
+              for i in range(8)}
+    fmt = ort.AdapterFormat()
+    fmt.set_adapter_version(1)
+    fmt.set_model_version(1)
+    fmt.set_parameters({k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in params.items()})
+    fmt.export_adapter(str(tmp_path / "a.onnx_adapter"))
+    np.savez(tmp_path / "expected.npz", **params)
+    script = (
+        "import gc, sys, numpy as np\n"
+        "from memlora.export.onnx_adapter import read_onnx_adapter\n"
+        f"got = read_onnx_adapter({str(tmp_path / 'a.onnx_adapter')!r})\n"
+        "gc.collect()\n"
+        "churn = [np.full((256, 1024), 7.0) for _ in range(64)]\n"
+        f"expected = np.load({str(tmp_path / 'expected.npz')!r})\n"
+        "sys.exit(0 if sorted(got) == sorted(expected.files) and all(np.array_equal(got[k], expected[k]) for k in got) else 3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
