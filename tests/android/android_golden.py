@@ -361,6 +361,18 @@ TOP_LEVEL_MEMBER_OUTPUTS = [
     '{"facts": ["a"]}, "note": "x"',
     '{"answer": "red"}, "reason": "the sign"}',
 ]
+# An object with no ':' re-read as an array, then more values: json_repair reads the next one inside that object's
+# key context (its deferred contexts); valid JSON read as it is, escapes included ("\\f" is a form feed there).
+DEFERRED_CONTEXT_OUTPUTS = [
+    '{"memory": [{"id"}, {"id":{ "1", "event": "DELETE"}]}',
+    '{"memory": [{"id": "0"}, {"0", "text"}, {"id": "1", "text": "Likes tea", "event": "ADD"}]}',
+    '{"memory": [{"id", "0"}, {"id": "1", "text": "Has a dog", "event": "UPDATE", "old_memory": "Has a cat"}]}',
+    '{"facts": [{"Lives in Rome"}, {"x": "Has a cat"}, "Likes tea"]}',
+    '{"facts": [{"a", "b"}, ["c"], {"d": "e", "f"}]}',
+    '{"facts" [{"Lives in Rome"}, {"x": "Has a cat"}, "Likes tea"]}',
+    '{"\\facts": ["x"], "n": 1, "facts": ["y"]}',
+    '{"answer": "a\\tb", "reason": "\\u00e9t\\u00e9"}',
+]
 # Code fences: around the JSON (stripped) and inside a string (kept as text).
 FENCE_OUTPUTS = [
     '```json\n{"facts": ["Likes tea"]}\n```',
@@ -449,15 +461,17 @@ def parsing_cases() -> list[dict]:
         ("facts", parsing.parse_facts, facts + TRUNCATED_FACT_OUTPUTS + mutated(facts, 400, seed=1)
          + low_facts + _cut_everywhere(low_facts[0]) + mutated(low_facts, 150, seed=4)
          + ARRAY_CONTINUATION_OUTPUTS + mutated(ARRAY_CONTINUATION_OUTPUTS, 100, seed=7) + TOP_LEVEL_MEMBER_OUTPUTS
-         + FENCE_OUTPUTS + mutated(FENCE_OUTPUTS, 100, seed=11)),
+         + FENCE_OUTPUTS + mutated(FENCE_OUTPUTS, 100, seed=11) + DEFERRED_CONTEXT_OUTPUTS
+         + mutated(DEFERRED_CONTEXT_OUTPUTS, 150, seed=14)),
         ("memory", parsing.parse_memory_update,
          updates + TRUNCATED_UPDATE_OUTPUTS + TRUNCATED_QUOTED_OUTPUTS + mutated(updates, 400, seed=2)
          + low_updates + _cut_everywhere(low_updates[1]) + mutated(low_updates, 150, seed=5) + STRAY_COLON_OUTPUTS
          + mutated(STRAY_COLON_OUTPUTS, 100, seed=6) + ARRAY_CONTINUATION_OUTPUTS + COMMENT_OUTPUTS
          + mutated(COMMENT_OUTPUTS, 150, seed=8) + TOP_LEVEL_MEMBER_OUTPUTS + mutated(TOP_LEVEL_MEMBER_OUTPUTS, 100, seed=10)
-         + FENCE_OUTPUTS + mutated(FENCE_OUTPUTS, 100, seed=12)),
+         + FENCE_OUTPUTS + mutated(FENCE_OUTPUTS, 100, seed=12) + DEFERRED_CONTEXT_OUTPUTS
+         + mutated(DEFERRED_CONTEXT_OUTPUTS, 150, seed=15)),
         ("vqa", parsing.parse_vqa, vqa + mutated(vqa, 150, seed=3) + TOP_LEVEL_MEMBER_OUTPUTS + FENCE_OUTPUTS
-         + mutated(FENCE_OUTPUTS, 100, seed=13)),
+         + mutated(FENCE_OUTPUTS, 100, seed=13) + DEFERRED_CONTEXT_OUTPUTS),
     ):
         for i, text in enumerate(outputs):
             cases.append({"id": f"{kind}-{i}", "kind": kind, "text": text, "expected": _parse_result(fn(text))})

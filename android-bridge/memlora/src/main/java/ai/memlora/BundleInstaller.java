@@ -56,7 +56,7 @@ public final class BundleInstaller {
     }
     Object manifest;
     try {
-      manifest = BundleManifest.jsonLoads(new String(manifestBytes, StandardCharsets.UTF_8));
+      manifest = StrictJson.loads(new String(manifestBytes, StandardCharsets.UTF_8));
     } catch (StrictJson.Invalid e) {
       throw new BundleException("assets/" + assetDir + "/" + BundleManifest.MANIFEST + ": not valid JSON (" + e.getMessage() + ")");
     }

@@ -232,7 +232,7 @@ public final class BundleManifest {
           .onUnmappableCharacter(CodingErrorAction.REPORT)
           .decode(java.nio.ByteBuffer.wrap(readAll(path)))
           .toString();
-      manifest = jsonLoads(text);
+      manifest = StrictJson.loads(text);
     } catch (CharacterCodingException e) {
       throw new BundleException(where + ": not valid JSON (not UTF-8 text)");
     } catch (StrictJson.Invalid e) {
@@ -259,24 +259,6 @@ public final class BundleManifest {
           + " memlora-export or upgrade memlora");
     }
     return m;
-  }
-
-  /** {@code json.loads}: one value, surrounded by optional whitespace. */
-  static Object jsonLoads(String text) throws StrictJson.Invalid {
-    int start = skipWs(text, 0);
-    int[] end = new int[1];
-    Object value = StrictJson.rawDecode(text, start, end);
-    if (skipWs(text, end[0]) != text.length()) {
-      throw new StrictJson.Invalid("Extra data at char " + end[0]);
-    }
-    return value;
-  }
-
-  private static int skipWs(String s, int i) {
-    while (i < s.length() && " \t\n\r".indexOf(s.charAt(i)) >= 0) {
-      i++;
-    }
-    return i;
   }
 
   static byte[] readAll(File f) throws IOException {

@@ -20,14 +20,23 @@ import java.util.Map;
  * holds the structure (values, objects, arrays, numbers); the strings and the cursor are {@link JsonRepairStrings}.
  *
  * <p>It never throws: whatever it cannot read is skipped. The golden corpus (tests/android/android_golden.py) pins
- * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on 2,000 seeded
- * random edits of them. Not reproduced: one rare garbled input (docs/android.md); the parsers validate every value
- * afterwards, so a different recovery can only drop items, never invent them.
+ * it to Python's result on real-shaped outputs, on real outputs cut off after every character and on seeded random
+ * edits of them. Also ported: json_repair's first steps (valid JSON as it is; once, a top-level container that is
+ * valid JSON from there on, taken as is) and its deferred contexts (after an object re-read as an array, the next
+ * value is read inside that object's key context). The parsers validate every value afterwards, so a different
+ * recovery could only drop items, never invent them.
  */
 final class JsonRepair extends JsonRepairStrings {
   private int depth;
   /** Where the last key parsed started (json_repair's rollback index). */
   private int keyStart;
+  /**
+   * json_repair's deferred contexts: an object re-read as an array leaves its OBJECT_KEY context to the next value
+   * parsed through {@link #parseJson()}, which runs inside it (json_repair's {@code deferred_contexts}).
+   */
+  private final List<Ctx> deferred = new ArrayList<Ctx>();
+  /** json_repair's {@code has_tried_valid_json_suffix}: the strict read of a top-level container is tried once. */
+  private boolean triedValidSuffix;
 
   private JsonRepair(String s) {
     super(s);
@@ -35,7 +44,11 @@ final class JsonRepair extends JsonRepairStrings {
 
   /** {@code json_repair.loads(text)}: the repaired value, "" when nothing was found. */
   static Object loads(String text) {
-    return new JsonRepair(text).top();
+    try {
+      return StrictJson.loads(text); // json_repair's first step: valid JSON as it is
+    } catch (StrictJson.Invalid | StackOverflowError e) {
+      return new JsonRepair(text).top();
+    }
   }
 
 
@@ -48,6 +61,7 @@ final class JsonRepair extends JsonRepairStrings {
     values.add(first);
     while (i < s.length()) {
       ctx.clear();
+      deferred.clear();
       boolean commaSeparated = nextIsCommaSeparated();
       Object j = parseJson();
       if (JsonValues.truthy(j)) {
@@ -149,10 +163,34 @@ final class JsonRepair extends JsonRepairStrings {
 
   /** parse_json: the next value; at the top level only containers (and comments) start one. */
   private Object parseJson() {
+    if (!deferred.isEmpty()) {
+      int entered = deferred.size();
+      ctx.addAll(deferred);
+      deferred.clear();
+      try {
+        return parseJson();
+      } finally {
+        for (int k = 0; k < entered; k++) {
+          ctx.remove(ctx.size() - 1);
+        }
+      }
+    }
     while (true) {
       Character c = at();
       if (c == null) {
         return "";
+      }
+      if ((c == '{' || c == '[') && ctx.isEmpty() && !triedValidSuffix && containerHasNonCommaTrailingContent()) {
+        // json_repair's valid-suffix read: once, a top-level container that is valid JSON from here is taken as is
+        triedValidSuffix = true;
+        int[] end = new int[1];
+        try {
+          Object value = StrictJson.rawDecode(s, i, end);
+          i = end[0];
+          return value;
+        } catch (StrictJson.Invalid e) {
+          // not valid from here: repaired below
+        }
       }
       if (c == '{') {
         i++;
@@ -178,6 +216,50 @@ final class JsonRepair extends JsonRepairStrings {
       }
       i++;
     }
+  }
+
+  /**
+   * json_repair's {@code _initial_container_has_non_comma_trailing_content}: true away from the text's start; at its
+   * start, true when the first container closes (brackets matched, outside double-quoted strings) and something other
+   * than whitespace and a ',' follows it.
+   */
+  private boolean containerHasNonCommaTrailingContent() {
+    if (i != 0) {
+      return true;
+    }
+    List<Character> open = new ArrayList<Character>();
+    boolean inString = false;
+    boolean escaped = false;
+    for (int k = 0; k < s.length(); k++) {
+      char c = s.charAt(k);
+      if (inString) {
+        if (escaped) {
+          escaped = false;
+        } else if (c == '\\') {
+          escaped = true;
+        } else if (c == '"') {
+          inString = false;
+        }
+        continue;
+      }
+      if (c == '"') {
+        inString = true;
+      } else if (c == '{' || c == '[') {
+        open.add(c);
+      } else if (c == '}' || c == ']') {
+        if (open.isEmpty() || c != (open.remove(open.size() - 1) == '{' ? '}' : ']')) {
+          return false;
+        }
+        if (open.isEmpty()) {
+          int t = k + 1;
+          while (t < s.length() && PyStr.isSpace(s.charAt(t))) {
+            t++;
+          }
+          return t < s.length() && s.charAt(t) != ',';
+        }
+      }
+    }
+    return false;
   }
 
   private Object parseObject() {
@@ -244,6 +326,7 @@ final class JsonRepair extends JsonRepairStrings {
       ctx.add(Ctx.OBJECT_KEY);
       Object arr = parseArray();
       ctx.remove(ctx.size() - 1);
+      deferred.add(Ctx.OBJECT_KEY);
       return arr;
     }
     if (!ctx.isEmpty() && at() != null && at() == '}' && current() != Ctx.OBJECT_KEY && current() != Ctx.OBJECT_VALUE) {

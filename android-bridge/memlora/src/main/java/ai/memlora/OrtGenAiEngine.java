@@ -68,7 +68,7 @@ public final class OrtGenAiEngine implements Engine {
     Map<String, Object> genai;
     File configFile = new File(bundle.baseDir, "genai_config.json");
     try {
-      Object parsed = BundleManifest.jsonLoads(new String(BundleManifest.readAll(configFile), StandardCharsets.UTF_8));
+      Object parsed = StrictJson.loads(new String(BundleManifest.readAll(configFile), StandardCharsets.UTF_8));
       Object model = parsed instanceof Map ? ((Map<String, Object>) parsed).get("model") : null;
       if (!(model instanceof Map)) {
         throw new BundleException(configFile + ": no 'model' object");

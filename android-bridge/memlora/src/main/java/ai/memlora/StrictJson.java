@@ -45,6 +45,24 @@ final class StrictJson {
     this.i = start;
   }
 
+  /** Python's {@code json.loads}: one value, surrounded by optional whitespace, or throws {@link Invalid}. */
+  static Object loads(String text) throws Invalid {
+    int start = skipWs(text, 0);
+    int[] end = new int[1];
+    Object value = rawDecode(text, start, end);
+    if (skipWs(text, end[0]) != text.length()) {
+      throw new Invalid("Extra data at char " + end[0]);
+    }
+    return value;
+  }
+
+  private static int skipWs(String s, int i) {
+    while (i < s.length() && " \t\n\r".indexOf(s.charAt(i)) >= 0) {
+      i++;
+    }
+    return i;
+  }
+
   /** The value at {@code start}, or throws {@link Invalid}. */
   static Object rawDecode(String text, int start) throws Invalid {
     return new StrictJson(text, start).value();
