@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from memlora import LOOP_STAGES
 from memlora.distill.cli import (
     INT4_BASE_OPTION,
     STAGE_SET_OPTION,
@@ -224,12 +225,15 @@ def natural_stats_command(sources: tuple[str, ...]) -> None:
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @INT4_BASE_OPTION
 @STAGE_SET_OPTION
+@click.option("--stage", "stages", multiple=True, type=click.Choice(LOOP_STAGES),
+              help="Rebuild only this expert (repeatable); the others in the output dir are kept, checked against its "
+                   "experts.json. Default: all three.")
 def natural_experts_command(model: str, out_dir: Path | None, work_dir: Path | None, threads: int | None,
-                            base_int4_block: int | None, stage_sets: tuple[str, ...]) -> None:
+                            base_int4_block: int | None, stage_sets: tuple[str, ...], stages: tuple[str, ...]) -> None:
     """Train and package the shipped experts: natural conversations + the world, one LoRA per stage, fp16, checksummed."""
     from memlora.export.pull import pull_model  # may download the model once
 
-    config = ShippedExpertsConfig(model=model)
+    config = ShippedExpertsConfig(model=model, stages=tuple(s for s in LOOP_STAGES if s in stages) or LOOP_STAGES)
     config.train.threads = threads
     config.train.base_int4_block = base_int4_block
     for stage, fields in stage_overrides(stage_sets).items():

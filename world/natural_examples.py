@@ -33,10 +33,14 @@ from memlora.world.generator import MEM0_OP_KEYS, MemoryOp, UpdateCase, WorldCon
 from memlora.world.natural import NaturalConversation, gold_steps, load_natural, to_locomo_sample
 
 SOURCE = "natural"
+DISTRACTOR_SOURCE = "natural-distractors"
+"""``source`` of the update examples with distractor memories (``distractor_update_examples``)."""
 SPLIT_FILES = {"train": "train", "val": "val", "test": "demo"}
 """Training split -> the natural file written there (the kept-aside demo conversation is the test split)."""
 DEFAULT_MEMORY_ORDER = "loop"
 """The loop's own choice and order of memories (``MEMORY_ORDERS``)."""
+DISTRACTORS_PER_STEP = (2, 6)
+"""How many distractor memories a distractor copy of an update example adds to the owner's store (inclusive range)."""
 
 
 class _Shuffled:
@@ -73,23 +77,59 @@ def extraction_examples(conv: NaturalConversation, prompt_set: str = "memlora") 
 
 
 def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
-                    memory_order: str = DEFAULT_MEMORY_ORDER, ranker: RetrievalOrder | None = None) -> list[dict]:
+                    memory_order: str = DEFAULT_MEMORY_ORDER, ranker: RetrievalOrder | None = None,
+                    distractors: Sequence[str] = (), seed: str = "") -> list[dict]:
     """One example per ingestion step with facts: the owner's memories (chosen and ordered by ``memory_order``, ids
-    "0".."n-1") + the facts -> the gold operations, each op's keys in ``op_key_order``."""
+    "0".."n-1") + the facts -> the gold operations, each op's keys in ``op_key_order``.
+
+    With ``distractors`` (memory texts of other conversations; ``memory_order="loop"`` only), each step's store also
+    holds ``DISTRACTORS_PER_STEP`` of them (seeded by ``seed``), as a user with a longer history would: the loop then
+    shows the expert unrelated memories beside the related ones, and the gold operations stay the same."""
     op_key_order = check_op_key_order(op_key_order)
+    if distractors and memory_order != "loop":
+        raise DataError(f"distractor memories need memory_order='loop', got {memory_order!r}")
     ranker = check_memory_order(memory_order, ranker) or _Shuffled(random.Random(f"{conv.sample_id}:update"))
     steps = [step for step in gold_steps(conv) if step[1]]
     if isinstance(ranker, RetrievalOrder):
-        ranker.embed([t for _, facts, ops, before in steps for t in (*facts, *before.values())])
+        ranker.embed([t for _, facts, ops, before in steps for t in (*facts, *before.values())] + list(distractors))
+    rng = random.Random(f"{conv.sample_id}:update-distractors:{seed}")
     out = []
     for batch, facts, ops, before in steps:
         case = gold_case(before, facts, ops)
+        memory = list(before.values())
+        if distractors:
+            taken = set(memory) | set(facts)
+            pool = [t for t in dict.fromkeys(distractors) if t not in taken]
+            memory += rng.sample(pool, min(rng.randint(*DISTRACTORS_PER_STEP), len(pool)))
         if memory_order == "loop":
-            case = loop_retrieved(case, list(before.values()), ranker)
+            case = loop_retrieved(case, memory, ranker)
         else:
             case = retrieval_ordered(case, ranker)
-        out.append(update_example(conv.sample_id, batch.user_id, batch.session, batch.messages, case, op_key_order,
-                                  prompt_set, SOURCE))
+        example = update_example(conv.sample_id, batch.user_id, batch.session, batch.messages, case, op_key_order,
+                                 prompt_set, DISTRACTOR_SOURCE if distractors else SOURCE)
+        if distractors:
+            example["id"] += f":distractors:{seed}"
+            example["meta"]["distractors"] = len(memory) - len(before)
+        out.append(example)
+    return out
+
+
+def distractor_update_examples(conversations: list[NaturalConversation], copies: int, op_key_order: Sequence[str] = MEM0_OP_KEYS,
+                               prompt_set: str = "memlora", ranker: RetrievalOrder | None = None) -> list[dict]:
+    """``copies`` more update examples per step with facts, each with distractor memories in the owner's store
+    (``update_examples``' ``distractors``): the gold facts of the other conversations. The natural conversations are
+    short, so their update examples rarely show more than two memories; the loop shows up to ``top_s`` per fact once
+    a user has a history, and an expert that never saw that answers with the first memory shown instead of adding the
+    new fact."""
+    if copies < 0:
+        raise DataError(f"the number of distractor copies must be >= 0, got {copies}")
+    ranker = check_memory_order("loop", ranker)
+    facts_of = {conv.sample_id: [f for _, facts, _, _ in gold_steps(conv) for f in facts] for conv in conversations}
+    out = []
+    for copy in range(copies):
+        for conv in conversations:
+            pool = [f for sample_id, facts in facts_of.items() if sample_id != conv.sample_id for f in facts]
+            out += update_examples(conv, op_key_order, prompt_set, "loop", ranker, distractors=pool, seed=str(copy))
     return out
 
 
@@ -157,16 +197,21 @@ def mix(natural: list[dict], world: list[dict], world_ratio: float, seed: str) -
 def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_config: WorldConfig | None = None,
                          op_key_order: Sequence[str] = MEM0_OP_KEYS, prompt_set: str = "memlora",
                          memory_order: str = DEFAULT_MEMORY_ORDER, ranker: RetrievalOrder | None = None,
-                         sources: dict[str, str | Path] | None = None) -> dict[str, dict[str, dict[str, int]]]:
+                         sources: dict[str, str | Path] | None = None,
+                         update_distractor_copies: int = 0) -> dict[str, dict[str, dict[str, int]]]:
     """Write ``DATA/<split>/<stage>.jsonl`` for the three text stages and ``DATA/locomo/<split>.json`` (the natural
     conversations LoCoMo-shaped, for ``memlora eval``), atomically: train and val from the natural files, each mixed
     with ``world_ratio`` world examples per natural example (the world of ``world_config`` and its split of the same
     name), test = the kept-aside demo conversation alone. ``sources`` overrides a natural file
-    (``{"train": path}``). Returns ``{split: {stage: {"natural": n, "world": m}}}``."""
+    (``{"train": path}``). ``update_distractor_copies``: that many ``distractor_update_examples`` copies of the train
+    split's natural update examples, added after the world mix (``memory_order="loop"`` only). Returns
+    ``{split: {stage: {"natural": n, "world": m, "distractor copies": k}}}``."""
     op_key_order = check_op_key_order(op_key_order)
     ranker = check_memory_order(memory_order, ranker)
     if world_ratio < 0:
         raise DataError(f"the world mix ratio must be >= 0, got {world_ratio}")
+    if update_distractor_copies and memory_order != "loop":
+        raise DataError(f"distractor copies need memory_order='loop', got {memory_order!r}")
     files = {split: (sources or {}).get(name, name) for split, name in SPLIT_FILES.items()}
     conversations = {split: load_natural(source) for split, source in files.items()}  # every file checked before writing
     world = generate_world(world_config or WorldConfig()) if world_ratio > 0 else None
@@ -180,7 +225,12 @@ def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_c
             if world is not None and split != "test":
                 world_rows = world_examples(world.split(split), stage, op_key_order, prompt_set, memory_order, ranker)
             rows = mix(natural, world_rows, world_ratio if world_rows else 0.0, f"natural-mix:{split}:{stage}")
+            world_count = len(rows) - len(natural)
+            copies = []
+            if stage == "update" and split == "train" and update_distractor_copies:
+                copies = distractor_update_examples(convs, update_distractor_copies, op_key_order, prompt_set, ranker)
+                rows = mix(rows, copies, 1.0, f"natural-distractors:{split}:{stage}")
             write_jsonl_atomic(stage_path(data_dir, split, stage), rows)
-            counts[split][stage] = {"natural": len(natural), "world": len(rows) - len(natural)}
+            counts[split][stage] = {"natural": len(natural), "world": world_count, "distractor copies": len(copies)}
     return counts
 

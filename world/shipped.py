@@ -65,6 +65,10 @@ class ShippedExpertsConfig:
     conversations the language)."""
     world_seed: int = 0
     """Seed of the world mixed in."""
+    update_distractor_copies: int = 1
+    """Copies of the natural update examples whose stores also hold other conversations' facts (2-6 distractor
+    memories each; ``distractor_update_examples``), added to the train split: without them the update expert, shown
+    more than two memories, answered with the first one instead of adding the new fact."""
     train: TrainConfig = field(default_factory=_default_train)
     """Training settings shared by the stages (r16 alpha 32, lr 1e-3, cosine); ``stage`` is set per expert."""
     per_stage: dict[str, dict] = field(default_factory=lambda: {"update": {"max_epochs": 3},
@@ -84,15 +88,19 @@ def build_shipped_data(data_dir: Path, config: ShippedExpertsConfig, echo: Calla
     """``data_dir/<split>/<stage>.jsonl``: the natural conversations plus the world mix (skipped when already built
     with the same settings)."""
     settings = {"world_ratio": config.world_ratio, "world_seed": config.world_seed,
+                "update_distractor_copies": config.update_distractor_copies,
                 "natural": {split: sha256_file(data_file(f"natural/{split}.json"))
                             for split in ("train", "val", "demo")}}
     stamp = data_dir / _DATA_STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         echo(f"data: reusing {data_dir}")
         return
-    counts = export_natural_jsonl(data_dir, config.world_ratio, WorldConfig(seed=config.world_seed))
+    counts = export_natural_jsonl(data_dir, config.world_ratio, WorldConfig(seed=config.world_seed),
+                                  update_distractor_copies=config.update_distractor_copies)
     for split in ("train", "val"):
-        echo(f"data: {split}: " + ", ".join(f"{s} {c['natural']} natural + {c['world']} world" for s, c in counts[split].items()))
+        echo(f"data: {split}: " + ", ".join(f"{s} {c['natural']} natural + {c['world']} world"
+                                            + (f" + {c['distractor copies']} with distractors" if c["distractor copies"] else "")
+                                            for s, c in counts[split].items()))
     write_json_atomic(stamp, settings)
 
 
@@ -134,17 +142,21 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
     if not base_dir.is_dir():
         raise DataError(f"base model dir not found: {base_dir} (run `memlora pull {cfg.model}`)")
     configs = stage_configs(cfg)
+    kept = _kept_experts(out_dir, cfg.stages)  # checked before anything is trained or replaced
     data_dir = work_dir / "data"
     build_shipped_data(data_dir, cfg, echo)
     train_stages(base_dir, data_dir, work_dir, cfg.stages, configs, echo, cfg.max_examples)
     out_dir.mkdir(parents=True, exist_ok=True)
     experts, tokenizers = {}, set()
+    for entry in kept.values():
+        tokenizers.add(json.loads((out_dir / entry["path"] / CARD_FILE).read_text())["tokenizer_sha256"])
     for stage in cfg.stages:
         files = package_expert(work_dir / stage, out_dir / stage, cfg.model, cfg.dtype)
         card = json.loads((out_dir / stage / CARD_FILE).read_text())
         tokenizers.add(card["tokenizer_sha256"])
         experts[stage] = {"path": stage, "prompt_set": "memlora", "max_new_tokens": card["suggested_max_new_tokens"],
                           "files": files}
+    experts = {stage: (experts.get(stage) or kept[stage]) for stage in LOOP_STAGES if stage in experts or stage in kept}
     if len(tokenizers) != 1:
         raise DataError(f"the experts in {work_dir} were trained with different tokenizers: retrain them on one base")
     manifest = {"format": SHIPPED_FORMAT, "experts": experts,
@@ -152,9 +164,19 @@ def train_shipped_experts(base_dir: str | Path, out_dir: str | Path, work_dir: s
                 "data_licence": SHIPPED_DATA_LICENCE, "command": cfg.command}
     path = out_dir / "experts.json"
     write_json_atomic(path, manifest)
-    total = sum((out_dir / s / "adapter_model.safetensors").stat().st_size for s in cfg.stages)
-    echo(f"wrote {path} ({len(experts)} experts, {total / 1e6:.1f} MB of {cfg.dtype} weights)")
+    total = sum((out_dir / e["path"] / "adapter_model.safetensors").stat().st_size for e in experts.values())
+    echo(f"wrote {path} ({len(experts)} experts" + (f", {', '.join(kept)} kept as they were" if kept else "")
+         + f", {total / 1e6:.1f} MB of {cfg.dtype} weights)")
     return path
+
+
+def _kept_experts(out_dir: Path, stages: tuple[str, ...]) -> dict[str, dict]:
+    """The experts.json entries of ``out_dir`` for the stages not rebuilt, each file checked against its sha256 (none
+    when ``out_dir`` has no experts.json yet)."""
+    if not (out_dir / "experts.json").is_file():
+        return {}
+    manifest = check_shipped_experts(out_dir)
+    return {stage: entry for stage, entry in manifest["experts"].items() if stage not in stages}
 
 
 def check_shipped_experts(experts_dir: str | Path) -> dict:

@@ -20,7 +20,13 @@ from memlora.runtime.store import MemoryStore
 from memlora.runtime.update import IdMap, resolve
 from memlora.world.generator import WorldConfig
 from memlora.world.natural import NATURAL_SPLITS, load_natural, natural_path, summarize
-from memlora.world.natural_examples import export_natural_jsonl, natural_examples
+from memlora.world.natural_examples import (
+    DISTRACTOR_SOURCE,
+    DISTRACTORS_PER_STEP,
+    distractor_update_examples,
+    export_natural_jsonl,
+    natural_examples,
+)
 
 SHIPPED = {split: load_natural(split) for split in NATURAL_SPLITS}
 ALL = [c for convs in SHIPPED.values() for c in convs]
@@ -186,6 +192,50 @@ def test_update_examples_parse_to_ops_that_turn_the_shown_memories_into_the_next
             assert {m["text"] for m in shown} <= {m["text"] for m in old}
 
 
+def test_distractor_copies_add_other_conversations_facts_to_the_store_and_keep_the_gold_operations(ranker, tmp_path):
+    """A distractor copy poses the same step with 2-6 facts of other conversations in the owner's store: none of the
+    owner's own, no operation touches one, and every gold operation of the plain example is kept (an UPDATE or NONE
+    becomes the ADD the loop should do when its memory is pushed out of the shown ones)."""
+    convs = SHIPPED["train"][:4]
+    plain = {ex["id"]: ex for ex in natural_examples(convs, "update", memory_order="loop", ranker=ranker)}
+    copies = distractor_update_examples(convs, 1, ranker=ranker)
+    assert len(copies) == len(plain) and copies == distractor_update_examples(convs, 1, ranker=ranker)  # seeded
+    own_facts = {c.sample_id: {f for t in c.turns() for f in t.facts} for c in convs}
+    other_facts = {c.sample_id: set().union(*(own_facts[o.sample_id] for o in convs if o is not c)) for c in convs}
+    shown_distractors = 0
+    for ex in copies:
+        base = plain[ex["id"].removesuffix(":distractors:0")]
+        meta, conv = ex["meta"], ex["meta"]["conversation"]
+        assert ex["source"] == DISTRACTOR_SOURCE and 1 <= meta["distractors"] <= DISTRACTORS_PER_STEP[1]
+        shown = {m["id"]: m["text"] for m in meta["old_memories"]}
+        assert list(shown) == [str(i) for i in range(len(shown))]
+        distractors = {t for t in shown.values() if t not in own_facts[conv]}
+        assert distractors <= other_facts[conv]
+        shown_distractors += len(distractors)
+        for op in meta["ops"]:
+            assert op["event"] == "ADD" or shown[op["id"]] not in distractors, (ex["id"], op)
+        base_shown = {m["id"]: m["text"] for m in base["meta"]["old_memories"]}
+        assert [op["text"] for op in meta["ops"]] == [op["text"] for op in base["meta"]["ops"]]
+        for op, base_op in zip(meta["ops"], base["meta"]["ops"]):
+            if base_op["event"] != "ADD" and base_shown[base_op["id"]] in shown.values():
+                assert op["event"] == base_op["event"] and shown[op["id"]] == base_shown[base_op["id"]]
+        assert parse_memory_update(ex["target"]).ok and ex["messages"] == prompts.update_messages(meta["old_memories"], meta["facts"])
+    assert shown_distractors >= len(copies), "the loop shows the distractors, not only the owner's memories"
+    with pytest.raises(DataError, match="memory_order='loop'"):
+        export_natural_jsonl(tmp_path / "refused", memory_order="shuffled", update_distractor_copies=1)
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
+
+
+def test_export_adds_distractor_copies_to_the_train_split_only(tmp_path, ranker):
+    counts = export_natural_jsonl(tmp_path, ranker=ranker, update_distractor_copies=1)
+    for split in ("train", "val", "test"):
+        rows = load_examples(stage_path(tmp_path, split, "update"))
+        c = counts[split]["update"]
+        assert len(rows) == c["natural"] + c["distractor copies"]
+        assert sum(r["source"] == DISTRACTOR_SOURCE for r in rows) == c["distractor copies"]
+        assert c["distractor copies"] == (c["natural"] if split == "train" else 0)
+
+
 def _memory_after_each_pair(conv) -> dict:
     turn_of = {t.dia_id: t for t in conv.turns()}
     memory: dict[str, dict[str, str]] = {s: {} for s in conv.speakers}
@@ -226,6 +276,7 @@ def test_export_mixes_the_world_into_train_and_val_and_keeps_the_demo_apart(tmp_
             sources = [r["source"] for r in rows]
             c = counts[split][stage]
             assert sources.count("natural") == c["natural"] > 0 and sources.count("world") == c["world"]
+            assert sources.count(DISTRACTOR_SOURCE) == c["distractor copies"] == 0
             if split == "test":
                 assert c["world"] == 0 and {r["meta"]["conversation"] for r in rows} == {"nat-demo-01"}
             else:

@@ -109,7 +109,7 @@ def test_shipped_smollm2_experts_match_their_manifest_and_size(shipped):
     for stage, entry in manifest["experts"].items():
         card = json.loads((shipped / entry["path"] / "training_card.json").read_text())
         assert card["stage"] == stage and card["stored_dtype"] == "float16"
-        assert card["data"]["sources"].keys() <= {"natural", "world"}, card["data"]["sources"]
+        assert card["data"]["sources"].keys() <= {"natural", "world", "natural-distractors"}, card["data"]["sources"]
         assert entry["files"]["adapter_model.safetensors"] == sha256_file(shipped / entry["path"] / "adapter_model.safetensors")
 
 
@@ -175,12 +175,40 @@ def test_the_recipe_trains_packages_and_resumes(tiny_model, tmp_path):
     assert path == tmp_path / "shipped" / "experts.json" and set(manifest["experts"]) == {"extraction", "update"}
     assert manifest["command"] == "test" and manifest["base_model"]["pull"] == SHIPPED_MODEL
     card = json.loads((tmp_path / "shipped" / "update" / "training_card.json").read_text())
-    assert card["data"]["n_train"] == 6 and set(card["data"]["sources"]) <= {"natural", "world"}
+    assert card["data"]["n_train"] == 6 and set(card["data"]["sources"]) <= {"natural", "world", "natural-distractors"}
     first = {s: e["files"] for s, e in manifest["experts"].items()}
     said.clear()
     train_shipped_experts(tiny_model("qwen2"), tmp_path / "shipped", tmp_path / "work", config, echo=said.append)
     assert sum("already trained" in line for line in said) == 2 and any("reusing" in line for line in said)
     assert {s: e["files"] for s, e in check_shipped_experts(tmp_path / "shipped")["experts"].items()} == first
+
+
+def test_one_expert_is_rebuilt_and_the_others_are_kept_as_they_were(tiny_model, tmp_path):
+    """``stages=("update",)`` retrains and repackages the update expert only: the extraction expert's files and entry stay
+    byte for byte, and a damaged kept expert stops the run before anything is trained."""
+    from memlora.distill.train import TrainConfig
+    from memlora.world.shipped import ShippedExpertsConfig, train_shipped_experts
+
+    def config(stages, seed):
+        return ShippedExpertsConfig(model=SHIPPED_MODEL, stages=stages, max_examples=6, command="test",
+                                    train=TrainConfig(max_epochs=1, batch_size=4, progress=False, plot=False, seed=seed))
+
+    shipped = tmp_path / "shipped"
+    train_shipped_experts(tiny_model("qwen2"), shipped, tmp_path / "work", config(("extraction", "update"), 0), echo=print)
+    before = check_shipped_experts(shipped)["experts"]
+    extraction_bytes = (shipped / "extraction" / "adapter_model.safetensors").read_bytes()
+    said: list[str] = []
+    train_shipped_experts(tiny_model("qwen2"), shipped, tmp_path / "work2", config(("update",), 1), echo=said.append)
+    after = check_shipped_experts(shipped)["experts"]
+    assert list(after) == ["extraction", "update"] and after["extraction"] == before["extraction"]
+    assert (shipped / "extraction" / "adapter_model.safetensors").read_bytes() == extraction_bytes
+    assert after["update"]["files"] != before["update"]["files"]  # another seed: another adapter
+    assert any("extraction kept as they were" in line for line in said), said
+    (shipped / "extraction" / "adapter_config.json").write_text("{}")
+    said.clear()
+    with pytest.raises(AdapterError, match="does not match its sha256"):
+        train_shipped_experts(tiny_model("qwen2"), shipped, tmp_path / "work3", config(("update",), 2), echo=said.append)
+    assert not (tmp_path / "work3").exists() and not said
 
 
 def test_settings_for_an_unknown_stage_are_refused_before_training(tiny_model, tmp_path):
