@@ -195,14 +195,20 @@ def natural_group() -> None:
                    "memory in the loop's order (retrieval), or shuffled.")
 @click.option("--train-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Another natural-conversations file for the train split (same schema).")
+@click.option("--update-distractors", "update_distractor_copies", default=0, show_default=True, type=click.IntRange(0),
+              help="Copies of the train split's natural update examples whose stores also hold 2-6 facts of other "
+                   "conversations (--memory-order loop; the shipped recipe uses 1).")
 def natural_export_command(out_dir: Path, world_ratio: float, world_seed: int, update_key_order: str, prompt_set: str,
-                           memory_order: str, train_file: Path | None) -> None:
+                           memory_order: str, train_file: Path | None, update_distractor_copies: int) -> None:
     """Write the natural conversations' per-stage training JSONL (the format `memlora-train train` reads)."""
     counts = export_natural_jsonl(out_dir, world_ratio, WorldConfig(seed=world_seed),
                                   check_op_key_order(update_key_order.split(",")), prompt_set, memory_order,
-                                  sources={"train": train_file} if train_file else None)
+                                  sources={"train": train_file} if train_file else None,
+                                  update_distractor_copies=update_distractor_copies)
     for split, stages in counts.items():
-        made = ", ".join(f"{stage} {c['natural']} natural + {c['world']} world" for stage, c in stages.items())
+        made = ", ".join(f"{stage} {c['natural']} natural + {c['world']} world"
+                         + (f" + {c['distractor copies']} with distractors" if c["distractor copies"] else "")
+                         for stage, c in stages.items())
         click.echo(f"{split}: {made}")
     click.echo(f"wrote {out_dir}")
 

@@ -294,6 +294,9 @@ def test_cli_export_writes_what_memlora_train_train_reads(tmp_path):
     rows = load_examples(stage_path(tmp_path, "train", "update"))
     assert rows and all(r["source"] == "natural" for r in rows)
     assert all(parse_memory_update(r["target"]).ok for r in rows)
+    refused = CliRunner().invoke(train_cli, ["natural", "export", "-o", str(tmp_path / "d"), "--memory-order", "shuffled",
+                                             "--update-distractors", "1"])
+    assert refused.exit_code != 0 and isinstance(refused.exception, DataError) and not (tmp_path / "d").exists()
 
 
 def test_demo_batches_follow_mem0_s_protocol_with_the_gold_facts():
