@@ -103,6 +103,16 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
 
 
+def _ranks(text: str) -> tuple[int, ...]:
+    try:
+        ranks = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma list of ranks", param_hint="--rank-cuts") from None
+    if any(r <= 0 for r in ranks):
+        raise click.BadParameter(f"ranks must be > 0, got {text!r}", param_hint="--rank-cuts")
+    return ranks
+
+
 @bench_command.command("multilora")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--threads", type=int, default=MultiLoraSpeedConfig.threads, show_default=True, help="Engine threads.")
@@ -113,13 +123,16 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
 @click.option("--fixed-order", is_flag=True,
               help="Run the variants in the same order every round (default: an order shuffled per round, seed 0).")
 @click.option("--no-control", is_flag=True, help="Leave out the second run of the plain graph (the noise floor).")
+@click.option("--rank-cuts", default="", metavar="R,R,...",
+              help="Also run each expert cut to its first R ranks per slot (<expert>@r<R>): the cost of an expert by its rank.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def multilora_command(bundle, threads, prompt_tokens, rounds, decode_bursts, fixed_order, no_control, json_path):
+def multilora_command(bundle, threads, prompt_tokens, rounds, decode_bursts, fixed_order, no_control, rank_cuts, json_path):
     """The multi-LoRA graph against the plain graph: prefill and decode tok/s with no adapter and with each expert,
     interleaved in shuffled order, with a second plain run as control and the memory-bandwidth roofline measured in the
     same run."""
     config = MultiLoraSpeedConfig(threads=threads, prompt_tokens=prompt_tokens, rounds=rounds, decode_bursts=decode_bursts,
-                                  shuffle_seed=None if fixed_order else 0, control=not no_control)
+                                  shuffle_seed=None if fixed_order else 0, control=not no_control,
+                                  rank_cuts=_ranks(rank_cuts))
     report = measure_multilora_speed(bundle, config)
     click.echo(report.table())
     if json_path:

@@ -67,6 +67,9 @@ class MultiLoraSpeedConfig:
     graph with no adapter that always followed an expert on its session decoded at 1.13 of plain, 0.94 when shuffled)."""
     control: bool = True
     """Also run ``plain (control)``, a second generator on the plain graph: its ratio to plain is the noise floor."""
+    rank_cuts: tuple[int, ...] = ()
+    """Also run each expert cut to the first r ranks of every slot, for each r here below its rank (variants named
+    ``<expert>@r<r>``): what an expert costs by its rank. A cut expert computes something else; only its speed counts."""
 
 
 @dataclass
@@ -170,6 +173,34 @@ def _decode_burst(generator, tokens: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def _rank_cut_adapters(files: dict[str, Path], cuts: tuple[int, ...], out_dir: Path) -> dict[str, Path]:
+    """``<expert>@r<r>`` -> an ``.onnx_adapter`` holding the expert's first ``r`` ranks of every slot (A's first r
+    columns, B's first r rows), for each cut below the expert's largest slot rank."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from memlora.export.onnx_adapter import read_onnx_adapter
+
+    out: dict[str, Path] = {}
+    for stage, file in files.items():
+        params = read_onnx_adapter(file)
+        rank = max(v.shape[1] if ".lora_A." in k else v.shape[0] for k, v in params.items())
+        for r in sorted(set(cuts), reverse=True):
+            if not 0 < r < rank:
+                continue
+            cut = {k: np.ascontiguousarray(v[:, :r] if ".lora_A." in k else v[:r]) for k, v in params.items()}
+            values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in cut.items()}
+            fmt = ort.AdapterFormat()
+            fmt.set_adapter_version(1)
+            fmt.set_model_version(1)
+            fmt.set_parameters(values)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"{stage}-r{r}.onnx_adapter"
+            fmt.export_adapter(str(path))
+            out[f"{stage}@r{r}"] = path
+    return out
+
+
 def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpeedConfig | None = None) -> MultiLoraSpeedReport:
     """Interleaved prefill/decode speed of the plain graph, the multi-LoRA graph with no adapter and with each expert."""
     import numpy as np
@@ -198,13 +229,15 @@ def measure_multilora_speed(bundle_dir: str | os.PathLike, config: MultiLoraSpee
         plain = _load_model(og, plain_dir, config)
         multi = _load_model(og, bundle.base_dir, config)
         adapters = og.Adapters(multi)
-        for stage in experts:
-            adapters.load(str(bundle.adapter_for(stage)), stage)
+        adapter_files = {stage: bundle.adapter_for(stage) for stage in experts}
+        adapter_files.update(_rank_cut_adapters(adapter_files, config.rank_cuts, Path(tmp) / "cuts"))
+        for name, file in adapter_files.items():
+            adapters.load(str(file), name)
         variants = ([("plain", plain, None)] + ([(CONTROL, plain, None)] if config.control else [])
-                    + [("no adapter", multi, None)] + [(stage, multi, stage) for stage in experts])
+                    + [("no adapter", multi, None)] + [(name, multi, name) for name in adapter_files])
         plain_bytes, multi_bytes = roofline.model_weight_bytes(plain_dir), roofline.model_weight_bytes(bundle.base_dir)
         weights = {name: (plain_bytes if model is plain else multi_bytes)
-                   + (bundle.adapter_for(adapter).stat().st_size if adapter else 0) for name, model, adapter in variants}
+                   + (adapter_files[adapter].stat().st_size if adapter else 0) for name, model, adapter in variants}
         order = random.Random(config.shuffle_seed)
 
         def in_order(items: list) -> list:

@@ -217,6 +217,19 @@ def test_multilora_speed_report_covers_plain_and_every_expert(bundles):
     assert report.cpu == cpu_info() and f"CPU {report.cpu['model']}" in report.table()  # which CPU the numbers are from
 
 
+def test_multilora_speed_runs_experts_cut_to_lower_ranks(bundles):
+    """``rank_cuts``: each expert also runs with its first r ranks per slot, reading proportionally fewer bytes."""
+    from memlora.bench.multilora_speed import MultiLoraSpeedConfig, measure_multilora_speed
+
+    config = MultiLoraSpeedConfig(prompt_tokens=16, new_tokens=4, rounds=1, decode_bursts=2, burst_tokens=2, bandwidth_mb=64,
+                                  experts=("update",), control=False, rank_cuts=(64, 8, 4))
+    rows = {r.name: r for r in measure_multilora_speed(bundles("qwen2-int4"), config).rows}
+    assert list(rows) == ["plain", "no adapter", "update", "update@r8", "update@r4"]  # r64 >= its largest slot (q,k,v: 48)
+    adapter_bytes = {name: rows[name].bytes_per_token - rows["no adapter"].bytes_per_token for name in rows if "update" in name}
+    assert adapter_bytes["update"] > adapter_bytes["update@r8"] > adapter_bytes["update@r4"] > 0
+    assert all(r.decode_tok_s > 0 for r in rows.values())
+
+
 def test_memlora_bench_multilora_prints_the_table_and_writes_json(bundles, tmp_path):
     from click.testing import CliRunner
 
