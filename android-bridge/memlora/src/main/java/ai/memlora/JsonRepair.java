@@ -188,8 +188,8 @@ final class JsonRepair extends JsonRepairStrings {
           Object value = StrictJson.rawDecode(s, i, end);
           i = end[0];
           return value;
-        } catch (StrictJson.Invalid e) {
-          // not valid from here: repaired below
+        } catch (StrictJson.Invalid | StackOverflowError e) {
+          // not valid from here (or nested too deep to read strictly): repaired below
         }
       }
       if (c == '{') {
