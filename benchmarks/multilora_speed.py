@@ -25,6 +25,7 @@ from pathlib import Path
 from memlora.bench import roofline
 from memlora.errors import MemloraError
 from memlora.export.multilora import strip_lora_branches
+from memlora.export.onnx_adapter import read_onnx_adapter
 from memlora.runtime.bundle import load_bundle
 from memlora.runtime.cpu import cpu_info
 from memlora.runtime.ort_engine import disable_ort_telemetry
@@ -178,8 +179,6 @@ def _rank_cut_adapters(files: dict[str, Path], cuts: tuple[int, ...], out_dir: P
     columns, B's first r rows), for each cut below the expert's largest slot rank."""
     import numpy as np
     import onnxruntime as ort
-
-    from memlora.export.onnx_adapter import read_onnx_adapter
 
     out: dict[str, Path] = {}
     for stage, file in files.items():
