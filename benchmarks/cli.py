@@ -33,7 +33,7 @@ from memlora.bench.store_bench import StoreBenchConfig, format_table, run_store_
 from memlora.bench.train_throughput import ThroughputConfig, format_report, run_train_throughput
 from memlora.bench.vqa_bench import VQABenchConfig, run_vqa_bench, vqa_from_cli, vqa_markdown
 from memlora.bench.vqa_eval import ROUTES
-from memlora.cli_support import run_cli
+from memlora.cli_support import int_list, run_cli
 from memlora.corpus.locomo import default_locomo_path, load_locomo, split_conversations
 from memlora.errors import MemloraError
 from memlora.models import ensure_model
@@ -104,10 +104,7 @@ def bench_command(ctx, device, bundle, model_shape, experts, rounds, max_new_tok
 
 
 def _ranks(text: str) -> tuple[int, ...]:
-    try:
-        ranks = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma list of ranks", param_hint="--rank-cuts") from None
+    ranks = int_list(text)
     if any(r <= 0 for r in ranks):
         raise click.BadParameter(f"ranks must be > 0, got {text!r}", param_hint="--rank-cuts")
     return ranks

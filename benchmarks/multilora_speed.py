@@ -25,7 +25,7 @@ from pathlib import Path
 from memlora.bench import roofline
 from memlora.errors import MemloraError
 from memlora.export.multilora import strip_lora_branches
-from memlora.export.onnx_adapter import read_onnx_adapter
+from memlora.export.onnx_adapter import read_onnx_adapter, write_adapter_parameters
 from memlora.runtime.bundle import load_bundle
 from memlora.runtime.cpu import cpu_info
 from memlora.runtime.ort_engine import disable_ort_telemetry
@@ -178,7 +178,6 @@ def _rank_cut_adapters(files: dict[str, Path], cuts: tuple[int, ...], out_dir: P
     """``<expert>@r<r>`` -> an ``.onnx_adapter`` holding the expert's first ``r`` ranks of every slot (A's first r
     columns, B's first r rows), for each cut below the expert's largest slot rank."""
     import numpy as np
-    import onnxruntime as ort
 
     out: dict[str, Path] = {}
     for stage, file in files.items():
@@ -188,15 +187,7 @@ def _rank_cut_adapters(files: dict[str, Path], cuts: tuple[int, ...], out_dir: P
             if not 0 < r < rank:
                 continue
             cut = {k: np.ascontiguousarray(v[:, :r] if ".lora_A." in k else v[:r]) for k, v in params.items()}
-            values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in cut.items()}
-            fmt = ort.AdapterFormat()
-            fmt.set_adapter_version(1)
-            fmt.set_model_version(1)
-            fmt.set_parameters(values)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = out_dir / f"{stage}-r{r}.onnx_adapter"
-            fmt.export_adapter(str(path))
-            out[f"{stage}@r{r}"] = path
+            out[f"{stage}@r{r}"] = write_adapter_parameters(cut, out_dir / f"{stage}-r{r}.onnx_adapter")
     return out
 
 

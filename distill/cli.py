@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from memlora import STAGES
-from memlora.cli_support import parse_stage_counts, run_cli
+from memlora.cli_support import int_list, parse_stage_counts, run_cli
 from memlora.corpus.dataset import SPLITS, stage_path
 from memlora.corpus.locomo import default_locomo_path, split_conversations
 from memlora.distill.cleaning import clean_split
@@ -37,13 +37,6 @@ def float_list(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma list of numbers") from None
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma list of integers") from None
 
 
 def _conversations(locomo: Path | None, conversations: Path | None, split: str):

@@ -64,9 +64,13 @@ def adapter_parameters(expert: Expert, slots: list[LoraSlot]) -> dict[str, np.nd
 
 def write_onnx_adapter(expert: Expert, slots: list[LoraSlot], path: str | Path, *, model_version: int = 1) -> Path:
     """Write ``expert`` as an ``.onnx_adapter`` for the graph whose LoRA slots are ``slots``."""
+    return write_adapter_parameters(adapter_parameters(expert, slots), path, model_version=model_version)
+
+
+def write_adapter_parameters(params: dict[str, np.ndarray], path: str | Path, *, model_version: int = 1) -> Path:
+    """Write graph-input name -> array as an ``.onnx_adapter`` file (``adapter_parameters`` makes them)."""
     import onnxruntime as ort
 
-    params = adapter_parameters(expert, slots)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = ort.AdapterFormat()

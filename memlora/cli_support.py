@@ -28,6 +28,14 @@ def run_cli(command: click.Command, args=None) -> None:
         sys.exit(1)
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    """A comma list of integers ("4,8") -> (4, 8); anything else is a click usage error."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma list of integers") from None
+
+
 def parse_stage_counts(values: str | Iterable[str] | None, option: str, *, total: bool = False,
                        stages: tuple[str, ...] = LOOP_STAGES) -> int | dict[str, int] | None:
     """A per-stage count option -> ``{stage: N}``; None when nothing was given.

@@ -17,10 +17,10 @@ from pathlib import Path
 import click
 
 from memlora import LOOP_STAGES
+from memlora.cli_support import int_list
 from memlora.distill.cli import (
     INT4_BASE_OPTION,
     STAGE_SET_OPTION,
-    int_list,
     stage_overrides,
     train_options,
     train_stage,
@@ -37,7 +37,7 @@ from memlora.world.examples import (
 from memlora.world.experts import DEFAULT_PRESET, ensure_world_experts
 from memlora.world.generator import MEM0_OP_KEYS, SPLITS, WorldConfig, generate_world
 from memlora.world.natural import NATURAL_SPLITS, load_natural, summarize
-from memlora.world.natural_examples import DEFAULT_MEMORY_ORDER, export_natural_jsonl
+from memlora.world.natural_examples import DEFAULT_MEMORY_ORDER, describe_counts, export_natural_jsonl
 from memlora.world.shipped import ShippedExpertsConfig, shipped_dir, train_shipped_experts
 from memlora.world.vqa_learning import (
     QUESTION_TYPES,
@@ -206,10 +206,7 @@ def natural_export_command(out_dir: Path, world_ratio: float, world_seed: int, u
                                   sources={"train": train_file} if train_file else None,
                                   update_distractor_copies=update_distractor_copies)
     for split, stages in counts.items():
-        made = ", ".join(f"{stage} {c['natural']} natural + {c['world']} world"
-                         + (f" + {c['distractor copies']} with distractors" if c["distractor copies"] else "")
-                         for stage, c in stages.items())
-        click.echo(f"{split}: {made}")
+        click.echo(f"{split}: {describe_counts(stages)}")
     click.echo(f"wrote {out_dir}")
 
 

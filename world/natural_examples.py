@@ -93,13 +93,14 @@ def update_examples(conv: NaturalConversation, op_key_order: Sequence[str] = MEM
     if isinstance(ranker, RetrievalOrder):
         ranker.embed([t for _, facts, ops, before in steps for t in (*facts, *before.values())] + list(distractors))
     rng = random.Random(f"{conv.sample_id}:update-distractors:{seed}")
+    distractors = list(dict.fromkeys(distractors))
     out = []
     for batch, facts, ops, before in steps:
         case = gold_case(before, facts, ops)
         memory = list(before.values())
         if distractors:
             taken = set(memory) | set(facts)
-            pool = [t for t in dict.fromkeys(distractors) if t not in taken]
+            pool = [t for t in distractors if t not in taken]
             memory += rng.sample(pool, min(rng.randint(*DISTRACTORS_PER_STEP), len(pool)))
         if memory_order == "loop":
             case = loop_retrieved(case, memory, ranker)
@@ -192,6 +193,13 @@ def mix(natural: list[dict], world: list[dict], world_ratio: float, seed: str) -
     if n:
         rng.shuffle(rows)
     return rows
+
+
+def describe_counts(stages: dict[str, dict[str, int]]) -> str:
+    """One split's ``export_natural_jsonl`` counts as text: "extraction 518 natural + 518 world, update ..."."""
+    return ", ".join(f"{stage} {c['natural']} natural + {c['world']} world"
+                     + (f" + {c['distractor copies']} with distractors" if c["distractor copies"] else "")
+                     for stage, c in stages.items())
 
 
 def export_natural_jsonl(data_dir: str | Path, world_ratio: float = 0.0, world_config: WorldConfig | None = None,

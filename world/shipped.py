@@ -31,7 +31,7 @@ from memlora.export.adapters import CARD_FILE
 from memlora.paths import data_file
 from memlora.runtime.bundle import sha256_file
 from memlora.world.generator import WorldConfig
-from memlora.world.natural_examples import export_natural_jsonl
+from memlora.world.natural_examples import describe_counts, export_natural_jsonl
 
 SHIPPED_FORMAT = 1
 """Version of the shipped ``experts.json`` (format 1 of the experts contract plus ``files``, ``base_model``, ``command``)."""
@@ -98,9 +98,7 @@ def build_shipped_data(data_dir: Path, config: ShippedExpertsConfig, echo: Calla
     counts = export_natural_jsonl(data_dir, config.world_ratio, WorldConfig(seed=config.world_seed),
                                   update_distractor_copies=config.update_distractor_copies)
     for split in ("train", "val"):
-        echo(f"data: {split}: " + ", ".join(f"{s} {c['natural']} natural + {c['world']} world"
-                                            + (f" + {c['distractor copies']} with distractors" if c["distractor copies"] else "")
-                                            for s, c in counts[split].items()))
+        echo(f"data: {split}: {describe_counts(counts[split])}")
     write_json_atomic(stamp, settings)
 
 
